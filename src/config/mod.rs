@@ -1,0 +1,303 @@
+//! Configuration: the validated, immutable types every other module reads.
+//!
+//! Owns: the shape of a running configuration (`Config`) and the tier/key tables
+//! (`LimitsConfig`). Loading happens in two layers: `file` is a raw serde mirror of
+//! the TOML with `deny_unknown_fields` and the `DEFAULT_*` constants; `validate`
+//! turns it into these types and names the file, line and field of any error.
+//! `keys` reads/writes the keys file (atomic writes, timestamped backups).
+//! Must not touch: sockets, runtimes, anything on the data path. A `Config` is
+//! built off the data path and handed to cores as an `Arc` snapshot.
+
+pub mod file;
+pub mod keys;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use validate::{ConfigError, load, load_str};
+
+/// A whole validated configuration (main file + keys file).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Path of the main config file (for reload and error messages).
+    pub source: PathBuf,
+    /// Number of worker cores (threads). Default: available parallelism.
+    pub workers: usize,
+    /// Pin worker threads to cores (default true).
+    pub pin_workers: bool,
+    /// Plain HTTP listeners (default `0.0.0.0:8080`... see DEFAULT_LISTEN).
+    pub listen: Vec<SocketAddr>,
+    /// HTTPS listeners and their certificates.
+    pub tls: Option<TlsListenConfig>,
+    pub admin: AdminConfig,
+    pub http: HttpConfig,
+    pub upstream: UpstreamConfig,
+    pub limits: LimitsConfig,
+    pub shutdown_grace: Duration,
+    pub access_log: AccessLogConfig,
+    /// How often the control thread polls config/keys files for changes (0 = off).
+    pub reload_poll_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsListenConfig {
+    pub listen: Vec<SocketAddr>,
+    /// First entry is the default certificate (used when SNI is absent or unmatched).
+    pub certs: Vec<CertConfig>,
+    /// Poll cert/key files for changes and reload them (0 = off; SIGHUP also reloads).
+    pub reload_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct CertConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// SNI names this certificate answers for; empty = take the names from the cert (SAN).
+    pub server_names: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// None = admin listener disabled. Default 127.0.0.1:8404.
+    pub listen: Option<SocketAddr>,
+    /// Optional bearer token required on every admin request.
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Max bytes of a request head (request line + headers). Default 16384 → 431 beyond.
+    pub max_head_bytes: usize,
+    /// Max number of request headers. Default 100 → 431 beyond.
+    pub max_headers: usize,
+    /// Close a client connection idle (between requests) this long. Default 60 s.
+    pub client_idle_timeout: Duration,
+    /// Max time to receive a whole request head once its first byte arrived. Default 10 s.
+    pub client_head_timeout: Duration,
+    /// Add `X-Forwarded-For: <client ip>` to upstream requests. Default false.
+    pub x_forwarded_for: bool,
+    /// Max keep-alive requests per client connection (0 = unlimited). Default 0.
+    pub max_requests_per_connection: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    LeastOutstanding,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub servers: Vec<UpstreamServer>,
+    pub balance: Balance,
+    pub connect_timeout: Duration,
+    /// From the last request byte sent to the first response-head byte... whole head. Default 60 s.
+    pub response_head_timeout: Duration,
+    /// Max inactivity while streaming a body either way. Default 60 s.
+    pub idle_timeout: Duration,
+    /// Idle keep-alive connections kept per server per core. Default 64.
+    pub pool_max_idle: usize,
+    /// How long an idle pooled connection is kept. Default 30 s.
+    pub pool_idle_timeout: Duration,
+    pub health: HealthCheckConfig,
+    /// Consecutive connect failures that eject a node passively. Default 3.
+    pub passive_fail_threshold: u32,
+    /// How long a passively ejected node stays out (unless a health check brings it back). Default 10 s.
+    pub passive_eject_duration: Duration,
+    /// Retries on another node for requests of which no byte was sent. Default 2.
+    pub max_retries: u32,
+    pub tls: Option<UpstreamTlsConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamServer {
+    /// As written in config ("host:port"), used in logs and stats.
+    pub name: String,
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthCheckConfig {
+    pub enabled: bool,
+    /// Default "/minio/health/live".
+    pub path: String,
+    /// Default 2 s.
+    pub interval: Duration,
+    /// Default 1 s.
+    pub timeout: Duration,
+    /// Consecutive successes to mark a node up. Default 2.
+    pub rise: u32,
+    /// Consecutive failures to mark a node down. Default 3.
+    pub fall: u32,
+    /// Status codes accepted as healthy: 200..=399 by default (an S3 server answers
+    /// unauthenticated paths with 403 — set `healthy_statuses` for such a server).
+    pub healthy_statuses: Vec<u16>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamTlsConfig {
+    /// PEM CA bundle to trust; None = the built-in webpki roots are NOT bundled, so this is required.
+    pub ca_file: PathBuf,
+    /// SNI / certificate name to verify. Default: host part of each server name.
+    pub server_name: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AccessLogConfig {
+    /// None = off. Each core buffers lines and a writer thread appends to this file.
+    pub path: Option<PathBuf>,
+}
+
+/// Which request methods count against limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Method {
+    Get,
+    Put,
+    Post,
+    Head,
+    Delete,
+    Options,
+    Patch,
+}
+
+impl Method {
+    pub fn from_bytes(b: &[u8]) -> Option<Method> {
+        Some(match b {
+            b"GET" => Method::Get,
+            b"PUT" => Method::Put,
+            b"POST" => Method::Post,
+            b"HEAD" => Method::Head,
+            b"DELETE" => Method::Delete,
+            b"OPTIONS" => Method::Options,
+            b"PATCH" => Method::Patch,
+            _ => return None,
+        })
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Put => "PUT",
+            Method::Post => "POST",
+            Method::Head => "HEAD",
+            Method::Delete => "DELETE",
+            Method::Options => "OPTIONS",
+            Method::Patch => "PATCH",
+        }
+    }
+    pub const ALL: [Method; 7] = [
+        Method::Get,
+        Method::Put,
+        Method::Post,
+        Method::Head,
+        Method::Delete,
+        Method::Options,
+        Method::Patch,
+    ];
+    pub fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// A set of methods as a bitmask (cheap to test on the data path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MethodSet(pub u8);
+
+impl MethodSet {
+    pub fn contains(self, m: Method) -> bool {
+        self.0 & m.bit() != 0
+    }
+    pub fn insert(&mut self, m: Method) {
+        self.0 |= m.bit();
+    }
+}
+
+/// How keys that are not in the keys file are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnlistedKeys {
+    /// Each unlisted key has its own counters (the seed's behaviour).
+    PerKey,
+    /// Unlisted keys are counted per client address, so made-up keys buy nothing.
+    PerAddress,
+}
+
+/// One sliding window of a tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowConfig {
+    /// Window length in milliseconds (60_000 for per-minute, 1_000 for per-second).
+    pub length_ms: u32,
+    /// Max admitted requests in any trailing window of that length.
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TierConfig {
+    pub name: String,
+    /// The long (sustained) window; default 60 s.
+    pub sustained: WindowConfig,
+    /// The short (burst) window; default 1 s.
+    pub burst: WindowConfig,
+    /// Methods limited for this tier (default: the global list).
+    pub methods: MethodSet,
+    /// false = shadow mode for this tier: decide and count, but forward everything.
+    pub enforce: bool,
+}
+
+/// Which groups of rate-limit headers are added to responses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderGroups {
+    /// IETF `RateLimit-Policy` / `RateLimit`.
+    pub ietf: bool,
+    /// The seed's `X-RateLimit-Group`, `X-RateLimit-Limit-Per-Minute`, `X-RateLimit-Current-Per-Minute`.
+    pub legacy: bool,
+    /// `X-API-Key` (the key as identified) and `X-Auth-Method`.
+    pub identity: bool,
+    /// Add the headers to allowed responses too (denied ones always get them).
+    pub on_allowed: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectDenied {
+    /// Close the connection after the error (never read the body).
+    Close,
+    /// Read and discard up to this many body bytes to keep the connection, else close.
+    Drain(u64),
+}
+
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    /// Path of the keys file (None = no keys: every key gets `default_tier`).
+    pub keys_file: Option<PathBuf>,
+    /// Tiers by index; `tier_index` maps names. Order is the config order.
+    pub tiers: Vec<TierConfig>,
+    pub tier_index: HashMap<String, usize>,
+    /// key → tier index, from the keys file.
+    pub keys: HashMap<Box<[u8]>, usize>,
+    pub default_tier: usize,
+    pub anonymous_tier: usize,
+    pub unlisted_keys: UnlistedKeys,
+    /// Global master switch for enforcement (false = shadow mode everywhere).
+    pub enforce: bool,
+    /// 429 (default) or 503.
+    pub deny_status: u16,
+    /// Keys longer than this are treated as anonymous. Default 128, max 255.
+    pub max_key_len: usize,
+    /// Max tracked subjects per core shard. Default 100_000.
+    pub table_cap: usize,
+    pub headers: HeaderGroups,
+    pub expect_denied: ExpectDenied,
+    /// A monotonically increasing version of the limits (bumped on every successful reload).
+    pub version: u64,
+}
+
+impl LimitsConfig {
+    /// Tier for an identified key (listed → its tier; unlisted → default tier).
+    pub fn tier_of_key(&self, key: &[u8]) -> (usize, bool) {
+        match self.keys.get(key) {
+            Some(&t) => (t, true),
+            None => (self.default_tier, false),
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! tollgate: a per-API-key rate-limiting reverse proxy for S3-compatible stores.
+//!
+//! Architecture map (one paragraph per module; see README "Repository structure"):
+//!
+//! - [`config`]: raw TOML mirror → validated immutable `Config`; keys file and its CLI.
+//! - [`http`]: the HTTP/1.1 codec on httparse: request/response heads, body framing,
+//!   chunked scanning, smuggling rejection, S3 XML error bodies. No I/O.
+//! - [`identity`]: API-key extraction (5 methods, first match wins) → (key, auth method).
+//! - [`limit`]: the exact trailing-window algorithm (`window`), the per-core shard
+//!   (`table`) and key → owner-core routing (`route`). No I/O, time passed in.
+//! - [`runtime`]: worker threads (pinned, one monoio runtime each), the cross-core
+//!   message types (`msg`) and the SPSC ring mesh between cores (`mesh`).
+//! - [`proxy`]: the data path: accept, connection loop, limit decision, upstream pools,
+//!   health checks, TLS. Never imports `control`.
+//! - [`control`]: the control thread: signals, reload, admin API, metrics. Never imports `proxy`.
+//! - [`stats`]: per-core counters (written by their core only) and their aggregation.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod control;
+pub mod http;
+pub mod identity;
+pub mod limit;
+pub mod proxy;
+pub mod runtime;
+pub mod stats;
