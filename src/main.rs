@@ -1,1 +1,254 @@
-fn main() {}
+//! The `tollgate` command: `run`, `check`, `keys`. Wires config → runtime → proxy
+//! and control; the only place that uses `anyhow`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use tollgate::config::validate::{Overrides, load_with, summary};
+use tollgate::config::{self, Config};
+use tollgate::control::{self, ControlState};
+use tollgate::proxy::{self, Shared, tls};
+use tollgate::runtime;
+use tollgate::stats::CoreStats;
+
+#[derive(Parser)]
+#[command(name = "tollgate", version, about = "Per-API-key rate-limiting reverse proxy for S3-compatible stores")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the proxy.
+    Run {
+        /// Main config file (TOML).
+        #[arg(long, short, default_value = "config/tollgate.toml")]
+        config: PathBuf,
+        /// Plain HTTP listen address (repeatable; replaces the file's `listen`).
+        #[arg(long)]
+        listen: Vec<SocketAddr>,
+        /// HTTPS listen address (repeatable; needs [tls] certificates in the file).
+        #[arg(long)]
+        tls_listen: Vec<SocketAddr>,
+        /// Upstream HOST:PORT (repeatable; replaces the file's servers).
+        #[arg(long)]
+        upstream: Vec<String>,
+        /// Worker cores.
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Admin listen address, or "off".
+        #[arg(long)]
+        admin: Option<String>,
+    },
+    /// Validate a config (and its keys file) without starting; print a summary.
+    Check {
+        #[arg(long, short, default_value = "config/tollgate.toml")]
+        config: PathBuf,
+    },
+    /// Manage the keys file named by the config (atomic writes, timestamped backups).
+    Keys {
+        #[arg(long, short, default_value = "config/tollgate.toml")]
+        config: PathBuf,
+        #[command(subcommand)]
+        op: KeysOp,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysOp {
+    /// List keys and their tiers.
+    List,
+    /// Add a key (error if it exists).
+    Add { key: String, tier: String },
+    /// Remove a key.
+    Remove { key: String },
+    /// Set (add or change) a key's tier.
+    Set { key: String, tier: String },
+    /// List backups, newest first.
+    Backups,
+    /// Restore the keys file from a backup.
+    Restore { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Run {
+            config,
+            listen,
+            tls_listen,
+            upstream,
+            workers,
+            admin,
+        } => run(
+            config,
+            Overrides {
+                listen,
+                tls_listen,
+                upstream,
+                workers,
+                admin,
+            },
+        ),
+        Cmd::Check { config } => match config::load(&config) {
+            Ok(cfg) => {
+                print!("{}", summary(&cfg));
+                println!("{}: OK", config.display());
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(1);
+            }
+        },
+        Cmd::Keys { config, op } => keys(config, op),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn keys(config: PathBuf, op: KeysOp) -> Result<()> {
+    use tollgate::config::keys as k;
+    let cfg = config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let path = cfg
+        .limits
+        .keys_file
+        .clone()
+        .context("the config has no limits.keys_file")?;
+    let tiers: Vec<String> = cfg.limits.tiers.iter().map(|t| t.name.clone()).collect();
+    match op {
+        KeysOp::List => {
+            for (key, tier) in k::list(&path)? {
+                println!("{key}\t{tier}");
+            }
+        }
+        KeysOp::Add { key, tier } => {
+            k::add(&path, &key, &tier, &tiers)?;
+            println!("added {key} → {tier}");
+        }
+        KeysOp::Remove { key } => {
+            k::remove(&path, &key)?;
+            println!("removed {key}");
+        }
+        KeysOp::Set { key, tier } => {
+            k::set(&path, &key, &tier, &tiers)?;
+            println!("set {key} → {tier}");
+        }
+        KeysOp::Backups => {
+            for b in k::backups(&path)? {
+                println!("{}", b.display());
+            }
+        }
+        KeysOp::Restore { file } => {
+            k::restore(&path, &file)?;
+            println!("restored {} from {}", path.display(), file.display());
+        }
+    }
+    Ok(())
+}
+
+fn tls_builder() -> control::TlsBuilder {
+    let resumption = tls::Resumption::new().expect("TLS ticketer");
+    Box::new(move |cfg: &Config| {
+        let t = cfg.tls.as_ref().ok_or("no [tls] section")?;
+        tls::build_server_config(&t.certs, &resumption).map_err(|e| e.to_string())
+    })
+}
+
+fn run(path: PathBuf, overrides: Overrides) -> Result<()> {
+    let cfg = load_with(&path, &overrides).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cfg = Arc::new(cfg);
+    let n = cfg.workers.max(1);
+    let plain = runtime::bind_listeners(&cfg.listen, n)?;
+    let tls_addrs: Vec<SocketAddr> = cfg.tls.as_ref().map(|t| t.listen.clone()).unwrap_or_default();
+    let tls_ls = runtime::bind_listeners(&tls_addrs, n)?;
+    let builder = tls_builder();
+    let server_tls = match &cfg.tls {
+        Some(_) => Some(builder(&cfg).map_err(|e| anyhow::anyhow!("TLS: {e}"))?),
+        None => None,
+    };
+    let upstream_tls = match &cfg.upstream.tls {
+        Some(t) => Some(tls::build_client_config(t)?),
+        None => None,
+    };
+    for (i, a) in cfg.listen.iter().enumerate() {
+        let bound = plain[0][i].local_addr()?;
+        log::info!("listening on http://{bound} (configured {a})");
+    }
+    for (i, a) in tls_addrs.iter().enumerate() {
+        let bound = tls_ls[0][i].local_addr()?;
+        log::info!("listening on https://{bound} (configured {a})");
+    }
+    let (meshes, handle) = runtime::mesh::build(n);
+    let stats: Vec<Arc<CoreStats>> = (0..n).map(|_| Arc::new(CoreStats::default())).collect();
+    let hasher = std::hash::RandomState::new();
+    let shared = Arc::new(Shared {
+        config: cfg.clone(),
+        stats: stats.clone(),
+        hasher: hasher.clone(),
+        epoch: Instant::now(),
+        tls: server_tls,
+        upstream_tls,
+        instance: {
+            use std::hash::BuildHasher;
+            hasher.hash_one(std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64)
+        },
+    });
+    let inits = meshes
+        .into_iter()
+        .zip(plain)
+        .zip(tls_ls)
+        .map(|((m, p), t)| (m, p, t))
+        .collect();
+    let sh = shared.clone();
+    let workers = runtime::spawn_workers(inits, cfg.pin_workers, move |init| {
+        proxy::run_worker(init, sh.clone())
+    })?;
+    log::info!(
+        "tollgate started: {n} workers, {} upstream(s), {} tier(s), {} key(s), config v{}",
+        cfg.upstream.servers.len(),
+        cfg.limits.tiers.len(),
+        cfg.limits.keys.len(),
+        cfg.limits.version
+    );
+    let state = Arc::new(ControlState {
+        config: std::sync::Mutex::new(cfg.clone()),
+        overrides,
+        cores: handle,
+        stats,
+        hasher,
+        tls_builder: Some(builder),
+        reloads: AtomicU64::new(0),
+        reload_failures: AtomicU64::new(0),
+        last_reload_error: std::sync::Mutex::new(None),
+        shutting_down: AtomicBool::new(false),
+        started: Instant::now(),
+    });
+    control::start(state.clone())?;
+    if let Some(a) = cfg.admin.listen {
+        let bound = control::admin::start(state.clone(), a)
+            .with_context(|| format!("admin listener {a}"))?;
+        log::info!("admin on http://{bound}");
+    }
+    for w in workers {
+        let _ = w.join();
+    }
+    log::info!("stopped");
+    Ok(())
+}

@@ -1,1 +1,136 @@
-//! TODO
+//! Per-core statistics counters and their aggregation.
+//!
+//! Owns: `CoreStats` (one per worker core, written only by that core) and `Totals`
+//! (the control thread's sum). The data path never contends on these: every field
+//! is updated by exactly one thread with a relaxed load + store (a plain store on
+//! x86-64, no locked instruction); the control thread only reads.
+//! Must not touch: I/O, HTTP parsing.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Max tiers tracked in stats (validated at config load).
+pub const MAX_TIERS: usize = 32;
+/// Methods tracked: GET PUT POST HEAD DELETE OPTIONS PATCH other.
+pub const METHODS: usize = 8;
+pub const METHOD_NAMES: [&str; METHODS] = ["GET", "PUT", "POST", "HEAD", "DELETE", "OPTIONS", "PATCH", "OTHER"];
+
+/// A counter written by one thread only.
+#[derive(Default, Debug)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline]
+    pub fn add(&self, n: u64) {
+        // Single writer: load + store, never a read-modify-write instruction.
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1)
+    }
+    #[inline]
+    pub fn sub(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_sub(n), Relaxed);
+    }
+    #[inline]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// Per tier × method decision counters.
+#[derive(Default, Debug)]
+pub struct TierMethod {
+    pub admitted: Counter,
+    pub denied: Counter,
+    /// Would have been denied, forwarded because of shadow mode.
+    pub shadow_denied: Counter,
+}
+
+#[derive(Debug)]
+#[repr(align(128))]
+pub struct CoreStats {
+    pub requests: [Counter; METHODS],
+    /// Requests of a method that is not limited for their tier (passed, counted only).
+    pub unlimited: [Counter; METHODS],
+    pub tiers: Vec<[TierMethod; METHODS]>,
+    pub auth_methods: [Counter; 6],
+    pub malformed_keys: Counter,
+    pub responses: [Counter; 6], // 1xx..5xx, [0] = other
+    pub upstream_errors_502: Counter,
+    pub upstream_errors_503: Counter,
+    pub upstream_errors_504: Counter,
+    pub upstream_retries: Counter,
+    pub upstream_connects: Counter,
+    pub client_errors_400: Counter,
+    pub connections_accepted: Counter,
+    pub connections_active: Counter,
+    pub tls_handshakes: Counter,
+    pub tls_handshake_errors: Counter,
+    pub bytes_from_client: Counter,
+    pub bytes_to_client: Counter,
+    pub cross_core_sent: Counter,
+    pub cross_core_received: Counter,
+    pub cross_core_batches: Counter,
+    pub local_checks: Counter,
+    pub remote_checks: Counter,
+    pub table_entries: Counter,
+    pub table_evictions: Counter,
+    pub table_forced_evictions: Counter,
+    pub table_expired: Counter,
+    pub config_version: Counter,
+}
+
+impl Default for CoreStats {
+    fn default() -> Self {
+        CoreStats {
+            requests: Default::default(),
+            unlimited: Default::default(),
+            tiers: (0..MAX_TIERS).map(|_| Default::default()).collect(),
+            auth_methods: Default::default(),
+            malformed_keys: Default::default(),
+            responses: Default::default(),
+            upstream_errors_502: Default::default(),
+            upstream_errors_503: Default::default(),
+            upstream_errors_504: Default::default(),
+            upstream_retries: Default::default(),
+            upstream_connects: Default::default(),
+            client_errors_400: Default::default(),
+            connections_accepted: Default::default(),
+            connections_active: Default::default(),
+            tls_handshakes: Default::default(),
+            tls_handshake_errors: Default::default(),
+            bytes_from_client: Default::default(),
+            bytes_to_client: Default::default(),
+            cross_core_sent: Default::default(),
+            cross_core_received: Default::default(),
+            cross_core_batches: Default::default(),
+            local_checks: Default::default(),
+            remote_checks: Default::default(),
+            table_entries: Default::default(),
+            table_evictions: Default::default(),
+            table_forced_evictions: Default::default(),
+            table_expired: Default::default(),
+            config_version: Default::default(),
+        }
+    }
+}
+
+/// Index of a method in the per-method arrays.
+pub fn method_index(m: &[u8]) -> usize {
+    match m {
+        b"GET" => 0,
+        b"PUT" => 1,
+        b"POST" => 2,
+        b"HEAD" => 3,
+        b"DELETE" => 4,
+        b"OPTIONS" => 5,
+        b"PATCH" => 6,
+        _ => 7,
+    }
+}
+
+pub const AUTH_NAMES: [&str; 6] = ["v4", "v2", "v4_query", "v2_query", "custom", "anonymous"];

@@ -1,1 +1,436 @@
-//! TODO
+//! The data path: one `Worker` per core owns everything its connections need
+//! (config snapshot, limiter shard, upstream pools, buffer pool, TLS acceptor, stats)
+//! and is handed to connection tasks as `Rc` — no locks, no shared atomics per request.
+//!
+//! Owns: accept loops (`serve`), the connection loop (`conn`), limit decisions
+//! (`limiter`: owner-local call or cross-core message), upstream handling
+//! (`upstream`), TLS (`tls`), response headers (`headers`).
+//! Must not touch: the control plane (`control`); it only receives `ControlMsg`s.
+
+pub mod conn;
+pub mod headers;
+pub mod limiter;
+pub mod tls;
+pub mod upstream;
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::hash::RandomState;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use monoio::net::{TcpListener, TcpStream};
+
+use crate::config::Config;
+use crate::limit::{Router, Shard, TierLimits};
+use crate::runtime::WorkerInit;
+use crate::runtime::msg::{ControlMsg, CoreMsg, TableOp, TableReply};
+use crate::stats::CoreStats;
+
+use limiter::Pending;
+use upstream::{UpstreamTls, Upstreams};
+
+/// Immutable things every core receives at start.
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub stats: Vec<Arc<CoreStats>>,
+    pub hasher: RandomState,
+    /// The common clock origin: every core measures `now_ms` from here.
+    pub epoch: Instant,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub upstream_tls: Option<Arc<rustls::ClientConfig>>,
+    /// Random per-process prefix for request ids.
+    pub instance: u64,
+}
+
+/// A core's view of the configuration, rebuilt on every reload (cheap `Rc` clones).
+pub struct Snapshot {
+    pub cfg: Arc<Config>,
+    pub tiers: Vec<TierLimits>,
+}
+
+/// A one-shot local event (shutdown): wakes every waiter when set.
+#[derive(Default)]
+pub struct Event {
+    set: Cell<bool>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl Event {
+    pub fn set(&self) {
+        self.set.set(true);
+        for w in self.waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+    pub fn is_set(&self) -> bool {
+        self.set.get()
+    }
+    pub async fn wait(&self) {
+        poll_fn(|cx| {
+            if self.set.get() {
+                Poll::Ready(())
+            } else {
+                self.waiters.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// Per-core pool of fixed-size I/O buffers (64 KiB): steady state allocates nothing.
+pub struct BufPool {
+    free: Vec<Vec<u8>>,
+    size: usize,
+    max_free: usize,
+}
+
+impl BufPool {
+    pub const SIZE: usize = 64 * 1024;
+    pub fn new(size: usize, max_free: usize) -> BufPool {
+        BufPool {
+            free: Vec::new(),
+            size,
+            max_free,
+        }
+    }
+    pub fn get(&mut self) -> Vec<u8> {
+        self.free.pop().unwrap_or_else(|| Vec::with_capacity(self.size))
+    }
+    pub fn put(&mut self, mut b: Vec<u8>) {
+        if b.capacity() >= self.size && self.free.len() < self.max_free {
+            b.clear();
+            self.free.push(b);
+        }
+    }
+}
+
+pub struct Worker {
+    pub id: usize,
+    pub snap: RefCell<Rc<Snapshot>>,
+    pub shard: RefCell<Shard>,
+    pub router: Router,
+    pub mesh: RefCell<crate::runtime::CoreMesh>,
+    pub pending: RefCell<Pending>,
+    /// Waker of this core's mesh task, used to flush outboxes once per turn.
+    mesh_waker: RefCell<Option<Waker>>,
+    mesh_kicked: Cell<bool>,
+    pub stats: Arc<CoreStats>,
+    pub epoch: Instant,
+    pub upstreams: RefCell<Upstreams>,
+    pub pool: RefCell<BufPool>,
+    pub tls: RefCell<Option<monoio_rustls::TlsAcceptor>>,
+    pub shutdown: Event,
+    pub active: Cell<usize>,
+    req_counter: Cell<u64>,
+    instance: u64,
+}
+
+impl Worker {
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    pub fn snapshot(&self) -> Rc<Snapshot> {
+        self.snap.borrow().clone()
+    }
+
+    /// A process-unique request id: instance prefix, core, counter.
+    pub fn next_request_id(&self, out: &mut String) {
+        use std::fmt::Write;
+        let n = self.req_counter.get() + 1;
+        self.req_counter.set(n);
+        out.clear();
+        let _ = write!(out, "{:012X}{:02X}{:010X}", self.instance & 0xFFFF_FFFF_FFFF, self.id, n);
+    }
+
+    /// Schedules this core's mesh task to flush outboxes at the end of this turn.
+    pub fn kick_mesh(&self) {
+        if !self.mesh_kicked.replace(true) {
+            if let Some(w) = self.mesh_waker.borrow().as_ref() {
+                w.wake_by_ref();
+            }
+        }
+    }
+
+    fn apply_config(&self, cfg: Arc<Config>) {
+        let snap = build_snapshot(cfg);
+        self.shard.borrow_mut().set_cap(snap.cfg.limits.table_cap);
+        self.stats.config_version.set(snap.cfg.limits.version);
+        *self.snap.borrow_mut() = Rc::new(snap);
+    }
+
+    fn table_op(&self, op: TableOp) -> TableReply {
+        let snap = self.snapshot();
+        let now = self.now_ms();
+        let limits_of = |t: u16| snap.tiers.get(t as usize);
+        let mut shard = self.shard.borrow_mut();
+        match op {
+            TableOp::Inspect(subject) => TableReply::Entries(
+                shard.snapshot(&subject, now, limits_of).into_iter().collect(),
+            ),
+            TableOp::Top(n) => TableReply::Entries(shard.top(n, now, limits_of)),
+            TableOp::Remove(subject) => TableReply::Removed(shard.remove(&subject) as usize),
+            TableOp::Clear => {
+                let n = shard.len();
+                shard.clear();
+                TableReply::Removed(n)
+            }
+        }
+    }
+}
+
+pub fn build_snapshot(cfg: Arc<Config>) -> Snapshot {
+    let tiers = cfg
+        .limits
+        .tiers
+        .iter()
+        .map(|t| TierLimits::new(t.sustained, t.burst))
+        .collect();
+    Snapshot { cfg, tiers }
+}
+
+/// A worker core's whole life: accept loops, mesh task, housekeeping, until shutdown.
+pub async fn run_worker(init: WorkerInit, shared: Arc<Shared>) {
+    let cfg = shared.config.clone();
+    let stats = shared.stats[init.index].clone();
+    let workers = init.mesh.cores();
+    let up_tls = shared.upstream_tls.as_ref().map(|c| UpstreamTls {
+        connector: monoio_rustls::TlsConnector::from(c.clone()),
+        server_name: cfg
+            .upstream
+            .tls
+            .as_ref()
+            .and_then(|t| t.server_name.clone())
+            .and_then(|n| rustls_pki_types::ServerName::try_from(n).ok()),
+    });
+    let w = Rc::new(Worker {
+        id: init.index,
+        snap: RefCell::new(Rc::new(build_snapshot(cfg.clone()))),
+        shard: RefCell::new(Shard::new(cfg.limits.table_cap)),
+        router: Router::new(workers, shared.hasher.clone()),
+        mesh: RefCell::new(init.mesh),
+        pending: RefCell::new(Pending::default()),
+        mesh_waker: RefCell::new(None),
+        mesh_kicked: Cell::new(false),
+        stats,
+        epoch: shared.epoch,
+        upstreams: RefCell::new(Upstreams::new(&cfg.upstream, up_tls)),
+        pool: RefCell::new(BufPool::new(BufPool::SIZE, 1024)),
+        tls: RefCell::new(shared.tls.clone().map(monoio_rustls::TlsAcceptor::from)),
+        shutdown: Event::default(),
+        active: Cell::new(0),
+        req_counter: Cell::new(0),
+        instance: shared.instance,
+    });
+    w.stats.config_version.set(cfg.limits.version);
+
+    let mesh_task = monoio::spawn(mesh_loop(w.clone()));
+    let _house = monoio::spawn(housekeeping(w.clone()));
+    if cfg.upstream.health.enabled {
+        for node in 0..cfg.upstream.servers.len() {
+            monoio::spawn(health_loop(w.clone(), node));
+        }
+    }
+    let mut accepts = Vec::new();
+    for l in init.listeners {
+        accepts.push(monoio::spawn(accept_loop(w.clone(), l, false)));
+    }
+    for l in init.tls_listeners {
+        accepts.push(monoio::spawn(accept_loop(w.clone(), l, true)));
+    }
+    w.shutdown.wait().await;
+    // Stop accepting (accept loops watch the event), then let in-flight requests end.
+    for a in accepts {
+        a.await;
+    }
+    let grace = w.snapshot().cfg.shutdown_grace;
+    let deadline = Instant::now() + grace;
+    while w.active.get() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if w.active.get() > 0 {
+        log::warn!(
+            "worker {}: {} connections still open after the {:?} grace period; closing",
+            w.id,
+            w.active.get(),
+            grace
+        );
+    }
+    drop(mesh_task);
+}
+
+async fn accept_loop(w: Rc<Worker>, l: StdListener, tls: bool) {
+    let listener = match TcpListener::from_std(l) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("worker {}: listener: {e}", w.id);
+            return;
+        }
+    };
+    loop {
+        let accepted = monoio::select! {
+            r = listener.accept() => Some(r),
+            _ = w.shutdown.wait() => None,
+        };
+        let Some(r) = accepted else { return };
+        match r {
+            Ok((stream, peer)) => {
+                w.stats.connections_accepted.inc();
+                let w2 = w.clone();
+                monoio::spawn(async move {
+                    handle(w2, stream, peer, tls).await;
+                });
+            }
+            Err(e) => {
+                log::warn!("worker {}: accept: {e}", w.id);
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn handle(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr, tls: bool) {
+    let _ = stream.set_nodelay(true);
+    w.active.set(w.active.get() + 1);
+    w.stats.connections_active.inc();
+    if tls {
+        let acceptor = w.tls.borrow().clone();
+        if let Some(acceptor) = acceptor {
+            let timeout = w.snapshot().cfg.http.client_head_timeout;
+            match monoio::time::timeout(timeout, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => {
+                    w.stats.tls_handshakes.inc();
+                    conn::serve(w.clone(), s, peer, true).await;
+                }
+                _ => w.stats.tls_handshake_errors.inc(),
+            }
+        }
+    } else {
+        conn::serve(w.clone(), stream, peer, false).await;
+    }
+    w.stats.connections_active.sub(1);
+    w.active.set(w.active.get() - 1);
+}
+
+/// Drains inbound rings (checks for keys this core owns, replies for its own
+/// requests, control messages) and flushes outboxes, once per event-loop turn.
+async fn mesh_loop(w: Rc<Worker>) {
+    let mut inbound: Vec<(usize, CoreMsg)> = Vec::with_capacity(256);
+    let mut controls: Vec<ControlMsg> = Vec::new();
+    poll_fn(|cx| {
+        loop {
+            w.mesh_kicked.set(false);
+            {
+                let mut mesh = w.mesh.borrow_mut();
+                while let Some(c) = mesh.pop_control() {
+                    controls.push(c);
+                }
+                mesh.drain(|from, m| inbound.push((from, m)));
+            }
+            let had_work = !inbound.is_empty() || !controls.is_empty();
+            if !inbound.is_empty() {
+                let snap = w.snapshot();
+                let now = w.now_ms();
+                let mut shard = w.shard.borrow_mut();
+                let mut mesh = w.mesh.borrow_mut();
+                let mut pending = w.pending.borrow_mut();
+                for (from, m) in inbound.drain(..) {
+                    match m {
+                        CoreMsg::Check {
+                            slot,
+                            subject,
+                            tier,
+                        } => {
+                            let decision = match snap.tiers.get(tier as usize) {
+                                Some(l) => shard.check(subject.as_bytes(), tier, l, now),
+                                None => limiter::unknown_tier_decision(),
+                            };
+                            mesh.send(from, CoreMsg::Decision { slot, decision });
+                        }
+                        CoreMsg::Decision { slot, decision } => pending.complete(slot, decision),
+                    }
+                }
+            }
+            for c in controls.drain(..) {
+                match c {
+                    ControlMsg::Config(cfg) => w.apply_config(cfg),
+                    ControlMsg::Tls(sc) => {
+                        *w.tls.borrow_mut() = Some(monoio_rustls::TlsAcceptor::from(sc));
+                    }
+                    ControlMsg::Table(op, reply) => {
+                        let _ = reply.send(w.table_op(op));
+                    }
+                    ControlMsg::Shutdown => w.shutdown.set(),
+                }
+            }
+            let flushed = w.mesh.borrow_mut().flush();
+            if had_work {
+                continue;
+            }
+            *w.mesh_waker.borrow_mut() = Some(cx.waker().clone());
+            let mesh = w.mesh.borrow();
+            mesh.register(cx.waker());
+            if !mesh.inbound_empty() {
+                continue;
+            }
+            if !flushed {
+                // A ring was full: try again on the next turn.
+                cx.waker().wake_by_ref();
+            }
+            return Poll::<()>::Pending;
+        }
+    })
+    .await
+}
+
+/// Once a second: expire idle table entries (bounded work), publish gauges.
+async fn housekeeping(w: Rc<Worker>) {
+    loop {
+        monoio::time::sleep(Duration::from_millis(250)).await;
+        let snap = w.snapshot();
+        let now = w.now_ms();
+        let mut shard = w.shard.borrow_mut();
+        let removed = shard.sweep(now, 8192, |t| snap.tiers.get(t as usize));
+        w.stats.table_expired.add(removed as u64);
+        w.stats.table_entries.set(shard.len() as u64);
+        w.stats.table_evictions.set(shard.evictions());
+        w.stats.table_forced_evictions.set(shard.forced_evictions());
+        let mesh = w.mesh.borrow();
+        w.stats.cross_core_sent.set(mesh.sent);
+        w.stats.cross_core_received.set(mesh.received);
+        w.stats.cross_core_batches.set(mesh.batches);
+    }
+}
+
+async fn health_loop(w: Rc<Worker>, node: usize) {
+    loop {
+        let (addr, host, path, interval, timeout, healthy, tls) = {
+            let ups = w.upstreams.borrow();
+            let c = ups.config();
+            let tls = ups
+                .tls
+                .as_ref()
+                .and_then(|t| ups.server_name_for(node).map(|n| (t.connector.clone(), n)));
+            (
+                ups.nodes[node].addr,
+                ups.nodes[node].name.clone(),
+                c.health.path.clone(),
+                c.health.interval,
+                c.health.timeout,
+                c.health.healthy_statuses.clone(),
+                tls,
+            )
+        };
+        let ok = upstream::probe(addr, &host, &path, timeout, &healthy, tls).await;
+        w.upstreams.borrow_mut().health_result(node, ok);
+        monoio::select! {
+            _ = monoio::time::sleep(interval) => {},
+            _ = w.shutdown.wait() => return,
+        }
+    }
+}

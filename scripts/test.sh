@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs every test of the project on a fresh machine: installs what is missing
+# (idempotently), checks format and lints, runs the Rust unit + integration tests,
+# then the real-client S3 suite (boto3, aws-cli, curl against Garage and s3s-fs
+# through tollgate) and the loadgen burst scenario against tollgate.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+say() { printf '\n==> %s\n' "$*"; }
+
+say "installing test dependencies (only what is missing)"
+bash scripts/deps.sh --tests
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+
+say "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+say "building release binaries (tollgate, loadgen)"
+cargo build --release --workspace
+
+say "Rust unit and integration tests"
+timeout 1200 cargo test --workspace --release -- --test-threads=2
+
+say "real S3 clients through tollgate (Garage, s3s-fs)"
+timeout 1200 bash scripts/run-s3-tests.sh
+
+say "all tests passed"

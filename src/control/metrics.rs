@@ -1,0 +1,232 @@
+//! Aggregation of the per-core counters into JSON (`/stats`), a human page and the
+//! Prometheus text format (`/metrics`).
+//!
+//! Owns: rendering. Reads `CoreStats` (single-writer counters) — never writes them.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use serde_json::{Value, json};
+
+use crate::stats::{AUTH_NAMES, CoreStats, METHOD_NAMES, METHODS};
+
+use super::ControlState;
+
+fn sum(stats: &[std::sync::Arc<CoreStats>], f: impl Fn(&CoreStats) -> u64) -> u64 {
+    stats.iter().map(|s| f(s)).sum()
+}
+
+pub fn stats_json(st: &ControlState) -> Value {
+    let cfg = st.current();
+    let s = &st.stats;
+    let mut tiers = serde_json::Map::new();
+    for (ti, t) in cfg.limits.tiers.iter().enumerate() {
+        let mut methods = serde_json::Map::new();
+        for (mi, name) in METHOD_NAMES.iter().enumerate() {
+            let a = sum(s, |c| c.tiers[ti][mi].admitted.get());
+            let d = sum(s, |c| c.tiers[ti][mi].denied.get());
+            let sd = sum(s, |c| c.tiers[ti][mi].shadow_denied.get());
+            if a + d + sd > 0 {
+                methods.insert(
+                    name.to_string(),
+                    json!({"admitted": a, "denied": d, "shadow_denied": sd}),
+                );
+            }
+        }
+        tiers.insert(
+            t.name.clone(),
+            json!({
+                "per_minute": t.sustained.limit, "sustained_window_ms": t.sustained.length_ms,
+                "per_second": t.burst.limit, "burst_window_ms": t.burst.length_ms,
+                "enforce": cfg.limits.enforce && t.enforce,
+                "methods": methods,
+            }),
+        );
+    }
+    let requests: serde_json::Map<String, Value> = METHOD_NAMES
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.to_string(), json!(sum(s, |c| c.requests[i].get()))))
+        .collect();
+    let auth: serde_json::Map<String, Value> = AUTH_NAMES
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.to_string(), json!(sum(s, |c| c.auth_methods[i].get()))))
+        .collect();
+    let cores: Vec<Value> = s
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            json!({"core": i, "connections_active": c.connections_active.get(),
+                   "table_entries": c.table_entries.get(),
+                   "local_checks": c.local_checks.get(), "remote_checks": c.remote_checks.get(),
+                   "cross_core_sent": c.cross_core_sent.get(), "cross_core_batches": c.cross_core_batches.get(),
+                   "config_version": c.config_version.get()})
+        })
+        .collect();
+    json!({
+        "uptime_s": st.started.elapsed().as_secs(),
+        "config_version": cfg.limits.version,
+        "reloads": st.reloads.load(Ordering::Relaxed),
+        "reload_failures": st.reload_failures.load(Ordering::Relaxed),
+        "last_reload_error": *st.last_reload_error.lock().unwrap_or_else(|e| e.into_inner()),
+        "workers": s.len(),
+        "requests": requests,
+        "unlimited_requests": sum(s, |c| c.unlimited.iter().map(|x| x.get()).sum()),
+        "auth_methods": auth,
+        "malformed_keys": sum(s, |c| c.malformed_keys.get()),
+        "tiers": tiers,
+        "responses": {
+            "1xx": sum(s, |c| c.responses[1].get()), "2xx": sum(s, |c| c.responses[2].get()),
+            "3xx": sum(s, |c| c.responses[3].get()), "4xx": sum(s, |c| c.responses[4].get()),
+            "5xx": sum(s, |c| c.responses[5].get()),
+        },
+        "upstream": {
+            "errors_502": sum(s, |c| c.upstream_errors_502.get()),
+            "errors_503": sum(s, |c| c.upstream_errors_503.get()),
+            "errors_504": sum(s, |c| c.upstream_errors_504.get()),
+            "retries": sum(s, |c| c.upstream_retries.get()),
+            "connects": sum(s, |c| c.upstream_connects.get()),
+        },
+        "connections": {
+            "accepted": sum(s, |c| c.connections_accepted.get()),
+            "active": sum(s, |c| c.connections_active.get()),
+            "tls_handshakes": sum(s, |c| c.tls_handshakes.get()),
+            "tls_handshake_errors": sum(s, |c| c.tls_handshake_errors.get()),
+        },
+        "bad_requests": sum(s, |c| c.client_errors_400.get()),
+        "bytes": {"from_client": sum(s, |c| c.bytes_from_client.get()), "to_client": sum(s, |c| c.bytes_to_client.get())},
+        "table": {
+            "entries": sum(s, |c| c.table_entries.get()),
+            "cap_per_core": cfg.limits.table_cap,
+            "evictions": sum(s, |c| c.table_evictions.get()),
+            "forced_evictions": sum(s, |c| c.table_forced_evictions.get()),
+            "expired": sum(s, |c| c.table_expired.get()),
+        },
+        "cross_core": {
+            "local_checks": sum(s, |c| c.local_checks.get()),
+            "remote_checks": sum(s, |c| c.remote_checks.get()),
+            "messages_sent": sum(s, |c| c.cross_core_sent.get()),
+            "messages_received": sum(s, |c| c.cross_core_received.get()),
+            "batches": sum(s, |c| c.cross_core_batches.get()),
+        },
+        "cores": cores,
+    })
+}
+
+/// A small human-readable page of the same figures.
+pub fn stats_html(st: &ControlState) -> String {
+    let v = stats_json(st);
+    let mut h = String::from(
+        "<!doctype html><meta charset=utf-8><title>tollgate stats</title>\
+         <style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 10px;text-align:right}\
+         th{text-align:left}</style><h1>tollgate</h1>",
+    );
+    let _ = write!(
+        h,
+        "<p>uptime {}s · config v{} · {} workers · reload failures {}</p>",
+        v["uptime_s"], v["config_version"], v["workers"], v["reload_failures"]
+    );
+    h.push_str("<h2>Tiers</h2><table><tr><th>tier</th><th>limits</th><th>method</th><th>admitted</th><th>denied</th><th>shadow denied</th></tr>");
+    if let Some(tiers) = v["tiers"].as_object() {
+        for (name, t) in tiers {
+            let methods = t["methods"].as_object().cloned().unwrap_or_default();
+            if methods.is_empty() {
+                let _ = write!(
+                    h,
+                    "<tr><th>{name}</th><td>{}/min {}/s</td><td>-</td><td>0</td><td>0</td><td>0</td></tr>",
+                    t["per_minute"], t["per_second"]
+                );
+            }
+            for (m, c) in methods {
+                let _ = write!(
+                    h,
+                    "<tr><th>{name}</th><td>{}/min {}/s</td><td>{m}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    t["per_minute"], t["per_second"], c["admitted"], c["denied"], c["shadow_denied"]
+                );
+            }
+        }
+    }
+    h.push_str("</table><h2>All figures</h2><pre>");
+    h.push_str(&serde_json::to_string_pretty(&v).unwrap_or_default().replace('<', "&lt;"));
+    h.push_str("</pre>");
+    h
+}
+
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// Prometheus text exposition format 0.0.4.
+pub fn prometheus(st: &ControlState) -> String {
+    let cfg = st.current();
+    let s = &st.stats;
+    let mut o = String::new();
+    let mut family = |o: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    family(&mut o, "tollgate_requests_total", "counter", "Requests received, by method.");
+    for (i, m) in METHOD_NAMES.iter().enumerate() {
+        let _ = writeln!(o, "tollgate_requests_total{{method=\"{m}\"}} {}", sum(s, |c| c.requests[i].get()));
+    }
+    family(&mut o, "tollgate_decisions_total", "counter", "Rate-limit decisions by tier, method and outcome.");
+    for (ti, t) in cfg.limits.tiers.iter().enumerate() {
+        for (mi, m) in METHOD_NAMES.iter().enumerate().take(METHODS) {
+            for (label, f) in [
+                ("admitted", 0usize),
+                ("denied", 1),
+                ("shadow_denied", 2),
+            ] {
+                let v = sum(s, |c| {
+                    let x = &c.tiers[ti][mi];
+                    [x.admitted.get(), x.denied.get(), x.shadow_denied.get()][f]
+                });
+                if v > 0 || (mi < 2 && f < 2) {
+                    let _ = writeln!(
+                        o,
+                        "tollgate_decisions_total{{tier=\"{}\",method=\"{m}\",decision=\"{label}\"}} {v}",
+                        esc(&t.name)
+                    );
+                }
+            }
+        }
+    }
+    family(&mut o, "tollgate_unlimited_requests_total", "counter", "Requests of methods not limited for their tier.");
+    let _ = writeln!(o, "tollgate_unlimited_requests_total {}", sum(s, |c| c.unlimited.iter().map(|x| x.get()).sum()));
+    family(&mut o, "tollgate_auth_method_total", "counter", "How the API key was found.");
+    for (i, a) in AUTH_NAMES.iter().enumerate() {
+        let _ = writeln!(o, "tollgate_auth_method_total{{auth_method=\"{a}\"}} {}", sum(s, |c| c.auth_methods[i].get()));
+    }
+    family(&mut o, "tollgate_malformed_keys_total", "counter", "Requests whose key was malformed or too long (counted anonymous).");
+    let _ = writeln!(o, "tollgate_malformed_keys_total {}", sum(s, |c| c.malformed_keys.get()));
+    family(&mut o, "tollgate_responses_total", "counter", "Responses sent to clients, by status class.");
+    for (i, cl) in ["other", "1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+        let _ = writeln!(o, "tollgate_responses_total{{class=\"{cl}\"}} {}", sum(s, |c| c.responses[i].get()));
+    }
+    family(&mut o, "tollgate_upstream_errors_total", "counter", "Errors generated for upstream failures, by status.");
+    let _ = writeln!(o, "tollgate_upstream_errors_total{{status=\"502\"}} {}", sum(s, |c| c.upstream_errors_502.get()));
+    let _ = writeln!(o, "tollgate_upstream_errors_total{{status=\"503\"}} {}", sum(s, |c| c.upstream_errors_503.get()));
+    let _ = writeln!(o, "tollgate_upstream_errors_total{{status=\"504\"}} {}", sum(s, |c| c.upstream_errors_504.get()));
+    family(&mut o, "tollgate_upstream_retries_total", "counter", "Requests retried on another upstream connection.");
+    let _ = writeln!(o, "tollgate_upstream_retries_total {}", sum(s, |c| c.upstream_retries.get()));
+    family(&mut o, "tollgate_connections_active", "gauge", "Open client connections.");
+    let _ = writeln!(o, "tollgate_connections_active {}", sum(s, |c| c.connections_active.get()));
+    family(&mut o, "tollgate_connections_accepted_total", "counter", "Client connections accepted.");
+    let _ = writeln!(o, "tollgate_connections_accepted_total {}", sum(s, |c| c.connections_accepted.get()));
+    family(&mut o, "tollgate_table_entries", "gauge", "Tracked rate-limit subjects, all cores.");
+    let _ = writeln!(o, "tollgate_table_entries {}", sum(s, |c| c.table_entries.get()));
+    family(&mut o, "tollgate_table_evictions_total", "counter", "Idle entries evicted because a shard was full.");
+    let _ = writeln!(o, "tollgate_table_evictions_total {}", sum(s, |c| c.table_evictions.get()));
+    family(&mut o, "tollgate_table_forced_evictions_total", "counter", "Active entries evicted because a shard was full (counters lost).");
+    let _ = writeln!(o, "tollgate_table_forced_evictions_total {}", sum(s, |c| c.table_forced_evictions.get()));
+    family(&mut o, "tollgate_cross_core_messages_total", "counter", "Messages sent between cores.");
+    let _ = writeln!(o, "tollgate_cross_core_messages_total {}", sum(s, |c| c.cross_core_sent.get()));
+    family(&mut o, "tollgate_limit_checks_total", "counter", "Limit checks by where they ran.");
+    let _ = writeln!(o, "tollgate_limit_checks_total{{path=\"local\"}} {}", sum(s, |c| c.local_checks.get()));
+    let _ = writeln!(o, "tollgate_limit_checks_total{{path=\"remote\"}} {}", sum(s, |c| c.remote_checks.get()));
+    family(&mut o, "tollgate_config_version", "gauge", "Active configuration version.");
+    let _ = writeln!(o, "tollgate_config_version {}", cfg.limits.version);
+    family(&mut o, "tollgate_config_reload_failures_total", "counter", "Reloads rejected (old config kept).");
+    let _ = writeln!(o, "tollgate_config_reload_failures_total {}", st.reload_failures.load(Ordering::Relaxed));
+    o
+}

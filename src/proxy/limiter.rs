@@ -1,0 +1,249 @@
+//! Limit decisions on the data path: which subject and tier a request counts against,
+//! and asking the subject's owner core — a plain call when this core owns it, one
+//! message + reply over the mesh otherwise (batched per event-loop turn).
+//!
+//! Owns: `Pending` (this core's table of requests waiting for a remote decision).
+//! Must not touch: sockets. The reply path of each request is its slot index.
+
+use std::future::poll_fn;
+use std::net::IpAddr;
+use std::task::{Poll, Waker};
+
+use crate::config::{LimitsConfig, UnlistedKeys};
+use crate::identity::Identified;
+use crate::limit::{Decision, addr_subject};
+use crate::runtime::msg::{CoreMsg, Subject};
+
+use super::Worker;
+
+enum Slot {
+    Free { next: u32 },
+    Waiting(Option<Waker>),
+    /// The waiting request went away (client closed); free the slot when the reply comes.
+    Abandoned,
+    Ready(Decision),
+}
+
+/// Requests of this core waiting for a decision from another core.
+#[derive(Default)]
+pub struct Pending {
+    slots: Vec<Slot>,
+    free_head: Option<u32>,
+    pub in_flight: usize,
+}
+
+impl Pending {
+    pub fn alloc(&mut self) -> u32 {
+        self.in_flight += 1;
+        if let Some(i) = self.free_head {
+            let next = match self.slots[i as usize] {
+                Slot::Free { next } => next,
+                _ => unreachable!("free list points at a used slot"),
+            };
+            self.free_head = if next == u32::MAX { None } else { Some(next) };
+            self.slots[i as usize] = Slot::Waiting(None);
+            i
+        } else {
+            self.slots.push(Slot::Waiting(None));
+            (self.slots.len() - 1) as u32
+        }
+    }
+
+    fn free(&mut self, i: u32) {
+        self.in_flight -= 1;
+        self.slots[i as usize] = Slot::Free {
+            next: self.free_head.unwrap_or(u32::MAX),
+        };
+        self.free_head = Some(i);
+    }
+
+    pub fn complete(&mut self, i: u32, d: Decision) {
+        let Some(slot) = self.slots.get_mut(i as usize) else {
+            return;
+        };
+        match std::mem::replace(slot, Slot::Ready(d)) {
+            Slot::Waiting(w) => {
+                if let Some(w) = w {
+                    w.wake();
+                }
+            }
+            Slot::Abandoned => self.free(i),
+            other => *slot = other,
+        }
+    }
+
+    fn poll(&mut self, i: u32, waker: &Waker) -> Option<Decision> {
+        match &mut self.slots[i as usize] {
+            Slot::Ready(d) => {
+                let d = *d;
+                self.free(i);
+                Some(d)
+            }
+            Slot::Waiting(w) => {
+                *w = Some(waker.clone());
+                None
+            }
+            _ => None,
+        }
+    }
+
+    fn abandon(&mut self, i: u32) {
+        if let Some(slot) = self.slots.get_mut(i as usize) {
+            match slot {
+                Slot::Waiting(_) => *slot = Slot::Abandoned,
+                Slot::Ready(_) => self.free(i),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Guard that abandons a slot if the waiting request is dropped mid-wait.
+struct SlotGuard<'a> {
+    w: &'a Worker,
+    slot: u32,
+    done: bool,
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.w.pending.borrow_mut().abandon(self.slot);
+        }
+    }
+}
+
+/// A decision for a tier index that no longer exists (reload raced with a message):
+/// deny nothing, count nothing.
+pub fn unknown_tier_decision() -> Decision {
+    Decision {
+        admitted: true,
+        sustained_count: 0,
+        burst_count: 0,
+        sustained_remaining: 0,
+        burst_remaining: 0,
+        retry_after_ms: 0,
+        reset_ms: 0,
+    }
+}
+
+/// Asks the owner core of `subject` to check-and-admit one request.
+pub async fn check(w: &Worker, subject: &[u8], tier: u16) -> Decision {
+    let owner = w.router.owner(subject);
+    if owner == w.id {
+        w.stats.local_checks.inc();
+        let snap = w.snapshot();
+        let now = w.now_ms();
+        return match snap.tiers.get(tier as usize) {
+            Some(l) => w.shard.borrow_mut().check(subject, tier, l, now),
+            None => unknown_tier_decision(),
+        };
+    }
+    w.stats.remote_checks.inc();
+    let slot = w.pending.borrow_mut().alloc();
+    w.mesh.borrow_mut().send(
+        owner,
+        CoreMsg::Check {
+            slot,
+            subject: Subject::new(subject),
+            tier,
+        },
+    );
+    w.kick_mesh();
+    let mut guard = SlotGuard {
+        w,
+        slot,
+        done: false,
+    };
+    let d = poll_fn(|cx| match w.pending.borrow_mut().poll(slot, cx.waker()) {
+        Some(d) => Poll::Ready(d),
+        None => Poll::Pending,
+    })
+    .await;
+    guard.done = true;
+    d
+}
+
+/// What a request counts against.
+pub struct Target<'a> {
+    /// Bytes of the subject: the key, or an address subject.
+    pub subject: SubjectBytes<'a>,
+    pub tier: usize,
+    /// The key was found in the keys file.
+    pub listed: bool,
+}
+
+pub enum SubjectBytes<'a> {
+    Key(&'a [u8]),
+    Addr([u8; 17]),
+}
+
+impl SubjectBytes<'_> {
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            SubjectBytes::Key(k) => k,
+            SubjectBytes::Addr(a) => a,
+        }
+    }
+}
+
+/// Chooses subject and tier (SPEC §3): listed key → its tier, per key; unlisted key →
+/// default tier, per key or per client address (config); anonymous → anonymous
+/// tier, per client address.
+pub fn target<'a>(limits: &LimitsConfig, id: &Identified<'a>, peer: IpAddr) -> Target<'a> {
+    match id.key {
+        Some(key) => {
+            let (tier, listed) = limits.tier_of_key(key);
+            let subject = if listed || limits.unlisted_keys == UnlistedKeys::PerKey {
+                SubjectBytes::Key(key)
+            } else {
+                SubjectBytes::Addr(addr_subject(peer))
+            };
+            Target {
+                subject,
+                tier,
+                listed,
+            }
+        }
+        None => Target {
+            subject: SubjectBytes::Addr(addr_subject(peer)),
+            tier: limits.anonymous_tier,
+            listed: false,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(n: u32) -> Decision {
+        Decision {
+            admitted: true,
+            sustained_count: n,
+            burst_count: n,
+            sustained_remaining: 0,
+            burst_remaining: 0,
+            retry_after_ms: 0,
+            reset_ms: 0,
+        }
+    }
+
+    #[test]
+    fn slots_are_reused_and_abandoned_ones_freed_on_reply() {
+        let mut p = Pending::default();
+        let a = p.alloc();
+        let b = p.alloc();
+        assert_ne!(a, b);
+        p.abandon(a);
+        assert_eq!(p.in_flight, 2, "abandoned slot waits for its reply");
+        p.complete(a, d(1));
+        assert_eq!(p.in_flight, 1);
+        let c = p.alloc();
+        assert_eq!(c, a, "freed slot reused");
+        p.complete(b, d(7));
+        let waker = std::task::Waker::noop();
+        assert_eq!(p.poll(b, waker).map(|x| x.sustained_count), Some(7));
+        assert_eq!(p.poll(c, waker), None);
+    }
+}

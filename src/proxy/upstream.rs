@@ -1,0 +1,317 @@
+//! Upstream nodes as one core sees them: balancing, per-core keep-alive pools,
+//! passive ejection, active health checks, and the upstream stream type (plain or TLS).
+//!
+//! Owns: `Upstreams` (per core, inside the worker, never shared), `UpConn`.
+//! Must not touch: client connections, limits. Health checks run on every core for
+//! its own view (N cores → N probes per interval per node; cheap, and no sharing).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use monoio::BufResult;
+use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+use crate::config::{Balance, UpstreamConfig};
+use crate::http::{HeadLimits, ParseStatus, ResponseHead, parse_response};
+
+/// A connection to an upstream node.
+pub enum UpConn {
+    Plain(TcpStream),
+    Tls(Box<monoio_rustls::ClientTlsStream<TcpStream>>),
+}
+
+impl AsyncReadRent for UpConn {
+    async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            UpConn::Plain(s) => s.read(buf).await,
+            UpConn::Tls(s) => s.read(buf).await,
+        }
+    }
+    async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            UpConn::Plain(s) => s.readv(buf).await,
+            UpConn::Tls(s) => s.readv(buf).await,
+        }
+    }
+}
+
+impl AsyncWriteRent for UpConn {
+    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            UpConn::Plain(s) => s.write(buf).await,
+            UpConn::Tls(s) => s.write(buf).await,
+        }
+    }
+    async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            UpConn::Plain(s) => s.writev(buf).await,
+            UpConn::Tls(s) => s.writev(buf).await,
+        }
+    }
+    async fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            UpConn::Plain(s) => s.flush().await,
+            UpConn::Tls(s) => s.flush().await,
+        }
+    }
+    async fn shutdown(&mut self) -> std::io::Result<()> {
+        match self {
+            UpConn::Plain(s) => s.shutdown().await,
+            UpConn::Tls(s) => s.shutdown().await,
+        }
+    }
+}
+
+/// TLS settings for upstream connections.
+#[derive(Clone)]
+pub struct UpstreamTls {
+    pub connector: monoio_rustls::TlsConnector,
+    /// Fixed server name, or None = the host part of each node's name.
+    pub server_name: Option<rustls_pki_types::ServerName<'static>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectError {
+    Refused,
+    Timeout,
+    Tls,
+}
+
+pub struct Node {
+    pub name: String,
+    pub addr: SocketAddr,
+    /// Active health state (starts up).
+    pub up: bool,
+    ok_streak: u32,
+    fail_streak: u32,
+    passive_fails: u32,
+    ejected_until: Option<Instant>,
+    pub outstanding: u32,
+    idle: Vec<(UpConn, Instant)>,
+    pub checks_failed: u64,
+}
+
+pub struct Upstreams {
+    pub nodes: Vec<Node>,
+    rr: usize,
+    balance: Balance,
+    cfg: UpstreamConfig,
+    pub tls: Option<UpstreamTls>,
+}
+
+impl Upstreams {
+    pub fn new(cfg: &UpstreamConfig, tls: Option<UpstreamTls>) -> Upstreams {
+        Upstreams {
+            nodes: cfg
+                .servers
+                .iter()
+                .map(|s| Node {
+                    name: s.name.clone(),
+                    addr: s.addr,
+                    up: true,
+                    ok_streak: 0,
+                    fail_streak: 0,
+                    passive_fails: 0,
+                    ejected_until: None,
+                    outstanding: 0,
+                    idle: Vec::new(),
+                    checks_failed: 0,
+                })
+                .collect(),
+            rr: 0,
+            balance: cfg.balance,
+            cfg: cfg.clone(),
+            tls,
+        }
+    }
+
+    pub fn config(&self) -> &UpstreamConfig {
+        &self.cfg
+    }
+
+    fn usable(&self, i: usize, now: Instant) -> bool {
+        let n = &self.nodes[i];
+        n.up && n.ejected_until.is_none_or(|t| now >= t)
+    }
+
+    /// Picks a usable node not in `exclude`. None = no healthy node (→ 503).
+    pub fn pick(&mut self, exclude: &[usize], now: Instant) -> Option<usize> {
+        let n = self.nodes.len();
+        match self.balance {
+            Balance::RoundRobin => {
+                for k in 0..n {
+                    let i = (self.rr + k) % n;
+                    if !exclude.contains(&i) && self.usable(i, now) {
+                        self.rr = (i + 1) % n;
+                        return Some(i);
+                    }
+                }
+                None
+            }
+            Balance::LeastOutstanding => {
+                let mut best: Option<usize> = None;
+                for k in 0..n {
+                    let i = (self.rr + k) % n;
+                    if exclude.contains(&i) || !self.usable(i, now) {
+                        continue;
+                    }
+                    if best.is_none_or(|b| self.nodes[i].outstanding < self.nodes[b].outstanding) {
+                        best = Some(i);
+                    }
+                }
+                if let Some(b) = best {
+                    self.rr = (b + 1) % n;
+                }
+                best
+            }
+        }
+    }
+
+    /// A pooled idle connection to `node`, if one is fresh enough.
+    pub fn take_idle(&mut self, node: usize, now: Instant) -> Option<UpConn> {
+        let ttl = self.cfg.pool_idle_timeout;
+        let idle = &mut self.nodes[node].idle;
+        while let Some((conn, since)) = idle.pop() {
+            if now.duration_since(since) < ttl {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    pub fn put_idle(&mut self, node: usize, conn: UpConn, now: Instant) {
+        let max = self.cfg.pool_max_idle;
+        let n = &mut self.nodes[node];
+        if n.idle.len() < max && n.up {
+            n.idle.push((conn, now));
+        }
+    }
+
+    pub fn connect_ok(&mut self, node: usize) {
+        self.nodes[node].passive_fails = 0;
+    }
+
+    /// Passive ejection: after `passive_fail_threshold` consecutive connect failures.
+    pub fn connect_failed(&mut self, node: usize, now: Instant) {
+        let thr = self.cfg.passive_fail_threshold.max(1);
+        let dur = self.cfg.passive_eject_duration;
+        let n = &mut self.nodes[node];
+        n.passive_fails += 1;
+        if n.passive_fails >= thr {
+            n.ejected_until = Some(now + dur);
+            n.passive_fails = 0;
+            n.idle.clear();
+            log::warn!("upstream {} ejected for {:?} after connect failures", n.name, dur);
+        }
+    }
+
+    /// Records an active health-check result.
+    pub fn health_result(&mut self, node: usize, ok: bool) {
+        let rise = self.cfg.health.rise.max(1);
+        let fall = self.cfg.health.fall.max(1);
+        let n = &mut self.nodes[node];
+        if ok {
+            n.fail_streak = 0;
+            n.ok_streak += 1;
+            if !n.up && n.ok_streak >= rise {
+                n.up = true;
+                n.ejected_until = None;
+                log::info!("upstream {} is up", n.name);
+            }
+        } else {
+            n.checks_failed += 1;
+            n.ok_streak = 0;
+            n.fail_streak += 1;
+            if n.up && n.fail_streak >= fall {
+                n.up = false;
+                n.idle.clear();
+                log::warn!("upstream {} is down (health check)", n.name);
+            }
+        }
+    }
+
+    pub fn server_name_for(&self, node: usize) -> Option<rustls_pki_types::ServerName<'static>> {
+        let tls = self.tls.as_ref()?;
+        if let Some(n) = &tls.server_name {
+            return Some(n.clone());
+        }
+        let name = &self.nodes[node].name;
+        let host = name.rsplit_once(':').map(|(h, _)| h).unwrap_or(name);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        rustls_pki_types::ServerName::try_from(host.to_string()).ok()
+    }
+}
+
+/// Opens a new connection (with TLS if configured).
+pub async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+    tls: Option<(monoio_rustls::TlsConnector, rustls_pki_types::ServerName<'static>)>,
+) -> Result<UpConn, ConnectError> {
+    let tcp = match monoio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Err(_) => return Err(ConnectError::Timeout),
+        Ok(Err(_)) => return Err(ConnectError::Refused),
+        Ok(Ok(s)) => s,
+    };
+    let _ = tcp.set_nodelay(true);
+    match tls {
+        None => Ok(UpConn::Plain(tcp)),
+        Some((connector, name)) => {
+            match monoio::time::timeout(timeout, connector.connect(name, tcp)).await {
+                Err(_) => Err(ConnectError::Timeout),
+                Ok(Err(e)) => {
+                    log::warn!("upstream TLS to {addr} failed: {e}");
+                    Err(ConnectError::Tls)
+                }
+                Ok(Ok(s)) => Ok(UpConn::Tls(Box::new(s))),
+            }
+        }
+    }
+}
+
+/// One active health probe: `GET path`, response status in the healthy list.
+pub async fn probe(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    timeout: Duration,
+    healthy: &[u16],
+    tls: Option<(monoio_rustls::TlsConnector, rustls_pki_types::ServerName<'static>)>,
+) -> bool {
+    let fut = async {
+        let mut conn = connect(addr, timeout, tls).await.ok()?;
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tollgate-health\r\nConnection: close\r\n\r\n"
+        );
+        let (r, _) = conn.write_all(req.into_bytes()).await;
+        r.ok()?;
+        conn.flush().await.ok()?;
+        let mut buf = Vec::with_capacity(4096);
+        let limits = HeadLimits {
+            max_head_bytes: 16384,
+            max_headers: 100,
+        };
+        let mut head = ResponseHead::new();
+        loop {
+            if buf.len() == buf.capacity() {
+                buf.reserve(4096);
+            }
+            let (r, b) = conn.read(buf).await;
+            buf = b;
+            if r.ok()? == 0 {
+                return None;
+            }
+            match parse_response(&buf, &limits, false, &mut head) {
+                Ok(ParseStatus::Complete) => return Some(head.status),
+                Ok(ParseStatus::Partial) => continue,
+                Err(_) => return None,
+            }
+        }
+    };
+    match monoio::time::timeout(timeout, fut).await {
+        Ok(Some(status)) => healthy.contains(&status),
+        _ => false,
+    }
+}

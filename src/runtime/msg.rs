@@ -1,0 +1,108 @@
+//! Every cross-core message, in one place.
+//!
+//! Owns: the message types carried by the ring mesh (`mesh`) between worker cores
+//! (`ToOwner` requests, `ToOrigin` replies) and from the control thread to a core
+//! (`ControlMsg`). Must not touch: I/O, HTTP. Each type says what happens when the
+//! receiver's ring is full.
+//!
+//! Ring-full policy:
+//! - `CoreMsg::Check` and `CoreMsg::Decision`: never dropped. The sender keeps the
+//!   message in its per-destination outbox and retries on its next event-loop turn
+//!   (backpressure; the outbox is bounded by the sender's in-flight requests, one
+//!   per connection).
+//! - `ControlMsg`: the control thread retries for up to a second, then reports the
+//!   core as unresponsive (admin answers 503, a reload is retried on the next tick).
+
+use std::sync::Arc;
+use std::sync::mpsc::SyncSender;
+
+use crate::limit::{Decision, EntrySnapshot};
+
+/// Inline capacity of a subject; longer subjects (keys up to 255 bytes) go to the heap.
+pub const SUBJECT_INLINE: usize = 46;
+
+/// A rate-limit subject (API key bytes, or an address subject) carried between cores
+/// without allocating for the common key lengths.
+#[derive(Clone, Debug)]
+pub enum Subject {
+    Inline { len: u8, bytes: [u8; SUBJECT_INLINE] },
+    Heap(Box<[u8]>),
+}
+
+impl Subject {
+    pub fn new(s: &[u8]) -> Subject {
+        if s.len() <= SUBJECT_INLINE {
+            let mut bytes = [0u8; SUBJECT_INLINE];
+            bytes[..s.len()].copy_from_slice(s);
+            Subject::Inline {
+                len: s.len() as u8,
+                bytes,
+            }
+        } else {
+            Subject::Heap(s.into())
+        }
+    }
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Subject::Inline { len, bytes } => &bytes[..*len as usize],
+            Subject::Heap(b) => b,
+        }
+    }
+}
+
+/// Worker-to-worker messages.
+#[derive(Debug)]
+pub enum CoreMsg {
+    /// "Check and, if allowed, admit one request of `subject` in `tier`." Sent by the
+    /// core that holds the connection (origin) to the subject's owner core.
+    Check {
+        /// Index into the origin core's pending table: the reply path.
+        slot: u32,
+        subject: Subject,
+        tier: u16,
+    },
+    /// The owner's answer to a `Check`.
+    Decision { slot: u32, decision: Decision },
+}
+
+/// A table operation asked by the admin API.
+#[derive(Debug, Clone)]
+pub enum TableOp {
+    /// Snapshot of one subject (if this core owns and tracks it).
+    Inspect(Vec<u8>),
+    /// Top `n` subjects of this core by sustained count.
+    Top(usize),
+    /// Remove one subject; replies with whether it existed.
+    Remove(Vec<u8>),
+    /// Remove everything.
+    Clear,
+}
+
+#[derive(Debug)]
+pub enum TableReply {
+    Entries(Vec<EntrySnapshot>),
+    Removed(usize),
+}
+
+/// Control thread → one core.
+pub enum ControlMsg {
+    /// A new validated configuration snapshot (reload). Counters carry over.
+    Config(Arc<crate::config::Config>),
+    /// New TLS server configuration (certificate reload).
+    Tls(Arc<rustls::ServerConfig>),
+    /// Table inspection / clearing; the core replies on the channel.
+    Table(TableOp, SyncSender<TableReply>),
+    /// Stop accepting, finish in-flight requests within the grace period, then exit.
+    Shutdown,
+}
+
+impl std::fmt::Debug for ControlMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ControlMsg::Config(c) => write!(f, "Config(v{})", c.limits.version),
+            ControlMsg::Tls(_) => write!(f, "Tls"),
+            ControlMsg::Table(op, _) => write!(f, "Table({op:?})"),
+            ControlMsg::Shutdown => write!(f, "Shutdown"),
+        }
+    }
+}

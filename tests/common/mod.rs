@@ -1,0 +1,415 @@
+//! Helpers for integration tests: start the real `tollgate` binary on free ports with a
+//! generated config, a scriptable fake upstream, and raw-socket HTTP clients.
+//! Every process started here is killed by PID on drop.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn tmpdir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "tollgate-it-{}-{}-{}",
+        tag,
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A running tollgate process.
+pub struct Proxy {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    pub dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait_port(addr: SocketAddr, timeout: Duration) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Starts tollgate with `config_body` (TOML without `listen`/admin/upstream, which
+/// are added here) and an optional keys file.
+pub fn start_proxy(
+    tag: &str,
+    upstreams: &[SocketAddr],
+    workers: usize,
+    config_body: &str,
+    keys: Option<&str>,
+) -> Proxy {
+    let dir = tmpdir(tag);
+    let port = free_port();
+    let admin_port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let mut cfg = format!(
+        "workers = {workers}\npin_workers = false\nlisten = [\"{addr}\"]\nreload_poll_interval = \"200ms\"\nshutdown_grace = \"2s\"\n"
+    );
+    if let Some(k) = keys {
+        std::fs::write(dir.join("keys.toml"), k).unwrap();
+    }
+    cfg.push_str(config_body);
+    cfg.push_str(&format!("\n[admin]\nlisten = \"{admin}\"\n"));
+    if !config_body.contains("[upstream]") {
+        cfg.push_str("\n[upstream]\n");
+    }
+    let mut servers = String::new();
+    for u in upstreams {
+        servers.push_str(&format!("\n[[upstream.servers]]\naddr = \"{u}\"\n"));
+    }
+    cfg.push_str(&servers);
+    let path = dir.join("tollgate.toml");
+    std::fs::write(&path, &cfg).unwrap();
+    let log = dir.join("tollgate.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start tollgate");
+    let p = Proxy {
+        child,
+        addr,
+        admin: Some(admin),
+        dir,
+        log,
+    };
+    assert!(
+        wait_port(addr, Duration::from_secs(10)),
+        "tollgate did not listen; log:\n{}",
+        std::fs::read_to_string(&p.log).unwrap_or_default()
+    );
+    assert!(wait_port(admin, Duration::from_secs(5)), "admin did not listen");
+    p
+}
+
+/// A request as the fake upstream saw it.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub head: Vec<u8>,
+    pub body: Vec<u8>,
+}
+
+pub type Handler = Arc<dyn Fn(&Seen) -> Vec<u8> + Send + Sync>;
+
+/// A scriptable HTTP/1.1 upstream on its own threads (keep-alive, CL and chunked bodies).
+pub struct FakeUpstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    pub connections: Arc<AtomicUsize>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for FakeUpstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(100));
+    }
+}
+
+pub fn ok_handler() -> Handler {
+    Arc::new(|_s: &Seen| b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Up: 1\r\n\r\nok".to_vec())
+}
+
+impl FakeUpstream {
+    pub fn start(handler: Handler) -> FakeUpstream {
+        Self::start_on("127.0.0.1:0".parse().unwrap(), handler)
+    }
+
+    pub fn start_on(addr: SocketAddr, handler: Handler) -> FakeUpstream {
+        let l = TcpListener::bind(addr).unwrap();
+        let addr = l.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s2, c2, st2) = (seen.clone(), connections.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                if st2.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(conn) = conn else { continue };
+                c2.fetch_add(1, Ordering::SeqCst);
+                let (h, s) = (handler.clone(), s2.clone());
+                let st3 = st2.clone();
+                std::thread::spawn(move || serve_fake(conn, h, s, st3));
+            }
+        });
+        FakeUpstream {
+            addr,
+            seen,
+            connections,
+            stop,
+        }
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn serve_fake(
+    conn: TcpStream,
+    h: Handler,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut w = conn.try_clone().unwrap();
+    let mut r = BufReader::new(conn);
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut head = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            match r.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            head.extend_from_slice(&line);
+            if line == b"\r\n" {
+                break;
+            }
+        }
+        let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        let mut body = Vec::new();
+        if let Some(cl) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+        {
+            if text.contains("expect: 100-continue") {
+                let _ = w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+            }
+            body.resize(cl, 0);
+            if r.read_exact(&mut body).is_err() {
+                return;
+            }
+        } else if text.contains("transfer-encoding: chunked") {
+            // Keep the raw chunked bytes.
+            loop {
+                let mut line = Vec::new();
+                if r.read_until(b'\n', &mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                body.extend_from_slice(&line);
+                let size_str = String::from_utf8_lossy(&line);
+                let size = usize::from_str_radix(size_str.trim().split(';').next().unwrap_or("0").trim(), 16)
+                    .unwrap_or(0);
+                if size == 0 {
+                    // trailers until blank line
+                    loop {
+                        let mut t = Vec::new();
+                        if r.read_until(b'\n', &mut t).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        body.extend_from_slice(&t);
+                        if t == b"\r\n" {
+                            break;
+                        }
+                    }
+                    break;
+                }
+                let mut chunk = vec![0u8; size + 2];
+                if r.read_exact(&mut chunk).is_err() {
+                    return;
+                }
+                body.extend_from_slice(&chunk);
+            }
+        }
+        let s = Seen { head, body };
+        seen.lock().unwrap().push(s.clone());
+        let resp = h(&s);
+        if resp.is_empty() {
+            return; // handler asked to drop the connection
+        }
+        if w.write_all(&resp).is_err() {
+            return;
+        }
+    }
+}
+
+/// A parsed response from a raw connection.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one response (Content-Length or chunked or none) from `r`.
+pub fn read_response(r: &mut BufReader<TcpStream>, head_request: bool) -> std::io::Result<Resp> {
+    let mut status_line = String::new();
+    loop {
+        status_line.clear();
+        if r.read_line(&mut status_line)? == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "eof"));
+        }
+        let status: u16 = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let mut headers = Vec::new();
+        loop {
+            let mut l = String::new();
+            r.read_line(&mut l)?;
+            if l == "\r\n" || l.is_empty() {
+                break;
+            }
+            if let Some((n, v)) = l.split_once(':') {
+                headers.push((n.trim().to_string(), v.trim().to_string()));
+            }
+        }
+        if (100..200).contains(&status) {
+            continue;
+        }
+        let mut body = Vec::new();
+        let get = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _): &&(String, String)| k.eq_ignore_ascii_case(n))
+                .map(|(_, v)| v.clone())
+        };
+        if head_request || status == 204 || status == 304 {
+        } else if let Some(cl) = get("content-length") {
+            body.resize(cl.parse().unwrap(), 0);
+            r.read_exact(&mut body)?;
+        } else if get("transfer-encoding").is_some() {
+            loop {
+                let mut l = String::new();
+                r.read_line(&mut l)?;
+                let n = usize::from_str_radix(l.trim().split(';').next().unwrap(), 16).unwrap();
+                if n == 0 {
+                    let mut t = String::new();
+                    loop {
+                        t.clear();
+                        r.read_line(&mut t)?;
+                        if t == "\r\n" {
+                            break;
+                        }
+                    }
+                    break;
+                }
+                let mut c = vec![0u8; n + 2];
+                r.read_exact(&mut c)?;
+                body.extend_from_slice(&c[..n]);
+            }
+        } else {
+            r.read_to_end(&mut body)?;
+        }
+        return Ok(Resp {
+            status,
+            headers,
+            body,
+        });
+    }
+}
+
+/// A raw keep-alive client connection.
+pub struct Client {
+    pub w: TcpStream,
+    pub r: BufReader<TcpStream>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        Self::connect_from(addr, None)
+    }
+    pub fn connect_from(addr: SocketAddr, local: Option<&str>) -> Client {
+        let s = match local {
+            None => TcpStream::connect(addr).unwrap(),
+            Some(ip) => {
+                let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+                let la: SocketAddr = format!("{ip}:0").parse().unwrap();
+                sock.bind(&la.into()).unwrap();
+                sock.connect(&addr.into()).unwrap();
+                sock.into()
+            }
+        };
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_nodelay(true).unwrap();
+        Client {
+            w: s.try_clone().unwrap(),
+            r: BufReader::new(s),
+        }
+    }
+    pub fn send(&mut self, raw: &[u8]) {
+        self.w.write_all(raw).unwrap();
+    }
+    pub fn recv(&mut self) -> Resp {
+        read_response(&mut self.r, false).unwrap()
+    }
+    pub fn recv_head(&mut self) -> Resp {
+        read_response(&mut self.r, true).unwrap()
+    }
+    pub fn request(&mut self, raw: &[u8]) -> Resp {
+        self.send(raw);
+        self.recv()
+    }
+}
+
+/// A GET with a SigV4-style Authorization header for `key` (the signature is not checked
+/// by the fake upstream).
+pub fn sigv4_get(path: &str, key: &str) -> Vec<u8> {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: s3.test\r\nx-amz-date: 20261123T000000Z\r\nx-amz-content-sha256: UNSIGNED-PAYLOAD\r\nAuthorization: AWS4-HMAC-SHA256 Credential={key}/20261123/us-east-1/s3/aws4_request, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=0000000000000000000000000000000000000000000000000000000000000000\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+pub fn with_method(raw: &[u8], method: &str) -> Vec<u8> {
+    let s = String::from_utf8_lossy(raw);
+    let rest = s.split_once(' ').unwrap().1;
+    let mut out = format!("{method} {rest}");
+    if method == "PUT" || method == "POST" {
+        out = out.replacen("\r\n\r\n", "\r\nContent-Length: 0\r\n\r\n", 1);
+    }
+    out.into_bytes()
+}
+
+pub fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
+    let mut c = Client::connect(admin);
+    let r = c.request(format!("GET {path} HTTP/1.1\r\nHost: admin\r\n\r\n").as_bytes());
+    (r.status, String::from_utf8_lossy(&r.body).to_string())
+}

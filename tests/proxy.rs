@@ -1,0 +1,246 @@
+//! Data-path integration tests: the real binary, a fake upstream, raw sockets.
+
+mod common;
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+
+const NO_LIMITS: &str = r#"
+[limits]
+methods = []
+[upstream.health]
+enabled = false
+"#;
+
+#[test]
+fn forwards_request_line_and_headers_byte_exact() {
+    let up = FakeUpstream::start(ok_handler());
+    let p = start_proxy("exact", &[up.addr], 2, NO_LIMITS, None);
+    let mut c = Client::connect(p.addr);
+    let req = b"GET /bucket/a%2Fb%20c?list-type=2&prefix=x%2Fy&Z=1 HTTP/1.1\r\nHost: S3.Example.COM:9000\r\nX-Amz-Date: 20261123T000000Z\r\nx-amz-meta-CaSe:  Mixed  \r\nConnection: keep-alive, X-Hop\r\nX-Hop: secret\r\nKeep-Alive: timeout=5\r\nAuthorization: AWS4-HMAC-SHA256 Credential=AKIA/20261123/us-east-1/s3/aws4_request, SignedHeaders=host;x-amz-date, Signature=ab\r\n\r\n";
+    let r = c.request(req);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"ok");
+    assert!(r.header("X-Request-ID").is_some());
+    let seen = up.seen();
+    let head = String::from_utf8(seen[0].head.clone()).unwrap();
+    assert!(
+        head.starts_with("GET /bucket/a%2Fb%20c?list-type=2&prefix=x%2Fy&Z=1 HTTP/1.1\r\nHost: S3.Example.COM:9000\r\nX-Amz-Date: 20261123T000000Z\r\nx-amz-meta-CaSe:  Mixed  \r\n"),
+        "head changed: {head:?}"
+    );
+    assert!(head.contains("Authorization: AWS4-HMAC-SHA256 Credential=AKIA/20261123/us-east-1/s3/aws4_request, SignedHeaders=host;x-amz-date, Signature=ab\r\n"));
+    let lower = head.to_ascii_lowercase();
+    assert!(!lower.contains("x-hop:"), "header named in Connection removed");
+    assert!(!lower.contains("keep-alive: timeout"), "Keep-Alive removed");
+    assert!(!lower.contains("x-forwarded-for"), "XFF only when configured");
+}
+
+#[test]
+fn keep_alive_pipelining_and_pooling() {
+    let up = FakeUpstream::start(Arc::new(|s: &Seen| {
+        let path = String::from_utf8_lossy(&s.head).split_whitespace().nth(1).unwrap().to_string();
+        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{}", path.len(), path).into_bytes()
+    }));
+    let p = start_proxy("pipe", &[up.addr], 1, NO_LIMITS, None);
+    let mut c = Client::connect(p.addr);
+    let mut batch = Vec::new();
+    for i in 0..10 {
+        batch.extend_from_slice(format!("GET /o{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+    }
+    c.send(&batch);
+    for i in 0..10 {
+        let r = c.recv();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, format!("/o{i}").as_bytes(), "responses in order");
+    }
+    for i in 0..5 {
+        let r = c.request(format!("GET /k{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        assert_eq!(r.body, format!("/k{i}").as_bytes());
+    }
+    assert_eq!(
+        up.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one pooled upstream connection for 15 sequential requests"
+    );
+}
+
+#[test]
+fn bodies_streamed_both_ways_content_length_and_chunked() {
+    let up = FakeUpstream::start(Arc::new(|s: &Seen| {
+        let mut r = format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x};ext=1\r\n", s.body.len()).into_bytes();
+        r.extend_from_slice(&s.body);
+        r.extend_from_slice(b"\r\n0\r\nX-Trailer: t\r\n\r\n");
+        r
+    }));
+    let p = start_proxy("bodies", &[up.addr], 2, NO_LIMITS, None);
+    let mut c = Client::connect(p.addr);
+    let body: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut req = format!("PUT /b/big HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    req.extend_from_slice(&body);
+    let r = c.request(&req);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), body.len());
+    assert!(r.body == body, "echoed body equal");
+    // Chunked request body with extensions and trailers passes through unchanged.
+    let chunked = b"PUT /b/c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;name=v\r\nhello\r\n6\r\n world\r\n0\r\nx-amz-checksum-crc32: AAAAAA==\r\n\r\n";
+    let r = c.request(chunked);
+    assert_eq!(r.status, 200);
+    let seen = up.seen();
+    assert_eq!(
+        seen.last().unwrap().body,
+        b"5;name=v\r\nhello\r\n6\r\n world\r\n0\r\nx-amz-checksum-crc32: AAAAAA==\r\n\r\n"
+    );
+}
+
+#[test]
+fn head_204_304_framing() {
+    let up = FakeUpstream::start(Arc::new(|s: &Seen| {
+        let h = String::from_utf8_lossy(&s.head);
+        if h.starts_with("HEAD") {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 12345\r\nETag: \"x\"\r\n\r\n".to_vec()
+        } else if h.contains("/nc") {
+            b"HTTP/1.1 204 No Content\r\n\r\n".to_vec()
+        } else {
+            b"HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n".to_vec()
+        }
+    }));
+    let p = start_proxy("head", &[up.addr], 1, NO_LIMITS, None);
+    let mut c = Client::connect(p.addr);
+    c.send(b"HEAD /b/o HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.recv_head();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("Content-Length"), Some("12345"));
+    let r = c.request(b"DELETE /b/nc HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.status, 204);
+    let r = c.request(b"GET /b/o HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"x\"\r\n\r\n");
+    assert_eq!(r.status, 304);
+    // The connection is still in sync (no stray body bytes were sent).
+    let r = c.request(b"DELETE /b/nc HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.status, 204);
+}
+
+#[test]
+fn expect_100_continue_is_relayed() {
+    let up = FakeUpstream::start(ok_handler());
+    let p = start_proxy("expect", &[up.addr], 1, NO_LIMITS, None);
+    let mut c = Client::connect(p.addr);
+    c.send(b"PUT /b/o HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut c.r, &mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 100"), "got {line:?}");
+    let mut blank = String::new();
+    std::io::BufRead::read_line(&mut c.r, &mut blank).unwrap();
+    c.send(b"hello");
+    let r = c.recv();
+    assert_eq!(r.status, 200);
+    assert_eq!(up.seen()[0].body, b"hello");
+}
+
+#[test]
+fn smuggling_shapes_and_oversized_heads_rejected() {
+    let up = FakeUpstream::start(ok_handler());
+    let p = start_proxy("smuggle", &[up.addr], 1, NO_LIMITS, None);
+    let cases: [&[u8]; 4] = [
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n folded\r\n\r\n",
+    ];
+    for raw in cases {
+        let mut c = Client::connect(p.addr);
+        let r = c.request(raw);
+        assert_eq!(r.status, 400, "for {:?}", String::from_utf8_lossy(raw));
+        assert!(String::from_utf8_lossy(&r.body).contains("<Error><Code>"));
+    }
+    let mut c = Client::connect(p.addr);
+    let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(20_000));
+    c.send(big.as_bytes());
+    let r = c.recv();
+    assert_eq!(r.status, 431);
+    assert!(up.seen().is_empty(), "nothing reached the upstream");
+}
+
+#[test]
+fn failover_503_and_504() {
+    let good = FakeUpstream::start(ok_handler());
+    let dead = free_port();
+    let dead_addr = format!("127.0.0.1:{dead}").parse().unwrap();
+    let cfg = r#"
+[limits]
+methods = []
+[upstream]
+connect_timeout = "500ms"
+response_head_timeout = "1s"
+passive_fail_threshold = 1
+[upstream.health]
+enabled = true
+path = "/"
+interval = "200ms"
+timeout = "200ms"
+rise = 1
+fall = 1
+"#;
+    let p = start_proxy("failover", &[dead_addr, good.addr], 2, cfg, None);
+    for _ in 0..10 {
+        let mut c = Client::connect(p.addr);
+        let r = c.request(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(r.status, 200, "dead node is skipped");
+    }
+    drop(good);
+    std::thread::sleep(Duration::from_millis(800));
+    let mut c = Client::connect(p.addr);
+    let r = c.request(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(r.status == 503 || r.status == 502, "all down: {}", r.status);
+    assert!(String::from_utf8_lossy(&r.body).contains("<Code>"));
+
+    // Slow upstream → 504.
+    let slow = FakeUpstream::start(Arc::new(|_s: &Seen| {
+        std::thread::sleep(Duration::from_secs(3));
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec()
+    }));
+    let cfg = r#"
+[limits]
+methods = []
+[upstream]
+response_head_timeout = "500ms"
+[upstream.health]
+enabled = false
+"#;
+    let p = start_proxy("slow", &[slow.addr], 1, cfg, None);
+    let mut c = Client::connect(p.addr);
+    let r = c.request(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.status, 504);
+    assert!(String::from_utf8_lossy(&r.body).contains("<Code>GatewayTimeout</Code>"));
+}
+
+#[test]
+fn graceful_shutdown_finishes_in_flight_request() {
+    let slow = FakeUpstream::start(Arc::new(|_s: &Seen| {
+        std::thread::sleep(Duration::from_millis(700));
+        b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone".to_vec()
+    }));
+    let mut p = start_proxy("grace", &[slow.addr], 1, NO_LIMITS, None);
+    let mut c = Client::connect(p.addr);
+    c.send(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = p.child.id() as i32;
+    // SAFETY-free: use the kill command to send SIGTERM to our own child.
+    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    let r = c.recv();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"done");
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Some(st) = p.child.try_wait().unwrap() {
+            assert!(st.success(), "clean exit");
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "exits after the request");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut buf = [0u8; 1];
+    assert_eq!(c.r.read(&mut buf).unwrap_or(0), 0, "connection closed");
+}
