@@ -1,0 +1,241 @@
+//! S3-style error responses written by the proxy itself (SlowDown, 4xx for bad heads,
+//! 502/503/504 for upstream failures): status line, `Content-Type: application/xml`,
+//! Content-Length, caller-supplied headers, and the XML `<Error>` body with every field
+//! escaped. Must not decide which error applies or touch I/O; it only appends bytes.
+
+use super::fields::{push_decimal, push_header};
+
+/// The fields of an S3 `<Error>` body.
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorBody<'a> {
+    pub code: &'a str,
+    pub message: &'a str,
+    /// The resource (usually the request path, as sent).
+    pub resource: &'a [u8],
+    pub request_id: &'a str,
+    /// Included as `<ApiKey>` when present.
+    pub api_key: Option<&'a [u8]>,
+}
+
+/// The reason phrase for a status code (a class name for unlisted codes).
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        411 => "Length Required",
+        412 => "Precondition Failed",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        416 => "Range Not Satisfiable",
+        417 => "Expectation Failed",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => match status / 100 {
+            1 => "Informational",
+            2 => "Success",
+            3 => "Redirection",
+            4 => "Client Error",
+            5 => "Server Error",
+            _ => "Unknown",
+        },
+    }
+}
+
+const REPLACEMENT: &[u8] = "\u{FFFD}".as_bytes();
+
+/// Emits `text` XML-escaped through `emit`: `& < > " '` become entities; bytes that are
+/// not valid UTF-8 and control characters (C0, DEL, C1) become U+FFFD.
+fn escape(text: &[u8], emit: &mut impl FnMut(&[u8])) {
+    for chunk in text.utf8_chunks() {
+        let valid = chunk.valid();
+        let mut run_start = 0;
+        for (i, c) in valid.char_indices() {
+            let replacement: &[u8] = match c {
+                '&' => b"&amp;",
+                '<' => b"&lt;",
+                '>' => b"&gt;",
+                '"' => b"&quot;",
+                '\'' => b"&apos;",
+                c if c.is_control() => REPLACEMENT,
+                _ => continue,
+            };
+            emit(&valid.as_bytes()[run_start..i]);
+            emit(replacement);
+            run_start = i + c.len_utf8();
+        }
+        emit(&valid.as_bytes()[run_start..]);
+        if !chunk.invalid().is_empty() {
+            emit(REPLACEMENT);
+        }
+    }
+}
+
+fn write_body(body: &ErrorBody<'_>, emit: &mut impl FnMut(&[u8])) {
+    emit(b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>");
+    escape(body.code.as_bytes(), emit);
+    emit(b"</Code><Message>");
+    escape(body.message.as_bytes(), emit);
+    emit(b"</Message><Resource>");
+    escape(body.resource, emit);
+    emit(b"</Resource><RequestId>");
+    escape(body.request_id.as_bytes(), emit);
+    emit(b"</RequestId>");
+    if let Some(key) = body.api_key {
+        emit(b"<ApiKey>");
+        escape(key, emit);
+        emit(b"</ApiKey>");
+    }
+    emit(b"</Error>");
+}
+
+/// Appends a full error response to `out`: `HTTP/1.1 {status} {reason}`,
+/// `Content-Type: application/xml`, `Content-Length`, `extra` headers, `Connection: close`
+/// if `close`, CRLF, then the XML body (omitted if `head_only`; Content-Length is still the
+/// body's, as a HEAD response must say).
+pub fn write_error_response(
+    status: u16,
+    body: &ErrorBody<'_>,
+    extra: &[(&[u8], &[u8])],
+    close: bool,
+    head_only: bool,
+    out: &mut Vec<u8>,
+) {
+    let mut body_len = 0usize;
+    write_body(body, &mut |s: &[u8]| body_len += s.len());
+
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, u64::from(status));
+    out.push(b' ');
+    out.extend_from_slice(reason_phrase(status).as_bytes());
+    out.extend_from_slice(b"\r\nContent-Type: application/xml\r\nContent-Length: ");
+    push_decimal(out, body_len as u64);
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in extra {
+        push_header(out, name, value);
+    }
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !head_only {
+        out.reserve(body_len);
+        write_body(body, &mut |s: &[u8]| out.extend_from_slice(s));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn escaped(text: &[u8]) -> String {
+        let mut v = Vec::new();
+        escape(text, &mut |s: &[u8]| v.extend_from_slice(s));
+        String::from_utf8(v).expect("escape output is UTF-8")
+    }
+
+    #[test]
+    fn escaping() {
+        assert_eq!(escaped(b"a&b<c>d\"e'f"), "a&amp;b&lt;c&gt;d&quot;e&apos;f");
+        assert_eq!(escaped(b"plain/path-\xc3\xa9"), "plain/path-\u{e9}");
+        assert_eq!(escaped(b"bad\xffbyte"), "bad\u{FFFD}byte");
+        assert_eq!(escaped(b"\xe2\x82"), "\u{FFFD}");
+        assert_eq!(
+            escaped(b"ctl\x00\x1b\r\n\t\x7f"),
+            "ctl\u{FFFD}\u{FFFD}\u{FFFD}\u{FFFD}\u{FFFD}\u{FFFD}"
+        );
+        assert_eq!(escaped("c1\u{85}".as_bytes()), "c1\u{FFFD}");
+        assert_eq!(escaped(b"]]><x/>"), "]]&gt;&lt;x/&gt;");
+        assert_eq!(escaped(b""), "");
+    }
+
+    fn split(resp: &[u8]) -> (&str, &[u8]) {
+        let end = resp.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        (std::str::from_utf8(&resp[..end]).unwrap(), &resp[end..])
+    }
+
+    #[test]
+    fn full_response() {
+        let body = ErrorBody {
+            code: "SlowDown",
+            message: "Rate limit exceeded for tier premium (1000 requests per minute)",
+            resource: b"/bucket/a&b<'\"\xff",
+            request_id: "r-1",
+            api_key: Some(b"AKIA<x>"),
+        };
+        let mut out = Vec::new();
+        write_error_response(429, &body, &[(b"Retry-After", b"3")], true, false, &mut out);
+        let (head, xml) = split(&out);
+        let xml_expected = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>Rate limit exceeded for tier premium (1000 requests per minute)</Message><Resource>/bucket/a&amp;b&lt;&apos;&quot;\u{FFFD}</Resource><RequestId>r-1</RequestId><ApiKey>AKIA&lt;x&gt;</ApiKey></Error>";
+        assert_eq!(std::str::from_utf8(xml).unwrap(), xml_expected);
+        assert_eq!(
+            head,
+            format!(
+                "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nRetry-After: 3\r\nConnection: close\r\n\r\n",
+                xml_expected.len()
+            )
+        );
+        // The result parses as a response whose body is exactly Content-Length long.
+        let mut h = crate::http::ResponseHead::new();
+        let limits = crate::http::HeadLimits {
+            max_head_bytes: 4096,
+            max_headers: 16,
+        };
+        crate::http::parse_response(&out, &limits, false, &mut h).unwrap();
+        assert_eq!(
+            h.framing,
+            crate::http::BodyFraming::Length((out.len() - h.head_len) as u64)
+        );
+    }
+
+    #[test]
+    fn head_only_and_no_api_key() {
+        let body = ErrorBody {
+            code: "ServiceUnavailable",
+            message: "no healthy upstream",
+            resource: b"/b",
+            request_id: "id",
+            api_key: None,
+        };
+        let mut full = Vec::new();
+        write_error_response(503, &body, &[], false, false, &mut full);
+        let mut head = Vec::new();
+        write_error_response(503, &body, &[], false, true, &mut head);
+        let (full_head, xml) = split(&full);
+        assert_eq!(full_head.as_bytes(), &head[..]);
+        assert!(!full_head.contains("Connection"));
+        assert!(full_head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+        assert!(full_head.contains(&format!("Content-Length: {}\r\n", xml.len())));
+        assert!(!std::str::from_utf8(xml).unwrap().contains("ApiKey"));
+    }
+
+    #[test]
+    fn reasons() {
+        assert_eq!(reason_phrase(429), "Too Many Requests");
+        assert_eq!(reason_phrase(504), "Gateway Timeout");
+        assert_eq!(reason_phrase(599), "Server Error");
+        assert_eq!(reason_phrase(999), "Unknown");
+    }
+}
