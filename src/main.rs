@@ -19,7 +19,11 @@ use tollgate::runtime;
 use tollgate::stats::CoreStats;
 
 #[derive(Parser)]
-#[command(name = "tollgate", version, about = "Per-API-key rate-limiting reverse proxy for S3-compatible stores")]
+#[command(
+    name = "tollgate",
+    version,
+    about = "Per-API-key rate-limiting reverse proxy for S3-compatible stores"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -125,13 +129,16 @@ fn main() -> ExitCode {
 
 fn keys(config: PathBuf, op: KeysOp) -> Result<()> {
     use tollgate::config::keys as k;
-    let cfg = config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let path = cfg
-        .limits
+    use tollgate::config::validate::{check_key, load_keys_setup};
+    // Only the parts needed to manage keys: works even when the keys file is broken
+    // (so a backup can be restored) or the upstreams come from the command line.
+    let setup = load_keys_setup(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let path = setup
         .keys_file
         .clone()
         .context("the config has no limits.keys_file")?;
-    let tiers: Vec<String> = cfg.limits.tiers.iter().map(|t| t.name.clone()).collect();
+    let check =
+        |key: &str| check_key(key, setup.max_key_len).map_err(|e| anyhow::anyhow!("{key}: {e}"));
     match op {
         KeysOp::List => {
             for (key, tier) in k::list(&path)? {
@@ -139,19 +146,24 @@ fn keys(config: PathBuf, op: KeysOp) -> Result<()> {
             }
         }
         KeysOp::Add { key, tier } => {
-            k::add(&path, &key, &tier, &tiers)?;
-            println!("added {key} → {tier}");
+            check(&key)?;
+            k::add(&path, &key, &tier, &setup.tiers)?;
+            println!("added {key} -> {tier}");
         }
         KeysOp::Remove { key } => {
-            k::remove(&path, &key)?;
-            println!("removed {key}");
+            let old = k::remove(&path, &key)?;
+            println!("removed {key} (was {old})");
         }
         KeysOp::Set { key, tier } => {
-            k::set(&path, &key, &tier, &tiers)?;
-            println!("set {key} → {tier}");
+            check(&key)?;
+            match k::set(&path, &key, &tier, &setup.tiers)? {
+                Some(prev) if prev == tier => println!("{key} already {tier}"),
+                Some(prev) => println!("set {key} -> {tier} (was {prev})"),
+                None => println!("added {key} -> {tier}"),
+            }
         }
         KeysOp::Backups => {
-            for b in k::backups(&path)? {
+            for b in k::backups(&path) {
                 println!("{}", b.display());
             }
         }
@@ -176,7 +188,11 @@ fn run(path: PathBuf, overrides: Overrides) -> Result<()> {
     let cfg = Arc::new(cfg);
     let n = cfg.workers.max(1);
     let plain = runtime::bind_listeners(&cfg.listen, n)?;
-    let tls_addrs: Vec<SocketAddr> = cfg.tls.as_ref().map(|t| t.listen.clone()).unwrap_or_default();
+    let tls_addrs: Vec<SocketAddr> = cfg
+        .tls
+        .as_ref()
+        .map(|t| t.listen.clone())
+        .unwrap_or_default();
     let tls_ls = runtime::bind_listeners(&tls_addrs, n)?;
     let builder = tls_builder();
     let server_tls = match &cfg.tls {

@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 pub const MAX_TIERS: usize = 32;
 /// Methods tracked: GET PUT POST HEAD DELETE OPTIONS PATCH other.
 pub const METHODS: usize = 8;
-pub const METHOD_NAMES: [&str; METHODS] = ["GET", "PUT", "POST", "HEAD", "DELETE", "OPTIONS", "PATCH", "OTHER"];
+pub const METHOD_NAMES: [&str; METHODS] = [
+    "GET", "PUT", "POST", "HEAD", "DELETE", "OPTIONS", "PATCH", "OTHER",
+];
 
 /// A counter written by one thread only.
 #[derive(Default, Debug)]

@@ -33,16 +33,31 @@ fn forwards_request_line_and_headers_byte_exact() {
     );
     assert!(head.contains("Authorization: AWS4-HMAC-SHA256 Credential=AKIA/20261123/us-east-1/s3/aws4_request, SignedHeaders=host;x-amz-date, Signature=ab\r\n"));
     let lower = head.to_ascii_lowercase();
-    assert!(!lower.contains("x-hop:"), "header named in Connection removed");
+    assert!(
+        !lower.contains("x-hop:"),
+        "header named in Connection removed"
+    );
     assert!(!lower.contains("keep-alive: timeout"), "Keep-Alive removed");
-    assert!(!lower.contains("x-forwarded-for"), "XFF only when configured");
+    assert!(
+        !lower.contains("x-forwarded-for"),
+        "XFF only when configured"
+    );
 }
 
 #[test]
 fn keep_alive_pipelining_and_pooling() {
     let up = FakeUpstream::start(Arc::new(|s: &Seen| {
-        let path = String::from_utf8_lossy(&s.head).split_whitespace().nth(1).unwrap().to_string();
-        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{}", path.len(), path).into_bytes()
+        let path = String::from_utf8_lossy(&s.head)
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_string();
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{}",
+            path.len(),
+            path
+        )
+        .into_bytes()
     }));
     let p = start_proxy("pipe", &[up.addr], 1, NO_LIMITS, None);
     let mut c = Client::connect(p.addr);
@@ -70,7 +85,11 @@ fn keep_alive_pipelining_and_pooling() {
 #[test]
 fn bodies_streamed_both_ways_content_length_and_chunked() {
     let up = FakeUpstream::start(Arc::new(|s: &Seen| {
-        let mut r = format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x};ext=1\r\n", s.body.len()).into_bytes();
+        let mut r = format!(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x};ext=1\r\n",
+            s.body.len()
+        )
+        .into_bytes();
         r.extend_from_slice(&s.body);
         r.extend_from_slice(b"\r\n0\r\nX-Trailer: t\r\n\r\n");
         r
@@ -78,7 +97,11 @@ fn bodies_streamed_both_ways_content_length_and_chunked() {
     let p = start_proxy("bodies", &[up.addr], 2, NO_LIMITS, None);
     let mut c = Client::connect(p.addr);
     let body: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    let mut req = format!("PUT /b/big HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    let mut req = format!(
+        "PUT /b/big HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
     req.extend_from_slice(&body);
     let r = c.request(&req);
     assert_eq!(r.status, 200);
@@ -156,7 +179,10 @@ fn smuggling_shapes_and_oversized_heads_rejected() {
         assert!(String::from_utf8_lossy(&r.body).contains("<Error><Code>"));
     }
     let mut c = Client::connect(p.addr);
-    let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(20_000));
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
     c.send(big.as_bytes());
     let r = c.recv();
     assert_eq!(r.status, 431);
@@ -228,7 +254,10 @@ fn graceful_shutdown_finishes_in_flight_request() {
     std::thread::sleep(Duration::from_millis(200));
     let pid = p.child.id() as i32;
     // SAFETY-free: use the kill command to send SIGTERM to our own child.
-    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
     let r = c.recv();
     assert_eq!(r.status, 200);
     assert_eq!(r.body, b"done");
@@ -238,7 +267,10 @@ fn graceful_shutdown_finishes_in_flight_request() {
             assert!(st.success(), "clean exit");
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(5), "exits after the request");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "exits after the request"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let mut buf = [0u8; 1];

@@ -63,10 +63,17 @@ fn premium_burst_is_exact_across_cores_and_recovers() {
     let t0 = Instant::now();
     let (ok, denied) = blast(p.addr, "AKIAPREMIUM000000001", 200, 8);
     let took = t0.elapsed();
-    assert!(took < Duration::from_millis(900), "burst must fit in one window (took {took:?})");
+    assert!(
+        took < Duration::from_millis(900),
+        "burst must fit in one window (took {took:?})"
+    );
     assert_eq!(ok, 50, "exactly the per-second limit is admitted");
     assert_eq!(denied, 150);
-    assert_eq!(up.seen().len(), 50, "denied requests never reach the upstream");
+    assert_eq!(
+        up.seen().len(),
+        50,
+        "denied requests never reach the upstream"
+    );
     // Another key is unaffected.
     let (ok2, _) = blast(p.addr, "AKIAPREMIUM000000002", 20, 2);
     assert_eq!(ok2, 20, "keys are independent");
@@ -77,7 +84,10 @@ fn premium_burst_is_exact_across_cores_and_recovers() {
     // Remote checks happened (connections land on both cores, the key has one owner).
     let (_, stats) = admin_get(p.admin.unwrap(), "/stats");
     let v: serde_json::Value = serde_json::from_str(&stats).unwrap();
-    assert!(v["cross_core"]["remote_checks"].as_u64().unwrap() > 0, "{stats}");
+    assert!(
+        v["cross_core"]["remote_checks"].as_u64().unwrap() > 0,
+        "{stats}"
+    );
     assert_eq!(v["tiers"]["premium"]["methods"]["GET"]["admitted"], 90);
     assert_eq!(v["tiers"]["premium"]["methods"]["GET"]["denied"], 150);
 }
@@ -103,10 +113,24 @@ fn retrying_client_is_not_locked_out() {
     // Seed behaviour (counting denials) would admit ~10 then nothing. Exact semantics
     // admit about 10 per second: first 10 at once, then again once the first second
     // has passed.
-    assert!(admitted_times.len() >= 22, "admitted {}", admitted_times.len());
-    assert!(admitted_times.len() <= 30, "admitted {}", admitted_times.len());
-    let after_first_window = admitted_times.iter().filter(|t| **t > Duration::from_millis(1000)).count();
-    assert!(after_first_window >= 10, "let through again after the window: {admitted_times:?}");
+    assert!(
+        admitted_times.len() >= 22,
+        "admitted {}",
+        admitted_times.len()
+    );
+    assert!(
+        admitted_times.len() <= 30,
+        "admitted {}",
+        admitted_times.len()
+    );
+    let after_first_window = admitted_times
+        .iter()
+        .filter(|t| **t > Duration::from_millis(1000))
+        .count();
+    assert!(
+        after_first_window >= 10,
+        "let through again after the window: {admitted_times:?}"
+    );
 }
 
 #[test]
@@ -129,7 +153,11 @@ fn unlimited_methods_anonymous_per_address_and_deny_response() {
     let s1: Vec<u16> = (0..7).map(|_| a1.request(anon).status).collect();
     let s2: Vec<u16> = (0..7).map(|_| a2.request(anon).status).collect();
     assert_eq!(s1.iter().filter(|s| **s == 200).count(), 5, "{s1:?}");
-    assert_eq!(s2.iter().filter(|s| **s == 200).count(), 5, "second address has its own budget: {s2:?}");
+    assert_eq!(
+        s2.iter().filter(|s| **s == 200).count(),
+        5,
+        "second address has its own budget: {s2:?}"
+    );
 
     // The denied response, field by field.
     for _ in 0..10 {
@@ -144,7 +172,11 @@ fn unlimited_methods_anonymous_per_address_and_deny_response() {
     assert!(amz > 0 && amz <= 60_000, "{amz}");
     assert_eq!(r.header("X-RateLimit-Group"), Some("basic"));
     assert_eq!(r.header("X-RateLimit-Limit-Per-Minute"), Some("100"));
-    let cur: u32 = r.header("X-RateLimit-Current-Per-Minute").unwrap().parse().unwrap();
+    let cur: u32 = r
+        .header("X-RateLimit-Current-Per-Minute")
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(cur >= 10);
     assert_eq!(r.header("X-API-Key"), Some(key));
     assert_eq!(r.header("X-Auth-Method"), Some("v4"));
@@ -153,13 +185,25 @@ fn unlimited_methods_anonymous_per_address_and_deny_response() {
         r.header("RateLimit-Policy"),
         Some("\"sustained\";q=100;w=60, \"burst\";q=10;w=1")
     );
-    assert!(r.header("RateLimit").unwrap().starts_with("\"burst\";r=0;t="));
+    assert!(
+        r.header("RateLimit")
+            .unwrap()
+            .starts_with("\"burst\";r=0;t=")
+    );
     let body = String::from_utf8(r.body.clone()).unwrap();
     assert!(body.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>"));
     assert!(body.contains("<Code>SlowDown</Code>"));
-    assert!(body.contains("<Message>Rate limit exceeded for tier basic (10 requests per second)</Message>"), "{body}");
+    assert!(
+        body.contains(
+            "<Message>Rate limit exceeded for tier basic (10 requests per second)</Message>"
+        ),
+        "{body}"
+    );
     assert!(body.contains("<Resource>/bucket/obj</Resource>"));
-    assert!(body.contains(&format!("<RequestId>{}</RequestId>", r.header("X-Request-ID").unwrap())));
+    assert!(body.contains(&format!(
+        "<RequestId>{}</RequestId>",
+        r.header("X-Request-ID").unwrap()
+    )));
     assert!(body.contains(&format!("<ApiKey>{key}</ApiKey>")));
     // Allowed responses carry the headers too.
     let ok = c.request(&with_method(&sigv4_get("/b/o", key), "DELETE"));
@@ -178,12 +222,19 @@ fn denied_expect_continue_upload_gets_error_before_body() {
     let put = String::from_utf8(sigv4_get("/b/up", key))
         .unwrap()
         .replacen("GET", "PUT", 1)
-        .replacen("\r\n\r\n", "\r\nContent-Length: 1048576\r\nExpect: 100-continue\r\n\r\n", 1);
+        .replacen(
+            "\r\n\r\n",
+            "\r\nContent-Length: 1048576\r\nExpect: 100-continue\r\n\r\n",
+            1,
+        );
     c.send(put.as_bytes());
     let r = c.recv();
     assert_eq!(r.status, 429, "final status instead of 100 Continue");
     assert_eq!(r.header("Connection"), Some("close"));
-    assert!(up.seen().iter().all(|s| !s.head.starts_with(b"PUT")), "upload never forwarded");
+    assert!(
+        up.seen().iter().all(|s| !s.head.starts_with(b"PUT")),
+        "upload never forwarded"
+    );
 }
 
 #[test]
@@ -206,7 +257,12 @@ fn shadow_mode_forwards_and_reports() {
     let v: serde_json::Value = serde_json::from_str(&stats).unwrap();
     assert_eq!(v["tiers"]["basic"]["methods"]["GET"]["shadow_denied"], 5);
     let (_, metrics) = admin_get(p.admin.unwrap(), "/metrics");
-    assert!(metrics.contains("tollgate_decisions_total{tier=\"basic\",method=\"GET\",decision=\"shadow_denied\"} 5"), "{metrics}");
+    assert!(
+        metrics.contains(
+            "tollgate_decisions_total{tier=\"basic\",method=\"GET\",decision=\"shadow_denied\"} 5"
+        ),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -217,7 +273,9 @@ fn hot_reload_of_keys_keeps_counters_and_bad_file_keeps_old_config() {
     let newkey = "AKIANEWKEY0000000001";
     let mut c = Client::connect(p.addr);
     // Unknown key → default tier "unknown" (5/s).
-    let n_ok = (0..8).filter(|_| c.request(&sigv4_get("/b/o", newkey)).status == 200).count();
+    let n_ok = (0..8)
+        .filter(|_| c.request(&sigv4_get("/b/o", newkey)).status == 200)
+        .count();
     assert_eq!(n_ok, 5);
     let (_, v1) = admin_get(admin, "/config/version");
     let v1: serde_json::Value = serde_json::from_str(&v1).unwrap();
@@ -233,27 +291,47 @@ fn hot_reload_of_keys_keeps_counters_and_bad_file_keeps_old_config() {
         if v["version"].as_u64() > v1["version"].as_u64() {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(5), "reload not picked up");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "reload not picked up"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let r = c.request(&sigv4_get("/b/o", newkey));
     assert_eq!(r.status, 200);
     assert_eq!(r.header("X-RateLimit-Group"), Some("premium"));
     // A broken keys file is rejected; the old config stays.
-    std::fs::write(p.dir.join("keys.toml"), "[keys]\n\"AKIAX\" = \"no-such-tier\"\n").unwrap();
+    std::fs::write(
+        p.dir.join("keys.toml"),
+        "[keys]\n\"AKIAX\" = \"no-such-tier\"\n",
+    )
+    .unwrap();
     let t0 = Instant::now();
     loop {
         let (_, v) = admin_get(admin, "/config/version");
         let v: serde_json::Value = serde_json::from_str(&v).unwrap();
         if v["reload_failures"].as_u64().unwrap() > 0 {
-            assert!(v["last_reload_error"].as_str().unwrap().contains("no-such-tier"), "{v}");
+            assert!(
+                v["last_reload_error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("no-such-tier"),
+                "{v}"
+            );
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(5), "bad reload not reported");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "bad reload not reported"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let r = c.request(&sigv4_get("/b/o", newkey));
-    assert_eq!(r.header("X-RateLimit-Group"), Some("premium"), "old config kept");
+    assert_eq!(
+        r.header("X-RateLimit-Group"),
+        Some("premium"),
+        "old config kept"
+    );
     // Table inspection through the admin API.
     let (st, t) = admin_get(admin, &format!("/table?key={newkey}"));
     assert_eq!(st, 200, "{t}");

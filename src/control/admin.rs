@@ -77,7 +77,10 @@ fn entry_json(e: &EntrySnapshot, tiers: &[crate::config::TierConfig]) -> serde_j
         let mut a = [0u8; 16];
         a.copy_from_slice(&e.subject[1..]);
         let ip = std::net::Ipv6Addr::from(a);
-        let ip: IpAddr = ip.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(ip));
+        let ip: IpAddr = ip
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(ip));
         json!({"addr": ip.to_string()})
     } else {
         json!({"key": String::from_utf8_lossy(&e.subject)})
@@ -166,9 +169,15 @@ fn serve(state: &ControlState, mut s: TcpStream) -> std::io::Result<()> {
         }
         ("GET", "/stats") => {
             if accept_html || query.split('&').any(|q| q == "human") {
-                respond(&mut s, 200, "text/html; charset=utf-8", &metrics::stats_html(state))
+                respond(
+                    &mut s,
+                    200,
+                    "text/html; charset=utf-8",
+                    &metrics::stats_html(state),
+                )
             } else {
-                let body = serde_json::to_string_pretty(&metrics::stats_json(state)).unwrap_or_default();
+                let body =
+                    serde_json::to_string_pretty(&metrics::stats_json(state)).unwrap_or_default();
                 respond(&mut s, 200, json_ct, &body)
             }
         }
@@ -220,17 +229,27 @@ fn serve(state: &ControlState, mut s: TcpStream) -> std::io::Result<()> {
                     all.extend(e);
                 }
             }
-            all.sort_by(|a, b| b.sustained_count.cmp(&a.sustained_count));
+            all.sort_by_key(|e| std::cmp::Reverse(e.sustained_count));
             all.truncate(n);
-            let v: Vec<_> = all.iter().map(|e| entry_json(e, &cfg.limits.tiers)).collect();
-            respond(&mut s, 200, json_ct, &serde_json::Value::Array(v).to_string())
+            let v: Vec<_> = all
+                .iter()
+                .map(|e| entry_json(e, &cfg.limits.tiers))
+                .collect();
+            respond(
+                &mut s,
+                200,
+                json_ct,
+                &serde_json::Value::Array(v).to_string(),
+            )
         }
         ("POST", "/table/clear") => {
             let mut removed = 0;
             if let Some(subject) = subject_of(&query) {
                 let router = Router::new(state.cores.cores(), state.hasher.clone());
                 let core = router.owner(&subject);
-                if let Some(TableReply::Removed(r)) = table_ask(state, core, TableOp::Remove(subject)) {
+                if let Some(TableReply::Removed(r)) =
+                    table_ask(state, core, TableOp::Remove(subject))
+                {
                     removed += r;
                 }
             } else {
@@ -240,7 +259,12 @@ fn serve(state: &ControlState, mut s: TcpStream) -> std::io::Result<()> {
                     }
                 }
             }
-            respond(&mut s, 200, json_ct, &json!({"removed": removed}).to_string())
+            respond(
+                &mut s,
+                200,
+                json_ct,
+                &json!({"removed": removed}).to_string(),
+            )
         }
         _ => respond(&mut s, 404, "text/plain", "not found\n"),
     }

@@ -142,13 +142,21 @@ pub fn stats_html(st: &ControlState) -> String {
                 let _ = write!(
                     h,
                     "<tr><th>{name}</th><td>{}/min {}/s</td><td>{m}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    t["per_minute"], t["per_second"], c["admitted"], c["denied"], c["shadow_denied"]
+                    t["per_minute"],
+                    t["per_second"],
+                    c["admitted"],
+                    c["denied"],
+                    c["shadow_denied"]
                 );
             }
         }
     }
     h.push_str("</table><h2>All figures</h2><pre>");
-    h.push_str(&serde_json::to_string_pretty(&v).unwrap_or_default().replace('<', "&lt;"));
+    h.push_str(
+        &serde_json::to_string_pretty(&v)
+            .unwrap_or_default()
+            .replace('<', "&lt;"),
+    );
     h.push_str("</pre>");
     h
 }
@@ -162,21 +170,31 @@ pub fn prometheus(st: &ControlState) -> String {
     let cfg = st.current();
     let s = &st.stats;
     let mut o = String::new();
-    let mut family = |o: &mut String, name: &str, kind: &str, help: &str| {
+    let family = |o: &mut String, name: &str, kind: &str, help: &str| {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
     };
-    family(&mut o, "tollgate_requests_total", "counter", "Requests received, by method.");
+    family(
+        &mut o,
+        "tollgate_requests_total",
+        "counter",
+        "Requests received, by method.",
+    );
     for (i, m) in METHOD_NAMES.iter().enumerate() {
-        let _ = writeln!(o, "tollgate_requests_total{{method=\"{m}\"}} {}", sum(s, |c| c.requests[i].get()));
+        let _ = writeln!(
+            o,
+            "tollgate_requests_total{{method=\"{m}\"}} {}",
+            sum(s, |c| c.requests[i].get())
+        );
     }
-    family(&mut o, "tollgate_decisions_total", "counter", "Rate-limit decisions by tier, method and outcome.");
+    family(
+        &mut o,
+        "tollgate_decisions_total",
+        "counter",
+        "Rate-limit decisions by tier, method and outcome.",
+    );
     for (ti, t) in cfg.limits.tiers.iter().enumerate() {
         for (mi, m) in METHOD_NAMES.iter().enumerate().take(METHODS) {
-            for (label, f) in [
-                ("admitted", 0usize),
-                ("denied", 1),
-                ("shadow_denied", 2),
-            ] {
+            for (label, f) in [("admitted", 0usize), ("denied", 1), ("shadow_denied", 2)] {
                 let v = sum(s, |c| {
                     let x = &c.tiers[ti][mi];
                     [x.admitted.get(), x.denied.get(), x.shadow_denied.get()][f]
@@ -191,42 +209,188 @@ pub fn prometheus(st: &ControlState) -> String {
             }
         }
     }
-    family(&mut o, "tollgate_unlimited_requests_total", "counter", "Requests of methods not limited for their tier.");
-    let _ = writeln!(o, "tollgate_unlimited_requests_total {}", sum(s, |c| c.unlimited.iter().map(|x| x.get()).sum()));
-    family(&mut o, "tollgate_auth_method_total", "counter", "How the API key was found.");
+    family(
+        &mut o,
+        "tollgate_unlimited_requests_total",
+        "counter",
+        "Requests of methods not limited for their tier.",
+    );
+    let _ = writeln!(
+        o,
+        "tollgate_unlimited_requests_total {}",
+        sum(s, |c| c.unlimited.iter().map(|x| x.get()).sum())
+    );
+    family(
+        &mut o,
+        "tollgate_auth_method_total",
+        "counter",
+        "How the API key was found.",
+    );
     for (i, a) in AUTH_NAMES.iter().enumerate() {
-        let _ = writeln!(o, "tollgate_auth_method_total{{auth_method=\"{a}\"}} {}", sum(s, |c| c.auth_methods[i].get()));
+        let _ = writeln!(
+            o,
+            "tollgate_auth_method_total{{auth_method=\"{a}\"}} {}",
+            sum(s, |c| c.auth_methods[i].get())
+        );
     }
-    family(&mut o, "tollgate_malformed_keys_total", "counter", "Requests whose key was malformed or too long (counted anonymous).");
-    let _ = writeln!(o, "tollgate_malformed_keys_total {}", sum(s, |c| c.malformed_keys.get()));
-    family(&mut o, "tollgate_responses_total", "counter", "Responses sent to clients, by status class.");
-    for (i, cl) in ["other", "1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
-        let _ = writeln!(o, "tollgate_responses_total{{class=\"{cl}\"}} {}", sum(s, |c| c.responses[i].get()));
+    family(
+        &mut o,
+        "tollgate_malformed_keys_total",
+        "counter",
+        "Requests whose key was malformed or too long (counted anonymous).",
+    );
+    let _ = writeln!(
+        o,
+        "tollgate_malformed_keys_total {}",
+        sum(s, |c| c.malformed_keys.get())
+    );
+    family(
+        &mut o,
+        "tollgate_responses_total",
+        "counter",
+        "Responses sent to clients, by status class.",
+    );
+    for (i, cl) in ["other", "1xx", "2xx", "3xx", "4xx", "5xx"]
+        .iter()
+        .enumerate()
+    {
+        let _ = writeln!(
+            o,
+            "tollgate_responses_total{{class=\"{cl}\"}} {}",
+            sum(s, |c| c.responses[i].get())
+        );
     }
-    family(&mut o, "tollgate_upstream_errors_total", "counter", "Errors generated for upstream failures, by status.");
-    let _ = writeln!(o, "tollgate_upstream_errors_total{{status=\"502\"}} {}", sum(s, |c| c.upstream_errors_502.get()));
-    let _ = writeln!(o, "tollgate_upstream_errors_total{{status=\"503\"}} {}", sum(s, |c| c.upstream_errors_503.get()));
-    let _ = writeln!(o, "tollgate_upstream_errors_total{{status=\"504\"}} {}", sum(s, |c| c.upstream_errors_504.get()));
-    family(&mut o, "tollgate_upstream_retries_total", "counter", "Requests retried on another upstream connection.");
-    let _ = writeln!(o, "tollgate_upstream_retries_total {}", sum(s, |c| c.upstream_retries.get()));
-    family(&mut o, "tollgate_connections_active", "gauge", "Open client connections.");
-    let _ = writeln!(o, "tollgate_connections_active {}", sum(s, |c| c.connections_active.get()));
-    family(&mut o, "tollgate_connections_accepted_total", "counter", "Client connections accepted.");
-    let _ = writeln!(o, "tollgate_connections_accepted_total {}", sum(s, |c| c.connections_accepted.get()));
-    family(&mut o, "tollgate_table_entries", "gauge", "Tracked rate-limit subjects, all cores.");
-    let _ = writeln!(o, "tollgate_table_entries {}", sum(s, |c| c.table_entries.get()));
-    family(&mut o, "tollgate_table_evictions_total", "counter", "Idle entries evicted because a shard was full.");
-    let _ = writeln!(o, "tollgate_table_evictions_total {}", sum(s, |c| c.table_evictions.get()));
-    family(&mut o, "tollgate_table_forced_evictions_total", "counter", "Active entries evicted because a shard was full (counters lost).");
-    let _ = writeln!(o, "tollgate_table_forced_evictions_total {}", sum(s, |c| c.table_forced_evictions.get()));
-    family(&mut o, "tollgate_cross_core_messages_total", "counter", "Messages sent between cores.");
-    let _ = writeln!(o, "tollgate_cross_core_messages_total {}", sum(s, |c| c.cross_core_sent.get()));
-    family(&mut o, "tollgate_limit_checks_total", "counter", "Limit checks by where they ran.");
-    let _ = writeln!(o, "tollgate_limit_checks_total{{path=\"local\"}} {}", sum(s, |c| c.local_checks.get()));
-    let _ = writeln!(o, "tollgate_limit_checks_total{{path=\"remote\"}} {}", sum(s, |c| c.remote_checks.get()));
-    family(&mut o, "tollgate_config_version", "gauge", "Active configuration version.");
+    family(
+        &mut o,
+        "tollgate_upstream_errors_total",
+        "counter",
+        "Errors generated for upstream failures, by status.",
+    );
+    let _ = writeln!(
+        o,
+        "tollgate_upstream_errors_total{{status=\"502\"}} {}",
+        sum(s, |c| c.upstream_errors_502.get())
+    );
+    let _ = writeln!(
+        o,
+        "tollgate_upstream_errors_total{{status=\"503\"}} {}",
+        sum(s, |c| c.upstream_errors_503.get())
+    );
+    let _ = writeln!(
+        o,
+        "tollgate_upstream_errors_total{{status=\"504\"}} {}",
+        sum(s, |c| c.upstream_errors_504.get())
+    );
+    family(
+        &mut o,
+        "tollgate_upstream_retries_total",
+        "counter",
+        "Requests retried on another upstream connection.",
+    );
+    let _ = writeln!(
+        o,
+        "tollgate_upstream_retries_total {}",
+        sum(s, |c| c.upstream_retries.get())
+    );
+    family(
+        &mut o,
+        "tollgate_connections_active",
+        "gauge",
+        "Open client connections.",
+    );
+    let _ = writeln!(
+        o,
+        "tollgate_connections_active {}",
+        sum(s, |c| c.connections_active.get())
+    );
+    family(
+        &mut o,
+        "tollgate_connections_accepted_total",
+        "counter",
+        "Client connections accepted.",
+    );
+    let _ = writeln!(
+        o,
+        "tollgate_connections_accepted_total {}",
+        sum(s, |c| c.connections_accepted.get())
+    );
+    family(
+        &mut o,
+        "tollgate_table_entries",
+        "gauge",
+        "Tracked rate-limit subjects, all cores.",
+    );
+    let _ = writeln!(
+        o,
+        "tollgate_table_entries {}",
+        sum(s, |c| c.table_entries.get())
+    );
+    family(
+        &mut o,
+        "tollgate_table_evictions_total",
+        "counter",
+        "Idle entries evicted because a shard was full.",
+    );
+    let _ = writeln!(
+        o,
+        "tollgate_table_evictions_total {}",
+        sum(s, |c| c.table_evictions.get())
+    );
+    family(
+        &mut o,
+        "tollgate_table_forced_evictions_total",
+        "counter",
+        "Active entries evicted because a shard was full (counters lost).",
+    );
+    let _ = writeln!(
+        o,
+        "tollgate_table_forced_evictions_total {}",
+        sum(s, |c| c.table_forced_evictions.get())
+    );
+    family(
+        &mut o,
+        "tollgate_cross_core_messages_total",
+        "counter",
+        "Messages sent between cores.",
+    );
+    let _ = writeln!(
+        o,
+        "tollgate_cross_core_messages_total {}",
+        sum(s, |c| c.cross_core_sent.get())
+    );
+    family(
+        &mut o,
+        "tollgate_limit_checks_total",
+        "counter",
+        "Limit checks by where they ran.",
+    );
+    let _ = writeln!(
+        o,
+        "tollgate_limit_checks_total{{path=\"local\"}} {}",
+        sum(s, |c| c.local_checks.get())
+    );
+    let _ = writeln!(
+        o,
+        "tollgate_limit_checks_total{{path=\"remote\"}} {}",
+        sum(s, |c| c.remote_checks.get())
+    );
+    family(
+        &mut o,
+        "tollgate_config_version",
+        "gauge",
+        "Active configuration version.",
+    );
     let _ = writeln!(o, "tollgate_config_version {}", cfg.limits.version);
-    family(&mut o, "tollgate_config_reload_failures_total", "counter", "Reloads rejected (old config kept).");
-    let _ = writeln!(o, "tollgate_config_reload_failures_total {}", st.reload_failures.load(Ordering::Relaxed));
+    family(
+        &mut o,
+        "tollgate_config_reload_failures_total",
+        "counter",
+        "Reloads rejected (old config kept).",
+    );
+    let _ = writeln!(
+        o,
+        "tollgate_config_reload_failures_total {}",
+        st.reload_failures.load(Ordering::Relaxed)
+    );
     o
 }

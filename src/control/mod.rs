@@ -23,7 +23,8 @@ use crate::runtime::msg::ControlMsg;
 use crate::stats::CoreStats;
 
 /// Builds a TLS server config from a `Config` (provided by `main`, from `proxy::tls`).
-pub type TlsBuilder = Box<dyn Fn(&Config) -> Result<Arc<rustls::ServerConfig>, String> + Send + Sync>;
+pub type TlsBuilder =
+    Box<dyn Fn(&Config) -> Result<Arc<rustls::ServerConfig>, String> + Send + Sync>;
 
 pub struct ControlState {
     pub config: Mutex<Arc<Config>>,
@@ -41,7 +42,10 @@ pub struct ControlState {
 
 impl ControlState {
     pub fn current(&self) -> Arc<Config> {
-        self.config.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Re-reads the config and keys files; on success every core gets the new snapshot.
@@ -52,7 +56,9 @@ impl ControlState {
                 cfg.limits.version = old.limits.version + 1;
                 // Listeners, workers and upstream pools need a restart; say so.
                 if cfg.listen != old.listen || cfg.workers != old.workers {
-                    log::warn!("reload: listener/worker changes need a restart; keeping the running ones");
+                    log::warn!(
+                        "reload: listener/worker changes need a restart; keeping the running ones"
+                    );
                     cfg.listen = old.listen.clone();
                     cfg.workers = old.workers;
                 }
@@ -60,7 +66,11 @@ impl ControlState {
                 for core in 0..self.cores.cores() {
                     if self
                         .cores
-                        .send(core, ControlMsg::Config(cfg.clone()), Duration::from_secs(1))
+                        .send(
+                            core,
+                            ControlMsg::Config(cfg.clone()),
+                            Duration::from_secs(1),
+                        )
                         .is_err()
                     {
                         log::error!("reload: core {core} did not take the new config");
@@ -72,15 +82,24 @@ impl ControlState {
                 let v = cfg.limits.version;
                 *self.config.lock().unwrap_or_else(|e| e.into_inner()) = cfg;
                 self.reloads.fetch_add(1, Ordering::Relaxed);
-                *self.last_reload_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                *self
+                    .last_reload_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = None;
                 log::info!("reload ({why}): config version {v} active");
                 Ok(v)
             }
             Err(e) => {
                 self.reload_failures.fetch_add(1, Ordering::Relaxed);
                 let msg = e.to_string();
-                log::error!("reload ({why}) failed, keeping config version {}: {msg}", old.limits.version);
-                *self.last_reload_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg.clone());
+                log::error!(
+                    "reload ({why}) failed, keeping config version {}: {msg}",
+                    old.limits.version
+                );
+                *self
+                    .last_reload_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(msg.clone());
                 Err(msg)
             }
         }
@@ -90,16 +109,19 @@ impl ControlState {
         match b(cfg) {
             Ok(sc) => {
                 for core in 0..self.cores.cores() {
-                    let _ = self
-                        .cores
-                        .send(core, ControlMsg::Tls(sc.clone()), Duration::from_secs(1));
+                    let _ =
+                        self.cores
+                            .send(core, ControlMsg::Tls(sc.clone()), Duration::from_secs(1));
                 }
                 log::info!("TLS certificates reloaded");
             }
             Err(e) => {
                 self.reload_failures.fetch_add(1, Ordering::Relaxed);
                 log::error!("TLS certificate reload failed, keeping the old ones: {e}");
-                *self.last_reload_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                *self
+                    .last_reload_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(e);
             }
         }
     }
@@ -180,7 +202,11 @@ pub fn start(state: Arc<ControlState>) -> std::io::Result<()> {
             loop {
                 let cfg = s.current();
                 let poll = cfg.reload_poll_interval;
-                let cert_poll = cfg.tls.as_ref().map(|t| t.reload_interval).unwrap_or_default();
+                let cert_poll = cfg
+                    .tls
+                    .as_ref()
+                    .map(|t| t.reload_interval)
+                    .unwrap_or_default();
                 let step = [poll, cert_poll]
                     .into_iter()
                     .filter(|d| !d.is_zero())

@@ -23,7 +23,7 @@ use crate::http::{
     RequestHead, ResponseHead, parse_request, parse_response, write_error_response,
     write_request_head, write_response_head,
 };
-use crate::identity::{AuthMethod, identify, sigv4_signed_headers};
+use crate::identity::{identify, sigv4_signed_headers};
 use crate::stats::method_index;
 
 use super::Worker;
@@ -382,7 +382,6 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
                 );
             }
         }
-        drop(id);
 
         // ---- forward ----
         let up_cfg = &cfg.upstream;
@@ -465,7 +464,9 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
                             c
                         }
                         Err(e) => {
-                            w.upstreams.borrow_mut().connect_failed(node, Instant::now());
+                            w.upstreams
+                                .borrow_mut()
+                                .connect_failed(node, Instant::now());
                             if ntried < tried.len() {
                                 tried[ntried] = node;
                                 ntried += 1;
@@ -537,9 +538,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         match result {
             Ok((keep_client, keep_up)) => {
                 if keep_up {
-                    w.upstreams
-                        .borrow_mut()
-                        .put_idle(node, up, Instant::now());
+                    w.upstreams.borrow_mut().put_idle(node, up, Instant::now());
                 }
                 Ok(keep_client && !w.shutdown.is_set())
             }
@@ -558,7 +557,12 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
                         Err(_) => {
                             w.stats.upstream_errors_502.inc();
                             return self
-                                .upstream_error(502, "BadGateway", "Upstream connection failed", framing)
+                                .upstream_error(
+                                    502,
+                                    "BadGateway",
+                                    "Upstream connection failed",
+                                    framing,
+                                )
                                 .await;
                         }
                     }
@@ -617,8 +621,13 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
             }
             Fail::Timeout => {
                 self.w.stats.upstream_errors_504.inc();
-                self.upstream_error(504, "GatewayTimeout", "Upstream did not answer in time", framing)
-                    .await?;
+                self.upstream_error(
+                    504,
+                    "GatewayTimeout",
+                    "Upstream did not answer in time",
+                    framing,
+                )
+                .await?;
                 Ok(false)
             }
             Fail::Client | Fail::Late => Ok(false),
@@ -783,7 +792,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
                         return Err(Fail::Upstream);
                     }
                     // Other interim responses go to the client as they are.
-                    if !(st == 100 && !a.expect) {
+                    if st != 100 || a.expect {
                         self.out.clear();
                         self.out.extend_from_slice(&rbuf[..hl]);
                         self.write_out().await?;
@@ -1026,4 +1035,3 @@ async fn write_full(conn: &mut UpConn, buf: Vec<u8>, t: Duration) -> (Result<(),
         Err(_) => (Err(Fail::Timeout), Vec::with_capacity(4096)),
     }
 }
-

@@ -17,7 +17,9 @@ use crate::runtime::msg::{CoreMsg, Subject};
 use super::Worker;
 
 enum Slot {
-    Free { next: u32 },
+    Free {
+        next: u32,
+    },
     Waiting(Option<Waker>),
     /// The waiting request went away (client closed); free the slot when the reply comes.
     Abandoned,

@@ -99,7 +99,9 @@ impl BufPool {
         }
     }
     pub fn get(&mut self) -> Vec<u8> {
-        self.free.pop().unwrap_or_else(|| Vec::with_capacity(self.size))
+        self.free
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(self.size))
     }
     pub fn put(&mut self, mut b: Vec<u8>) {
         if b.capacity() >= self.size && self.free.len() < self.max_free {
@@ -145,7 +147,13 @@ impl Worker {
         let n = self.req_counter.get() + 1;
         self.req_counter.set(n);
         out.clear();
-        let _ = write!(out, "{:012X}{:02X}{:010X}", self.instance & 0xFFFF_FFFF_FFFF, self.id, n);
+        let _ = write!(
+            out,
+            "{:012X}{:02X}{:010X}",
+            self.instance & 0xFFFF_FFFF_FFFF,
+            self.id,
+            n
+        );
     }
 
     /// Schedules this core's mesh task to flush outboxes at the end of this turn.
@@ -171,7 +179,10 @@ impl Worker {
         let mut shard = self.shard.borrow_mut();
         match op {
             TableOp::Inspect(subject) => TableReply::Entries(
-                shard.snapshot(&subject, now, limits_of).into_iter().collect(),
+                shard
+                    .snapshot(&subject, now, limits_of)
+                    .into_iter()
+                    .collect(),
             ),
             TableOp::Top(n) => TableReply::Entries(shard.top(n, now, limits_of)),
             TableOp::Remove(subject) => TableReply::Removed(shard.remove(&subject) as usize),

@@ -73,7 +73,7 @@ impl SniResolver {
         let Some(sni) = sni else { return first };
         let sni = sni.to_ascii_lowercase();
         for e in &self.entries {
-            if e.0.names.iter().any(|n| *n == sni) {
+            if e.0.names.contains(&sni) {
                 return Some(e.0.key.clone());
             }
         }
@@ -143,7 +143,10 @@ fn load_certified_key(c: &CertConfig) -> Result<CertifiedKey, TlsError> {
     let ck = CertifiedKey::new(chain, signing);
     ck.keys_match().map_err(|e| TlsError::Key {
         path: c.key_file.display().to_string(),
-        msg: format!("key does not match certificate {}: {e}", c.cert_file.display()),
+        msg: format!(
+            "key does not match certificate {}: {e}",
+            c.cert_file.display()
+        ),
     })?;
     Ok(ck)
 }
@@ -156,7 +159,11 @@ pub fn build_server_config(
     let mut entries = Vec::new();
     for c in certs {
         entries.push(EntryDbg(Entry {
-            names: c.server_names.iter().map(|n| n.to_ascii_lowercase()).collect(),
+            names: c
+                .server_names
+                .iter()
+                .map(|n| n.to_ascii_lowercase())
+                .collect(),
             key: Arc::new(load_certified_key(c)?),
         }));
     }

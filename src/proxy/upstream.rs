@@ -203,7 +203,11 @@ impl Upstreams {
             n.ejected_until = Some(now + dur);
             n.passive_fails = 0;
             n.idle.clear();
-            log::warn!("upstream {} ejected for {:?} after connect failures", n.name, dur);
+            log::warn!(
+                "upstream {} ejected for {:?} after connect failures",
+                n.name,
+                dur
+            );
         }
     }
 
@@ -248,7 +252,10 @@ impl Upstreams {
 pub async fn connect(
     addr: SocketAddr,
     timeout: Duration,
-    tls: Option<(monoio_rustls::TlsConnector, rustls_pki_types::ServerName<'static>)>,
+    tls: Option<(
+        monoio_rustls::TlsConnector,
+        rustls_pki_types::ServerName<'static>,
+    )>,
 ) -> Result<UpConn, ConnectError> {
     let tcp = match monoio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Err(_) => return Err(ConnectError::Timeout),
@@ -278,7 +285,10 @@ pub async fn probe(
     path: &str,
     timeout: Duration,
     healthy: &[u16],
-    tls: Option<(monoio_rustls::TlsConnector, rustls_pki_types::ServerName<'static>)>,
+    tls: Option<(
+        monoio_rustls::TlsConnector,
+        rustls_pki_types::ServerName<'static>,
+    )>,
 ) -> bool {
     let fut = async {
         let mut conn = connect(addr, timeout, tls).await.ok()?;

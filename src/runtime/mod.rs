@@ -81,7 +81,11 @@ pub fn bind_listeners(addrs: &[SocketAddr], workers: usize) -> io::Result<Vec<Ve
 
 fn new_socket(addr: &SocketAddr, reuse_port: bool) -> io::Result<socket2::Socket> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let sock = Socket::new(Domain::for_address(*addr), Type::STREAM, Some(Protocol::TCP))?;
+    let sock = Socket::new(
+        Domain::for_address(*addr),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
     sock.set_reuse_address(true)?;
     sock.set_reuse_port(reuse_port)?;
     sock.set_nonblocking(true)?;

@@ -25,7 +25,10 @@ pub const SUBJECT_INLINE: usize = 46;
 /// without allocating for the common key lengths.
 #[derive(Clone, Debug)]
 pub enum Subject {
-    Inline { len: u8, bytes: [u8; SUBJECT_INLINE] },
+    Inline {
+        len: u8,
+        bytes: [u8; SUBJECT_INLINE],
+    },
     Heap(Box<[u8]>),
 }
 

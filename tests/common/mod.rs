@@ -12,7 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn tmpdir(tag: &str) -> PathBuf {
@@ -108,7 +112,10 @@ pub fn start_proxy(
         "tollgate did not listen; log:\n{}",
         std::fs::read_to_string(&p.log).unwrap_or_default()
     );
-    assert!(wait_port(admin, Duration::from_secs(5)), "admin did not listen");
+    assert!(
+        wait_port(admin, Duration::from_secs(5)),
+        "admin did not listen"
+    );
     p
 }
 
@@ -225,8 +232,11 @@ fn serve_fake(
                 }
                 body.extend_from_slice(&line);
                 let size_str = String::from_utf8_lossy(&line);
-                let size = usize::from_str_radix(size_str.trim().split(';').next().unwrap_or("0").trim(), 16)
-                    .unwrap_or(0);
+                let size = usize::from_str_radix(
+                    size_str.trim().split(';').next().unwrap_or("0").trim(),
+                    16,
+                )
+                .unwrap_or(0);
                 if size == 0 {
                     // trailers until blank line
                     loop {
@@ -283,7 +293,10 @@ pub fn read_response(r: &mut BufReader<TcpStream>, head_request: bool) -> std::i
     loop {
         status_line.clear();
         if r.read_line(&mut status_line)? == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "eof"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "eof",
+            ));
         }
         let status: u16 = status_line
             .split_whitespace()
@@ -360,7 +373,8 @@ impl Client {
         let s = match local {
             None => TcpStream::connect(addr).unwrap(),
             Some(ip) => {
-                let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+                let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                    .unwrap();
                 let la: SocketAddr = format!("{ip}:0").parse().unwrap();
                 sock.bind(&la.into()).unwrap();
                 sock.connect(&addr.into()).unwrap();
