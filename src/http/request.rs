@@ -798,8 +798,14 @@ mod tests {
             pos in 0usize..120,
             byte in proptest::sample::select(b" \t\r\n:,;0aA\x00\x7f\xff".to_vec()),
             insert in proptest::prelude::any::<bool>(),
+            base in 0usize..3,
         ) {
-            let mut data = b"PUT /b/k?x=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\nConnection: x\r\nx: 1\r\n\r\nhello".to_vec();
+            let bases: [&[u8]; 3] = [
+                b"PUT /b/k?x=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\nConnection: x\r\nx: 1\r\n\r\nhello",
+                b"PUT /b/k?x=1 HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\nConnection: x, close\r\nx: 1\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+                b"POST /b/k?x=1 HTTP/1.0\r\nHost: h\r\nContent-Length: 5, 5\r\nConnection: keep-alive\r\nKeep-Alive: 5\r\n\r\nhello",
+            ];
+            let mut data = bases[base].to_vec();
             let pos = pos.min(data.len() - 1);
             if insert { data.insert(pos, byte) } else { data[pos] = byte }
             let mut head = RequestHead::new();
@@ -809,6 +815,14 @@ mod tests {
                 let cl = head.header(&data, "content-length").is_some();
                 let te = head.header(&data, "transfer-encoding").is_some();
                 proptest::prop_assert!(!(cl && te));
+                // What is written upstream parses again to the same request line and framing.
+                let mut out = Vec::new();
+                write_request_head(&data, &head, None, &[], &mut out);
+                let mut again = RequestHead::new();
+                proptest::prop_assert_eq!(parse_request(&out, &LIMITS, &mut again), Ok(ParseStatus::Complete));
+                proptest::prop_assert_eq!(again.head_len, out.len());
+                proptest::prop_assert_eq!(&out[again.request_line.clone()], &data[head.request_line.clone()]);
+                proptest::prop_assert_eq!(again.framing, head.framing);
             }
         }
 
