@@ -33,7 +33,7 @@ for arg in "$@"; do
     --tests) want_tests=1 ;;
     --demo) want_demo=1 ;;
     --bench) want_bench=1 ;;
-    -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) awk 'NR>1 && !/^#/{exit} NR>1{print}' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) die "unknown option: $arg (use --tests, --demo, --bench)" ;;
   esac
 done

@@ -12,7 +12,8 @@
 # Restarting on an existing DIR reuses its data and skips what is already configured.
 #
 # Environment: GARAGE_BIN (default: garage on PATH or ~/.cargo/bin/garage),
-#              GARAGE_BUCKET (default tollgate-test), GARAGE_REGION (default garage).
+#              GARAGE_BUCKET (default tollgate-test), GARAGE_REGION (default garage),
+#              GARAGE_STOP_GRACE (seconds between SIGTERM and SIGKILL on stop, default 5).
 set -euo pipefail
 
 REGION="${GARAGE_REGION:-garage}"
@@ -33,7 +34,7 @@ KEYS=(
 
 say() { printf '[garage] %s\n' "$*"; }
 die() { printf '[garage] ERROR: %s\n' "$*" >&2; exit 1; }
-usage() { sed -n '2,17p' "${BASH_SOURCE[0]}"; exit 2; }
+usage() { awk 'NR>1 && !/^#/{exit} NR>1{print}' "${BASH_SOURCE[0]}"; exit 2; }
 
 find_garage() {
   if [ -n "${GARAGE_BIN:-}" ]; then echo "$GARAGE_BIN"; return; fi
@@ -75,9 +76,18 @@ cmd_start() {
   if port_open "$port"; then die "port $port is already in use"; fi
 
   local rpc_port admin_port rpc_secret admin_token
-  rpc_port="$(free_port)"
-  admin_port="$(free_port)"
-  while [ "$admin_port" = "$rpc_port" ] || [ "$admin_port" = "$port" ]; do admin_port="$(free_port)"; done
+  # rpc/admin ports are chosen once per DIR and kept: the node remembers its RPC address
+  if [ -f "$dir/ports" ]; then
+    read -r rpc_port admin_port <"$dir/ports"
+    for p in "$rpc_port" "$admin_port"; do
+      if port_open "$p"; then die "port $p (kept in $dir/ports) is in use"; fi
+    done
+  else
+    rpc_port="$(free_port)"
+    admin_port="$(free_port)"
+    while [ "$admin_port" = "$rpc_port" ] || [ "$admin_port" = "$port" ]; do admin_port="$(free_port)"; done
+    echo "$rpc_port $admin_port" >"$dir/ports"
+  fi
   if [ -f "$dir/rpc_secret" ]; then rpc_secret="$(cat "$dir/rpc_secret")"
   else rpc_secret="$(openssl rand -hex 32)"; echo "$rpc_secret" >"$dir/rpc_secret"; fi
   admin_token="$(openssl rand -hex 16)"
@@ -116,7 +126,9 @@ EOF
   local deadline=$((SECONDS + START_TIMEOUT)) node_id=""
   while [ $SECONDS -lt $deadline ]; do
     kill -0 "$pid" 2>/dev/null || { tail -20 "$dir/garage.log" >&2; die "garage exited during start"; }
-    if node_id="$(g node id -q 2>/dev/null)"; then break; fi
+    # `node id` only reads the local key file; `status` really talks to the daemon
+    if g status >/dev/null 2>&1 && node_id="$(g node id -q 2>/dev/null)"; then break; fi
+    node_id=""
     sleep 0.2
   done
   [ -n "$node_id" ] || { tail -20 "$dir/garage.log" >&2; die "garage did not answer on RPC within ${START_TIMEOUT}s"; }
@@ -126,7 +138,7 @@ EOF
     say "layout already has node ${node_id:0:16}"
   else
     say "layout assign + apply for node ${node_id:0:16}"
-    g layout assign -z dc1 -c 1G "$node_id" >/dev/null
+    g layout assign -z dc1 -c 10G "$node_id" >/dev/null
     local ver
     ver="$(g layout show | sed -n 's/.*layout version:[^0-9]*\([0-9][0-9]*\).*/\1/Ip' | head -1)"
     g layout apply --version "$((${ver:-0} + 1))" >/dev/null
@@ -196,13 +208,14 @@ cmd_stop() {
   fi
   say "stopping Garage PID $pid"
   kill -TERM "$pid" 2>/dev/null || true
-  local i
-  for i in $(seq 1 100); do
+  # Garage waits for open client connections (e.g. idle keep-alive ones) before exiting
+  local i grace="${GARAGE_STOP_GRACE:-5}"
+  for i in $(seq 1 $((grace * 10))); do
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
   if kill -0 "$pid" 2>/dev/null; then
-    say "PID $pid still alive after 10s, sending SIGKILL"
+    say "PID $pid still alive after ${grace}s, sending SIGKILL"
     kill -KILL "$pid" 2>/dev/null || true
   fi
   rm -f "$dir/garage.pid"

@@ -20,7 +20,7 @@ START_TIMEOUT=30
 
 say() { printf '[s3fs] %s\n' "$*"; }
 die() { printf '[s3fs] ERROR: %s\n' "$*" >&2; exit 1; }
-usage() { sed -n '2,12p' "${BASH_SOURCE[0]}"; exit 2; }
+usage() { awk 'NR>1 && !/^#/{exit} NR>1{print}' "${BASH_SOURCE[0]}"; exit 2; }
 
 find_bin() {
   if [ -n "${S3FS_BIN:-}" ]; then echo "$S3FS_BIN"; return; fi

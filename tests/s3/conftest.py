@@ -19,8 +19,11 @@ Helpers for other tests (e.g. rate-limit tests): `start_tollgate(...)` below and
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import os
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
@@ -39,6 +42,12 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts"
 DIRECT = os.environ.get("TOLLGATE_DIRECT") == "1"
 START_TIMEOUT = 30.0
+
+# Clients see only what the tests give them: no AWS_* settings or ~/.aws files from the machine.
+for _k in [k for k in os.environ if k.startswith("AWS_")]:
+    del os.environ[_k]
+os.environ.update(AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+                  AWS_EC2_METADATA_DISABLED="true")
 
 # Tiers high enough never to interfere with the functional tests (the 60 s window holds at most
 # 2 s x per_second per 2 s bucket, which stays within a u16).
@@ -177,8 +186,11 @@ class Tollgate:
 
 def write_tollgate_config(dir: Path, port: int, admin_port: int, upstreams: list[str],
                           key_tiers: dict[str, str], tiers: dict[str, tuple[int, int]],
-                          tls: dict | None = None, extra_toml: str = "") -> Path:
-    """Config per the agreed schema (wt/SCHEMA.md). `tls` = {port, cert, key} or None."""
+                          tls: dict | None = None, extra_toml: str = "",
+                          limits_toml: str = "") -> Path:
+    """Config per the agreed schema (wt/SCHEMA.md). `tls` = {port, cert, key} or None.
+    `limits_toml`: lines placed inside [limits] (e.g. 'deny_status = 503');
+    `extra_toml`: whole new tables appended at the end (TOML cannot reopen a table)."""
     keys_path = dir / "keys.toml"
     keys_path.write_text("[keys]\n" + "".join(
         f"{_toml_str(k)} = {_toml_str(t)}\n" for k, t in key_tiers.items()))
@@ -219,6 +231,7 @@ def write_tollgate_config(dir: Path, port: int, admin_port: int, upstreams: list
         "",
         "[limits]",
         'keys_file = "keys.toml"',
+        limits_toml,
         "",
     ]
     for name, (per_min, per_sec) in tiers.items():
@@ -229,9 +242,18 @@ def write_tollgate_config(dir: Path, port: int, admin_port: int, upstreams: list
     return path
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it if the test process dies (no orphaned proxies)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def start_tollgate(dir: Path, upstreams: list[str], key_tiers: dict[str, str],
                    tiers: dict[str, tuple[int, int]] | None = None, tls: dict | None = None,
-                   extra_toml: str = "", workers: int = 2) -> Tollgate:
+                   extra_toml: str = "", limits_toml: str = "", workers: int = 2) -> Tollgate:
     """Start tollgate in front of `upstreams`; returns once it forwards to a healthy upstream
     (an answer that is not 502/503/504 through the plain listener), bounded by START_TIMEOUT."""
     dir.mkdir(parents=True, exist_ok=True)
@@ -241,7 +263,7 @@ def start_tollgate(dir: Path, upstreams: list[str], key_tiers: dict[str, str],
     if tls is not None:
         tls_conf = dict(tls, port=free_port())
     cfg = write_tollgate_config(dir, port, admin_port, upstreams, key_tiers,
-                                tiers or HIGH_TIERS, tls_conf, extra_toml)
+                                tiers or HIGH_TIERS, tls_conf, extra_toml, limits_toml)
     tg = Tollgate(dir=dir, port=port, admin_port=admin_port, upstreams=upstreams,
                   tls_port=tls_conf["port"] if tls_conf else None, log=dir / "tollgate.log",
                   config_path=cfg)
@@ -251,7 +273,7 @@ def start_tollgate(dir: Path, upstreams: list[str], key_tiers: dict[str, str],
         tg.proc = subprocess.Popen(
             [str(binary), "run", "--config", str(cfg), "--workers", str(workers)],
             stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            start_new_session=True)
+            start_new_session=True, preexec_fn=_die_with_parent)
     try:
         wait_port(port, START_TIMEOUT, tg.proc, "tollgate", tg.log)
         if tg.tls_port:
@@ -322,6 +344,7 @@ def garage(workdir):
             keys[name] = Key(name, env[f"KEY_{up}_ID"], env[f"KEY_{up}_SECRET"])
         yield Backend("garage", port, env["GARAGE_REGION"], env["GARAGE_BUCKET"], keys, d)
     finally:
+        gc.collect()  # close idle boto3 keep-alive connections: Garage waits for them on stop
         run([SCRIPTS / "garage.sh", "stop", d], timeout=30)
 
 
@@ -371,9 +394,6 @@ def certs(workdir) -> dict:
     d.mkdir()
     ca_key, ca, key, csr, crt = (d / n for n in ("ca.key", "ca.pem", "server.key", "server.csr",
                                                   "server.pem"))
-    ca_ext = d / "ca.ext"
-    ca_ext.write_text("basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n"
-                      "subjectKeyIdentifier=hash\n")
     srv_ext = d / "server.ext"
     srv_ext.write_text("basicConstraints=critical,CA:FALSE\n"
                        "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
@@ -425,7 +445,8 @@ def _tollgate_still_alive():
 
 @pytest.fixture
 def obj_key(request) -> str:
-    return f"{request.node.name[:40]}-{uuid.uuid4().hex[:12]}"
+    name = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in request.node.name[:40])
+    return f"{name}-{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ import socket
 import ssl
 import subprocess
 import time
+import zlib
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from pathlib import Path
@@ -24,6 +25,7 @@ from urllib.parse import quote
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 UNSIGNED = "UNSIGNED-PAYLOAD"
 STREAMING = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
+UNSIGNED_TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
 
 
 # ----------------------------------------------------------------------------- small utils
@@ -190,6 +192,22 @@ def aws_chunked_length(data_len: int, chunk_size: int) -> int:
     for s in sizes + [0]:
         n += len(f"{s:x}") + len(";chunk-signature=") + 64 + 2 + s + 2
     return n
+
+
+def crc32_b64(data: bytes) -> str:
+    """The x-amz-checksum-crc32 value: base64 of the big-endian CRC32."""
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+
+
+def unsigned_trailer_body(data: bytes, chunk_size: int, trailer: tuple[str, str]) -> bytes:
+    """aws-chunked without chunk signatures, ending with one trailer header (what AWS SDKs send
+    over HTTPS for STREAMING-UNSIGNED-PAYLOAD-TRAILER with a flexible checksum)."""
+    out = bytearray()
+    for i in range(0, len(data), chunk_size):
+        chunk = data[i:i + chunk_size]
+        out += f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+    out += f"0\r\n{trailer[0]}:{trailer[1]}\r\n\r\n".encode()
+    return bytes(out)
 
 
 # ----------------------------------------------------------------------------- SigV2

@@ -14,8 +14,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from conftest import aws_env, run
-from s3lib import (STREAMING, UNSIGNED, RawConn, SigV4, aws_chunked_body, aws_chunked_length,
-                   random_bytes, sha256_file, sha256_hex)
+from s3lib import (STREAMING, UNSIGNED, UNSIGNED_TRAILER, RawConn, SigV4, aws_chunked_body,
+                   aws_chunked_length, crc32_b64, random_bytes, sha256_file, sha256_hex,
+                   unsigned_trailer_body)
 
 MiB = 1024 * 1024
 
@@ -38,7 +39,7 @@ def test_awscli_cp_up_and_down_10mib(target, obj_key, tmp_path, aws_cli, workdir
     dst = tmp_path / "down.bin"
     env = aws_env(target, workdir)
     url = f"s3://{target.bucket}/{obj_key}"
-    base = [aws_cli, "--endpoint-url", target.endpoint, "--no-cli-pager"]
+    base = [aws_cli, "--endpoint-url", target.endpoint]
     # 10 MiB is above the CLI's 8 MiB multipart threshold: this is a real multipart upload
     run(base + ["s3", "cp", src, url], timeout=120, env=env)
     run(base + ["s3", "cp", url, dst], timeout=120, env=env)
@@ -211,6 +212,54 @@ def test_streaming_sigv4_tampered_chunk_is_rejected(target, obj_key):
     data = random_bytes(200_000)
     status, body = _send_streaming(target, obj_key, data, 64 * 1024, tamper=True)
     assert status in (400, 403), (status, body)
+    with pytest.raises(ClientError) as e:
+        target.client().head_object(Bucket=target.bucket, Key=obj_key)
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+
+
+def _send_unsigned_trailer(target, key: str, data: bytes, checksum: str,
+                           http_chunked: bool = False):
+    """PUT with STREAMING-UNSIGNED-PAYLOAD-TRAILER. With http_chunked, the aws-chunked body is
+    itself sent with Transfer-Encoding: chunked after a 100 Continue, which is exactly what
+    boto3 1.44 does for put_object over HTTPS."""
+    body = unsigned_trailer_body(data, 64 * 1024, ("x-amz-checksum-crc32", checksum))
+    framing = [] if http_chunked else [("Content-Length", str(len(body)))]
+    signed = _signed_request(target, "PUT", key, payload_hash=UNSIGNED_TRAILER, headers=[
+        ("Content-Encoding", "aws-chunked"),
+        ("x-amz-decoded-content-length", str(len(data))),
+        ("x-amz-trailer", "x-amz-checksum-crc32"),
+        ("x-amz-sdk-checksum-algorithm", "CRC32"),
+    ] + framing)
+    with target.raw(timeout=60) as conn:
+        if not http_chunked:
+            conn.send(signed.head_bytes() + body)
+            return conn.read_response("PUT")
+        conn.send(signed.head_bytes(extra=[("Expect", "100-continue"),
+                                           ("Transfer-Encoding", "chunked")]))
+        interim = conn.read_response("PUT")
+        assert interim.status == 100, interim
+        # uneven HTTP chunks that do not line up with the aws-chunked frames inside
+        cuts = [0, 1000, 70_001, 70_002, len(body)]
+        for a, b in zip(cuts, cuts[1:]):
+            conn.send(f"{b - a:x}\r\n".encode() + body[a:b] + b"\r\n")
+        conn.send(b"0\r\n\r\n")
+        return conn.read_response("PUT")
+
+
+@pytest.mark.parametrize("http_chunked", [False, True], ids=["content-length", "te-chunked"])
+def test_streaming_unsigned_payload_trailer_upload(target, obj_key, http_chunked):
+    data = random_bytes(150_000)
+    r = _send_unsigned_trailer(target, obj_key, data, crc32_b64(data), http_chunked)
+    assert r.status == 200, r.body
+    got = target.client().get_object(Bucket=target.bucket, Key=obj_key, ChecksumMode="ENABLED")
+    assert sha256_hex(got["Body"].read()) == sha256_hex(data)
+    assert got.get("ChecksumCRC32") == crc32_b64(data)
+
+
+def test_streaming_unsigned_trailer_bad_checksum_is_rejected(target, obj_key):
+    data = random_bytes(150_000)
+    r = _send_unsigned_trailer(target, obj_key, data, crc32_b64(data + b"x"))
+    assert 400 <= r.status < 500, (r.status, r.body)
     with pytest.raises(ClientError) as e:
         target.client().head_object(Bucket=target.bucket, Key=obj_key)
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
