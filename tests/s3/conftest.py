@@ -1,0 +1,474 @@
+"""Fixtures for tollgate's real-client S3 suite.
+
+Processes (all on 127.0.0.1, free ports, temp dirs; stopped by PID at teardown, also on failure):
+  * Garage 2.5 via scripts/garage.sh (session): the S3 server with real SigV4 checks.
+  * s3s-fs via scripts/s3fs.sh (session, only when a SigV2 test asks): checks SigV2 too.
+  * tollgate in front of each (`tollgate run --config <generated> --workers 2`).
+
+Environment:
+  TOLLGATE_DIRECT=1   talk to Garage / s3s-fs directly (validates the suite without tollgate;
+                      the HTTPS tests are skipped since the servers here speak plain HTTP).
+                      Without it a missing or broken tollgate fails the tests: nothing is skipped.
+  TOLLGATE_BIN        tollgate binary (default $CARGO_TARGET_DIR/release/tollgate when that
+                      variable is set, else <repo>/target/release/tollgate).
+  TOLLGATE_TEST_KEEP=1  leave temp dirs (logs, configs) in place; their paths are printed.
+
+Helpers for other tests (e.g. rate-limit tests): `start_tollgate(...)` below and the
+`tollgate_factory` fixture start extra tollgate instances with their own tiers/keys.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from s3lib import RawConn, free_port, log_tail, stop_process, wait_port
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = ROOT / "scripts"
+DIRECT = os.environ.get("TOLLGATE_DIRECT") == "1"
+START_TIMEOUT = 30.0
+
+# Clients see only what the tests give them: no AWS_* settings or ~/.aws files from the machine.
+for _k in [k for k in os.environ if k.startswith("AWS_")]:
+    del os.environ[_k]
+os.environ.update(AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+                  AWS_EC2_METADATA_DISABLED="true")
+
+# Tiers high enough never to interfere with the functional tests (the 60 s window holds at most
+# 2 s x per_second per 2 s bucket, which stays within a u16).
+HIGH_TIERS = {t: (60000, 5000) for t in ("premium", "standard", "basic", "unknown")}
+
+
+def run(cmd: list, timeout: float, **kw) -> subprocess.CompletedProcess:
+    """subprocess.run with a timeout, captured output and a readable failure."""
+    p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, **kw)
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, cmd))} exited {p.returncode}\n"
+                           f"stdout:\n{p.stdout[-3000:]}\nstderr:\n{p.stderr[-3000:]}")
+    return p
+
+
+# ----------------------------------------------------------------------------- data types
+
+
+@dataclass
+class Key:
+    name: str
+    id: str
+    secret: str
+
+
+@dataclass
+class Backend:
+    """An S3 server started for the session (Garage or s3s-fs)."""
+    kind: str
+    port: int
+    region: str
+    bucket: str
+    keys: dict[str, Key]
+    dir: Path
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@dataclass
+class Target:
+    """Where the tests send requests: tollgate (normal) or the backend (TOLLGATE_DIRECT=1)."""
+    scheme: str
+    host: str
+    port: int
+    backend: Backend
+    ca: Path | None = None
+    tollgate: "Tollgate | None" = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+    @property
+    def region(self) -> str:
+        return self.backend.region
+
+    @property
+    def bucket(self) -> str:
+        return self.backend.bucket
+
+    @property
+    def keys(self) -> dict[str, Key]:
+        return self.backend.keys
+
+    def client(self, key: str | Key = "premium", signature_version: str = "s3v4",
+               secret: str | None = None, **config):
+        k = self.keys[key] if isinstance(key, str) else key
+        cfg = Config(signature_version=signature_version, s3={"addressing_style": "path"},
+                     retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=60,
+                     **config)
+        return boto3.client(
+            "s3", endpoint_url=self.endpoint, region_name=self.region,
+            aws_access_key_id=k.id, aws_secret_access_key=secret or k.secret,
+            config=cfg, verify=str(self.ca) if self.ca else None)
+
+    def raw(self, timeout: float = 30.0) -> RawConn:
+        tls = None
+        if self.scheme == "https":
+            tls = ssl.create_default_context(cafile=str(self.ca))
+        return RawConn(self.port, timeout=timeout, tls=tls, server_hostname=self.host)
+
+    @property
+    def host_header(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+# ----------------------------------------------------------------------------- tollgate
+
+
+def tollgate_binary() -> Path:
+    if os.environ.get("TOLLGATE_BIN"):
+        cands = [Path(os.environ["TOLLGATE_BIN"])]
+    elif os.environ.get("CARGO_TARGET_DIR"):
+        cands = [Path(os.environ["CARGO_TARGET_DIR"]) / "release" / "tollgate"]
+    else:
+        cands = [ROOT / "target" / "release" / "tollgate"]
+    for c in cands:
+        if c.is_file() and os.access(c, os.X_OK):
+            return c
+    pytest.fail(f"tollgate binary not found at {cands[0]} (build it: cargo build --release; "
+                f"or set TOLLGATE_BIN; or TOLLGATE_DIRECT=1 to test the backend alone)")
+
+
+def _toml_str(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass
+class Tollgate:
+    """One running tollgate process and the files it was started with."""
+    dir: Path
+    port: int
+    admin_port: int
+    upstreams: list[str]
+    tls_port: int | None = None
+    proc: subprocess.Popen | None = None
+    log: Path | None = None
+    config_path: Path | None = None
+    stopped: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        return log_tail(self.log, lines)
+
+    def stop(self) -> int | None:
+        if self.proc is not None and not self.stopped:
+            stop_process(self.proc)
+            self.stopped = True
+        return self.proc.returncode if self.proc else None
+
+
+def write_tollgate_config(dir: Path, port: int, admin_port: int, upstreams: list[str],
+                          key_tiers: dict[str, str], tiers: dict[str, tuple[int, int]],
+                          tls: dict | None = None, extra_toml: str = "",
+                          limits_toml: str = "") -> Path:
+    """Config per the agreed schema (wt/SCHEMA.md). `tls` = {port, cert, key} or None.
+    `limits_toml`: lines placed inside [limits] (e.g. 'deny_status = 503');
+    `extra_toml`: whole new tables appended at the end (TOML cannot reopen a table)."""
+    keys_path = dir / "keys.toml"
+    keys_path.write_text("[keys]\n" + "".join(
+        f"{_toml_str(k)} = {_toml_str(t)}\n" for k, t in key_tiers.items()))
+    lines = [
+        "# generated by tests/s3/conftest.py",
+        "workers = 2",
+        f"listen = [{_toml_str(f'127.0.0.1:{port}')}]",
+        'shutdown_grace = "2s"',
+        'reload_poll_interval = "0s"',
+        "",
+    ]
+    if tls:
+        lines += [
+            "[tls]",
+            f"listen = [{_toml_str('127.0.0.1:%d' % tls['port'])}]",
+            "[[tls.certs]]",
+            f"cert = {_toml_str(str(tls['cert']))}",
+            f"key = {_toml_str(str(tls['key']))}",
+            "",
+        ]
+    lines += [
+        "[admin]",
+        f"listen = {_toml_str(f'127.0.0.1:{admin_port}')}",
+        "",
+        "[upstream]",
+        'connect_timeout = "2s"',
+        'response_head_timeout = "60s"',
+    ]
+    for u in upstreams:
+        lines += ["[[upstream.servers]]", f"addr = {_toml_str(u)}"]
+    lines += [
+        "[upstream.health]",
+        'path = "/"',
+        'interval = "1s"',
+        'timeout = "1s"',
+        "rise = 1",
+        'healthy_statuses = ["200-499"]',
+        "",
+        "[limits]",
+        'keys_file = "keys.toml"',
+        limits_toml,
+        "",
+    ]
+    for name, (per_min, per_sec) in tiers.items():
+        lines += [f"[tiers.{name}]", f"per_minute = {per_min}", f"per_second = {per_sec}", ""]
+    text = "\n".join(lines) + "\n" + extra_toml
+    path = dir / "tollgate.toml"
+    path.write_text(text)
+    return path
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it if the test process dies (no orphaned proxies)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def start_tollgate(dir: Path, upstreams: list[str], key_tiers: dict[str, str],
+                   tiers: dict[str, tuple[int, int]] | None = None, tls: dict | None = None,
+                   extra_toml: str = "", limits_toml: str = "", workers: int = 2) -> Tollgate:
+    """Start tollgate in front of `upstreams`; returns once it forwards to a healthy upstream
+    (an answer that is not 502/503/504 through the plain listener), bounded by START_TIMEOUT."""
+    dir.mkdir(parents=True, exist_ok=True)
+    binary = tollgate_binary()
+    port, admin_port = free_port(), free_port()
+    tls_conf = None
+    if tls is not None:
+        tls_conf = dict(tls, port=free_port())
+    cfg = write_tollgate_config(dir, port, admin_port, upstreams, key_tiers,
+                                tiers or HIGH_TIERS, tls_conf, extra_toml, limits_toml)
+    tg = Tollgate(dir=dir, port=port, admin_port=admin_port, upstreams=upstreams,
+                  tls_port=tls_conf["port"] if tls_conf else None, log=dir / "tollgate.log",
+                  config_path=cfg)
+    env = dict(os.environ)
+    env.setdefault("RUST_LOG", "info")
+    with open(tg.log, "ab") as logf:
+        tg.proc = subprocess.Popen(
+            [str(binary), "run", "--config", str(cfg), "--workers", str(workers)],
+            stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            start_new_session=True, preexec_fn=_die_with_parent)
+    try:
+        wait_port(port, START_TIMEOUT, tg.proc, "tollgate", tg.log)
+        if tg.tls_port:
+            wait_port(tg.tls_port, START_TIMEOUT, tg.proc, "tollgate (tls)", tg.log)
+        deadline = time.monotonic() + START_TIMEOUT
+        last = None
+        while True:
+            try:
+                with RawConn(port, timeout=5) as c:
+                    c.send(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                           f"Connection: close\r\n\r\n".encode())
+                    last = c.read_response().status
+                if last not in (502, 503, 504):
+                    break
+            except OSError as e:
+                last = repr(e)
+            if not tg.alive():
+                raise RuntimeError("tollgate exited during start" + tg.log_tail())
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"tollgate never reached a healthy upstream (last: {last})"
+                                   + tg.log_tail())
+            time.sleep(0.2)
+    except BaseException:
+        tg.stop()
+        raise
+    return tg
+
+
+def default_key_tiers(backend: Backend) -> dict[str, str]:
+    """premium/standard/basic keys listed; the others are unlisted (→ default tier)."""
+    return {k.id: k.name for k in backend.keys.values()
+            if k.name in ("premium", "standard", "basic")}
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+_started: list[Tollgate] = []
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("s3suite")
+    if os.environ.get("TOLLGATE_TEST_KEEP") == "1":
+        print(f"\n[s3 suite] work dir: {d}", file=sys.stderr)
+    return d
+
+
+def _read_env(path: Path) -> dict[str, str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#") and "=" in line:
+            k, v = line.split("=", 1)
+            out[k] = v.strip('"')
+    return out
+
+
+@pytest.fixture(scope="session")
+def garage(workdir):
+    d = workdir / "garage"
+    port = free_port()
+    try:
+        run([SCRIPTS / "garage.sh", "start", d, port], timeout=90)
+        env = _read_env(d / "keys.env")
+        keys = {}
+        for name in env["GARAGE_KEY_NAMES"].split():
+            up = name.upper()
+            keys[name] = Key(name, env[f"KEY_{up}_ID"], env[f"KEY_{up}_SECRET"])
+        yield Backend("garage", port, env["GARAGE_REGION"], env["GARAGE_BUCKET"], keys, d)
+    finally:
+        gc.collect()  # close idle boto3 keep-alive connections: Garage waits for them on stop
+        run([SCRIPTS / "garage.sh", "stop", d], timeout=30)
+
+
+@pytest.fixture(scope="session")
+def s3fs(workdir):
+    d = workdir / "s3fs"
+    port = free_port()
+    try:
+        run([SCRIPTS / "s3fs.sh", "start", d, port], timeout=60)
+        env = _read_env(d / "s3fs.env")
+        key = Key("s3fs", env["S3FS_ACCESS_KEY"], env["S3FS_SECRET_KEY"])
+        yield Backend("s3s-fs", port, env["S3FS_REGION"], env["S3FS_BUCKET"], {"s3fs": key}, d)
+    finally:
+        run([SCRIPTS / "s3fs.sh", "stop", d], timeout=30)
+
+
+@pytest.fixture(scope="session")
+def tollgate_factory(workdir):
+    """Call it like start_tollgate(...) minus `dir`; every instance is stopped at session end."""
+    counter = iter(range(1, 1_000_000))
+    started: list[Tollgate] = []
+
+    def factory(upstreams, key_tiers, **kw) -> Tollgate:
+        tg = start_tollgate(workdir / f"tollgate-{next(counter)}", upstreams, key_tiers, **kw)
+        started.append(tg)
+        _started.append(tg)
+        return tg
+
+    yield factory
+    for tg in started:
+        tg.stop()
+
+
+@pytest.fixture(scope="session")
+def target(garage, tollgate_factory) -> Target:
+    """Garage through tollgate over plain HTTP (or Garage itself with TOLLGATE_DIRECT=1)."""
+    if DIRECT:
+        return Target("http", "127.0.0.1", garage.port, garage)
+    tg = tollgate_factory([garage.addr], default_key_tiers(garage))
+    return Target("http", "127.0.0.1", tg.port, garage, tollgate=tg)
+
+
+@pytest.fixture(scope="session")
+def certs(workdir) -> dict:
+    """A throw-away CA and a server certificate for localhost / 127.0.0.1 made with openssl."""
+    d = workdir / "certs"
+    d.mkdir()
+    ca_key, ca, key, csr, crt = (d / n for n in ("ca.key", "ca.pem", "server.key", "server.csr",
+                                                  "server.pem"))
+    srv_ext = d / "server.ext"
+    srv_ext.write_text("basicConstraints=critical,CA:FALSE\n"
+                       "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                       "keyUsage=critical,digitalSignature,keyEncipherment\n"
+                       "extendedKeyUsage=serverAuth\n"
+                       "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n")
+    run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key,
+         "-out", ca, "-days", "2", "-subj", "/CN=tollgate test CA",
+         "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign"], timeout=30)
+    run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
+         "-subj", "/CN=localhost"], timeout=30)
+    run(["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+         "-out", crt, "-days", "2", "-sha256", "-extfile", srv_ext], timeout=30)
+    text = run(["openssl", "x509", "-in", crt, "-noout", "-text"], timeout=10).stdout
+    assert "CA:FALSE" in text and "IP Address:127.0.0.1" in text and "DNS:localhost" in text
+    return {"ca": ca, "cert": crt, "key": key}
+
+
+@pytest.fixture(scope="session")
+def tls_target(garage, certs, tollgate_factory) -> Target:
+    """Garage through tollgate's HTTPS listener, addressed as https://localhost:PORT."""
+    if DIRECT:
+        pytest.skip("TOLLGATE_DIRECT=1: Garage has no TLS listener; HTTPS needs tollgate")
+    tg = tollgate_factory([garage.addr], default_key_tiers(garage),
+                          tls={"cert": certs["cert"], "key": certs["key"]})
+    return Target("https", "localhost", tg.tls_port, garage, ca=certs["ca"], tollgate=tg)
+
+
+@pytest.fixture(scope="session")
+def s3fs_target(s3fs, tollgate_factory) -> Target:
+    """s3s-fs (SigV2 + SigV4 checks) through tollgate, or directly with TOLLGATE_DIRECT=1."""
+    if DIRECT:
+        return Target("http", "127.0.0.1", s3fs.port, s3fs)
+    tg = tollgate_factory([s3fs.addr], {s3fs.keys["s3fs"].id: "premium"})
+    return Target("http", "127.0.0.1", tg.port, s3fs, tollgate=tg)
+
+
+@pytest.fixture(autouse=True)
+def _tollgate_still_alive():
+    """Every test ends with every tollgate it used still running (a crash fails the test)."""
+    yield
+    for tg in _started:
+        if not tg.stopped and not tg.alive():
+            tg.stopped = True
+            pytest.fail(f"tollgate (port {tg.port}) died with exit code {tg.proc.returncode}"
+                        + tg.log_tail())
+
+
+@pytest.fixture
+def obj_key(request) -> str:
+    name = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in request.node.name[:40])
+    return f"{name}-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def aws_cli() -> Path:
+    cand = Path(sys.executable).parent / "aws"
+    if cand.exists():
+        return cand
+    found = shutil.which("aws")
+    if not found:
+        pytest.fail("aws CLI not found (run scripts/deps.sh --tests and use .venv)")
+    return Path(found)
+
+
+def aws_env(target: Target, workdir: Path, key: str = "premium") -> dict[str, str]:
+    """A clean environment for the aws CLI: only our credentials, path-style addressing."""
+    cfg = workdir / "aws-config"
+    if not cfg.exists():
+        cfg.write_text("[default]\ns3 =\n    addressing_style = path\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    k = target.keys[key]
+    env.update(AWS_ACCESS_KEY_ID=k.id, AWS_SECRET_ACCESS_KEY=k.secret,
+               AWS_DEFAULT_REGION=target.region, AWS_CONFIG_FILE=str(cfg),
+               AWS_SHARED_CREDENTIALS_FILE=str(workdir / "no-credentials"),
+               AWS_EC2_METADATA_DISABLED="true", AWS_MAX_ATTEMPTS="1", AWS_RETRY_MODE="standard")
+    return env
