@@ -64,6 +64,8 @@ struct Conn<S> {
     rid: String,
     key: Vec<u8>,
     subject: Vec<u8>,
+    /// The upstream request head (reused; kept for a retry).
+    up_head: Vec<u8>,
     head: RequestHead,
     rhead: ResponseHead,
 }
@@ -91,6 +93,7 @@ pub async fn serve<S: AsyncReadRent + AsyncWriteRent>(
         rid: String::with_capacity(32),
         key: Vec::with_capacity(64),
         subject: Vec::with_capacity(64),
+        up_head: Vec::with_capacity(4096),
         head: RequestHead::new(),
         rhead: ResponseHead::new(),
     };
@@ -334,7 +337,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
                     win.limit,
                     window_words(win)
                 );
-                let body_pending = framing != BodyFraming::None;
+                let body_pending = framing.has_body();
                 let avail = self.cbuf.len() - self.cstart - hl;
                 // Expect: 100-continue and nothing sent yet: the client will not send
                 // the body; the connection stays usable only in drain mode.
@@ -399,7 +402,8 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         } else {
             &[]
         };
-        let mut up_head = Vec::with_capacity(hl + 64);
+        let mut up_head = std::mem::take(&mut self.up_head);
+        up_head.clear();
         write_request_head(h, &self.head, signed, up_extra, &mut up_head);
 
         // Body bytes already buffered after the head.
@@ -421,7 +425,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
             },
         };
         let body_start = self.cstart + hl;
-        let idempotent_retry = framing == BodyFraming::None
+        let idempotent_retry = !framing.has_body()
             && matches!(
                 method_enum,
                 Some(Method::Get | Method::Head | Method::Delete | Method::Options)
@@ -537,6 +541,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         w.upstreams.borrow_mut().nodes[node].outstanding -= 1;
         match result {
             Ok((keep_client, keep_up)) => {
+                self.up_head = std::mem::take(&mut up_head);
                 if keep_up {
                     w.upstreams.borrow_mut().put_idle(node, up, Instant::now());
                 }
@@ -643,7 +648,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         msg: &str,
         framing: BodyFraming,
     ) -> Result<bool, Fail> {
-        let close = framing != BodyFraming::None || !self.head.keep_alive;
+        let close = framing.has_body() || !self.head.keep_alive;
         let h_end = self.cstart.min(self.cbuf.len());
         let _ = h_end;
         self.out.clear();
@@ -736,7 +741,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
                 .await?;
             body_sent = true;
         }
-        if a.framing == BodyFraming::None {
+        if !a.framing.has_body() && !a.expect {
             body_sent = true;
         }
 
