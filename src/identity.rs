@@ -1,1 +1,744 @@
-//! TODO
+//! API-key extraction: which S3 access key (or custom key) a request claims, and by
+//! which method. Pure byte parsing, no allocation, never panics.
+//!
+//! Owns: [`identify`], [`sigv4_signed_headers`], [`AuthMethod`], [`Identified`].
+//! Must not touch: tiers, limits, tables, I/O. Signatures are *not* verified here (the
+//! upstream does that); this only decides whose counters a request is charged to.
+//!
+//! # Order (SPEC §2): the first form present wins
+//!
+//! 1. `Authorization: AWS4-… Credential=KEY/date/region/s3/aws4_request, …` → `v4`
+//!    (any `AWS4-` scheme, so SigV4a too; scheme case-insensitive; parameters split on
+//!    commas and/or whitespace, in any order; `Credential` is case-sensitive as in AWS).
+//! 2. `Authorization: AWS KEY:signature` → `v2`.
+//! 3. query `X-Amz-Credential=KEY%2F…` (percent-decoded; the `/` may be encoded or
+//!    not) → `v4_query`.
+//! 4. query `AWSAccessKeyId=KEY` (percent-decoded) → `v2_query`.
+//! 5. header `X-API-Key`, then `X-Access-Key-Id` → `custom`.
+//!
+//! Header names are case-insensitive; query parameter names are case-sensitive (as in
+//! AWS); for repeated headers or parameters the first occurrence counts. An
+//! `Authorization` header with another scheme (e.g. `Bearer`) is not a key-bearing
+//! form and the search continues.
+//!
+//! # Malformed keys
+//!
+//! A key that is empty, longer than `max_key_len` (at most 256 is honoured), or holds a
+//! byte outside printable ASCII `0x21..=0x7E`, or a key-bearing form that cannot be
+//! parsed (a V4 header without `Credential=KEY/…`, a V2 header without `:`, bad
+//! percent-encoding), makes the request **anonymous with `malformed = true`**.
+//! **Decision: a present-but-bad form is final — later forms are not consulted.**
+//! Otherwise a client could send a deliberately broken signature header plus an
+//! `X-API-Key` of its choice and pick the bucket it is counted in. Work and memory are
+//! bounded: decoding stops at `max_key_len + 1` bytes in the caller's 256-byte scratch.
+
+/// How the key was found (`as usize` indexes per-method stats in this order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AuthMethod {
+    V4,
+    V2,
+    V4Query,
+    V2Query,
+    Custom,
+    Anonymous,
+}
+
+impl AuthMethod {
+    pub const ALL: [AuthMethod; 6] = [
+        AuthMethod::V4,
+        AuthMethod::V2,
+        AuthMethod::V4Query,
+        AuthMethod::V2Query,
+        AuthMethod::Custom,
+        AuthMethod::Anonymous,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::V4 => "v4",
+            AuthMethod::V2 => "v2",
+            AuthMethod::V4Query => "v4_query",
+            AuthMethod::V2Query => "v2_query",
+            AuthMethod::Custom => "custom",
+            AuthMethod::Anonymous => "anonymous",
+        }
+    }
+}
+
+/// The outcome of [`identify`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Identified<'a> {
+    /// The key (valid: non-empty, `<= max_key_len`, printable ASCII), or `None` when
+    /// anonymous.
+    pub key: Option<&'a [u8]>,
+    pub method: AuthMethod,
+    /// A key-bearing form was present but bad or too long → anonymous.
+    pub malformed: bool,
+}
+
+const SCRATCH: usize = 256;
+
+fn found(key: &[u8], method: AuthMethod, max: usize) -> Identified<'_> {
+    if valid_key(key, max) {
+        Identified {
+            key: Some(key),
+            method,
+            malformed: false,
+        }
+    } else {
+        malformed()
+    }
+}
+
+fn malformed<'a>() -> Identified<'a> {
+    Identified {
+        key: None,
+        method: AuthMethod::Anonymous,
+        malformed: true,
+    }
+}
+
+fn valid_key(k: &[u8], max: usize) -> bool {
+    !k.is_empty() && k.len() <= max && k.iter().all(|&b| (0x21..=0x7e).contains(&b))
+}
+
+fn is_ws(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+fn trim(mut v: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = v {
+        if is_ws(*first) {
+            v = rest;
+        } else {
+            break;
+        }
+    }
+    while let [rest @ .., last] = v {
+        if is_ws(*last) {
+            v = rest;
+        } else {
+            break;
+        }
+    }
+    v
+}
+
+/// Splits an `Authorization` value into (scheme, parameters).
+fn scheme(v: &[u8]) -> (&[u8], &[u8]) {
+    let v = trim(v);
+    let end = v.iter().position(|&b| is_ws(b)).unwrap_or(v.len());
+    (&v[..end], &v[end..])
+}
+
+fn is_v4_scheme(s: &[u8]) -> bool {
+    s.len() > 5 && s[..5].eq_ignore_ascii_case(b"AWS4-")
+}
+
+/// The value of `name=` among comma/whitespace separated parameters.
+fn auth_param<'a>(params: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    params.split(|&b| b == b',' || is_ws(b)).find_map(|tok| {
+        let rest = tok.strip_prefix(name)?;
+        rest.strip_prefix(b"=")
+    })
+}
+
+/// The query string of a request-target (between `?` and `#`).
+fn query(target: &[u8]) -> Option<&[u8]> {
+    let q = target.iter().position(|&b| b == b'?')?;
+    let rest = &target[q + 1..];
+    let end = rest.iter().position(|&b| b == b'#').unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
+/// The raw value of the first query parameter named exactly `name`.
+fn query_param<'a>(q: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    q.split(|&b| b == b'&').find_map(|p| {
+        let rest = p.strip_prefix(name)?;
+        match rest {
+            [] => Some(&rest[..0]),
+            [b'=', v @ ..] => Some(v),
+            _ => None,
+        }
+    })
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Result of percent-decoding a query value up to an optional stop byte.
+enum Decoded {
+    /// The key is `raw[..n]` verbatim (nothing was encoded).
+    Raw(usize),
+    /// The key was decoded into `scratch[..n]`.
+    Scratch(usize),
+    /// Bad encoding, too long, or the stop byte was required and not found.
+    Bad,
+}
+
+/// Percent-decodes `raw` until the (decoded) byte `stop`, at most `max` output bytes.
+fn decode(raw: &[u8], stop: Option<u8>, max: usize, scratch: &mut [u8; SCRATCH]) -> Decoded {
+    let mut i = 0;
+    let mut n = 0;
+    let mut encoded = false;
+    while i < raw.len() {
+        let b = if raw[i] == b'%' {
+            let (Some(hi), Some(lo)) = (
+                raw.get(i + 1).copied().and_then(hex),
+                raw.get(i + 2).copied().and_then(hex),
+            ) else {
+                return Decoded::Bad;
+            };
+            encoded = true;
+            i += 3;
+            hi << 4 | lo
+        } else {
+            i += 1;
+            raw[i - 1]
+        };
+        if Some(b) == stop {
+            return if encoded {
+                Decoded::Scratch(n)
+            } else {
+                Decoded::Raw(n)
+            };
+        }
+        if n >= max || n >= SCRATCH {
+            return Decoded::Bad;
+        }
+        scratch[n] = b;
+        n += 1;
+    }
+    match (stop, encoded) {
+        (Some(_), _) => Decoded::Bad,
+        (None, false) => Decoded::Raw(n),
+        (None, true) => Decoded::Scratch(n),
+    }
+}
+
+fn from_query<'a>(
+    raw: &'a [u8],
+    stop: Option<u8>,
+    method: AuthMethod,
+    max: usize,
+    scratch: &'a mut [u8; SCRATCH],
+) -> Identified<'a> {
+    match decode(raw, stop, max, scratch) {
+        Decoded::Raw(n) => found(&raw[..n], method, max),
+        Decoded::Scratch(n) => {
+            let s: &'a [u8; SCRATCH] = scratch;
+            found(&s[..n], method, max)
+        }
+        Decoded::Bad => malformed(),
+    }
+}
+
+/// Finds the API key a request claims (see the module docs for the order and the
+/// malformed rule). `target` is the raw request-target; `headers` the raw
+/// (name, value) pairs; `scratch` receives a percent-decoded key when needed.
+pub fn identify<'a, I>(
+    target: &'a [u8],
+    headers: I,
+    max_key_len: usize,
+    scratch: &'a mut [u8; 256],
+) -> Identified<'a>
+where
+    I: Iterator<Item = (&'a [u8], &'a [u8])>,
+{
+    let max = max_key_len.min(SCRATCH);
+    let mut auth = None;
+    let mut api_key = None;
+    let mut access_key_id = None;
+    for (name, value) in headers {
+        if auth.is_none() && name.eq_ignore_ascii_case(b"authorization") {
+            auth = Some(value);
+        } else if api_key.is_none() && name.eq_ignore_ascii_case(b"x-api-key") {
+            api_key = Some(value);
+        } else if access_key_id.is_none() && name.eq_ignore_ascii_case(b"x-access-key-id") {
+            access_key_id = Some(value);
+        }
+    }
+    if let Some(v) = auth {
+        let (sch, params) = scheme(v);
+        if is_v4_scheme(sch) {
+            // Credential=KEY/date/region/service/aws4_request
+            let Some(cred) = auth_param(params, b"Credential") else {
+                return malformed();
+            };
+            let Some(slash) = cred.iter().position(|&b| b == b'/') else {
+                return malformed();
+            };
+            return found(&cred[..slash], AuthMethod::V4, max);
+        }
+        if sch.eq_ignore_ascii_case(b"AWS") {
+            // AWS KEY:signature
+            let rest = trim(params);
+            let Some(colon) = rest.iter().position(|&b| b == b':') else {
+                return malformed();
+            };
+            return found(&rest[..colon], AuthMethod::V2, max);
+        }
+    }
+    if let Some(q) = query(target) {
+        if let Some(raw) = query_param(q, b"X-Amz-Credential") {
+            return from_query(raw, Some(b'/'), AuthMethod::V4Query, max, scratch);
+        }
+        if let Some(raw) = query_param(q, b"AWSAccessKeyId") {
+            return from_query(raw, None, AuthMethod::V2Query, max, scratch);
+        }
+    }
+    if let Some(v) = api_key.or(access_key_id) {
+        return found(trim(v), AuthMethod::Custom, max);
+    }
+    Identified {
+        key: None,
+        method: AuthMethod::Anonymous,
+        malformed: false,
+    }
+}
+
+/// The SigV4 `SignedHeaders=` value of an `Authorization` header (`host;x-amz-date;…`),
+/// if it is a V4 header that has one.
+pub fn sigv4_signed_headers(authorization: &[u8]) -> Option<&[u8]> {
+    let (sch, params) = scheme(authorization);
+    if !is_v4_scheme(sch) {
+        return None;
+    }
+    auth_param(params, b"SignedHeaders").filter(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    type H<'a> = Vec<(&'a [u8], &'a [u8])>;
+
+    fn id<'a>(target: &'a str, headers: &H<'a>, scratch: &'a mut [u8; 256]) -> Identified<'a> {
+        identify(target.as_bytes(), headers.iter().copied(), 128, scratch)
+    }
+
+    fn check(target: &str, headers: &[(&str, &str)], want: Option<(&str, AuthMethod)>, bad: bool) {
+        let h: H = headers
+            .iter()
+            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+            .collect();
+        let mut scratch = [0u8; 256];
+        let got = id(target, &h, &mut scratch);
+        match want {
+            Some((k, m)) => {
+                assert_eq!(got.key, Some(k.as_bytes()), "{target} {headers:?}");
+                assert_eq!(got.method, m, "{target} {headers:?}");
+                assert!(!got.malformed);
+            }
+            None => {
+                assert_eq!(got.key, None, "{target} {headers:?}: {got:?}");
+                assert_eq!(got.method, AuthMethod::Anonymous);
+                assert_eq!(got.malformed, bad, "{target} {headers:?}");
+            }
+        }
+    }
+
+    const V4: &str = "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, SignedHeaders=host;range;x-amz-date, Signature=fe5f80f77d5fa3beca038a248ff027d0445342fe2855ddc963176630326f1024";
+
+    #[test]
+    fn sigv4_header_variants() {
+        let k = Some(("AKIAIOSFODNN7EXAMPLE", AuthMethod::V4));
+        check("/b/o", &[("Authorization", V4)], k, false);
+        check("/b/o", &[("authorization", V4)], k, false);
+        check("/", &[("AUTHORIZATION", &V4.replace(", ", ","))], k, false);
+        check(
+            "/",
+            &[(
+                "Authorization",
+                "AWS4-HMAC-SHA256  SignedHeaders=host, Signature=ab ,Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request",
+            )],
+            k,
+            false,
+        );
+        check(
+            "/",
+            &[(
+                "Authorization",
+                " \tAWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/x,SignedHeaders=host",
+            )],
+            k,
+            false,
+        );
+        check(
+            "/",
+            &[(
+                "Authorization",
+                "aws4-hmac-sha256 Credential=AKIAIOSFODNN7EXAMPLE/x",
+            )],
+            k,
+            false,
+        );
+        // SigV4a
+        check(
+            "/",
+            &[(
+                "Authorization",
+                "AWS4-ECDSA-P256-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/s3/aws4_request, SignedHeaders=host, Signature=30",
+            )],
+            k,
+            false,
+        );
+    }
+
+    #[test]
+    fn sigv4_header_malformed_is_final() {
+        let long = format!(
+            "AWS4-HMAC-SHA256 Credential={}/20130524/us-east-1/s3/aws4_request",
+            "A".repeat(129)
+        );
+        // An over-long V4 key is not overridden by a later form.
+        check(
+            "/?AWSAccessKeyId=OTHER",
+            &[("Authorization", &long), ("X-API-Key", "mine")],
+            None,
+            true,
+        );
+        check(
+            "/",
+            &[("Authorization", "AWS4-HMAC-SHA256 SignedHeaders=host")],
+            None,
+            true,
+        );
+        check(
+            "/",
+            &[("Authorization", "AWS4-HMAC-SHA256 Credential=NOSLASH")],
+            None,
+            true,
+        );
+        check(
+            "/",
+            &[("Authorization", "AWS4-HMAC-SHA256 Credential=/20130524/x")],
+            None,
+            true,
+        );
+        check(
+            "/",
+            &[("Authorization", "AWS4-HMAC-SHA256 Credential=AK\u{1}IA/x")],
+            None,
+            true,
+        );
+        check(
+            "/",
+            &[("Authorization", "AWS4-HMAC-SHA256 credential=AKIA/x")],
+            None,
+            true,
+        );
+        // Exactly the maximum is fine.
+        let ok = format!("AWS4-HMAC-SHA256 Credential={}/x", "B".repeat(128));
+        check(
+            "/",
+            &[("Authorization", &ok)],
+            Some((&"B".repeat(128), AuthMethod::V4)),
+            false,
+        );
+    }
+
+    #[test]
+    fn sigv2_header() {
+        let k = Some(("AKIAIOSFODNN7EXAMPLE", AuthMethod::V2));
+        check(
+            "/",
+            &[(
+                "Authorization",
+                "AWS AKIAIOSFODNN7EXAMPLE:frJIUN8DYpKDtOLCwo//yllqDzg=",
+            )],
+            k,
+            false,
+        );
+        check(
+            "/",
+            &[("Authorization", "AWS   AKIAIOSFODNN7EXAMPLE:sig")],
+            k,
+            false,
+        );
+        check(
+            "/",
+            &[("Authorization", "AWS AKIAIOSFODNN7EXAMPLE")],
+            None,
+            true,
+        );
+        check("/", &[("Authorization", "AWS :sig")], None, true);
+        check("/", &[("Authorization", "AWS AK IA:sig")], None, true);
+        // V2 beats the query and custom headers.
+        check(
+            "/?X-Amz-Credential=Q%2Fx",
+            &[("X-API-Key", "c"), ("Authorization", "AWS K2:s")],
+            Some(("K2", AuthMethod::V2)),
+            false,
+        );
+    }
+
+    #[test]
+    fn other_auth_schemes_fall_through() {
+        check(
+            "/",
+            &[("Authorization", "Bearer abc"), ("X-API-Key", "mykey")],
+            Some(("mykey", AuthMethod::Custom)),
+            false,
+        );
+        check("/", &[("Authorization", "AWSX foo:bar")], None, false);
+        check("/", &[("Authorization", "")], None, false);
+    }
+
+    #[test]
+    fn presigned_v4_query() {
+        let k = Some(("AKIAIOSFODNN7EXAMPLE", AuthMethod::V4Query));
+        check(
+            "/b/o?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20130524T000000Z",
+            &[],
+            k,
+            false,
+        );
+        check(
+            "/b/o?X-Amz-Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request",
+            &[],
+            k,
+            false,
+        );
+        check(
+            "/b/o?X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2f20130524",
+            &[],
+            k,
+            false,
+        );
+        // Encoded key bytes are decoded into the scratch buffer.
+        check(
+            "/?X-Amz-Credential=AKIA%49OSFODNN7EXAMPLE%2Fx",
+            &[],
+            k,
+            false,
+        );
+        check(
+            "http://host/b?x=1&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2Fx#frag",
+            &[],
+            k,
+            false,
+        );
+        // V4 query beats V2 query and custom headers; names are case-sensitive.
+        check(
+            "/?AWSAccessKeyId=V2&X-Amz-Credential=V4%2Fx",
+            &[("X-API-Key", "c")],
+            Some(("V4", AuthMethod::V4Query)),
+            false,
+        );
+        check("/?x-amz-credential=LOWER%2Fx", &[], None, false);
+        // Malformed forms are final.
+        check(
+            "/?X-Amz-Credential=AKIA%2",
+            &[("X-API-Key", "c")],
+            None,
+            true,
+        );
+        check("/?X-Amz-Credential=AKIA%ZZ%2Fx", &[], None, true);
+        check(
+            "/?X-Amz-Credential=NOSLASH&AWSAccessKeyId=V2",
+            &[],
+            None,
+            true,
+        );
+        check("/?X-Amz-Credential=%2Fx", &[], None, true);
+        check("/?X-Amz-Credential=A%20B%2Fx", &[], None, true);
+        check("/?X-Amz-Credential", &[], None, true);
+        let long = format!("/?X-Amz-Credential={}%2Fx", "%41".repeat(1000));
+        check(&long, &[], None, true);
+    }
+
+    #[test]
+    fn presigned_v2_query() {
+        let k = Some(("AKIAIOSFODNN7EXAMPLE", AuthMethod::V2Query));
+        check(
+            "/b/o?AWSAccessKeyId=AKIAIOSFODNN7EXAMPLE&Expires=1141889120&Signature=vjbyPxybdZaNmGa%2ByT272YEAiv4%3D",
+            &[],
+            k,
+            false,
+        );
+        check(
+            "/b/o?Expires=1&AWSAccessKeyId=AKIAIOSFODNN7EXAMPL%45",
+            &[],
+            k,
+            false,
+        );
+        check(
+            "/?AWSAccessKeyId=a%2Bb",
+            &[],
+            Some(("a+b", AuthMethod::V2Query)),
+            false,
+        );
+        check("/?AWSAccessKeyId=", &[("X-API-Key", "c")], None, true);
+        check("/?AWSAccessKeyIdX=abc", &[], None, false);
+        // V2 query beats custom headers.
+        check(
+            "/?AWSAccessKeyId=Q",
+            &[("X-API-Key", "c")],
+            Some(("Q", AuthMethod::V2Query)),
+            false,
+        );
+    }
+
+    #[test]
+    fn custom_headers() {
+        let k = Some(("my-key", AuthMethod::Custom));
+        check("/", &[("X-API-Key", "my-key")], k, false);
+        check("/", &[("x-api-key", "  my-key\t")], k, false);
+        check("/", &[("X-Access-Key-Id", "my-key")], k, false);
+        check(
+            "/",
+            &[("X-Access-Key-Id", "other"), ("X-Api-Key", "my-key")],
+            k,
+            false,
+        );
+        check(
+            "/",
+            &[("X-API-Key", "my-key"), ("X-API-Key", "second")],
+            k,
+            false,
+        );
+        check("/", &[("X-API-Key", "")], None, true);
+        check("/", &[("X-API-Key", "a b")], None, true);
+        check(
+            "/",
+            &[("X-API-Key", "bad"), ("X-Access-Key-Id", "ok")],
+            Some(("bad", AuthMethod::Custom)),
+            false,
+        );
+        check(
+            "/",
+            &[("X-API-Key", "caf\u{e9}"), ("X-Access-Key-Id", "ok")],
+            None,
+            true,
+        );
+        check("/", &[("X-API-Key", &"k".repeat(129))], None, true);
+    }
+
+    #[test]
+    fn anonymous() {
+        check(
+            "/bucket/key",
+            &[("Host", "s3"), ("User-Agent", "x")],
+            None,
+            false,
+        );
+        check("/?foo=bar", &[], None, false);
+        let mut scratch = [0u8; 256];
+        let got = identify(b"/", std::iter::empty(), 128, &mut scratch);
+        assert_eq!(
+            got,
+            Identified {
+                key: None,
+                method: AuthMethod::Anonymous,
+                malformed: false
+            }
+        );
+    }
+
+    #[test]
+    fn max_key_len_is_respected() {
+        let h: H = vec![(b"X-API-Key".as_slice(), b"abcdef".as_slice())];
+        let mut scratch = [0u8; 256];
+        assert!(identify(b"/", h.iter().copied(), 5, &mut scratch).malformed);
+        let mut scratch = [0u8; 256];
+        assert_eq!(
+            identify(b"/", h.iter().copied(), 6, &mut scratch).key,
+            Some(b"abcdef".as_slice())
+        );
+        let mut scratch = [0u8; 256];
+        let t = format!("/?AWSAccessKeyId={}", "%41".repeat(300));
+        let got = identify(t.as_bytes(), std::iter::empty(), 10_000, &mut scratch);
+        assert!(got.malformed);
+        let t = format!("/?AWSAccessKeyId={}", "%41".repeat(256));
+        let got = identify(t.as_bytes(), std::iter::empty(), 10_000, &mut scratch);
+        assert_eq!(got.key.map(|k| k.len()), Some(256));
+    }
+
+    #[test]
+    fn method_names() {
+        let names: Vec<_> = AuthMethod::ALL.iter().map(|m| m.as_str()).collect();
+        assert_eq!(
+            names,
+            ["v4", "v2", "v4_query", "v2_query", "custom", "anonymous"]
+        );
+        for (i, m) in AuthMethod::ALL.iter().enumerate() {
+            assert_eq!(*m as usize, i);
+        }
+    }
+
+    #[test]
+    fn signed_headers() {
+        assert_eq!(
+            sigv4_signed_headers(V4.as_bytes()),
+            Some(b"host;range;x-amz-date".as_slice())
+        );
+        assert_eq!(
+            sigv4_signed_headers(b"AWS4-HMAC-SHA256 Signature=x,SignedHeaders=host;x-amz-content-sha256,Credential=A/b"),
+            Some(b"host;x-amz-content-sha256".as_slice())
+        );
+        assert_eq!(sigv4_signed_headers(b"AWS AKIA:sig"), None);
+        assert_eq!(
+            sigv4_signed_headers(b"AWS4-HMAC-SHA256 Credential=A/b"),
+            None
+        );
+        assert_eq!(
+            sigv4_signed_headers(b"AWS4-HMAC-SHA256 SignedHeaders=, Credential=A/b"),
+            None
+        );
+        assert_eq!(sigv4_signed_headers(b""), None);
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_and_keys_are_valid(
+            target in prop::collection::vec(any::<u8>(), 0..300),
+            hv in prop::collection::vec((prop::sample::select(vec!["authorization", "x-api-key", "X-Access-Key-Id", "host"]), prop::collection::vec(any::<u8>(), 0..300)), 0..4),
+            max in 0usize..400,
+        ) {
+            let mut scratch = [0u8; 256];
+            let h: Vec<(&[u8], &[u8])> = hv.iter().map(|(n, v)| (n.as_bytes(), v.as_slice())).collect();
+            let got = identify(&target, h.iter().copied(), max, &mut scratch);
+            if let Some(k) = got.key {
+                prop_assert!(valid_key(k, max.min(256)));
+                prop_assert!(got.method != AuthMethod::Anonymous);
+            } else {
+                prop_assert_eq!(got.method, AuthMethod::Anonymous);
+            }
+        }
+
+        #[test]
+        fn structured_inputs_round_trip(key in "[!-~]{1,40}", form in 0usize..5) {
+            // Any printable key survives every form (percent-encoded where needed).
+            let enc: String = key.bytes().map(|b| format!("%{b:02X}")).collect();
+            let (target, headers): (String, Vec<(&str, String)>) = match form {
+                0 => ("/".into(), vec![("Authorization", format!("AWS4-HMAC-SHA256 Credential={key}/d/r/s3/aws4_request, SignedHeaders=host, Signature=0"))]),
+                1 => ("/".into(), vec![("Authorization", format!("AWS {key}:sig"))]),
+                2 => (format!("/?X-Amz-Credential={enc}%2Fd"), vec![]),
+                3 => (format!("/?AWSAccessKeyId={enc}"), vec![]),
+                _ => ("/".into(), vec![("X-API-Key", key.clone())]),
+            };
+            let h: Vec<(&[u8], &[u8])> = headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())).collect();
+            let mut scratch = [0u8; 256];
+            let got = identify(target.as_bytes(), h.iter().copied(), 128, &mut scratch);
+            let expect_ok = match form {
+                // The V4 credential ends at '/', commas/spaces split parameters.
+                0 => !key.contains(['/', ',']),
+                1 => !key.contains(':'),
+                2 => !key.contains('/'),
+                _ => true,
+            };
+            if expect_ok {
+                prop_assert_eq!(got.key, Some(key.as_bytes()));
+                prop_assert_eq!(got.method, AuthMethod::ALL[form]);
+            }
+        }
+    }
+}

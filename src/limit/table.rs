@@ -1,0 +1,1023 @@
+//! One core's shard of the counter table: subject → [`WindowState`], with idle expiry,
+//! a hard size cap and bounded work per operation.
+//!
+//! Owns: the [`Shard`] (its own hash index, entry slab and layout registry) and
+//! [`addr_subject`]. Must not touch: other cores' shards (a subject lives on its owner
+//! core only, see `route`), clocks (time is passed in), I/O.
+//!
+//! # Structure and memory
+//!
+//! Entries live in a dense slab (`Vec<Slot>`, 80 bytes each: the key inline up to 22
+//! bytes — AWS key ids are 20, address subjects 17 — the 48-byte window state, tier,
+//! layout id and a last-seen stamp). An open-addressing index (`Vec<u64>`, linear
+//! probing, load <= 3/4, each cell = slot index + 32-bit hash tag) maps keys to slots;
+//! hashing is SipHash with a per-shard random key (`RandomState`), since keys are
+//! attacker-chosen. Removal is backward-shift in the index and `swap_remove` in the
+//! slab, so a cursor over the slab gives cheap incremental sweeps and eviction
+//! sampling. Measured: see the `rss_one_million_keys` test (about 100 bytes per key).
+//!
+//! # Tier / limit changes
+//!
+//! Each entry records the [`TierLimits`] its counters were built with (an index into a
+//! small per-shard registry of limits seen, reference-counted). When a check arrives
+//! with other limits (reload changed the tier, or the key moved tier), the state is
+//! [`rebase`](WindowState::rebase)d conservatively first.
+//!
+//! # Cap and eviction
+//!
+//! The shard never holds more than `cap` entries. Inserting into a full shard first
+//! examines up to 32 entries from the sweep cursor and removes the idle ones (both
+//! windows empty: nothing is lost); if none was idle, it evicts the least recently
+//! seen of those 32 and counts a **forced eviction: that subject's counters are
+//! forgotten, so it may be over-admitted afterwards**. Size `table_cap` above the
+//! number of subjects active within the sustained window (per core) so this never
+//! happens; the forced-eviction counter is exported for that purpose.
+
+use std::collections::BinaryHeap;
+use std::hash::{BuildHasher, Hasher, RandomState};
+use std::net::IpAddr;
+
+use super::window::{Decision, TierLimits, WindowState};
+
+/// Keys up to this length are stored inside the slot (no heap allocation).
+const INLINE: usize = 22;
+/// Entries examined to make room when a full shard receives a new subject.
+const EVICT_SCAN: usize = 32;
+const MIN_INDEX: usize = 16;
+
+/// A subject for counting by client address: `0x00` + the 16-byte IPv6 (or
+/// IPv4-mapped) address. API keys are printable ASCII, so the two never collide.
+pub fn addr_subject(ip: IpAddr) -> [u8; 17] {
+    let v6 = match ip {
+        IpAddr::V4(a) => a.to_ipv6_mapped(),
+        IpAddr::V6(a) => a,
+    };
+    let mut out = [0u8; 17];
+    out[1..].copy_from_slice(&v6.octets());
+    out
+}
+
+/// What the admin API shows of one entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntrySnapshot {
+    pub subject: Vec<u8>,
+    pub tier: u16,
+    pub sustained_count: u32,
+    pub burst_count: u32,
+    pub idle: bool,
+}
+
+#[derive(Debug)]
+enum Key {
+    Inline { len: u8, buf: [u8; INLINE] },
+    Heap(Box<[u8]>),
+}
+
+impl Key {
+    fn new(k: &[u8]) -> Key {
+        if k.len() <= INLINE {
+            let mut buf = [0u8; INLINE];
+            buf[..k.len()].copy_from_slice(k);
+            Key::Inline {
+                len: k.len() as u8,
+                buf,
+            }
+        } else {
+            Key::Heap(k.into())
+        }
+    }
+    #[inline]
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Key::Inline { len, buf } => &buf[..*len as usize],
+            Key::Heap(b) => b,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Slot {
+    key: Key,
+    state: WindowState,
+    tier: u16,
+    /// Index in `Shard::layouts` of the limits `state` was built with.
+    layout: u16,
+    /// `now_ms >> 6` (64 ms units) of the last check.
+    last_seen: u32,
+}
+
+#[derive(Debug)]
+struct Layout {
+    limits: TierLimits,
+    refs: u32,
+}
+
+#[inline]
+fn stamp(now_ms: u64) -> u32 {
+    (now_ms >> 6) as u32
+}
+
+/// One core's table of subjects. Not `Sync`: owned by its core.
+#[derive(Debug)]
+pub struct Shard {
+    hasher: RandomState,
+    /// 0 = empty; else `(hash32 << 32) | (slot + 1)`. Length is a power of two.
+    index: Vec<u64>,
+    /// `32 - log2(index.len())`: the home cell of a hash is `hash32 >> home_shift`.
+    home_shift: u32,
+    slots: Vec<Slot>,
+    layouts: Vec<Layout>,
+    cap: usize,
+    cursor: usize,
+    evictions: u64,
+    forced: u64,
+}
+
+/// Decision for a request that cannot be tracked (more than 65535 distinct live
+/// limit configurations in one shard — not reachable with a sane config): deny.
+fn untracked_decision() -> Decision {
+    Decision {
+        admitted: false,
+        sustained_count: 0,
+        burst_count: 0,
+        sustained_remaining: 0,
+        burst_remaining: 0,
+        retry_after_ms: 1000,
+        reset_ms: 1000,
+    }
+}
+
+impl Shard {
+    /// An empty shard holding at most `cap` subjects (`cap` 0 is treated as 1).
+    pub fn new(cap: usize) -> Shard {
+        Shard {
+            hasher: RandomState::new(),
+            index: vec![0; MIN_INDEX],
+            home_shift: 32 - MIN_INDEX.trailing_zeros(),
+            slots: Vec::new(),
+            layouts: Vec::new(),
+            cap: cap.max(1),
+            cursor: 0,
+            evictions: 0,
+            forced: 0,
+        }
+    }
+
+    // ---- index ------------------------------------------------------------------
+
+    #[inline]
+    fn hash32(&self, key: &[u8]) -> u32 {
+        let mut h = self.hasher.build_hasher();
+        h.write(key);
+        (h.finish() >> 32) as u32
+    }
+
+    #[inline]
+    fn home(&self, h32: u32) -> usize {
+        (h32 as u64 >> self.home_shift) as usize
+    }
+
+    #[inline]
+    fn mask(&self) -> usize {
+        self.index.len() - 1
+    }
+
+    /// Index cell and slot of `key`.
+    fn find(&self, key: &[u8], h32: u32) -> Option<(usize, usize)> {
+        let mask = self.mask();
+        let mut p = self.home(h32);
+        loop {
+            let e = self.index[p];
+            if e == 0 {
+                return None;
+            }
+            if (e >> 32) as u32 == h32 {
+                let s = (e as u32 - 1) as usize;
+                if self.slots[s].key.as_bytes() == key {
+                    return Some((p, s));
+                }
+            }
+            p = (p + 1) & mask;
+        }
+    }
+
+    /// Index cell pointing at slot `s` (whose key hashes to `h32`).
+    fn cell_of_slot(&self, h32: u32, s: usize) -> usize {
+        let mask = self.mask();
+        let want = ((h32 as u64) << 32) | (s as u64 + 1);
+        let mut p = self.home(h32);
+        while self.index[p] != want {
+            debug_assert!(self.index[p] != 0, "slot missing from the index");
+            p = (p + 1) & mask;
+        }
+        p
+    }
+
+    fn index_insert(&mut self, h32: u32, s: usize) {
+        let mask = self.mask();
+        let mut p = self.home(h32);
+        while self.index[p] != 0 {
+            p = (p + 1) & mask;
+        }
+        self.index[p] = ((h32 as u64) << 32) | (s as u64 + 1);
+    }
+
+    /// Backward-shift deletion of cell `p` (linear probing stays tombstone-free).
+    fn index_delete(&mut self, mut p: usize) {
+        let mask = self.mask();
+        let mut q = p;
+        loop {
+            q = (q + 1) & mask;
+            let e = self.index[q];
+            if e == 0 {
+                break;
+            }
+            let h = self.home((e >> 32) as u32);
+            // The entry at q may move to p unless its home lies cyclically in (p, q].
+            let stays = if p <= q {
+                p < h && h <= q
+            } else {
+                p < h || h <= q
+            };
+            if !stays {
+                self.index[p] = e;
+                p = q;
+            }
+        }
+        self.index[p] = 0;
+    }
+
+    fn resize_index(&mut self, cells: usize) {
+        let cells = cells.next_power_of_two().max(MIN_INDEX);
+        let old = std::mem::replace(&mut self.index, vec![0; cells]);
+        self.home_shift = 32 - cells.trailing_zeros();
+        for e in old {
+            if e != 0 {
+                let mask = self.mask();
+                let mut p = self.home((e >> 32) as u32);
+                while self.index[p] != 0 {
+                    p = (p + 1) & mask;
+                }
+                self.index[p] = e;
+            }
+        }
+    }
+
+    /// Appends a new slot (the caller made room) and indexes it.
+    fn insert(&mut self, key: &[u8], h32: u32, tier: u16, layout: u16, now: u64) -> usize {
+        if (self.slots.len() + 1) * 4 > self.index.len() * 3 {
+            self.resize_index(self.index.len() * 2);
+        }
+        if self.slots.len() == self.slots.capacity() {
+            // Grow by doubling, but never reserve past the cap.
+            let want = (self.slots.capacity() * 2).clamp(16, self.cap.max(16));
+            self.slots
+                .reserve_exact(want.saturating_sub(self.slots.len()).max(1));
+        }
+        let s = self.slots.len();
+        self.slots.push(Slot {
+            key: Key::new(key),
+            state: WindowState::default(),
+            tier,
+            layout,
+            last_seen: stamp(now),
+        });
+        self.layouts[layout as usize].refs += 1;
+        self.index_insert(h32, s);
+        s
+    }
+
+    /// Removes slot `s`; the last slot moves into `s`.
+    fn remove_at(&mut self, s: usize) {
+        let h = self.hash32(self.slots[s].key.as_bytes());
+        let p = self.cell_of_slot(h, s);
+        self.index_delete(p);
+        let last = self.slots.len() - 1;
+        if s != last {
+            let hm = self.hash32(self.slots[last].key.as_bytes());
+            let pm = self.cell_of_slot(hm, last);
+            self.index[pm] = ((hm as u64) << 32) | (s as u64 + 1);
+        }
+        let gone = self.slots.swap_remove(s);
+        self.layouts[gone.layout as usize].refs -= 1;
+    }
+
+    // ---- layouts ----------------------------------------------------------------
+
+    /// Registry id of `limits` (registered if new; unreferenced ids are reused).
+    fn layout_id(&mut self, limits: &TierLimits) -> Option<u16> {
+        if let Some(i) = self.layouts.iter().position(|l| l.limits == *limits) {
+            return Some(i as u16);
+        }
+        let fresh = Layout {
+            limits: limits.clone(),
+            refs: 0,
+        };
+        if let Some(i) = self.layouts.iter().position(|l| l.refs == 0) {
+            self.layouts[i] = fresh;
+            return Some(i as u16);
+        }
+        if self.layouts.len() < u16::MAX as usize {
+            self.layouts.push(fresh);
+            return Some((self.layouts.len() - 1) as u16);
+        }
+        None
+    }
+
+    #[inline]
+    fn limits_of_slot(&self, s: &Slot) -> &TierLimits {
+        &self.layouts[s.layout as usize].limits
+    }
+
+    // ---- eviction ---------------------------------------------------------------
+
+    /// Frees at least one slot of a full shard: idle entries among the next
+    /// `EVICT_SCAN` from the cursor, else the least recently seen of them (forced).
+    fn make_room(&mut self, now: u64) {
+        let scan = EVICT_SCAN.min(self.slots.len());
+        let now_stamp = stamp(now);
+        let mut removed = 0;
+        let mut oldest: Option<(u32, usize)> = None;
+        for _ in 0..scan {
+            if self.slots.is_empty() {
+                break;
+            }
+            if self.cursor >= self.slots.len() {
+                self.cursor = 0;
+            }
+            let i = self.cursor;
+            let slot = &self.slots[i];
+            if slot.state.is_idle(self.limits_of_slot(slot), now) {
+                self.remove_at(i);
+                self.evictions += 1;
+                removed += 1;
+            } else {
+                let age = now_stamp.wrapping_sub(slot.last_seen);
+                if oldest.is_none_or(|(a, _)| age > a) {
+                    oldest = Some((age, i));
+                }
+                self.cursor += 1;
+            }
+        }
+        if removed == 0
+            && let Some((_, i)) = oldest
+        {
+            self.remove_at(i);
+            self.forced += 1;
+        }
+    }
+
+    // ---- public API -------------------------------------------------------------
+
+    /// Decides one request of `subject` (of tier `tier`, whose limits are `limits`) at
+    /// `now_ms`, creating the entry if needed (making room if the shard is full) and
+    /// rebasing it first if it was built under other limits.
+    pub fn check(
+        &mut self,
+        subject: &[u8],
+        tier: u16,
+        limits: &TierLimits,
+        now_ms: u64,
+    ) -> Decision {
+        let h32 = self.hash32(subject);
+        let s = match self.find(subject, h32) {
+            Some((_, s)) => s,
+            None => {
+                if self.slots.len() >= self.cap {
+                    self.make_room(now_ms);
+                }
+                let Some(layout) = self.layout_id(limits) else {
+                    return untracked_decision();
+                };
+                self.insert(subject, h32, tier, layout, now_ms)
+            }
+        };
+        let cur = self.slots[s].layout as usize;
+        if self.layouts[cur].limits != *limits {
+            let Some(new) = self.layout_id(limits) else {
+                return untracked_decision();
+            };
+            let (layouts, slot) = (&mut self.layouts, &mut self.slots[s]);
+            slot.state.rebase(&layouts[cur].limits, limits, now_ms);
+            layouts[cur].refs -= 1;
+            layouts[new as usize].refs += 1;
+            slot.layout = new;
+        }
+        let slot = &mut self.slots[s];
+        slot.tier = tier;
+        slot.last_seen = stamp(now_ms);
+        slot.state.check(limits, now_ms)
+    }
+
+    /// What `check` would decide for `subject` under `limits`, without changing
+    /// anything; `None` if the subject is not tracked (a fresh subject is admitted).
+    pub fn peek(&self, subject: &[u8], limits: &TierLimits, now_ms: u64) -> Option<Decision> {
+        let (_, s) = self.find(subject, self.hash32(subject))?;
+        let slot = &self.slots[s];
+        let own = self.limits_of_slot(slot);
+        if own == limits {
+            Some(slot.state.peek(limits, now_ms))
+        } else {
+            let mut st = slot.state.clone();
+            st.rebase(own, limits, now_ms);
+            Some(st.peek(limits, now_ms))
+        }
+    }
+
+    /// Incremental idle expiry: examines at most `budget` entries from the cursor and
+    /// removes those whose windows are both empty (judged under the limits their
+    /// counters were built with, which is exact; `_limits_of` is not needed for that).
+    /// Returns how many were removed.
+    pub fn sweep<'a>(
+        &mut self,
+        now_ms: u64,
+        budget: usize,
+        _limits_of: impl Fn(u16) -> Option<&'a TierLimits>,
+    ) -> usize {
+        let mut removed = 0;
+        let n = budget.min(self.slots.len());
+        for _ in 0..n {
+            if self.slots.is_empty() {
+                break;
+            }
+            if self.cursor >= self.slots.len() {
+                self.cursor = 0;
+            }
+            let i = self.cursor;
+            let slot = &self.slots[i];
+            if slot.state.is_idle(self.limits_of_slot(slot), now_ms) {
+                self.remove_at(i);
+                removed += 1;
+            } else {
+                self.cursor += 1;
+            }
+        }
+        self.release_unused_layouts();
+        removed
+    }
+
+    fn release_unused_layouts(&mut self) {
+        while self.layouts.last().is_some_and(|l| l.refs == 0) {
+            self.layouts.pop();
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// Changes the cap (0 is treated as 1). Shrinking below the current size removes
+    /// idle entries first, then the least recently seen ones (counted as forced).
+    pub fn set_cap(&mut self, cap: usize) {
+        self.set_cap_at(cap, None);
+    }
+
+    /// [`set_cap`](Self::set_cap) with a clock, so idle entries can be told apart.
+    pub fn set_cap_at(&mut self, cap: usize, now_ms: Option<u64>) {
+        self.cap = cap.max(1);
+        if self.slots.len() <= self.cap {
+            return;
+        }
+        if let Some(now) = now_ms {
+            let mut i = 0;
+            while i < self.slots.len() && self.slots.len() > self.cap {
+                let slot = &self.slots[i];
+                if slot.state.is_idle(self.limits_of_slot(slot), now) {
+                    self.remove_at(i);
+                    self.evictions += 1;
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        while self.slots.len() > self.cap {
+            // Oldest stamp overall (reload-time work, O(len) per removal batch).
+            let newest = self.slots.iter().map(|s| s.last_seen).max().unwrap_or(0);
+            let (i, _) = self
+                .slots
+                .iter()
+                .enumerate()
+                .max_by_key(|(_, s)| newest.wrapping_sub(s.last_seen))
+                .expect("non-empty");
+            self.remove_at(i);
+            self.forced += 1;
+        }
+        self.cursor = 0;
+        self.release_unused_layouts();
+    }
+
+    /// Idle entries removed to make room for new subjects (nothing lost).
+    pub fn evictions(&self) -> u64 {
+        self.evictions
+    }
+
+    /// Non-idle entries removed because the shard was full: their counters were lost.
+    pub fn forced_evictions(&self) -> u64 {
+        self.forced
+    }
+
+    /// Forgets `subject`; true if it was tracked.
+    pub fn remove(&mut self, subject: &[u8]) -> bool {
+        match self.find(subject, self.hash32(subject)) {
+            Some((_, s)) => {
+                self.remove_at(s);
+                self.release_unused_layouts();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Forgets every subject (and releases the memory).
+    pub fn clear(&mut self) {
+        self.slots = Vec::new();
+        self.index = vec![0; MIN_INDEX];
+        self.home_shift = 32 - MIN_INDEX.trailing_zeros();
+        self.layouts.clear();
+        self.cursor = 0;
+    }
+
+    fn snapshot_of<'a>(
+        &self,
+        slot: &Slot,
+        now_ms: u64,
+        limits_of: &impl Fn(u16) -> Option<&'a TierLimits>,
+    ) -> EntrySnapshot {
+        let own = self.limits_of_slot(slot);
+        let idle = slot.state.is_idle(own, now_ms);
+        // Counts as the next check would see them (under the tier's current limits).
+        let d = match limits_of(slot.tier) {
+            Some(cur) if cur != own => {
+                let mut st = slot.state.clone();
+                st.rebase(own, cur, now_ms);
+                st.peek(cur, now_ms)
+            }
+            _ => slot.state.peek(own, now_ms),
+        };
+        EntrySnapshot {
+            subject: slot.key.as_bytes().to_vec(),
+            tier: slot.tier,
+            sustained_count: d.sustained_count,
+            burst_count: d.burst_count,
+            idle,
+        }
+    }
+
+    /// The `n` entries with the highest sustained counts (descending). O(len log n).
+    pub fn top<'a>(
+        &self,
+        n: usize,
+        now_ms: u64,
+        limits_of: impl Fn(u16) -> Option<&'a TierLimits>,
+    ) -> Vec<EntrySnapshot> {
+        if n == 0 {
+            return Vec::new();
+        }
+        // Min-heap of (count, slot) keeping the n largest.
+        let mut heap: BinaryHeap<std::cmp::Reverse<(u32, usize)>> =
+            BinaryHeap::with_capacity(n + 1);
+        for (i, slot) in self.slots.iter().enumerate() {
+            let own = self.limits_of_slot(slot);
+            let c = slot.state.peek(own, now_ms).sustained_count;
+            if heap.len() < n {
+                heap.push(std::cmp::Reverse((c, i)));
+            } else if heap.peek().is_some_and(|r| r.0.0 < c) {
+                heap.pop();
+                heap.push(std::cmp::Reverse((c, i)));
+            }
+        }
+        let mut out: Vec<EntrySnapshot> = heap
+            .into_iter()
+            .map(|r| self.snapshot_of(&self.slots[r.0.1], now_ms, &limits_of))
+            .collect();
+        out.sort_by(|a, b| {
+            b.sustained_count
+                .cmp(&a.sustained_count)
+                .then_with(|| a.subject.cmp(&b.subject))
+        });
+        out
+    }
+
+    /// One entry, if tracked.
+    pub fn snapshot<'a>(
+        &self,
+        subject: &[u8],
+        now_ms: u64,
+        limits_of: impl Fn(u16) -> Option<&'a TierLimits>,
+    ) -> Option<EntrySnapshot> {
+        let (_, s) = self.find(subject, self.hash32(subject))?;
+        Some(self.snapshot_of(&self.slots[s], now_ms, &limits_of))
+    }
+
+    /// Bytes of one slab entry (the per-key table cost is this plus ~8–16 bytes of
+    /// index, plus the key's heap copy if it is longer than 22 bytes).
+    pub fn entry_bytes() -> usize {
+        std::mem::size_of::<Slot>()
+    }
+
+    /// Approximate heap bytes held by this shard.
+    pub fn memory_bytes(&self) -> usize {
+        let heap_keys: usize = self
+            .slots
+            .iter()
+            .map(|s| match &s.key {
+                Key::Heap(b) => b.len(),
+                Key::Inline { .. } => 0,
+            })
+            .sum();
+        self.slots.capacity() * Self::entry_bytes()
+            + self.index.len() * 8
+            + self.layouts.capacity() * std::mem::size_of::<Layout>()
+            + heap_keys
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::WindowConfig;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn tier(s_lim: u32, s_len: u32, b_lim: u32, b_len: u32) -> TierLimits {
+        TierLimits::new(
+            WindowConfig {
+                length_ms: s_len,
+                limit: s_lim,
+            },
+            WindowConfig {
+                length_ms: b_len,
+                limit: b_lim,
+            },
+        )
+    }
+
+    fn key(i: usize) -> Vec<u8> {
+        format!("AKIA{i:016}").into_bytes()
+    }
+
+    #[test]
+    fn sizes() {
+        println!(
+            "size_of::<WindowState>() = {}, size_of::<Slot>() (table entry) = {}, size_of::<Key>() = {}",
+            std::mem::size_of::<WindowState>(),
+            Shard::entry_bytes(),
+            std::mem::size_of::<Key>()
+        );
+        assert_eq!(std::mem::size_of::<WindowState>(), 48);
+        assert!(Shard::entry_bytes() <= 80, "{}", Shard::entry_bytes());
+        assert!(Shard::entry_bytes() - std::mem::size_of::<Key>() <= 64);
+    }
+
+    #[test]
+    fn check_peek_and_counts() {
+        let lim = tier(10, 60_000, 3, 1000);
+        let mut sh = Shard::new(100);
+        assert!(sh.peek(b"k", &lim, 0).is_none());
+        for i in 0..3 {
+            let d = sh.check(b"k", 2, &lim, 1000 + i);
+            assert!(d.admitted);
+            assert_eq!(d.burst_count, i as u32 + 1);
+        }
+        assert!(!sh.check(b"k", 2, &lim, 1003).admitted);
+        assert!(!sh.peek(b"k", &lim, 1004).unwrap().admitted);
+        assert!(sh.check(b"other", 2, &lim, 1004).admitted);
+        assert_eq!(sh.len(), 2);
+        let snap = sh.snapshot(b"k", 1005, |_| Some(&lim)).unwrap();
+        assert_eq!(snap.sustained_count, 3);
+        assert_eq!(snap.tier, 2);
+        assert!(!snap.idle);
+        assert!(sh.remove(b"k"));
+        assert!(!sh.remove(b"k"));
+        assert_eq!(sh.len(), 1);
+        sh.clear();
+        assert_eq!(sh.len(), 0);
+        assert!(sh.check(b"k", 2, &lim, 2000).admitted);
+    }
+
+    #[test]
+    fn long_keys_are_stored_and_found() {
+        let lim = tier(2, 60_000, 2, 1000);
+        let mut sh = Shard::new(10);
+        let long = vec![b'x'; 200];
+        let mut long2 = long.clone();
+        long2[199] = b'y';
+        assert!(sh.check(&long, 0, &lim, 10).admitted);
+        assert!(sh.check(&long, 0, &lim, 11).admitted);
+        assert!(!sh.check(&long, 0, &lim, 12).admitted);
+        assert!(sh.check(&long2, 0, &lim, 12).admitted);
+        assert_eq!(sh.snapshot(&long, 12, |_| None).unwrap().subject, long);
+    }
+
+    #[test]
+    fn cap_is_never_exceeded() {
+        let lim = tier(100, 60_000, 10, 1000);
+        let cap = 1000;
+        let mut sh = Shard::new(cap);
+        for i in 0..10 * cap {
+            sh.check(&key(i), 0, &lim, 1_000_000 + i as u64);
+            assert!(sh.len() <= cap);
+        }
+        assert_eq!(sh.len(), cap);
+        // All entries were active (within the window): every eviction was forced.
+        assert_eq!(sh.forced_evictions(), 9 * cap as u64);
+        assert_eq!(sh.evictions(), 0);
+        assert!(sh.slots.capacity() <= cap.max(16));
+        // Forced evictions pick the least recently seen of a sample: the survivors are
+        // mostly recent subjects.
+        let recent = (9 * cap..10 * cap)
+            .filter(|&i| {
+                sh.peek(&key(i), &lim, 1_000_000 + 10 * cap as u64)
+                    .is_some()
+            })
+            .count();
+        assert!(recent > cap / 2, "{recent}");
+    }
+
+    #[test]
+    fn idle_entries_are_evicted_first() {
+        let lim = tier(100, 60_000, 10, 1000);
+        let cap = 200;
+        let mut sh = Shard::new(cap);
+        let t0 = 10_000_000;
+        for i in 0..cap {
+            sh.check(&key(i), 0, &lim, t0);
+        }
+        // Half of them stay active.
+        let t1 = t0 + 50_000;
+        for i in (0..cap).step_by(2) {
+            sh.check(&key(i), 0, &lim, t1);
+        }
+        let t2 = t0 + 70_000; // odd keys idle now, even ones not
+        for j in 0..cap / 2 {
+            sh.check(&key(10_000 + j), 0, &lim, t2);
+            assert!(sh.len() <= cap);
+        }
+        assert_eq!(sh.forced_evictions(), 0);
+        assert_eq!(sh.evictions(), cap as u64 / 2);
+        for i in (0..cap).step_by(2) {
+            assert!(
+                sh.peek(&key(i), &lim, t2).is_some(),
+                "active key {i} evicted"
+            );
+        }
+        // Now full of active entries: the next one forces an eviction.
+        sh.check(b"one-more", 0, &lim, t2);
+        assert_eq!(sh.forced_evictions(), 1);
+    }
+
+    #[test]
+    fn sweep_expires_idle_entries_with_bounded_work() {
+        let lim = tier(100, 60_000, 10, 1000);
+        let mut sh = Shard::new(10_000);
+        for i in 0..1000 {
+            sh.check(&key(i), 0, &lim, 1_000_000);
+        }
+        for i in 0..100 {
+            sh.check(&key(i), 0, &lim, 1_050_000);
+        }
+        let now = 1_070_000;
+        assert_eq!(sh.sweep(now, 0, |_| Some(&lim)), 0);
+        let first = sh.sweep(now, 50, |_| Some(&lim));
+        assert!(first <= 50);
+        let mut total = first;
+        for _ in 0..100 {
+            total += sh.sweep(now, 50, |_| Some(&lim));
+        }
+        assert_eq!(total, 900);
+        assert_eq!(sh.len(), 100);
+        for i in 0..100 {
+            assert!(sh.peek(&key(i), &lim, now).is_some());
+        }
+        // Later everything is idle.
+        assert_eq!(sh.sweep(now + 100_000, 1000, |_| Some(&lim)), 100);
+        assert!(sh.is_empty());
+        assert!(sh.layouts.is_empty());
+    }
+
+    #[test]
+    fn tier_change_rebases_conservatively() {
+        let gold = tier(1000, 60_000, 50, 1000);
+        let basic = tier(100, 60_000, 10, 1000);
+        let mut sh = Shard::new(10);
+        let t0 = 2_000_000;
+        let mut n = 0;
+        for k in 0..200 {
+            if sh.check(b"k", 0, &gold, t0 + k * 10).admitted {
+                n += 1;
+            }
+        }
+        assert_eq!(n, 100);
+        // Moved to basic: 100 were admitted in the last 2 s, so nothing more now …
+        let d = sh.check(b"k", 1, &basic, t0 + 2000);
+        assert!(!d.admitted);
+        assert!(d.sustained_count >= 100);
+        assert_eq!(
+            sh.snapshot(b"k", t0 + 2000, |_| Some(&basic)).unwrap().tier,
+            1
+        );
+        // … the peek under the old limits would say yes once its burst second is over …
+        assert!(!sh.peek(b"k", &gold, t0 + 2001).unwrap().admitted);
+        assert!(sh.peek(b"k", &gold, t0 + 4000).unwrap().admitted);
+        // … and the key is admitted again once the window has passed.
+        assert!(sh.check(b"k", 1, &basic, t0 + 65_000).admitted);
+        // The old layout was released from the registry once unreferenced.
+        sh.sweep(t0 + 65_000, 10, |_| Some(&basic));
+        assert_eq!(sh.layouts.iter().filter(|l| l.refs > 0).count(), 1);
+    }
+
+    #[test]
+    fn reload_with_new_limits_rebases() {
+        let v1 = tier(10, 60_000, 10, 1000);
+        let v2 = tier(5, 60_000, 10, 1000);
+        let mut sh = Shard::new(10);
+        for k in 0..8 {
+            assert!(sh.check(b"k", 0, &v1, 100_000 + k).admitted);
+        }
+        // Same tier, lower limit after a reload: 8 already admitted ≥ 5.
+        assert!(!sh.check(b"k", 0, &v2, 100_010).admitted);
+        let top = sh.top(5, 100_010, |_| Some(&v2));
+        assert_eq!(top.len(), 1);
+        assert!(top[0].sustained_count >= 8);
+    }
+
+    #[test]
+    fn top_orders_by_sustained_count() {
+        let lim = tier(1000, 60_000, 1000, 1000);
+        let mut sh = Shard::new(100);
+        for i in 0..20usize {
+            for _ in 0..i {
+                sh.check(&key(i), 0, &lim, 500_000);
+            }
+        }
+        let top = sh.top(3, 500_001, |_| Some(&lim));
+        let counts: Vec<u32> = top.iter().map(|e| e.sustained_count).collect();
+        assert_eq!(counts, vec![19, 18, 17]);
+        assert_eq!(top[0].subject, key(19));
+        assert!(sh.top(0, 500_001, |_| None).is_empty());
+        assert_eq!(sh.top(1000, 500_001, |_| None).len(), 19);
+    }
+
+    #[test]
+    fn set_cap_shrinks_idle_first() {
+        let lim = tier(100, 60_000, 10, 1000);
+        let mut sh = Shard::new(100);
+        for i in 0..100 {
+            sh.check(&key(i), 0, &lim, 1_000_000);
+        }
+        for i in 0..10 {
+            sh.check(&key(i), 0, &lim, 1_060_000);
+        }
+        sh.set_cap_at(20, Some(1_070_000));
+        assert_eq!(sh.len(), 20);
+        assert_eq!(sh.forced_evictions(), 0);
+        for i in 0..10 {
+            assert!(sh.peek(&key(i), &lim, 1_070_000).is_some());
+        }
+        // Without a clock: least recently seen first (the 10 idle ones, then 5 active).
+        sh.set_cap(5);
+        assert_eq!(sh.len(), 5);
+        assert_eq!(sh.forced_evictions(), 15);
+        assert_eq!(sh.cap(), 5);
+        let active = (0..10)
+            .filter(|&i| sh.peek(&key(i), &lim, 1_070_000).is_some())
+            .count();
+        assert_eq!(active, 5);
+    }
+
+    #[test]
+    fn addr_subjects() {
+        let a = addr_subject(IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)));
+        let b = addr_subject(IpAddr::V6(Ipv4Addr::new(10, 1, 2, 3).to_ipv6_mapped()));
+        let c = addr_subject(IpAddr::V6(Ipv6Addr::LOCALHOST));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(a[0], 0);
+        assert_eq!(&a[13..], &[10, 1, 2, 3]);
+        let lim = tier(1, 60_000, 1, 1000);
+        let mut sh = Shard::new(10);
+        assert!(sh.check(&a, 0, &lim, 5).admitted);
+        assert!(!sh.check(&b, 0, &lim, 6).admitted);
+        assert!(sh.check(&c, 0, &lim, 6).admitted);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Check(u8, u64),
+        Remove(u8),
+        Sweep(u64, usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            8 => (any::<u8>(), 0u64..3000).prop_map(|(k, dt)| Op::Check(k, dt)),
+            1 => any::<u8>().prop_map(Op::Remove),
+            1 => (0u64..70_000, 0usize..64).prop_map(|(dt, b)| Op::Sweep(dt, b)),
+        ]
+    }
+
+    fn subject(k: u8) -> Vec<u8> {
+        // Short and long keys, many sharing prefixes.
+        if k % 5 == 0 {
+            let mut v = vec![b'L'; 40];
+            v.push(k);
+            v
+        } else {
+            vec![b'k', k]
+        }
+    }
+
+    proptest! {
+        /// The shard behaves exactly like a HashMap of WindowStates (cap not reached),
+        /// through inserts, removals, sweeps, index growth and backward-shift deletes.
+        #[test]
+        fn shard_matches_model(ops in prop::collection::vec(op(), 1..600)) {
+            let lim = tier(20, 60_000, 4, 1000);
+            let mut sh = Shard::new(1_000);
+            let mut model: HashMap<Vec<u8>, WindowState> = HashMap::new();
+            let mut now = 1_000_000u64;
+            for o in ops {
+                match o {
+                    Op::Check(k, dt) => {
+                        now += dt;
+                        let s = subject(k);
+                        let d = sh.check(&s, 0, &lim, now);
+                        let m = model.entry(s).or_default().check(&lim, now);
+                        prop_assert_eq!(d, m);
+                    }
+                    Op::Remove(k) => {
+                        let s = subject(k);
+                        prop_assert_eq!(sh.remove(&s), model.remove(&s).is_some());
+                    }
+                    Op::Sweep(dt, b) => {
+                        now += dt;
+                        sh.sweep(now, b, |_| Some(&lim));
+                        // Whatever the sweep removed was idle; drop idle ones in the model
+                        // that the shard no longer has.
+                        model.retain(|k, st| {
+                            sh.peek(k, &lim, now).is_some() || !st.is_idle(&lim, now)
+                        });
+                    }
+                }
+                prop_assert_eq!(sh.len(), model.len());
+                for (k, st) in &model {
+                    let p = sh.peek(k, &lim, now);
+                    prop_assert_eq!(p, Some(st.peek(&lim, now)));
+                }
+                // The index holds exactly one cell per slot.
+                prop_assert_eq!(sh.index.iter().filter(|&&e| e != 0).count(), sh.len());
+            }
+        }
+    }
+
+    fn vm_rss_kib() -> Option<u64> {
+        let s = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// `cargo test --release --lib limit::table::tests::rss_one_million_keys -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn rss_one_million_keys() {
+        const N: usize = 1_000_000;
+        let lim = tier(1000, 60_000, 50, 1000);
+        let before = vm_rss_kib().unwrap_or(0);
+        let mut sh = Shard::new(N);
+        let t0 = std::time::Instant::now();
+        for i in 0..N {
+            let k = format!("AKIA{i:016}"); // 20 bytes, like an AWS access key id
+            assert!(
+                sh.check(k.as_bytes(), 0, &lim, 1_000_000 + (i as u64 >> 10))
+                    .admitted
+            );
+        }
+        let build = t0.elapsed();
+        let after = vm_rss_kib().unwrap_or(0);
+        assert_eq!(sh.len(), N);
+        assert_eq!(sh.forced_evictions(), 0);
+        let grown = (after - before) * 1024;
+        println!(
+            "1M keys in one shard: VmRSS {before} KiB -> {after} KiB (+{} MiB), {:.1} bytes/key; \
+             shard accounts {} bytes ({:.1}/key); entry {} B, WindowState {} B; build {:?} ({:.0} ns/insert)",
+            grown >> 20,
+            grown as f64 / N as f64,
+            sh.memory_bytes(),
+            sh.memory_bytes() as f64 / N as f64,
+            Shard::entry_bytes(),
+            std::mem::size_of::<WindowState>(),
+            build,
+            build.as_nanos() as f64 / N as f64,
+        );
+        assert!(grown as f64 / (N as f64) < 160.0);
+    }
+}
