@@ -117,9 +117,10 @@ class Target:
     def client(self, key: str | Key = "premium", signature_version: str = "s3v4",
                secret: str | None = None, **config):
         k = self.keys[key] if isinstance(key, str) else key
+        opts = dict(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=60)
+        opts.update(config)
         cfg = Config(signature_version=signature_version, s3={"addressing_style": "path"},
-                     retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=60,
-                     **config)
+                     **opts)
         return boto3.client(
             "s3", endpoint_url=self.endpoint, region_name=self.region,
             aws_access_key_id=k.id, aws_secret_access_key=secret or k.secret,
