@@ -14,7 +14,8 @@
 //! hashing is SipHash with a per-shard random key (`RandomState`), since keys are
 //! attacker-chosen. Removal is backward-shift in the index and `swap_remove` in the
 //! slab, so a cursor over the slab gives cheap incremental sweeps and eviction
-//! sampling. Measured: see the `rss_one_million_keys` test (about 100 bytes per key).
+//! sampling. Measured (`rss_one_million_keys`, release): 1,000,000 20-byte keys in one
+//! shard grow VmRSS by 92 MiB, 97 bytes per key (80-byte slot + index at load 0.48).
 //!
 //! # Tier / limit changes
 //!
