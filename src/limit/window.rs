@@ -631,7 +631,7 @@ impl WindowState {
             return s;
         }
         let credit = (c as u64).min(r.density(r.g - p.off_in)) as u32;
-        s - c + credit
+        s.saturating_sub(c) + credit
     }
 
     /// Absolute time at which the taint (and any excess) expires; 0 if untainted.
@@ -672,7 +672,7 @@ impl WindowState {
         for j in lo..=hi {
             let c = self.bucket(r, s) as u64;
             s = r.next_slot(s);
-            after -= c;
+            after = after.saturating_sub(c);
             let s_j = j * r.g;
             let e_j = s_j + r.g - 1;
             // Times at which j is the oldest bucket intersecting the window.
@@ -954,6 +954,8 @@ impl WindowState {
     /// `p` at now): into `t`'s bucket, spilling later when a counter is full, and into
     /// the excess (sum only) past the current bucket.
     fn place(&mut self, r: &Ring, i: usize, p: Pos, t: u64, count: u64) {
+        // Counters never hold more in total than the 16-bit sum can (see module docs).
+        let count = count.min((SUM_MAX - self.sum(i)) as u64);
         if count == 0 {
             return;
         }
@@ -973,7 +975,7 @@ impl WindowState {
             j += 1;
         }
         let cur = self.sum(i) as u64;
-        self.set_sum(i, (cur + count).min(SUM_MAX as u64) as u32);
+        self.set_sum(i, (cur + count) as u32);
     }
 }
 
@@ -1455,6 +1457,64 @@ mod tests {
                     t_end = t;
                 }
                 prev = Some(lim);
+            }
+        }
+    }
+
+    fn any_limits() -> impl Strategy<Value = TierLimits> {
+        let w = prop_oneof![
+            Just(0u32),
+            Just(1),
+            1u32..100,
+            100u32..100_000,
+            Just(u32::MAX)
+        ];
+        let l = prop_oneof![
+            Just(0u32),
+            Just(1),
+            1u32..100,
+            60_000u32..70_000,
+            Just(u32::MAX)
+        ];
+        (w.clone(), l.clone(), w, l).prop_map(|(ws, ls, wb, lb)| tier(ls, ws, lb, wb))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Extreme limits, windows, bursts and reloads: no panic or overflow (debug
+        /// builds check arithmetic), and the bit layout always fits.
+        #[test]
+        fn extreme_inputs_never_panic(
+            lims in prop::collection::vec(any_limits(), 1..4),
+            ops in prop::collection::vec((0usize..4, 0u64..3, prop_oneof![Just(0u64), 0u64..100, Just(1u64 << 47)], 0u32..1500), 1..30),
+        ) {
+            for l in &lims {
+                let ((n0, w0), (n1, w1)) = l.layout();
+                prop_assert!(n0 * w0 as u64 + n1 * w1 as u64 <= BUCKET_BITS as u64);
+            }
+            let mut st = WindowState::default();
+            let mut cur = 0usize;
+            let mut now = 0u64;
+            for (li, kind, dt, burst) in ops {
+                now = now.saturating_add(dt);
+                let next = li % lims.len();
+                match kind {
+                    0 => {
+                        for _ in 0..burst {
+                            st.check(&lims[cur], now);
+                        }
+                    }
+                    1 => {
+                        st.rebase(&lims[cur], &lims[next], now);
+                        cur = next;
+                    }
+                    _ => {
+                        let d = st.peek(&lims[cur], now);
+                        let _ = st.is_idle(&lims[cur], now);
+                        prop_assert!(d.admitted || d.retry_after_ms > 0);
+                    }
+                }
             }
         }
     }
