@@ -25,7 +25,8 @@ pub const METRICS: &[&str] = &[
     "error_ratio",
     "denied_ratio",
     "admitted_ratio",
-    "admitted_vs_expected",
+    "passed",
+    "passed_vs_expected",
     "denied_vs_expected",
     "retry_after_seen",
     "valid",
@@ -72,7 +73,8 @@ fn row_metric(r: &Row, m: &str) -> Option<f64> {
         "error_ratio" => ratio(r.errors, r.sent)?,
         "denied_ratio" => ratio(r.denied, r.sent)?,
         "admitted_ratio" => ratio(r.admitted, r.sent)?,
-        "admitted_vs_expected" => ratio(r.admitted, r.expected?.admitted)?,
+        "passed" => r.passed as f64,
+        "passed_vs_expected" => ratio(r.passed, r.expected?.admitted)?,
         "denied_vs_expected" => ratio(r.denied, r.expected?.denied)?,
         "retry_after_seen" => r.retry_after_seen as f64,
         "identity" => f64::from(u8::from(r.identity_ok)),
@@ -112,7 +114,9 @@ pub fn evaluate(asserts: &[crate::scenario::Assert], r: &Report) -> Vec<AssertRe
         };
         let global = match a.metric.as_str() {
             "valid" => Some(f64::from(u8::from(r.valid))),
-            "accuracy" => Some(f64::from(u8::from(r.accuracy_pass && !r.accuracy.is_empty()))),
+            "accuracy" => Some(f64::from(u8::from(
+                r.accuracy_pass && !r.accuracy.is_empty(),
+            ))),
             _ => None,
         };
         if let Some(v) = global {

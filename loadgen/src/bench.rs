@@ -77,7 +77,13 @@ pub struct BenchResult {
 
 impl BenchResult {
     pub fn to_text(&self) -> String {
-        let non2xx: u64 = self.status_classes.iter().enumerate().filter(|(i, _)| *i != 2).map(|(_, v)| v).sum();
+        let non2xx: u64 = self
+            .status_classes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 2)
+            .map(|(_, v)| v)
+            .sum();
         let l = &self.latency_ms;
         let mut s = format!(
             "{} {} for {:.1}s: {} thread(s), {} connections, pipeline {}{} (driver {})\n",
@@ -136,11 +142,21 @@ fn request_bytes(t: &Target, o: &BenchOpts) -> Vec<u8> {
     b
 }
 
-fn tls_for(t: &Target, o: &BenchOpts) -> Result<Option<(Arc<rustls::ClientConfig>, rustls_pki_types::ServerName<'static>)>, BenchError> {
+fn tls_for(
+    t: &Target,
+    o: &BenchOpts,
+) -> Result<
+    Option<(
+        Arc<rustls::ClientConfig>,
+        rustls_pki_types::ServerName<'static>,
+    )>,
+    BenchError,
+> {
     if !t.tls {
         return Ok(None);
     }
-    let cfg = crate::client::tls_config(o.ca_file.as_deref(), o.insecure).map_err(BenchError::Tls)?;
+    let cfg =
+        crate::client::tls_config(o.ca_file.as_deref(), o.insecure).map_err(BenchError::Tls)?;
     let sn = rustls_pki_types::ServerName::try_from(t.host.clone())
         .map_err(|e| BenchError::Tls(e.to_string()))?;
     Ok(Some((cfg, sn)))
@@ -148,10 +164,14 @@ fn tls_for(t: &Target, o: &BenchOpts) -> Result<Option<(Arc<rustls::ClientConfig
 
 pub fn run(o: &BenchOpts) -> Result<BenchResult, BenchError> {
     if o.connections == 0 || o.threads == 0 || o.pipeline == 0 {
-        return Err(BenchError::Option("connections, threads and pipeline must be ≥ 1".into()));
+        return Err(BenchError::Option(
+            "connections, threads and pipeline must be ≥ 1".into(),
+        ));
     }
     if o.connections < o.threads {
-        return Err(BenchError::Option("need at least one connection per thread".into()));
+        return Err(BenchError::Option(
+            "need at least one connection per thread".into(),
+        ));
     }
     match o.rate {
         Some(r) if r > 0.0 => run_rate(o, r),
@@ -162,19 +182,32 @@ pub fn run(o: &BenchOpts) -> Result<BenchResult, BenchError> {
 
 fn run_rate(o: &BenchOpts, rate: f64) -> Result<BenchResult, BenchError> {
     if o.pipeline != 1 {
-        return Err(BenchError::Option("--pipeline is for closed-loop runs (without --rate)".into()));
+        return Err(BenchError::Option(
+            "--pipeline is for closed-loop runs (without --rate)".into(),
+        ));
     }
     let target = Target::parse(&o.url)?;
     let tls = tls_for(&target, o)?;
     let bytes = request_bytes(&target, o);
     let head = o.method.eq_ignore_ascii_case("HEAD");
-    let profile = Arc::new(Profile::constant(rate / o.threads as f64, o.duration.as_secs_f64()));
+    let profile = Arc::new(Profile::constant(
+        rate / o.threads as f64,
+        o.duration.as_secs_f64(),
+    ));
     let mix = Arc::new(Mix::new([1, 0, 0, 0], 1, vec![0]));
     let keys: Vec<KeyWork> = (0..o.threads)
         .map(|i| KeyWork {
             idx: i,
-            source: ReqSource::Fixed { bytes: bytes.clone(), head },
-            plan: Some(KeyPlan::new(profile.clone(), Arrival::Uniform, mix.clone(), 1000 + i as u64)),
+            source: ReqSource::Fixed {
+                bytes: bytes.clone(),
+                head,
+            },
+            plan: Some(KeyPlan::new(
+                profile.clone(),
+                Arrival::Uniform,
+                mix.clone(),
+                1000 + i as u64,
+            )),
             mix: mix.clone(),
             seed: i as u64,
             limited: [false; 4],
@@ -234,6 +267,7 @@ struct ClosedState {
     bytes_in: u64,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn closed_conn(
     addr: std::net::SocketAddr,
     tls: Option<Rc<TlsSetup>>,
@@ -303,59 +337,75 @@ fn run_closed(o: &BenchOpts) -> Result<BenchResult, BenchError> {
     let head = o.method.eq_ignore_ascii_case("HEAD");
     let start = Instant::now();
     let deadline = start + o.duration;
-    let counters: Vec<Arc<AtomicU64>> = (0..o.threads).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let counters: Vec<Arc<AtomicU64>> = (0..o.threads)
+        .map(|_| Arc::new(AtomicU64::new(0)))
+        .collect();
     let mut handles = Vec::new();
-    for ti in 0..o.threads {
+    for (ti, counter) in counters.iter().enumerate() {
         let conns = o.connections / o.threads + usize::from(ti < o.connections % o.threads);
         let (req, tls, addr, pin) = (req.clone(), tls.clone(), target.addr, o.pin_cores.clone());
-        let (pipeline, timeout, count) = (o.pipeline, o.timeout, counters[ti].clone());
-        handles.push(std::thread::spawn(move || -> Result<(ClosedState, &'static str), BenchError> {
-            if let Some(&core) = pin.get(ti % pin.len().max(1)) {
-                core_affinity::set_for_current(core_affinity::CoreId { id: core });
-            }
-            let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-                .enable_timer()
-                .with_entries(4096)
-                .build()
-                .map_err(BenchError::Runtime)?;
-            let driver = match &rt {
-                monoio::FusionRuntime::Uring(_) => "io_uring",
-                monoio::FusionRuntime::Legacy(_) => "epoll",
-            };
-            let st = Rc::new(RefCell::new(ClosedState {
-                hist: new_hist(),
-                classes: [0; 6],
-                transport: 0,
-                timeouts: 0,
-                bytes_in: 0,
-            }));
-            let tls = tls.map(|(c, n)| {
-                Rc::new(TlsSetup {
-                    connector: monoio_rustls::TlsConnector::from(c),
-                    server_name: n,
-                })
-            });
-            let req = Rc::new(req);
-            let st2 = st.clone();
-            rt.block_on(async move {
-                let mut hs = Vec::new();
-                for _ in 0..conns {
-                    let f = closed_conn(addr, tls.clone(), req.clone(), pipeline, head, deadline, st2.clone(), count.clone());
-                    let st3 = st2.clone();
-                    let limit = deadline.saturating_duration_since(Instant::now()) + timeout;
-                    hs.push(monoio::spawn(async move {
-                        if monoio::time::timeout(limit, f).await.is_err() {
-                            st3.borrow_mut().timeouts += 1;
-                        }
-                    }));
+        let (pipeline, timeout, count) = (o.pipeline, o.timeout, counter.clone());
+        handles.push(std::thread::spawn(
+            move || -> Result<(ClosedState, &'static str), BenchError> {
+                if let Some(&core) = pin.get(ti % pin.len().max(1)) {
+                    core_affinity::set_for_current(core_affinity::CoreId { id: core });
                 }
-                for h in hs {
-                    h.await;
-                }
-            });
-            let st = Rc::try_unwrap(st).ok().expect("tasks finished").into_inner();
-            Ok((st, driver))
-        }));
+                let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+                    .enable_timer()
+                    .with_entries(4096)
+                    .build()
+                    .map_err(BenchError::Runtime)?;
+                let driver = match &rt {
+                    monoio::FusionRuntime::Uring(_) => "io_uring",
+                    monoio::FusionRuntime::Legacy(_) => "epoll",
+                };
+                let st = Rc::new(RefCell::new(ClosedState {
+                    hist: new_hist(),
+                    classes: [0; 6],
+                    transport: 0,
+                    timeouts: 0,
+                    bytes_in: 0,
+                }));
+                let tls = tls.map(|(c, n)| {
+                    Rc::new(TlsSetup {
+                        connector: monoio_rustls::TlsConnector::from(c),
+                        server_name: n,
+                    })
+                });
+                let req = Rc::new(req);
+                let st2 = st.clone();
+                rt.block_on(async move {
+                    let mut hs = Vec::new();
+                    for _ in 0..conns {
+                        let f = closed_conn(
+                            addr,
+                            tls.clone(),
+                            req.clone(),
+                            pipeline,
+                            head,
+                            deadline,
+                            st2.clone(),
+                            count.clone(),
+                        );
+                        let st3 = st2.clone();
+                        let limit = deadline.saturating_duration_since(Instant::now()) + timeout;
+                        hs.push(monoio::spawn(async move {
+                            if monoio::time::timeout(limit, f).await.is_err() {
+                                st3.borrow_mut().timeouts += 1;
+                            }
+                        }));
+                    }
+                    for h in hs {
+                        h.await;
+                    }
+                });
+                let st = Rc::try_unwrap(st)
+                    .ok()
+                    .expect("tasks finished")
+                    .into_inner();
+                Ok((st, driver))
+            },
+        ));
     }
     if o.progress {
         let mut last = 0;
@@ -363,7 +413,12 @@ fn run_closed(o: &BenchOpts) -> Result<BenchResult, BenchError> {
         while !handles.iter().all(|h| h.is_finished()) {
             if Instant::now() >= tick {
                 let n: u64 = counters.iter().map(|c| c.load(Relaxed)).sum();
-                eprintln!("[{:>5.0}s] {:>10} requests ({:>8}/s)", (tick - start).as_secs_f64(), n, n - last);
+                eprintln!(
+                    "[{:>5.0}s] {:>10} requests ({:>8}/s)",
+                    (tick - start).as_secs_f64(),
+                    n,
+                    n - last
+                );
                 last = n;
                 tick += Duration::from_secs(1);
             }
@@ -375,10 +430,12 @@ fn run_closed(o: &BenchOpts) -> Result<BenchResult, BenchError> {
     let (mut transport, mut timeouts, mut bytes_in) = (0, 0, 0);
     let mut drivers = Vec::new();
     for h in handles {
-        let (s, d) = h.join().map_err(|_| BenchError::Engine(engine::EngineError::Panic))??;
+        let (s, d) = h
+            .join()
+            .map_err(|_| BenchError::Engine(engine::EngineError::Panic))??;
         hist.add(&s.hist).expect("same bounds");
-        for i in 0..6 {
-            classes[i] += s.classes[i];
+        for (c, v) in classes.iter_mut().zip(s.classes) {
+            *c += v;
         }
         transport += s.transport;
         timeouts += s.timeouts;

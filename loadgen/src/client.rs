@@ -515,7 +515,11 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(h.body, BodyKind::None);
-        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Le", false).unwrap().is_none());
+        assert!(
+            parse_head(b"HTTP/1.1 200 OK\r\nContent-Le", false)
+                .unwrap()
+                .is_none()
+        );
         let h = parse_head(
             b"HTTP/1.1 429 Too Many\r\nRetry-After: 3\r\nx-amz-retry-after: 2500\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n",
             false,
@@ -526,7 +530,9 @@ mod tests {
         assert_eq!(h.amz_retry_after_ms, Some(2500));
         assert!(h.close);
         assert_eq!(h.body, BodyKind::Chunked);
-        let h = parse_head(b"HTTP/1.0 200 OK\r\n\r\n", false).unwrap().unwrap();
+        let h = parse_head(b"HTTP/1.0 200 OK\r\n\r\n", false)
+            .unwrap()
+            .unwrap();
         assert_eq!(h.body, BodyKind::UntilClose);
         assert!(h.close);
         assert!(
@@ -576,6 +582,8 @@ mod tests {
         assert_eq!(st, BodyState::Done);
         assert_eq!(n, 4);
         assert!(is_slowdown(b"<Error><Code>SlowDown</Code></Error>"));
-        assert!(!is_slowdown(b"<Error><Code>ServiceUnavailable</Code></Error>"));
+        assert!(!is_slowdown(
+            b"<Error><Code>ServiceUnavailable</Code></Error>"
+        ));
     }
 }

@@ -12,8 +12,8 @@ use crate::scenario::Mode;
 use crate::stats::{KeyStats, Outcome, Sample, Timeline, new_hist};
 use hdrhistogram::Histogram;
 use std::cell::{Cell, RefCell};
-use std::collections::{BinaryHeap, VecDeque};
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -57,7 +57,10 @@ pub struct KeyWork {
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub target: Target,
-    pub tls: Option<(Arc<rustls::ClientConfig>, rustls_pki_types::ServerName<'static>)>,
+    pub tls: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls_pki_types::ServerName<'static>,
+    )>,
     pub threads: usize,
     pub conns_per_thread: usize,
     pub pin_cores: Vec<usize>,
@@ -132,7 +135,12 @@ impl Future for TakeJobs<'_> {
     }
 }
 
-fn clock_thread(t0: Instant, mut plans: Vec<(u32, KeyPlan)>, handoff: Arc<Handoff>, stop: Arc<AtomicBool>) {
+fn clock_thread(
+    t0: Instant,
+    mut plans: Vec<(u32, KeyPlan)>,
+    handoff: Arc<Handoff>,
+    stop: Arc<AtomicBool>,
+) {
     let mut heap = BinaryHeap::new();
     let mut next: Vec<Option<crate::plan::Planned>> = Vec::with_capacity(plans.len());
     for (i, (_, p)) in plans.iter_mut().enumerate() {
@@ -230,7 +238,15 @@ impl Local {
         }
     }
 
-    fn record(&self, job: &Job, sent_ns: u64, done_ns: u64, outcome: Outcome, resp: Option<&crate::client::Response>, bytes_out: u64) {
+    fn record(
+        &self,
+        job: &Job,
+        sent_ns: u64,
+        done_ns: u64,
+        outcome: Outcome,
+        resp: Option<&crate::client::Response>,
+        bytes_out: u64,
+    ) {
         let warm = job.intended_ns < self.cfg.warmup.as_nanos() as u64;
         let op_i = Op::ALL.iter().position(|o| *o == job.op).unwrap_or(0);
         let s = Sample {
@@ -357,16 +373,17 @@ async fn connection(local: Rc<Local>, tls: Option<Rc<TlsSetup>>) {
         }
         let deadline = Duration::from_nanos(job.intended_ns.max(now) + timeout_ns - now);
         if conn.is_none() {
-            let r = monoio::time::timeout(
-                deadline,
-                Conn::connect(cfg.target.addr, tls.as_deref()),
-            )
-            .await;
+            let r = monoio::time::timeout(deadline, Conn::connect(cfg.target.addr, tls.as_deref()))
+                .await;
             match r {
                 Ok(Ok(c)) => conn = Some(c),
                 Ok(Err(_)) | Err(_) => {
                     let t = local.now_ns();
-                    let outcome = if r.is_err() { Outcome::Timeout } else { Outcome::Transport };
+                    let outcome = if r.is_err() {
+                        Outcome::Timeout
+                    } else {
+                        Outcome::Transport
+                    };
                     local.record(&job, t, t, outcome, None, 0);
                     if cfg.mode == Mode::Closed {
                         monoio::time::sleep(Duration::from_millis(10)).await;
@@ -613,7 +630,11 @@ pub fn run(
             last = s;
             next_tick += Duration::from_secs(1);
         }
-        std::thread::sleep(Duration::from_millis(20).min(next_tick.saturating_duration_since(Instant::now())).max(Duration::from_millis(1)));
+        std::thread::sleep(
+            Duration::from_millis(20)
+                .min(next_tick.saturating_duration_since(Instant::now()))
+                .max(Duration::from_millis(1)),
+        );
     }
     let mut out = RunOutput {
         keys: (0..nkeys).map(|_| KeyStats::default()).collect(),
@@ -651,7 +672,9 @@ pub fn run(
     }
     drivers.dedup();
     out.driver = drivers.join(",");
-    out.elapsed = start.elapsed().saturating_sub(t0.saturating_duration_since(start));
+    out.elapsed = start
+        .elapsed()
+        .saturating_sub(t0.saturating_duration_since(start));
     Ok(out)
 }
 

@@ -142,12 +142,24 @@ pub fn accuracy(identity: &str, admitted: &[(u64, u64)], windows: &[Window]) -> 
     let mut iv = admitted.to_vec();
     iv.sort_unstable_by_key(|x| (x.1, x.0));
     let recv: Vec<u64> = iv.iter().map(|x| x.1).collect();
-    let tol = iv.iter().map(|x| x.1.saturating_sub(x.0)).max().unwrap_or(0);
+    let tol = iv
+        .iter()
+        .map(|x| x.1.saturating_sub(x.0))
+        .max()
+        .unwrap_or(0);
     let checks: Vec<WindowCheck> = windows
         .iter()
         .map(|w| {
-            let by_resp = if iv.is_empty() { 0 } else { max_in_window(&recv, w.window_ns) };
-            let certain = if iv.is_empty() { 0 } else { max_certain(&iv, w.window_ns) };
+            let by_resp = if iv.is_empty() {
+                0
+            } else {
+                max_in_window(&recv, w.window_ns)
+            };
+            let certain = if iv.is_empty() {
+                0
+            } else {
+                max_certain(&iv, w.window_ns)
+            };
             WindowCheck {
                 limit: w.limit,
                 window_ms: w.window_ns as f64 / 1e6,
@@ -185,7 +197,12 @@ mod tests {
         let n = adm.iter().filter(|&&a| a).count();
         assert_eq!(n, 500);
         // Every trailing second holds ≤ 50 admissions.
-        let at: Vec<u64> = times.iter().zip(&adm).filter(|x| *x.1).map(|x| *x.0).collect();
+        let at: Vec<u64> = times
+            .iter()
+            .zip(&adm)
+            .filter(|x| *x.1)
+            .map(|x| *x.0)
+            .collect();
         assert_eq!(max_in_window(&at, 1_000_000_000), 50);
     }
 
@@ -193,7 +210,10 @@ mod tests {
     fn denials_are_not_counted() {
         // limit 2 per 1s; requests at 0, .1, .2 (denied), 1.05 (admitted since 0 left).
         let ms = |x: u64| x * 1_000_000;
-        let adm = simulate(&[ms(0), ms(100), ms(200), ms(1000), ms(1050)], &[w(2, 1000)]);
+        let adm = simulate(
+            &[ms(0), ms(100), ms(200), ms(1000), ms(1050)],
+            &[w(2, 1000)],
+        );
         assert_eq!(adm, vec![true, true, false, true, false]);
         // The 1000 ms request: the admission at 0 is exactly at t - W, so it has left.
     }
@@ -229,7 +249,10 @@ mod tests {
         // service time on one, it can't be proven that all 6 fell in one window.
         let mut blurred = good.clone();
         blurred.push((0, 1_050_000_000));
-        let blurred: Vec<_> = blurred.into_iter().filter(|x| x.1 < 1_100_000_000).collect();
+        let blurred: Vec<_> = blurred
+            .into_iter()
+            .filter(|x| x.1 < 1_100_000_000)
+            .collect();
         let a = accuracy("k", &blurred, &win);
         assert!(a.windows[0].max_by_response >= 6);
         assert_eq!(a.windows[0].max_certain, 5);
@@ -251,14 +274,17 @@ mod tests {
             let wl = 1 + rng.below(2000);
             let brute = iv
                 .iter()
-                .map(|&(_, t)| {
-                    iv.iter()
-                        .filter(|&&(s, r)| r <= t && s + wl > t)
-                        .count()
-                })
+                .map(|&(_, t)| iv.iter().filter(|&&(s, r)| r <= t && s + wl > t).count())
                 .max()
                 .unwrap() as u32;
-            let a = accuracy("x", &iv, &[Window { limit: 0, window_ns: wl }]);
+            let a = accuracy(
+                "x",
+                &iv,
+                &[Window {
+                    limit: 0,
+                    window_ns: wl,
+                }],
+            );
             assert_eq!(a.windows[0].max_certain, brute, "{iv:?} w={wl}");
         }
     }

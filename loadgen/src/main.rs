@@ -12,7 +12,11 @@ use loadgen::units::{parse_duration, parse_size};
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "loadgen", version, about = "Open-loop per-key load generator for tollgate and S3 targets")]
+#[command(
+    name = "loadgen",
+    version,
+    about = "Open-loop per-key load generator for tollgate and S3 targets"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -234,7 +238,10 @@ fn real_main() -> Result<i32> {
                 sc.warmup.as_secs_f64(),
                 sc.mode
             );
-            println!("{:<28} {:<10} {:<11} {:>9} {:>9} {:>9}", "key", "tier", "auth", "offered", "exp.adm", "exp.deny");
+            println!(
+                "{:<28} {:<10} {:<11} {:>9} {:>9} {:>9}",
+                "key", "tier", "auth", "offered", "exp.adm", "exp.deny"
+            );
             for (k, e) in sc.keys.iter().zip(&exp) {
                 let g = &sc.groups[k.group];
                 println!(

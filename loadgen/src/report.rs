@@ -26,6 +26,8 @@ pub struct Row {
     pub denied: u64,
     /// other_status + transport + timeouts.
     pub errors: u64,
+    /// Let through by the limiter: 2xx plus other HTTP statuses (e.g. a backend's 404/403).
+    pub passed: u64,
     pub other_status: u64,
     pub transport: u64,
     pub timeouts: u64,
@@ -47,7 +49,13 @@ pub struct Row {
 }
 
 impl Row {
-    fn from_stats(name: &str, tier: &str, s: &KeyStats, secs: f64, expected: Option<KeyExpect>) -> Row {
+    fn from_stats(
+        name: &str,
+        tier: &str,
+        s: &KeyStats,
+        secs: f64,
+        expected: Option<KeyExpect>,
+    ) -> Row {
         Row {
             name: name.into(),
             tier: tier.into(),
@@ -55,15 +63,24 @@ impl Row {
             admitted: s.ok,
             denied: s.denied,
             errors: s.errors(),
+            passed: s.ok + s.other_status,
             other_status: s.other_status,
             transport: s.transport,
             timeouts: s.timeouts,
             dropped: s.dropped,
             late: s.late,
-            rps: if secs > 0.0 { s.sent as f64 / secs } else { 0.0 },
+            rps: if secs > 0.0 {
+                s.sent as f64 / secs
+            } else {
+                0.0
+            },
             latency_ms: Percentiles::of(&s.latency),
             service_ms: Percentiles::of(&s.service),
-            statuses: s.statuses.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            statuses: s
+                .statuses
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
             retry_after_seen: s.retry_after_seen,
             retry_after_min_s: s.retry_after_min_s,
             retry_after_max_s: s.retry_after_max_s,
@@ -273,7 +290,7 @@ impl Report {
                 "sent", "admitted", "denied", "errors", "req/s"
             );
             if has_exp {
-                let _ = write!(s, " {:>9} {:>9}", "exp.adm", "exp.deny");
+                let _ = write!(s, " {:>9} {:>9}", "exp.pass", "exp.deny");
             }
             let _ = writeln!(
                 s,
@@ -304,7 +321,11 @@ impl Report {
                 p.p99,
                 p.p999,
                 p.max,
-                if r.identity_ok { "" } else { "  IDENTITY BROKEN" }
+                if r.identity_ok {
+                    ""
+                } else {
+                    "  IDENTITY BROKEN"
+                }
             );
         };
         s.push('\n');
@@ -322,7 +343,11 @@ impl Report {
         let _ = writeln!(
             s,
             "\nservice time (send→response) ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
-            o.service_ms.p50, o.service_ms.p90, o.service_ms.p99, o.service_ms.p999, o.service_ms.max
+            o.service_ms.p50,
+            o.service_ms.p90,
+            o.service_ms.p99,
+            o.service_ms.p999,
+            o.service_ms.max
         );
         let _ = writeln!(
             s,
@@ -340,25 +365,29 @@ impl Report {
                 o.retry_after_seen,
                 o.retry_after_min_s.unwrap_or(0),
                 o.retry_after_max_s.unwrap_or(0),
-                o.amz_retry_after_max_ms.map_or("-".into(), |v| v.to_string())
+                o.amz_retry_after_max_ms
+                    .map_or("-".into(), |v| v.to_string())
             );
         }
         let _ = writeln!(
             s,
             "send lag ms (clock → runtime): p50 {:.3}  p99 {:.3}  max {:.3}; incl. waiting for a connection: p99 {:.3}",
-            self.dispatch_lag_ms.p50, self.dispatch_lag_ms.p99, self.dispatch_lag_ms.max, self.send_lag_ms.p99
+            self.dispatch_lag_ms.p50,
+            self.dispatch_lag_ms.p99,
+            self.dispatch_lag_ms.max,
+            self.send_lag_ms.p99
         );
         if has_exp {
             let e = o.expected.unwrap_or_default();
             let _ = writeln!(
                 s,
-                "expected (exact sliding windows over the intended schedule): admitted {} denied {}; measured admitted {} denied {} ({:+.2}% admitted)",
+                "expected (exact sliding windows over the intended schedule): passed {} denied {}; measured passed {} denied {} ({:+.2}% passed)",
                 e.admitted,
                 e.denied,
-                o.admitted,
+                o.passed,
                 o.denied,
                 if e.admitted > 0 {
-                    (o.admitted as f64 / e.admitted as f64 - 1.0) * 100.0
+                    (o.passed as f64 / e.admitted as f64 - 1.0) * 100.0
                 } else {
                     0.0
                 }
@@ -459,7 +488,7 @@ td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}}th{{background:#f
         let table = |h: &mut String, title: &str, rows: &[&Row]| {
             let _ = write!(
                 h,
-                "<h2>{title}</h2><table><tr><th>name</th><th>sent</th><th>admitted</th><th>denied</th><th>errors</th><th>req/s</th><th>exp. admitted</th><th>exp. denied</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th><th>service p99</th></tr>"
+                "<h2>{title}</h2><table><tr><th>name</th><th>sent</th><th>admitted</th><th>denied</th><th>errors</th><th>req/s</th><th>exp. passed</th><th>exp. denied</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th><th>service p99</th></tr>"
             );
             for r in rows {
                 let p = &r.latency_ms;
@@ -540,7 +569,9 @@ td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}}th{{background:#f
             .collect();
         let ymax = nice_max(totals.iter().copied().max().unwrap_or(1) as f64);
         let bw = (W - 2.0 * PAD) / n;
-        let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\">");
+        let mut s = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\">"
+        );
         axes(&mut s, W, H, PAD, ymax, false, self.timeline.len());
         for (i, p) in self.timeline.iter().enumerate() {
             let vals = [p.ok, p.denied, p.other, p.transport, p.timeout];
@@ -584,7 +615,9 @@ td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}}th{{background:#f
         let lo = 0.01f64.log10();
         let hi = nice_max(vmax).log10().max(lo + 1.0);
         let n = self.timeline.len().max(2) as f64;
-        let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\">");
+        let mut s = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\">"
+        );
         axes(&mut s, W, H, PAD, 10f64.powf(hi), true, self.timeline.len());
         for (ci, name) in NAMES.iter().enumerate() {
             let mut pts = String::new();
@@ -626,7 +659,12 @@ fn axes(s: &mut String, w: f64, h: f64, pad: f64, ymax: f64, log: bool, secs: us
             .collect()
     } else {
         (0..=4)
-            .map(|i| (i as f64 / 4.0, format!("{}", (ymax * i as f64 / 4.0).round())))
+            .map(|i| {
+                (
+                    i as f64 / 4.0,
+                    format!("{}", (ymax * i as f64 / 4.0).round()),
+                )
+            })
             .collect()
     };
     for (frac, label) in ticks {

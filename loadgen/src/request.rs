@@ -4,7 +4,9 @@
 
 use crate::plan::Op;
 use crate::scenario::AuthStyle;
-use crate::sign::{Civil, EMPTY_SHA256, UNSIGNED_PAYLOAD, V4Signer, uri_encode, v2_signature, v2_string_to_sign};
+use crate::sign::{
+    Civil, EMPTY_SHA256, UNSIGNED_PAYLOAD, V4Signer, uri_encode, v2_signature, v2_string_to_sign,
+};
 use std::net::{SocketAddr, ToSocketAddrs};
 
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +55,10 @@ impl Target {
             let h = &stripped[..end];
             let p = match &stripped[end + 1..] {
                 "" => default_port,
-                s => s.strip_prefix(':').and_then(|p| p.parse().ok()).ok_or_else(err)?,
+                s => s
+                    .strip_prefix(':')
+                    .and_then(|p| p.parse().ok())
+                    .ok_or_else(err)?,
             };
             (h.to_string(), p)
         } else {
@@ -68,11 +73,19 @@ impl Target {
             .next()
             .ok_or_else(|| TargetError::Resolve(url.into()))?;
         let host_header = if port == default_port {
-            authority.rsplit_once(':').map_or(authority, |(h, _)| h).to_string()
+            authority
+                .rsplit_once(':')
+                .map_or(authority, |(h, _)| h)
+                .to_string()
         } else {
             authority.to_string()
         };
-        let base_path = path.split('?').next().unwrap_or("").trim_end_matches('/').to_string();
+        let base_path = path
+            .split('?')
+            .next()
+            .unwrap_or("")
+            .trim_end_matches('/')
+            .to_string();
         Ok(Target {
             tls,
             host,
@@ -153,7 +166,14 @@ impl RequestBuilder {
 
     /// Appends the request (head, plus the body when ≤ [`INLINE_BODY`]) to `out`.
     /// Returns the number of body bytes the caller still has to write.
-    pub fn build(&mut self, op: Op, obj: u32, size_idx: u16, now_unix: u64, out: &mut Vec<u8>) -> u64 {
+    pub fn build(
+        &mut self,
+        op: Op,
+        obj: u32,
+        size_idx: u16,
+        now_unix: u64,
+        out: &mut Vec<u8>,
+    ) -> u64 {
         use std::io::Write;
         if now_unix != self.cached_sec {
             self.cached_sec = now_unix;
@@ -278,7 +298,12 @@ mod tests {
         let h = r
             .headers
             .iter()
-            .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).to_string()))
+            .map(|h| {
+                (
+                    h.name.to_string(),
+                    String::from_utf8_lossy(h.value).to_string(),
+                )
+            })
             .collect();
         (line, h)
     }
@@ -357,10 +382,18 @@ mod tests {
                 let (line, h) = head_of(&out);
                 assert!(line.starts_with("HEAD /bench/obj-"), "{auth:?} {line}");
                 match auth {
-                    AuthStyle::Sigv2 => assert!(h.iter().any(|(n, v)| n == "Authorization" && v.starts_with("AWS GK0123456789abcdef01234567:"))),
-                    AuthStyle::PresignV4 => assert!(line.contains("X-Amz-Credential=GK0123456789abcdef01234567%2F")),
-                    AuthStyle::PresignV2 => assert!(line.contains("AWSAccessKeyId=GK0123456789abcdef01234567&Expires=1700003600&Signature=")),
-                    AuthStyle::XApiKey => assert!(h.iter().any(|(n, v)| n == "X-API-Key" && v == "GK0123456789abcdef01234567")),
+                    AuthStyle::Sigv2 => assert!(h.iter().any(|(n, v)| n == "Authorization"
+                        && v.starts_with("AWS GK0123456789abcdef01234567:"))),
+                    AuthStyle::PresignV4 => {
+                        assert!(line.contains("X-Amz-Credential=GK0123456789abcdef01234567%2F"))
+                    }
+                    AuthStyle::PresignV2 => assert!(line.contains(
+                        "AWSAccessKeyId=GK0123456789abcdef01234567&Expires=1700003600&Signature="
+                    )),
+                    AuthStyle::XApiKey => assert!(
+                        h.iter()
+                            .any(|(n, v)| n == "X-API-Key" && v == "GK0123456789abcdef01234567")
+                    ),
                     AuthStyle::None => assert_eq!(h.len(), 1),
                     _ => {}
                 }

@@ -63,7 +63,10 @@ pub fn expectation(sc: &Scenario) -> Vec<KeyExpect> {
     let mut out = vec![KeyExpect::default(); sc.keys.len()];
     let mut by_identity: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, k) in sc.keys.iter().enumerate() {
-        by_identity.entry(sc.limiter_identity(k)).or_default().push(i);
+        by_identity
+            .entry(sc.limiter_identity(k))
+            .or_default()
+            .push(i);
     }
     for keys in by_identity.values() {
         let windows = sc
@@ -107,7 +110,10 @@ pub fn expectation(sc: &Scenario) -> Vec<KeyExpect> {
 pub fn accuracy_checks(sc: &Scenario, admitted: &[Vec<(u64, u64)>]) -> Vec<Accuracy> {
     let mut by_identity: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, k) in sc.keys.iter().enumerate() {
-        by_identity.entry(sc.limiter_identity(k)).or_default().push(i);
+        by_identity
+            .entry(sc.limiter_identity(k))
+            .or_default()
+            .push(i);
     }
     let mut out = Vec::new();
     for (id, keys) in by_identity {
@@ -117,7 +123,10 @@ pub fn accuracy_checks(sc: &Scenario, admitted: &[Vec<(u64, u64)>]) -> Vec<Accur
         if tier.windows.is_empty() {
             continue;
         }
-        let iv: Vec<(u64, u64)> = keys.iter().flat_map(|&i| admitted[i].iter().copied()).collect();
+        let iv: Vec<(u64, u64)> = keys
+            .iter()
+            .flat_map(|&i| admitted[i].iter().copied())
+            .collect();
         out.push(accuracy(&id, &iv, &tier.windows));
     }
     out
@@ -127,7 +136,8 @@ pub fn accuracy_checks(sc: &Scenario, admitted: &[Vec<(u64, u64)>]) -> Vec<Accur
 pub fn prepare(sc: &Scenario, progress: bool) -> Result<(EngineConfig, Vec<KeyWork>), RunError> {
     let target = Target::parse(&sc.target)?;
     let tls = if target.tls {
-        let cfg = crate::client::tls_config(sc.ca_file.as_deref(), sc.insecure).map_err(RunError::Tls)?;
+        let cfg =
+            crate::client::tls_config(sc.ca_file.as_deref(), sc.insecure).map_err(RunError::Tls)?;
         let name = sc.server_name.clone().unwrap_or(target.host.clone());
         let sn = rustls_pki_types::ServerName::try_from(name)
             .map_err(|e| RunError::Tls(e.to_string()))?;

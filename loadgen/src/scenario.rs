@@ -112,6 +112,8 @@ pub struct RawGroup {
     pub auth: Option<AuthStyle>,
     pub rate: Option<String>,
     pub stages: Option<Vec<RawStage>>,
+    /// Repeat the whole stage list this many times (default 1).
+    pub repeat: Option<u32>,
     pub arrival: Option<Arrival>,
     pub ops: Option<BTreeMap<String, u32>>,
     pub objects: Option<u32>,
@@ -128,6 +130,10 @@ pub struct RawStage {
     pub to: Option<String>,
     pub hold: Option<String>,
     pub rate: Option<String>,
+    /// Pulse train: `pulses` times `on` at `rate`, then `off` at 0.
+    pub pulses: Option<u32>,
+    pub on: Option<String>,
+    pub off: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -331,7 +337,10 @@ impl Scenario {
             .clone()
             .or(raw.target.clone())
             .ok_or_else(|| invalid("target", "no target (set `target` or pass --target)"))?;
-        let mut duration = dur("duration", raw.duration.as_deref().unwrap_or(DEFAULT_DURATION))?;
+        let mut duration = dur(
+            "duration",
+            raw.duration.as_deref().unwrap_or(DEFAULT_DURATION),
+        )?;
         duration = ov.duration.unwrap_or(scale_d(duration, scale));
         if duration.is_zero() {
             return Err(invalid("duration", "must be > 0"));
@@ -422,12 +431,44 @@ impl Scenario {
             let mut stages = Vec::new();
             for (si, s) in g.stages.iter().flatten().enumerate() {
                 let sf = |x: &str| format!("group[{gi}].stages[{si}].{x}");
+                if let Some(n) = s.pulses {
+                    if s.ramp.is_some() || s.hold.is_some() || s.to.is_some() {
+                        return Err(invalid(
+                            sf("pulses"),
+                            "a pulse train takes `on`, `off` and `rate` only",
+                        ));
+                    }
+                    let on = dur(
+                        &sf("on"),
+                        s.on.as_deref()
+                            .ok_or_else(|| invalid(sf("on"), "pulses need `on`"))?,
+                    )?;
+                    let off = dur(&sf("off"), s.off.as_deref().unwrap_or("0s"))?;
+                    let r = rate(
+                        &sf("rate"),
+                        s.rate
+                            .as_deref()
+                            .ok_or_else(|| invalid(sf("rate"), "pulses need `rate`"))?,
+                    )?;
+                    for _ in 0..n {
+                        stages.push(Stage::Hold {
+                            secs: on.as_secs_f64() * scale,
+                            rate: Some(r),
+                        });
+                        if !off.is_zero() {
+                            stages.push(Stage::Hold {
+                                secs: off.as_secs_f64() * scale,
+                                rate: Some(0.0),
+                            });
+                        }
+                    }
+                    continue;
+                }
                 match (&s.ramp, &s.hold) {
                     (Some(r), None) => {
-                        let to = s
-                            .to
-                            .as_deref()
-                            .ok_or_else(|| invalid(sf("to"), "a ramp needs `to`"))?;
+                        let to =
+                            s.to.as_deref()
+                                .ok_or_else(|| invalid(sf("to"), "a ramp needs `to`"))?;
                         if s.rate.is_some() {
                             return Err(invalid(sf("rate"), "a ramp takes `to`, not `rate`"));
                         }
@@ -442,11 +483,28 @@ impl Scenario {
                         }
                         stages.push(Stage::Hold {
                             secs: dur(&sf("hold"), h)?.as_secs_f64() * scale,
-                            rate: s.rate.as_deref().map(|r| rate(&sf("rate"), r)).transpose()?,
+                            rate: s
+                                .rate
+                                .as_deref()
+                                .map(|r| rate(&sf("rate"), r))
+                                .transpose()?,
                         });
                     }
-                    _ => return Err(invalid(sf("ramp"), "each stage is a `ramp` or a `hold`")),
+                    _ => {
+                        return Err(invalid(
+                            sf("ramp"),
+                            "each stage is a `ramp`, a `hold` or `pulses`",
+                        ));
+                    }
                 }
+            }
+            let repeat = g.repeat.unwrap_or(1);
+            if repeat == 0 {
+                return Err(invalid(f("repeat"), "must be ≥ 1"));
+            }
+            let one = stages.clone();
+            for _ in 1..repeat {
+                stages.extend(one.iter().cloned());
             }
             let profile = Profile::staged(initial_rate, &stages, total);
             // ops
@@ -492,7 +550,11 @@ impl Scenario {
                 region: g.region.clone().unwrap_or(region.clone()),
             });
         }
-        if groups.iter().map(|g| g.name.as_str()).collect::<std::collections::HashSet<_>>().len()
+        if groups
+            .iter()
+            .map(|g| g.name.as_str())
+            .collect::<std::collections::HashSet<_>>()
+            .len()
             != groups.len()
         {
             return Err(invalid("group.name", "group names must be unique"));
@@ -510,7 +572,8 @@ impl Scenario {
                 ));
             }
             let scope = a.scope.clone().unwrap_or("overall".into());
-            crate::asserts::check_scope(&scope).map_err(|m| invalid(format!("assert[{i}].scope"), m))?;
+            crate::asserts::check_scope(&scope)
+                .map_err(|m| invalid(format!("assert[{i}].scope"), m))?;
             asserts.push(Assert {
                 metric: a.metric.clone(),
                 scope,
@@ -716,5 +779,25 @@ put_sizes = ["1KiB", "4KiB"]
         assert_eq!(s.keys[1].secret, "s");
         assert!((s.groups[0].profile.total() - 75.0).abs() < 1e-6);
         assert_eq!(s.groups[0].mix.put_sizes, vec![1024, 4096]);
+    }
+
+    #[test]
+    fn pulses_and_repeat() {
+        let text = r#"
+target = "http://x:1"
+duration = "10s"
+[[group]]
+keys = ["A"]
+stages = [{ pulses = 2, on = "250ms", off = "750ms", rate = "80/s" }, { hold = "3s", rate = "0/s" }]
+repeat = 2
+"#;
+        let s = Scenario::from_toml(text, "t", &Overrides::default()).unwrap();
+        let p = &s.groups[0].profile;
+        // 2 × (2 pulses of 20) = 80 requests, then nothing (last rate 0 holds).
+        assert!((p.total() - 80.0).abs() < 1e-9, "{}", p.total());
+        assert_eq!(p.rate_at(0.1), 80.0);
+        assert_eq!(p.rate_at(0.5), 0.0);
+        assert_eq!(p.rate_at(5.1), 80.0);
+        assert_eq!(p.rate_at(9.0), 0.0);
     }
 }

@@ -298,7 +298,9 @@ mod tests {
         assert!(q.ends_with(
             "X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404"
         ));
-        assert!(q.contains("X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request"));
+        assert!(q.contains(
+            "X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request"
+        ));
     }
 
     /// AWS documentation example (REST authentication, GET object).
@@ -316,10 +318,31 @@ mod tests {
     fn signing_key_cache_follows_the_day() {
         let mut s = V4Signer::new(AK, SK, "garage");
         let h = [("host", "h")];
-        let a = s.sign("GET", "/", "", &h, EMPTY_SHA256, Civil::from_unix(1_369_353_600));
-        let b = s.sign("GET", "/", "", &h, EMPTY_SHA256, Civil::from_unix(1_369_353_600 + 86_400));
+        let a = s.sign(
+            "GET",
+            "/",
+            "",
+            &h,
+            EMPTY_SHA256,
+            Civil::from_unix(1_369_353_600),
+        );
+        let b = s.sign(
+            "GET",
+            "/",
+            "",
+            &h,
+            EMPTY_SHA256,
+            Civil::from_unix(1_369_353_600 + 86_400),
+        );
         let mut fresh = V4Signer::new(AK, SK, "garage");
-        let c = fresh.sign("GET", "/", "", &h, EMPTY_SHA256, Civil::from_unix(1_369_353_600 + 86_400));
+        let c = fresh.sign(
+            "GET",
+            "/",
+            "",
+            &h,
+            EMPTY_SHA256,
+            Civil::from_unix(1_369_353_600 + 86_400),
+        );
         assert_ne!(a.signature, b.signature);
         assert_eq!(b, c);
     }
