@@ -350,15 +350,7 @@ fn run_closed(o: &BenchOpts) -> Result<BenchResult, BenchError> {
                 if let Some(&core) = pin.get(ti % pin.len().max(1)) {
                     core_affinity::set_for_current(core_affinity::CoreId { id: core });
                 }
-                let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-                    .enable_timer()
-                    .with_entries(4096)
-                    .build()
-                    .map_err(BenchError::Runtime)?;
-                let driver = match &rt {
-                    monoio::FusionRuntime::Uring(_) => "io_uring",
-                    monoio::FusionRuntime::Legacy(_) => "epoll",
-                };
+                let (mut rt, driver) = engine::build_runtime().map_err(BenchError::Runtime)?;
                 let st = Rc::new(RefCell::new(ClosedState {
                     hist: new_hist(),
                     classes: [0; 6],

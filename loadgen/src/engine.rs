@@ -72,6 +72,34 @@ pub struct EngineConfig {
     pub progress: bool,
 }
 
+/// The runtime type every worker uses (io_uring or epoll behind one type).
+pub type Runtime = monoio::FusionRuntime<
+    monoio::time::TimeDriver<monoio::IoUringDriver>,
+    monoio::time::TimeDriver<monoio::LegacyDriver>,
+>;
+
+/// Builds a worker runtime: io_uring when available (epoll fallback), or epoll when
+/// `LOADGEN_DRIVER=epoll` is set. Returns the runtime and the driver's name.
+pub fn build_runtime() -> std::io::Result<(Runtime, &'static str)> {
+    let force_epoll = std::env::var("LOADGEN_DRIVER").is_ok_and(|v| v == "epoll");
+    let rt: Runtime = if force_epoll {
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()?
+            .into()
+    } else {
+        monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .enable_timer()
+            .with_entries(4096)
+            .build()?
+    };
+    let name = match &rt {
+        monoio::FusionRuntime::Uring(_) => "io_uring",
+        monoio::FusionRuntime::Legacy(_) => "epoll",
+    };
+    Ok((rt, name))
+}
+
 /// Everything measured.
 #[derive(Debug)]
 pub struct RunOutput {
@@ -479,15 +507,7 @@ fn worker(
     if let Some(&core) = cfg.pin_cores.get(ti % cfg.pin_cores.len().max(1)) {
         core_affinity::set_for_current(core_affinity::CoreId { id: core });
     }
-    let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-        .enable_timer()
-        .with_entries(4096)
-        .build()
-        .map_err(EngineError::Runtime)?;
-    let driver = match &rt {
-        monoio::FusionRuntime::Uring(_) => "io_uring",
-        monoio::FusionRuntime::Legacy(_) => "epoll",
-    };
+    let (mut rt, driver) = build_runtime().map_err(EngineError::Runtime)?;
     let global_idx: Vec<usize> = keys.iter().map(|k| k.idx).collect();
     let local = Rc::new(Local {
         t0,

@@ -1,5 +1,6 @@
 //! loadgen command line: `run` (scenario), `bench` (wrk-style saturation), `check` (validate a
-//! scenario and print its expected outcome), `keys` (print a tollgate keys file for a scenario).
+//! scenario and print its expected outcome), `keys` (print a tollgate keys file for a scenario),
+//! `prefill` (create the objects a scenario reads).
 //! Exit status: 0 ok, 1 an `[[assert]]` failed, 2 usage/config/run error, 3 run invalid
 //! (generator send lag p99 above the limit; `--allow-invalid` turns this into 0).
 
@@ -124,6 +125,13 @@ enum Cmd {
     },
     /// Print a tollgate keys file (`[keys]` table) for a scenario's keys.
     Keys { scenario: String },
+    /// Create the objects a scenario reads (PUT each once). Point --target at the store itself.
+    Prefill {
+        scenario: String,
+        /// Store URL, overriding the scenario's `target`.
+        #[arg(long)]
+        target: Option<String>,
+    },
 }
 
 fn main() {
@@ -255,6 +263,29 @@ fn real_main() -> Result<i32> {
                 );
             }
             Ok(0)
+        }
+        Cmd::Prefill { scenario, target } => {
+            let ov = Overrides {
+                target,
+                ..Default::default()
+            };
+            let sc = Scenario::load(&scenario, &ov)?;
+            let r = loadgen::run::prefill(&sc)?;
+            println!(
+                "prefill: {} objects written, {} failed",
+                r.written, r.failed
+            );
+            for (p, st) in &r.failures {
+                println!(
+                    "  {p}: {}",
+                    if *st == 0 {
+                        "transport error".to_string()
+                    } else {
+                        format!("HTTP {st}")
+                    }
+                );
+            }
+            Ok(if r.failed == 0 { 0 } else { 1 })
         }
         Cmd::Keys { scenario } => {
             let ov = Overrides {

@@ -207,3 +207,119 @@ pub fn run_scenario(sc: &Scenario, progress: bool) -> Result<Report, RunError> {
     let acc = accuracy_checks(sc, &admitted);
     Ok(Report::build(sc, &out, expected.as_deref(), acc))
 }
+
+/// Outcome of [`prefill`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PrefillResult {
+    pub written: u64,
+    pub failed: u64,
+    /// First few failures: (object path, status or 0 for transport errors).
+    pub failures: Vec<(String, u16)>,
+}
+
+/// Creates every object the scenario's groups read (PUT, one connection, sequential), signed as
+/// the first key of each group. Point it at the store itself, not at the proxy, so it spends no
+/// rate budget. Groups sharing a bucket and object prefix are written once.
+pub fn prefill(sc: &Scenario) -> Result<PrefillResult, RunError> {
+    use crate::client::Conn;
+    let target = Target::parse(&sc.target)?;
+    let tls = if target.tls {
+        let cfg =
+            crate::client::tls_config(sc.ca_file.as_deref(), sc.insecure).map_err(RunError::Tls)?;
+        let name = sc.server_name.clone().unwrap_or(target.host.clone());
+        let sn = rustls_pki_types::ServerName::try_from(name)
+            .map_err(|e| RunError::Tls(e.to_string()))?;
+        Some(crate::client::TlsSetup {
+            connector: monoio_rustls::TlsConnector::from(cfg),
+            server_name: sn,
+        })
+    } else {
+        None
+    };
+    let mut jobs: Vec<(RequestBuilder, u32, String)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (gi, g) in sc.groups.iter().enumerate() {
+        if !seen.insert((g.bucket.clone(), g.object_prefix.clone())) {
+            continue;
+        }
+        let Some(k) = sc.keys.iter().find(|k| k.group == gi) else {
+            continue;
+        };
+        let auth = if g.auth == crate::scenario::AuthStyle::Malformed {
+            crate::scenario::AuthStyle::None
+        } else {
+            g.auth
+        };
+        let b = RequestBuilder::new(
+            &k.id,
+            &k.secret,
+            auth,
+            &target,
+            &g.bucket,
+            &g.region,
+            &g.object_prefix,
+            vec![g.mix.put_sizes[0]],
+            sc.presign_expires,
+        );
+        jobs.push((
+            b,
+            g.mix.objects,
+            format!("{}/{}", g.bucket, g.object_prefix),
+        ));
+    }
+    let (mut rt, _) =
+        engine::build_runtime().map_err(|e| RunError::Engine(engine::EngineError::Runtime(e)))?;
+    let timeout = sc.timeout;
+    Ok(rt.block_on(async move {
+        let mut res = PrefillResult::default();
+        let mut conn: Option<Conn> = None;
+        let mut buf = Vec::new();
+        for (mut b, n, prefix) in jobs {
+            for obj in 0..n {
+                let unix = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                buf.clear();
+                let rest = b.build(Op::Put, obj, 0, unix, &mut buf);
+                let one = async {
+                    if conn.is_none() {
+                        conn = Some(Conn::connect(target.addr, tls.as_ref()).await?);
+                    }
+                    let c = conn.as_mut().expect("connected");
+                    let (r, back) = c.write(std::mem::take(&mut buf)).await;
+                    buf = back;
+                    r?;
+                    let mut left = rest;
+                    while left > 0 {
+                        let k = left.min(crate::request::BODY_CHUNK as u64) as usize;
+                        c.write_static(&crate::request::body_source()[..k]).await?;
+                        left -= k as u64;
+                    }
+                    c.read_response(false).await
+                };
+                let status = match monoio::time::timeout(timeout, one).await {
+                    Ok(Ok(r)) => {
+                        if r.close {
+                            conn = None;
+                        }
+                        r.status
+                    }
+                    _ => {
+                        conn = None;
+                        0
+                    }
+                };
+                if (200..300).contains(&status) {
+                    res.written += 1;
+                } else {
+                    res.failed += 1;
+                    if res.failures.len() < 5 {
+                        res.failures.push((format!("{prefix}{obj:06}"), status));
+                    }
+                }
+            }
+        }
+        res
+    }))
+}

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# loadgen bench vs wrk, side by side, against the same nginx `return 200`.
+# Why: loadgen must be at least as fast as wrk -t1 -c64 so nobody reaches for wrk to benchmark
+# tollgate. nginx: 1 worker pinned to core 1; both generators pinned to core 0; runs alternate
+# (wrk, loadgen, wrk, …) ROUNDS times; medians reported. nginx is stopped by its PID.
+# Usage: loadgen/scripts/vs-wrk.sh [OUT_PREFIX]   (env: LOADGEN, DUR=10s, ROUNDS=3, CONNS=64)
+set -euo pipefail
+LOADGEN=${LOADGEN:-${CARGO_TARGET_DIR:-target}/release/loadgen}
+DUR=${DUR:-10s}
+ROUNDS=${ROUNDS:-3}
+CONNS=${CONNS:-64}
+OUT=${1:-}
+dir=$(mktemp -d /tmp/vs-wrk.XXXXXX)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat > "$dir/nginx.conf" <<EOF
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $dir/body;
+  proxy_temp_path $dir/proxy;
+  fastcgi_temp_path $dir/fastcgi;
+  uwsgi_temp_path $dir/uwsgi;
+  scgi_temp_path $dir/scgi;
+  keepalive_requests 100000000;
+  server {
+    listen 127.0.0.1:$port;
+    location / { return 200; }
+  }
+}
+EOF
+taskset -c 1 nginx -e "$dir/error.log" -c "$dir/nginx.conf" -g 'daemon off;' &
+NGX=$!
+trap 'kill $NGX 2>/dev/null; wait $NGX 2>/dev/null; rm -rf "$dir"' EXIT
+for _ in $(seq 50); do
+  curl -s -o /dev/null "http://127.0.0.1:$port/" && break
+  sleep 0.1
+done
+url="http://127.0.0.1:$port/"
+wrk_r=(); lg_r=()
+log="$dir/runs.txt"
+for i in $(seq "$ROUNDS"); do
+  w=$(taskset -c 0 wrk -t1 -c"$CONNS" -d"$DUR" "$url" | tee -a "$log" | awk '/Requests\/sec/ {print $2}')
+  l=$(taskset -c 0 "$LOADGEN" bench "$url" -c "$CONNS" -t 1 -d "$DUR" -q | tee -a "$log" | awk '/Requests\/sec/ {print $2}')
+  echo "round $i: wrk $w req/s, loadgen $l req/s"
+  wrk_r+=("$w"); lg_r+=("$l")
+done
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+mw=$(median "${wrk_r[@]}"); ml=$(median "${lg_r[@]}")
+echo "median: wrk $mw req/s, loadgen $ml req/s (ratio $(awk -v a="$ml" -v b="$mw" 'BEGIN{printf "%.3f", a/b}'))"
+if [ -n "$OUT" ]; then
+  cp "$log" "$OUT.txt"
+  {
+    echo "{\"format\":\"loadgen-vs-wrk\",\"version\":1,\"duration\":\"$DUR\",\"connections\":$CONNS,"
+    echo "\"wrk\":[$(IFS=,; echo "${wrk_r[*]}")],\"loadgen\":[$(IFS=,; echo "${lg_r[*]}")],"
+    echo "\"median_wrk\":$mw,\"median_loadgen\":$ml}"
+  } > "$OUT.json"
+fi
