@@ -295,7 +295,8 @@ impl Local {
             let mut st = self.state.borrow_mut();
             st.keys[job.key as usize].record(&s, self.cfg.record_admitted);
             if !warm {
-                st.timeline.record(done_ns, outcome, lat_us);
+                let since = done_ns.saturating_sub(self.cfg.warmup.as_nanos() as u64);
+                st.timeline.record(since, outcome, lat_us);
             }
         }
         let p = &self.progress;
@@ -399,7 +400,7 @@ async fn connection(local: Rc<Local>, tls: Option<Rc<TlsSetup>>) {
             }
             continue;
         }
-        let deadline = Duration::from_nanos(job.intended_ns.max(now) + timeout_ns - now);
+        let deadline = cfg.timeout;
         if conn.is_none() {
             let r = monoio::time::timeout(deadline, Conn::connect(cfg.target.addr, tls.as_deref()))
                 .await;
@@ -459,8 +460,9 @@ async fn connection(local: Rc<Local>, tls: Option<Rc<TlsSetup>>) {
             }
             (c.read_response(is_head).await, back)
         };
-        let remaining = (job.intended_ns.max(sent_ns) + timeout_ns).saturating_sub(sent_ns);
-        let res = monoio::time::timeout(Duration::from_nanos(remaining.max(1)), exchange).await;
+        // The timeout runs from the actual send; time spent queued shows in the latency, and
+        // a request queued longer than the timeout is dropped above.
+        let res = monoio::time::timeout(cfg.timeout, exchange).await;
         let done_ns = local.now_ns();
         match res {
             Ok((Ok(resp), b)) => {

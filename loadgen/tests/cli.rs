@@ -222,3 +222,80 @@ put_sizes = ["20KiB"]
         "{s}"
     );
 }
+
+#[test]
+fn https_with_test_ca_insecure_and_missing_ca() {
+    let (cfg, ca_pem) = common::test_tls();
+    let r = common::start_with(Behaviour::Fixed, None, Some(cfg));
+    let ca = tmp("ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let base = "duration = \"1s\"\nconnections_per_core = 2\n[[group]]\nkeys = [\"TLSKEY\"]\nrate = \"50/s\"\nauth = \"x-api-key\"\n";
+    let url = format!("https://127.0.0.1:{}", r.port);
+    for (name, extra, code) in [
+        (
+            "ca",
+            format!(
+                "ca_file = {:?}\nserver_name = \"localhost\"\n",
+                ca.to_str().unwrap()
+            ),
+            0,
+        ),
+        ("insecure", "insecure = true\n".to_string(), 0),
+        ("noca", String::new(), 2),
+    ] {
+        let scen = tmp(&format!("tls-{name}.toml"));
+        std::fs::write(&scen, format!("{extra}{base}")).unwrap();
+        let json = tmp(&format!("tls-{name}.json"));
+        let out = run_with_timeout(
+            Command::new(loadgen_bin())
+                .arg("run")
+                .arg(&scen)
+                .args(["--target", &url, "-q", "--allow-invalid", "--json"])
+                .arg(&json),
+            Duration::from_secs(20),
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if code == 0 {
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+            assert_eq!(v["overall"]["sent"], 50, "{name}");
+            assert_eq!(v["overall"]["admitted"], 50, "{name}");
+        }
+    }
+    // A wrong server name fails verification: every request is a transport error.
+    let scen = tmp("tls-wrongname.toml");
+    std::fs::write(
+        &scen,
+        format!(
+            "ca_file = {:?}\nserver_name = \"other.example\"\n{base}",
+            ca.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let json = tmp("tls-wrongname.json");
+    let out = run_with_timeout(
+        Command::new(loadgen_bin())
+            .arg("run")
+            .arg(&scen)
+            .args(["--target", &url, "-q", "--allow-invalid", "--json"])
+            .arg(&json),
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["overall"]["transport"], 50);
+    // bench over HTTPS with -k.
+    let out = run_with_timeout(
+        Command::new(loadgen_bin()).args(["bench", &url, "-c", "2", "-d", "1s", "-k", "-q"]),
+        Duration::from_secs(20),
+    );
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{s}");
+    assert!(!s.contains("non-2xx"), "{s}");
+}

@@ -45,6 +45,39 @@ struct Shared {
 /// Starts a responder on 127.0.0.1:0. `pause`: (offset from now, length) during which responses
 /// are held until the window ends.
 pub fn start(behaviour: Behaviour, pause: Option<(Duration, Duration)>) -> Responder {
+    start_with(behaviour, pause, None)
+}
+
+/// A test CA and a server config whose leaf (CN/SAN "localhost", CA:FALSE) it signed.
+/// Returns (server config, CA PEM).
+pub fn test_tls() -> (Arc<rustls::ServerConfig>, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let mut leaf_params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    leaf_params.is_ca = rcgen::IsCa::ExplicitNoCa;
+    let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(rustls_pki_types::PrivatePkcs8KeyDer::from(
+        leaf_key.serialize_der(),
+    ));
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![leaf.der().clone()], key)
+    .unwrap();
+    (Arc::new(cfg), ca.pem())
+}
+
+pub fn start_with(
+    behaviour: Behaviour,
+    pause: Option<(Duration, Duration)>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Responder {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let start = Instant::now();
@@ -64,8 +97,17 @@ pub fn start(behaviour: Behaviour, pause: Option<(Duration, Duration)>) -> Respo
                 break;
             }
             let Ok(s) = s else { continue };
+            let _ = s.set_nodelay(true);
+            let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
             let sh = shared.clone();
-            std::thread::spawn(move || serve(s, sh));
+            let tls = tls.clone();
+            std::thread::spawn(move || match tls {
+                None => serve(s, sh),
+                Some(cfg) => {
+                    let conn = rustls::ServerConnection::new(cfg).unwrap();
+                    serve(rustls::StreamOwned::new(conn, s), sh)
+                }
+            });
         }
     });
     Responder {
@@ -95,9 +137,7 @@ fn key_of(req: &httparse::Request) -> String {
     String::new()
 }
 
-fn serve(mut s: TcpStream, sh: Arc<Shared>) {
-    let _ = s.set_nodelay(true);
-    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+fn serve<S: Read + Write>(mut s: S, sh: Arc<Shared>) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut len = 0;
     loop {
