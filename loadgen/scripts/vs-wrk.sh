@@ -39,22 +39,28 @@ for _ in $(seq 50); do
   sleep 0.1
 done
 url="http://127.0.0.1:$port/"
-wrk_r=(); lg_r=()
+wrk_r=(); lg_r=(); wrk_cpu=(); lg_cpu=()
 log="$dir/runs.txt"
+secs=$(echo "$DUR" | sed 's/s$//')
+# CPU µs per request of the generator (user+sys from /usr/bin/time).
+cpu_per_req() { awk -v r="$2" -v d="$secs" '{printf "%.2f", ($1+$2)/(r*d)*1e6}' "$1"; }
 for i in $(seq "$ROUNDS"); do
-  w=$(taskset -c 0 wrk -t1 -c"$CONNS" -d"$DUR" "$url" | tee -a "$log" | awk '/Requests\/sec/ {print $2}')
-  l=$(taskset -c 0 "$LOADGEN" bench "$url" -c "$CONNS" -t 1 -d "$DUR" -q | tee -a "$log" | awk '/Requests\/sec/ {print $2}')
-  echo "round $i: wrk $w req/s, loadgen $l req/s"
-  wrk_r+=("$w"); lg_r+=("$l")
+  w=$(/usr/bin/time -f "%U %S" -o "$dir/tw" taskset -c 0 wrk -t1 -c"$CONNS" -d"$DUR" "$url" | tee -a "$log" | awk '/Requests\/sec/ {print $2}')
+  l=$(/usr/bin/time -f "%U %S" -o "$dir/tl" taskset -c 0 "$LOADGEN" bench "$url" -c "$CONNS" -t 1 -d "$DUR" -q | tee -a "$log" | awk '/Requests\/sec/ {print $2}')
+  wc=$(cpu_per_req "$dir/tw" "$w"); lc=$(cpu_per_req "$dir/tl" "$l")
+  echo "round $i: wrk $w req/s ($wc us CPU/req), loadgen $l req/s ($lc us CPU/req)" | tee -a "$log"
+  wrk_r+=("$w"); lg_r+=("$l"); wrk_cpu+=("$wc"); lg_cpu+=("$lc")
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 mw=$(median "${wrk_r[@]}"); ml=$(median "${lg_r[@]}")
-echo "median: wrk $mw req/s, loadgen $ml req/s (ratio $(awk -v a="$ml" -v b="$mw" 'BEGIN{printf "%.3f", a/b}'))"
+mwc=$(median "${wrk_cpu[@]}"); mlc=$(median "${lg_cpu[@]}")
+echo "median: wrk $mw req/s ($mwc us CPU/req), loadgen $ml req/s ($mlc us CPU/req) (req/s ratio $(awk -v a="$ml" -v b="$mw" 'BEGIN{printf "%.3f", a/b}'))" | tee -a "$log"
 if [ -n "$OUT" ]; then
   cp "$log" "$OUT.txt"
   {
     echo "{\"format\":\"loadgen-vs-wrk\",\"version\":1,\"duration\":\"$DUR\",\"connections\":$CONNS,"
     echo "\"wrk\":[$(IFS=,; echo "${wrk_r[*]}")],\"loadgen\":[$(IFS=,; echo "${lg_r[*]}")],"
-    echo "\"median_wrk\":$mw,\"median_loadgen\":$ml}"
+    echo "\"wrk_cpu_us_per_req\":[$(IFS=,; echo "${wrk_cpu[*]}")],\"loadgen_cpu_us_per_req\":[$(IFS=,; echo "${lg_cpu[*]}")],"
+    echo "\"median_wrk\":$mw,\"median_loadgen\":$ml,\"median_wrk_cpu_us\":$mwc,\"median_loadgen_cpu_us\":$mlc}"
   } > "$OUT.json"
 fi

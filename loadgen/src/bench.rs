@@ -350,7 +350,7 @@ fn run_closed(o: &BenchOpts) -> Result<BenchResult, BenchError> {
                 if let Some(&core) = pin.get(ti % pin.len().max(1)) {
                     core_affinity::set_for_current(core_affinity::CoreId { id: core });
                 }
-                let (mut rt, driver) = engine::build_runtime().map_err(BenchError::Runtime)?;
+                let (mut rt, driver) = engine::build_runtime(true).map_err(BenchError::Runtime)?;
                 let st = Rc::new(RefCell::new(ClosedState {
                     hist: new_hist(),
                     classes: [0; 6],

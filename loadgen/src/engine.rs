@@ -79,8 +79,9 @@ pub type Runtime = monoio::FusionRuntime<
 >;
 
 /// Builds a worker runtime: io_uring when available (epoll fallback), or epoll when
-/// `LOADGEN_DRIVER=epoll` is set. Returns the runtime and the driver's name.
-pub fn build_runtime() -> std::io::Result<(Runtime, &'static str)> {
+/// `LOADGEN_DRIVER=epoll` is set. `throughput` (closed-loop bench) selects COOP_TASKRUN;
+/// `LOADGEN_URING=plain|coop|defer` overrides. Returns the runtime and the driver's name.
+pub fn build_runtime(throughput: bool) -> std::io::Result<(Runtime, &'static str)> {
     let force_epoll = std::env::var("LOADGEN_DRIVER").is_ok_and(|v| v == "epoll");
     let rt: Runtime = if force_epoll {
         monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
@@ -88,9 +89,26 @@ pub fn build_runtime() -> std::io::Result<(Runtime, &'static str)> {
             .build()?
             .into()
     } else {
+        let mut urb = io_uring::IoUring::builder();
+        // COOP_TASKRUN: completions run when the thread enters the kernel anyway instead of
+        // interrupting it (fewer IPIs): slightly more closed-loop throughput (see
+        // bench/results/loadgen-vs-wrk-*), but a later wake-up from the clock thread, so open-loop
+        // runs keep the plain ring.
+        let flags = std::env::var("LOADGEN_URING")
+            .unwrap_or_else(|_| if throughput { "coop" } else { "plain" }.into());
+        match flags.as_str() {
+            "coop" => {
+                urb.setup_coop_taskrun().setup_taskrun_flag();
+            }
+            "defer" => {
+                urb.setup_single_issuer().setup_defer_taskrun();
+            }
+            _ => {}
+        }
         monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
             .enable_timer()
             .with_entries(4096)
+            .uring_builder(urb)
             .build()?
     };
     let name = match &rt {
@@ -509,7 +527,7 @@ fn worker(
     if let Some(&core) = cfg.pin_cores.get(ti % cfg.pin_cores.len().max(1)) {
         core_affinity::set_for_current(core_affinity::CoreId { id: core });
     }
-    let (mut rt, driver) = build_runtime().map_err(EngineError::Runtime)?;
+    let (mut rt, driver) = build_runtime(false).map_err(EngineError::Runtime)?;
     let global_idx: Vec<usize> = keys.iter().map(|k| k.idx).collect();
     let local = Rc::new(Local {
         t0,

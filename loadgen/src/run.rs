@@ -267,8 +267,8 @@ pub fn prefill(sc: &Scenario) -> Result<PrefillResult, RunError> {
             format!("{}/{}", g.bucket, g.object_prefix),
         ));
     }
-    let (mut rt, _) =
-        engine::build_runtime().map_err(|e| RunError::Engine(engine::EngineError::Runtime(e)))?;
+    let (mut rt, _) = engine::build_runtime(false)
+        .map_err(|e| RunError::Engine(engine::EngineError::Runtime(e)))?;
     let timeout = sc.timeout;
     Ok(rt.block_on(async move {
         let mut res = PrefillResult::default();
