@@ -169,13 +169,14 @@ fn real_main() -> Result<i32> {
             };
             let sc = Scenario::load(&scenario, &ov)?;
             let report = run_scenario(&sc, !quiet)?;
-            println!("{}", report.to_text());
+            // Files first: a closed stdout must not lose the reports.
             if let Some(p) = json {
                 std::fs::write(&p, report.to_json()).with_context(|| format!("writing {p}"))?;
             }
             if let Some(p) = html {
                 std::fs::write(&p, report.to_html()).with_context(|| format!("writing {p}"))?;
             }
+            println!("{}", report.to_text());
             Ok(if !report.asserts_pass() {
                 1
             } else if !report.valid && !allow_invalid {
