@@ -1,1 +1,301 @@
-fn main() {}
+//! loadgen command line: `run` (scenario), `bench` (wrk-style saturation), `check` (validate a
+//! scenario and print its expected outcome), `keys` (print a tollgate keys file for a scenario),
+//! `prefill` (create the objects a scenario reads).
+//! Exit status: 0 ok, 1 an `[[assert]]` failed, 2 usage/config/run error, 3 run invalid
+//! (generator send lag p99 above the limit; `--allow-invalid` turns this into 0).
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use loadgen::bench::{self, BenchOpts};
+use loadgen::run::{expectation, run_scenario};
+use loadgen::scenario::{Overrides, Scenario};
+use loadgen::units::{parse_duration, parse_size};
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "loadgen",
+    version,
+    about = "Open-loop per-key load generator for tollgate and S3 targets"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+fn dur(s: &str) -> Result<Duration, String> {
+    parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn cores(s: &str) -> Result<Vec<usize>, String> {
+    s.split(',')
+        .map(|x| x.trim().parse().map_err(|_| format!("bad core list {s:?}")))
+        .collect()
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a scenario file (open loop per key, or closed loop when the scenario says so).
+    Run {
+        /// Scenario TOML file.
+        scenario: String,
+        /// Target URL, overriding the scenario's `target` (http://host:port or https://…).
+        #[arg(long)]
+        target: Option<String>,
+        /// Measured duration, overriding the scenario's (e.g. "30s"); not scaled.
+        #[arg(long, value_parser = dur)]
+        duration: Option<Duration>,
+        /// Multiply every duration of the scenario (duration, warm-up, stages) by F; rates stay.
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+        /// Worker threads (one runtime each), overriding the scenario's `threads`.
+        #[arg(long)]
+        threads: Option<u32>,
+        /// Connections per worker thread, overriding `connections_per_core`.
+        #[arg(long)]
+        connections: Option<u32>,
+        /// Write the versioned JSON report here.
+        #[arg(long)]
+        json: Option<String>,
+        /// Write the self-contained HTML report here.
+        #[arg(long)]
+        html: Option<String>,
+        /// No progress lines.
+        #[arg(long, short)]
+        quiet: bool,
+        /// Exit 0 even when the run is marked invalid (send lag too high).
+        #[arg(long)]
+        allow_invalid: bool,
+    },
+    /// Saturate one URL, wrk-style (closed loop), or offer a fixed rate (--rate, open loop).
+    Bench {
+        /// URL to request (http://host:port/path or https://…).
+        url: String,
+        /// Total connections (spread over the threads).
+        #[arg(short = 'c', long, default_value_t = 64)]
+        connections: usize,
+        /// Worker threads (one monoio runtime each).
+        #[arg(short = 't', long, default_value_t = 1)]
+        threads: usize,
+        /// Duration of the run.
+        #[arg(short = 'd', long, default_value = "10s", value_parser = dur)]
+        duration: Duration,
+        /// Requests in flight per connection (HTTP/1.1 pipelining; closed loop only).
+        #[arg(long, default_value_t = 1)]
+        pipeline: usize,
+        /// Offered rate in requests per second over all connections (open loop, latency from the
+        /// intended send time). Without it: closed loop, as fast as the target answers.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Per-request timeout (fixed rate) / end-of-run grace (closed loop).
+        #[arg(long, default_value = "5s", value_parser = dur)]
+        timeout: Duration,
+        /// HTTP method.
+        #[arg(short = 'm', long, default_value = "GET")]
+        method: String,
+        /// Extra request header, "Name: value" (repeatable).
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+        /// Request body size (e.g. "4KiB"), sent with Content-Length.
+        #[arg(long, default_value = "0")]
+        body: String,
+        /// Do not verify the HTTPS certificate.
+        #[arg(long, short = 'k')]
+        insecure: bool,
+        /// PEM CA file to verify the HTTPS certificate with.
+        #[arg(long)]
+        ca_file: Option<String>,
+        /// Pin worker threads to these cores, e.g. "0" or "0,1".
+        #[arg(long, value_parser = cores)]
+        pin: Option<Vec<usize>>,
+        /// Write the JSON result here.
+        #[arg(long)]
+        json: Option<String>,
+        /// No progress lines.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Validate a scenario and print its plan and expected outcome, without sending anything.
+    Check {
+        scenario: String,
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+        #[arg(long)]
+        target: Option<String>,
+    },
+    /// Print a tollgate keys file (`[keys]` table) for a scenario's keys.
+    Keys { scenario: String },
+    /// Create the objects a scenario reads (PUT each once). Point --target at the store itself.
+    Prefill {
+        scenario: String,
+        /// Store URL, overriding the scenario's `target`.
+        #[arg(long)]
+        target: Option<String>,
+    },
+}
+
+fn main() {
+    let code = match real_main() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("loadgen: {e:#}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+fn real_main() -> Result<i32> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Run {
+            scenario,
+            target,
+            duration,
+            scale,
+            threads,
+            connections,
+            json,
+            html,
+            quiet,
+            allow_invalid,
+        } => {
+            let ov = Overrides {
+                target,
+                duration,
+                scale: Some(scale),
+                threads,
+                connections_per_core: connections,
+            };
+            let sc = Scenario::load(&scenario, &ov)?;
+            let report = run_scenario(&sc, !quiet)?;
+            // Files first: a closed stdout must not lose the reports.
+            if let Some(p) = json {
+                std::fs::write(&p, report.to_json()).with_context(|| format!("writing {p}"))?;
+            }
+            if let Some(p) = html {
+                std::fs::write(&p, report.to_html()).with_context(|| format!("writing {p}"))?;
+            }
+            println!("{}", report.to_text());
+            Ok(if !report.asserts_pass() {
+                1
+            } else if !report.valid && !allow_invalid {
+                3
+            } else {
+                0
+            })
+        }
+        Cmd::Bench {
+            url,
+            connections,
+            threads,
+            duration,
+            pipeline,
+            rate,
+            timeout,
+            method,
+            headers,
+            body,
+            insecure,
+            ca_file,
+            pin,
+            json,
+            quiet,
+        } => {
+            let o = BenchOpts {
+                url,
+                connections,
+                threads,
+                duration,
+                pipeline,
+                rate,
+                timeout,
+                method: method.to_ascii_uppercase(),
+                headers,
+                body_size: parse_size(&body)?,
+                insecure,
+                ca_file,
+                pin_cores: pin.unwrap_or_default(),
+                progress: !quiet,
+            };
+            let r = bench::run(&o)?;
+            print!("{}", r.to_text());
+            if let Some(p) = json {
+                std::fs::write(&p, serde_json::to_string_pretty(&r)?)
+                    .with_context(|| format!("writing {p}"))?;
+            }
+            Ok(0)
+        }
+        Cmd::Check {
+            scenario,
+            scale,
+            target,
+        } => {
+            let ov = Overrides {
+                target: target.or(Some("http://127.0.0.1:1".into())),
+                scale: Some(scale),
+                ..Default::default()
+            };
+            let sc = Scenario::load(&scenario, &ov)?;
+            let exp = expectation(&sc);
+            println!(
+                "{}: {} keys in {} groups, {:.1}s measured + {:.1}s warm-up, {:?} loop",
+                sc.name,
+                sc.keys.len(),
+                sc.groups.len(),
+                sc.duration.as_secs_f64(),
+                sc.warmup.as_secs_f64(),
+                sc.mode
+            );
+            println!(
+                "{:<28} {:<10} {:<11} {:>9} {:>9} {:>9}",
+                "key", "tier", "auth", "offered", "exp.adm", "exp.deny"
+            );
+            for (k, e) in sc.keys.iter().zip(&exp) {
+                let g = &sc.groups[k.group];
+                println!(
+                    "{:<28} {:<10} {:<11} {:>9} {:>9} {:>9}",
+                    k.id,
+                    g.tier,
+                    format!("{:?}", g.auth),
+                    e.offered,
+                    e.admitted,
+                    e.denied
+                );
+            }
+            Ok(0)
+        }
+        Cmd::Prefill { scenario, target } => {
+            let ov = Overrides {
+                target,
+                ..Default::default()
+            };
+            let sc = Scenario::load(&scenario, &ov)?;
+            let r = loadgen::run::prefill(&sc)?;
+            println!(
+                "prefill: {} objects written, {} failed",
+                r.written, r.failed
+            );
+            for (p, st) in &r.failures {
+                println!(
+                    "  {p}: {}",
+                    if *st == 0 {
+                        "transport error".to_string()
+                    } else {
+                        format!("HTTP {st}")
+                    }
+                );
+            }
+            Ok(if r.failed == 0 { 0 } else { 1 })
+        }
+        Cmd::Keys { scenario } => {
+            let ov = Overrides {
+                target: Some("http://127.0.0.1:1".into()),
+                ..Default::default()
+            };
+            let sc = Scenario::load(&scenario, &ov)?;
+            print!("{}", sc.keys_file());
+            Ok(0)
+        }
+    }
+}

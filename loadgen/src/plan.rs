@@ -1,0 +1,457 @@
+//! The offered load, as pure functions of time: rate profiles (constant, ramp/hold stages),
+//! per-key arrival schedules (uniform with a random phase, or Poisson) and the per-request
+//! choice of operation, object and body size. Deterministic from a seed so the expectation
+//! simulator can replay exactly what the engine sends. Owns no I/O and no clock.
+
+use serde::Serialize;
+
+/// SplitMix64: small, fast, deterministic (reproducible across versions, unlike library RNGs).
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0x5DEE_CE66_D1CE_4E5B)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// Uniform in [0, n).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n <= 1 {
+            0
+        } else {
+            ((self.next_u64() as u128 * n as u128) >> 64) as u64
+        }
+    }
+
+    /// Exponential with mean 1.
+    pub fn exp1(&mut self) -> f64 {
+        -(1.0 - self.next_f64()).ln()
+    }
+}
+
+/// Mixes several numbers into one seed.
+pub fn mix_seed(parts: &[u64]) -> u64 {
+    let mut r = Rng::new(0x0123_4567_89AB_CDEF);
+    let mut acc = 0u64;
+    for p in parts {
+        r.0 ^= p.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        acc ^= r.next_u64();
+    }
+    acc
+}
+
+/// One linear piece of a rate profile: the rate goes from `r0` to `r1` req/s over `len` seconds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Segment {
+    pub start: f64,
+    pub len: f64,
+    pub r0: f64,
+    pub r1: f64,
+}
+
+impl Segment {
+    fn count(&self) -> f64 {
+        (self.r0 + self.r1) * 0.5 * self.len
+    }
+
+    /// Expected arrivals in the first `tau` seconds of the segment.
+    fn cum(&self, tau: f64) -> f64 {
+        let a = if self.len > 0.0 {
+            (self.r1 - self.r0) / (2.0 * self.len)
+        } else {
+            0.0
+        };
+        self.r0 * tau + a * tau * tau
+    }
+
+    /// Offset `tau` at which `y` arrivals have accumulated (0 ≤ y ≤ count()).
+    fn inverse(&self, y: f64) -> f64 {
+        let a = if self.len > 0.0 {
+            (self.r1 - self.r0) / (2.0 * self.len)
+        } else {
+            0.0
+        };
+        let b = self.r0;
+        let tau = if a.abs() < 1e-12 {
+            y / b
+        } else {
+            let disc = (b * b + 4.0 * a * y).max(0.0);
+            2.0 * y / (b + disc.sqrt())
+        };
+        tau.clamp(0.0, self.len)
+    }
+}
+
+/// One step of a staged profile.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub enum Stage {
+    /// Linear change from the current rate to `to` over `secs`.
+    Ramp { secs: f64, to: f64 },
+    /// Keep `rate` (or the current rate when `None`) for `secs`.
+    Hold { secs: f64, rate: Option<f64> },
+}
+
+/// Offered rate (req/s) as a piecewise-linear function of time since the run start.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Profile {
+    pub segments: Vec<Segment>,
+    pub end: f64,
+}
+
+impl Profile {
+    pub fn constant(rate: f64, secs: f64) -> Self {
+        Self::staged(rate, &[], secs)
+    }
+
+    /// Starts at `initial` req/s, follows `stages`, then holds the last rate until `total` seconds.
+    /// Stages beyond `total` are cut off.
+    pub fn staged(initial: f64, stages: &[Stage], total: f64) -> Self {
+        let mut segments = Vec::new();
+        let mut t = 0.0;
+        let mut rate = initial;
+        let mut push = |t: &mut f64, len: f64, r0: f64, r1: f64| {
+            let len = len.min(total - *t).max(0.0);
+            if len > 0.0 {
+                // Cut a ramp proportionally when truncated.
+                segments.push(Segment {
+                    start: *t,
+                    len,
+                    r0,
+                    r1,
+                });
+                *t += len;
+            }
+        };
+        for s in stages {
+            match *s {
+                Stage::Ramp { secs, to } => {
+                    let len = secs.min(total - t).max(0.0);
+                    let r1 = if secs > 0.0 {
+                        rate + (to - rate) * (len / secs)
+                    } else {
+                        to
+                    };
+                    push(&mut t, len, rate, r1);
+                    rate = to;
+                }
+                Stage::Hold { secs, rate: r } => {
+                    if let Some(r) = r {
+                        rate = r;
+                    }
+                    push(&mut t, secs, rate, rate);
+                }
+            }
+        }
+        if t < total {
+            let rest = total - t;
+            push(&mut t, rest, rate, rate);
+        }
+        Profile {
+            segments,
+            end: total,
+        }
+    }
+
+    /// Expected number of arrivals in [0, t].
+    pub fn cum(&self, t: f64) -> f64 {
+        let mut acc = 0.0;
+        for s in &self.segments {
+            if t >= s.start + s.len {
+                acc += s.count();
+            } else {
+                if t > s.start {
+                    acc += s.cum(t - s.start);
+                }
+                break;
+            }
+        }
+        acc
+    }
+
+    pub fn total(&self) -> f64 {
+        self.segments.iter().map(Segment::count).sum()
+    }
+
+    /// Rate at time t.
+    pub fn rate_at(&self, t: f64) -> f64 {
+        for s in &self.segments {
+            if t < s.start + s.len {
+                return s.r0 + (s.r1 - s.r0) * ((t - s.start) / s.len);
+            }
+        }
+        0.0
+    }
+
+    pub fn max_rate(&self) -> f64 {
+        self.segments
+            .iter()
+            .map(|s| s.r0.max(s.r1))
+            .fold(0.0, f64::max)
+    }
+}
+
+/// How arrivals are placed on the profile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Arrival {
+    /// Evenly spaced (in cumulative-rate space) with a random phase per key.
+    #[default]
+    Uniform,
+    /// A Poisson process with the profile as its intensity.
+    Poisson,
+}
+
+/// Iterator of intended send times (ns since run start) for one key.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    profile: std::sync::Arc<Profile>,
+    arrival: Arrival,
+    rng: Rng,
+    next_x: f64,
+    seg: usize,
+    seg_base: f64,
+}
+
+impl Schedule {
+    pub fn new(profile: std::sync::Arc<Profile>, arrival: Arrival, seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let next_x = match arrival {
+            Arrival::Uniform => rng.next_f64(),
+            Arrival::Poisson => rng.exp1(),
+        };
+        Schedule {
+            profile,
+            arrival,
+            rng,
+            next_x,
+            seg: 0,
+            seg_base: 0.0,
+        }
+    }
+}
+
+impl Iterator for Schedule {
+    type Item = u64;
+
+    fn next(&mut self) -> Option<u64> {
+        let x = self.next_x;
+        loop {
+            let s = self.profile.segments.get(self.seg)?;
+            let c = s.count();
+            if x < self.seg_base + c {
+                let t = s.start + s.inverse(x - self.seg_base);
+                self.next_x += match self.arrival {
+                    Arrival::Uniform => 1.0,
+                    Arrival::Poisson => self.rng.exp1(),
+                };
+                return Some((t * 1e9) as u64);
+            }
+            self.seg_base += c;
+            self.seg += 1;
+        }
+    }
+}
+
+/// S3 operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+pub enum Op {
+    Get,
+    Put,
+    Head,
+    Delete,
+}
+
+impl Op {
+    pub const ALL: [Op; 4] = [Op::Get, Op::Put, Op::Head, Op::Delete];
+
+    pub fn method(self) -> &'static str {
+        match self {
+            Op::Get => "GET",
+            Op::Put => "PUT",
+            Op::Head => "HEAD",
+            Op::Delete => "DELETE",
+        }
+    }
+
+    pub fn from_method(s: &str) -> Option<Op> {
+        Op::ALL
+            .into_iter()
+            .find(|o| o.method().eq_ignore_ascii_case(s))
+    }
+}
+
+/// Weighted op mix plus object and body-size choice.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mix {
+    /// Cumulative weights in Op::ALL order.
+    pub cum_weights: [u32; 4],
+    pub objects: u32,
+    pub put_sizes: Vec<u64>,
+}
+
+impl Mix {
+    pub fn new(weights: [u32; 4], objects: u32, put_sizes: Vec<u64>) -> Self {
+        let mut cum = [0u32; 4];
+        let mut acc = 0;
+        for (i, w) in weights.iter().enumerate() {
+            acc += w;
+            cum[i] = acc;
+        }
+        Mix {
+            cum_weights: cum,
+            objects: objects.max(1),
+            put_sizes: if put_sizes.is_empty() {
+                vec![0]
+            } else {
+                put_sizes
+            },
+        }
+    }
+
+    pub fn pick(&self, rng: &mut Rng) -> (Op, u32, u16) {
+        let total = self.cum_weights[3].max(1);
+        let r = rng.below(total as u64) as u32;
+        let op = Op::ALL[self.cum_weights.iter().position(|&c| r < c).unwrap_or(0)];
+        let obj = rng.below(self.objects as u64) as u32;
+        let size = rng.below(self.put_sizes.len() as u64) as u16;
+        (op, obj, size)
+    }
+}
+
+/// One planned request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Planned {
+    pub at_ns: u64,
+    pub op: Op,
+    pub obj: u32,
+    pub size_idx: u16,
+}
+
+/// Everything one key will send: schedule plus op choice, each with its own RNG stream.
+#[derive(Clone, Debug)]
+pub struct KeyPlan {
+    schedule: Schedule,
+    mix: std::sync::Arc<Mix>,
+    rng: Rng,
+}
+
+impl KeyPlan {
+    pub fn new(
+        profile: std::sync::Arc<Profile>,
+        arrival: Arrival,
+        mix: std::sync::Arc<Mix>,
+        seed: u64,
+    ) -> Self {
+        KeyPlan {
+            schedule: Schedule::new(profile, arrival, seed),
+            mix,
+            rng: Rng::new(seed.rotate_left(17) ^ 0xA5A5_A5A5),
+        }
+    }
+}
+
+impl Iterator for KeyPlan {
+    type Item = Planned;
+
+    fn next(&mut self) -> Option<Planned> {
+        let at_ns = self.schedule.next()?;
+        let (op, obj, size_idx) = self.mix.pick(&mut self.rng);
+        Some(Planned {
+            at_ns,
+            op,
+            obj,
+            size_idx,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn uniform_constant_rate_is_exact_and_evenly_spaced() {
+        let p = Arc::new(Profile::constant(60.0, 10.0));
+        let times: Vec<u64> = Schedule::new(p, Arrival::Uniform, 7).collect();
+        assert_eq!(times.len(), 600);
+        for w in times.windows(2) {
+            let gap = w[1] - w[0];
+            assert!((16_666_000..=16_667_500).contains(&gap), "gap {gap}");
+        }
+        assert!(times[0] < 16_666_667);
+        assert!(*times.last().unwrap() < 10_000_000_000);
+    }
+
+    #[test]
+    fn phase_differs_by_seed() {
+        let p = Arc::new(Profile::constant(10.0, 1.0));
+        let a: Vec<u64> = Schedule::new(p.clone(), Arrival::Uniform, 1).collect();
+        let b: Vec<u64> = Schedule::new(p, Arrival::Uniform, 2).collect();
+        assert_ne!(a[0], b[0]);
+    }
+
+    #[test]
+    fn poisson_count_close_to_mean() {
+        let p = Arc::new(Profile::constant(1000.0, 20.0));
+        let n = Schedule::new(p, Arrival::Poisson, 3).count() as f64;
+        // mean 20000, sd ~141
+        assert!((n - 20000.0).abs() < 600.0, "n {n}");
+    }
+
+    #[test]
+    fn ramp_and_hold() {
+        let stages = [
+            Stage::Ramp {
+                secs: 10.0,
+                to: 100.0,
+            },
+            Stage::Hold {
+                secs: 5.0,
+                rate: None,
+            },
+            Stage::Hold {
+                secs: 5.0,
+                rate: Some(10.0),
+            },
+        ];
+        let p = Profile::staged(0.0, &stages, 30.0);
+        // 0..10 ramp: 500, 10..15: 500, 15..20: 50, 20..30 hold 10: 100
+        assert!((p.total() - 1150.0).abs() < 1e-9);
+        assert!((p.cum(10.0) - 500.0).abs() < 1e-9);
+        assert!((p.cum(5.0) - 125.0).abs() < 1e-9);
+        assert_eq!(p.rate_at(5.0), 50.0);
+        let times: Vec<u64> = Schedule::new(Arc::new(p.clone()), Arrival::Uniform, 9).collect();
+        assert_eq!(times.len(), 1150);
+        let in_first_5 = times.iter().filter(|&&t| t < 5_000_000_000).count();
+        assert!((124..=126).contains(&in_first_5), "{in_first_5}");
+        assert!(times.windows(2).all(|w| w[0] <= w[1]));
+        // Truncated ramp.
+        let q = Profile::staged(0.0, &stages[..1], 5.0);
+        assert!((q.total() - 125.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn mix_weights_respected() {
+        let mix = Arc::new(Mix::new([70, 30, 0, 0], 10, vec![1, 2]));
+        let p = Arc::new(Profile::constant(1000.0, 10.0));
+        let plan: Vec<Planned> = KeyPlan::new(p, Arrival::Uniform, mix, 5).collect();
+        let puts = plan.iter().filter(|r| r.op == Op::Put).count() as f64;
+        assert!((puts / plan.len() as f64 - 0.3).abs() < 0.02);
+        assert!(plan.iter().all(|r| r.obj < 10 && r.size_idx < 2));
+        assert!(!plan.iter().any(|r| r.op == Op::Head));
+    }
+}

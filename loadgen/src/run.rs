@@ -1,0 +1,325 @@
+//! Glue between a validated scenario and the engine: builds each key's work (request builder,
+//! schedule, limited methods), runs the engine, computes the expectation and the accuracy check,
+//! and assembles the [`Report`]. Owns no sockets itself.
+
+use crate::engine::{self, EngineConfig, KeyWork, ProgressSnapshot, ReqSource};
+use crate::expect::{Accuracy, accuracy, simulate};
+use crate::plan::{KeyPlan, Op, mix_seed};
+use crate::report::Report;
+use crate::request::{RequestBuilder, Target};
+use crate::scenario::{Mode, Scenario};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Target(#[from] crate::request::TargetError),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error(transparent)]
+    Engine(#[from] engine::EngineError),
+}
+
+/// Expected outcome of one key's measured-phase requests under the exact semantics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct KeyExpect {
+    pub offered: u64,
+    pub admitted: u64,
+    pub denied: u64,
+}
+
+pub fn key_seed(sc: &Scenario, i: usize) -> u64 {
+    mix_seed(&[sc.seed, i as u64])
+}
+
+/// The exact plan the engine follows for key `i`.
+pub fn key_plan(sc: &Scenario, i: usize) -> KeyPlan {
+    let g = &sc.groups[sc.keys[i].group];
+    KeyPlan::new(
+        Arc::new(g.profile.clone()),
+        g.arrival,
+        Arc::new(g.mix.clone()),
+        key_seed(sc, i),
+    )
+}
+
+fn limited_ops(sc: &Scenario, i: usize) -> [bool; 4] {
+    let mut l = [false; 4];
+    if let Some(t) = sc.limiter_tier(&sc.keys[i]) {
+        if !t.windows.is_empty() {
+            for (j, op) in Op::ALL.iter().enumerate() {
+                l[j] = t.methods.contains(op);
+            }
+        }
+    }
+    l
+}
+
+/// Replays every identity's intended schedule through the exact sliding-window rule.
+pub fn expectation(sc: &Scenario) -> Vec<KeyExpect> {
+    let warm_ns = sc.warmup.as_nanos() as u64;
+    let mut out = vec![KeyExpect::default(); sc.keys.len()];
+    let mut by_identity: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, k) in sc.keys.iter().enumerate() {
+        by_identity
+            .entry(sc.limiter_identity(k))
+            .or_default()
+            .push(i);
+    }
+    for keys in by_identity.values() {
+        let windows = sc
+            .limiter_tier(&sc.keys[keys[0]])
+            .map(|t| t.windows.clone())
+            .unwrap_or_default();
+        // (time, key, limited)
+        let mut reqs: Vec<(u64, usize, bool)> = Vec::new();
+        for &i in keys {
+            let lim = limited_ops(sc, i);
+            for p in key_plan(sc, i) {
+                let oi = Op::ALL.iter().position(|o| *o == p.op).unwrap_or(0);
+                reqs.push((p.at_ns, i, lim[oi]));
+            }
+        }
+        reqs.sort_unstable();
+        let limited_times: Vec<u64> = reqs.iter().filter(|r| r.2).map(|r| r.0).collect();
+        let adm = simulate(&limited_times, &windows);
+        let mut li = 0;
+        for &(t, i, limited) in &reqs {
+            let ok = if limited {
+                li += 1;
+                adm[li - 1]
+            } else {
+                true
+            };
+            if t >= warm_ns {
+                out[i].offered += 1;
+                if ok {
+                    out[i].admitted += 1;
+                } else {
+                    out[i].denied += 1;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Accuracy check per limiter identity, from the measured admitted intervals.
+pub fn accuracy_checks(sc: &Scenario, admitted: &[Vec<(u64, u64)>]) -> Vec<Accuracy> {
+    let mut by_identity: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, k) in sc.keys.iter().enumerate() {
+        by_identity
+            .entry(sc.limiter_identity(k))
+            .or_default()
+            .push(i);
+    }
+    let mut out = Vec::new();
+    for (id, keys) in by_identity {
+        let Some(tier) = sc.limiter_tier(&sc.keys[keys[0]]) else {
+            continue;
+        };
+        if tier.windows.is_empty() {
+            continue;
+        }
+        let iv: Vec<(u64, u64)> = keys
+            .iter()
+            .flat_map(|&i| admitted[i].iter().copied())
+            .collect();
+        out.push(accuracy(&id, &iv, &tier.windows));
+    }
+    out
+}
+
+/// Builds the engine configuration and per-key work for a scenario.
+pub fn prepare(sc: &Scenario, progress: bool) -> Result<(EngineConfig, Vec<KeyWork>), RunError> {
+    let target = Target::parse(&sc.target)?;
+    let tls = if target.tls {
+        let cfg =
+            crate::client::tls_config(sc.ca_file.as_deref(), sc.insecure).map_err(RunError::Tls)?;
+        let name = sc.server_name.clone().unwrap_or(target.host.clone());
+        let sn = rustls_pki_types::ServerName::try_from(name)
+            .map_err(|e| RunError::Tls(e.to_string()))?;
+        Some((cfg, sn))
+    } else {
+        None
+    };
+    let mut work = Vec::new();
+    for (i, k) in sc.keys.iter().enumerate() {
+        let g = &sc.groups[k.group];
+        let builder = RequestBuilder::new(
+            &k.id,
+            &k.secret,
+            g.auth,
+            &target,
+            &g.bucket,
+            &g.region,
+            &g.object_prefix,
+            g.mix.put_sizes.clone(),
+            sc.presign_expires,
+        );
+        work.push(KeyWork {
+            idx: i,
+            source: ReqSource::S3(Box::new(builder)),
+            plan: (sc.mode == Mode::Open).then(|| key_plan(sc, i)),
+            mix: Arc::new(g.mix.clone()),
+            seed: key_seed(sc, i),
+            limited: limited_ops(sc, i),
+        });
+    }
+    let cfg = EngineConfig {
+        target,
+        tls,
+        threads: sc.threads as usize,
+        conns_per_thread: sc.connections_per_core as usize,
+        pin_cores: sc.pin_cores.clone(),
+        timeout: sc.timeout,
+        mode: sc.mode,
+        warmup: sc.warmup,
+        total: sc.warmup + sc.duration,
+        record_admitted: true,
+        progress,
+    };
+    Ok((cfg, work))
+}
+
+/// Prints the live progress line to stderr.
+pub fn print_progress(t: Duration, s: &ProgressSnapshot) {
+    eprintln!(
+        "[{:>5.0}s] sent {:>8} ({:>7}/s)  ok {:>7}/s  denied {:>6}/s  err {:>5}/s  max lat {:>9.3} ms",
+        t.as_secs_f64(),
+        s.sent,
+        s.delta_sent,
+        s.delta_ok,
+        s.delta_denied,
+        s.delta_errors,
+        s.max_latency_us as f64 / 1000.0
+    );
+}
+
+/// Runs a scenario end to end.
+pub fn run_scenario(sc: &Scenario, progress: bool) -> Result<Report, RunError> {
+    let (cfg, work) = prepare(sc, progress)?;
+    let expected = (sc.mode == Mode::Open).then(|| expectation(sc));
+    let out = engine::run(cfg, work, print_progress)?;
+    let admitted: Vec<Vec<(u64, u64)>> = out.keys.iter().map(|k| k.admitted.clone()).collect();
+    let acc = accuracy_checks(sc, &admitted);
+    Ok(Report::build(sc, &out, expected.as_deref(), acc))
+}
+
+/// Outcome of [`prefill`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PrefillResult {
+    pub written: u64,
+    pub failed: u64,
+    /// First few failures: (object path, status or 0 for transport errors).
+    pub failures: Vec<(String, u16)>,
+}
+
+/// Creates every object the scenario's groups read (PUT, one connection, sequential), signed as
+/// the first key of each group. Point it at the store itself, not at the proxy, so it spends no
+/// rate budget. Groups sharing a bucket and object prefix are written once.
+pub fn prefill(sc: &Scenario) -> Result<PrefillResult, RunError> {
+    use crate::client::Conn;
+    let target = Target::parse(&sc.target)?;
+    let tls = if target.tls {
+        let cfg =
+            crate::client::tls_config(sc.ca_file.as_deref(), sc.insecure).map_err(RunError::Tls)?;
+        let name = sc.server_name.clone().unwrap_or(target.host.clone());
+        let sn = rustls_pki_types::ServerName::try_from(name)
+            .map_err(|e| RunError::Tls(e.to_string()))?;
+        Some(crate::client::TlsSetup {
+            connector: monoio_rustls::TlsConnector::from(cfg),
+            server_name: sn,
+        })
+    } else {
+        None
+    };
+    let mut jobs: Vec<(RequestBuilder, u32, String)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (gi, g) in sc.groups.iter().enumerate() {
+        if !seen.insert((g.bucket.clone(), g.object_prefix.clone())) {
+            continue;
+        }
+        let Some(k) = sc.keys.iter().find(|k| k.group == gi) else {
+            continue;
+        };
+        let auth = if g.auth == crate::scenario::AuthStyle::Malformed {
+            crate::scenario::AuthStyle::None
+        } else {
+            g.auth
+        };
+        let b = RequestBuilder::new(
+            &k.id,
+            &k.secret,
+            auth,
+            &target,
+            &g.bucket,
+            &g.region,
+            &g.object_prefix,
+            vec![g.mix.put_sizes[0]],
+            sc.presign_expires,
+        );
+        jobs.push((
+            b,
+            g.mix.objects,
+            format!("{}/{}", g.bucket, g.object_prefix),
+        ));
+    }
+    let (mut rt, _) = engine::build_runtime(false)
+        .map_err(|e| RunError::Engine(engine::EngineError::Runtime(e)))?;
+    let timeout = sc.timeout;
+    Ok(rt.block_on(async move {
+        let mut res = PrefillResult::default();
+        let mut conn: Option<Conn> = None;
+        let mut buf = Vec::new();
+        for (mut b, n, prefix) in jobs {
+            for obj in 0..n {
+                let unix = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                buf.clear();
+                let rest = b.build(Op::Put, obj, 0, unix, &mut buf);
+                let one = async {
+                    if conn.is_none() {
+                        conn = Some(Conn::connect(target.addr, tls.as_ref()).await?);
+                    }
+                    let c = conn.as_mut().expect("connected");
+                    let (r, back) = c.write(std::mem::take(&mut buf)).await;
+                    buf = back;
+                    r?;
+                    let mut left = rest;
+                    while left > 0 {
+                        let k = left.min(crate::request::BODY_CHUNK as u64) as usize;
+                        c.write_static(&crate::request::body_source()[..k]).await?;
+                        left -= k as u64;
+                    }
+                    c.read_response(false).await
+                };
+                let status = match monoio::time::timeout(timeout, one).await {
+                    Ok(Ok(r)) => {
+                        if r.close {
+                            conn = None;
+                        }
+                        r.status
+                    }
+                    _ => {
+                        conn = None;
+                        0
+                    }
+                };
+                if (200..300).contains(&status) {
+                    res.written += 1;
+                } else {
+                    res.failed += 1;
+                    if res.failures.len() < 5 {
+                        res.failures.push((format!("{prefix}{obj:06}"), status));
+                    }
+                }
+            }
+        }
+        res
+    }))
+}

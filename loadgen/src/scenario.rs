@@ -1,0 +1,803 @@
+//! Scenario files: the raw TOML mirror (unknown fields are errors), defaults, validation into a
+//! [`Scenario`], command-line overrides and `--scale`. Owns no I/O beyond reading the file.
+
+use crate::plan::{Arrival, Mix, Op, Profile, Stage};
+use crate::units::{UnitError, parse_duration, parse_rate, parse_size};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub const DEFAULT_DURATION: &str = "30s";
+pub const DEFAULT_TIMEOUT: &str = "5s";
+pub const DEFAULT_CONNECTIONS_PER_CORE: u32 = 16;
+pub const DEFAULT_REGION: &str = "us-east-1";
+pub const DEFAULT_BUCKET: &str = "bench";
+pub const DEFAULT_OBJECTS: u32 = 100;
+pub const DEFAULT_OBJECT_PREFIX: &str = "obj-";
+pub const DEFAULT_MAX_SEND_LAG_P99: &str = "1ms";
+pub const DEFAULT_PRESIGN_EXPIRES: u32 = 3600;
+
+/// Errors from loading or validating a scenario.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: String,
+        source: Box<toml::de::Error>,
+    },
+    #[error("{field}: {source}")]
+    Unit { field: String, source: UnitError },
+    #[error("{field}: {msg}")]
+    Invalid { field: String, msg: String },
+}
+
+fn invalid(field: impl Into<String>, msg: impl Into<String>) -> ScenarioError {
+    ScenarioError::Invalid {
+        field: field.into(),
+        msg: msg.into(),
+    }
+}
+
+// ---------------------------------------------------------------- raw file mirror
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawScenario {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub target: Option<String>,
+    pub duration: Option<String>,
+    pub warmup: Option<String>,
+    pub timeout: Option<String>,
+    pub mode: Option<Mode>,
+    pub threads: Option<u32>,
+    pub pin_cores: Option<Vec<usize>>,
+    pub connections_per_core: Option<u32>,
+    pub arrival: Option<Arrival>,
+    pub seed: Option<u64>,
+    pub region: Option<String>,
+    pub bucket: Option<String>,
+    pub insecure: Option<bool>,
+    pub ca_file: Option<String>,
+    pub server_name: Option<String>,
+    pub anonymous_tier: Option<String>,
+    pub max_send_lag_p99: Option<String>,
+    pub presign_expires: Option<u32>,
+    #[serde(default)]
+    pub tiers: BTreeMap<String, RawTier>,
+    #[serde(default, rename = "group")]
+    pub groups: Vec<RawGroup>,
+    #[serde(default, rename = "assert")]
+    pub asserts: Vec<RawAssert>,
+}
+
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTier {
+    pub per_minute: Option<u32>,
+    pub per_second: Option<u32>,
+    pub sustained: Option<RawWindow>,
+    pub burst: Option<RawWindow>,
+    pub methods: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawWindow {
+    pub limit: u32,
+    pub window: String,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum RawKey {
+    Id(String),
+    WithSecret { id: String, secret: String },
+}
+
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawGroup {
+    pub name: Option<String>,
+    pub tier: Option<String>,
+    pub keys: Option<Vec<RawKey>>,
+    pub key_prefix: Option<String>,
+    pub key_count: Option<u32>,
+    pub secret: Option<String>,
+    pub auth: Option<AuthStyle>,
+    pub rate: Option<String>,
+    pub stages: Option<Vec<RawStage>>,
+    /// Repeat the whole stage list this many times (default 1).
+    pub repeat: Option<u32>,
+    pub arrival: Option<Arrival>,
+    pub ops: Option<BTreeMap<String, u32>>,
+    pub objects: Option<u32>,
+    pub object_prefix: Option<String>,
+    pub put_sizes: Option<Vec<String>>,
+    pub bucket: Option<String>,
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawStage {
+    pub ramp: Option<String>,
+    pub to: Option<String>,
+    pub hold: Option<String>,
+    pub rate: Option<String>,
+    /// Pulse train: `pulses` times `on` at `rate`, then `off` at 0.
+    pub pulses: Option<u32>,
+    pub on: Option<String>,
+    pub off: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawAssert {
+    pub metric: String,
+    pub scope: Option<String>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+}
+
+// ---------------------------------------------------------------- validated scenario
+
+/// Open loop (scheduled arrivals per key) or closed loop (saturation: send as fast as answered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Open,
+    Closed,
+}
+
+/// How a group's requests identify their key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthStyle {
+    Sigv4,
+    Sigv2,
+    PresignV4,
+    PresignV2,
+    XApiKey,
+    None,
+    Malformed,
+}
+
+impl AuthStyle {
+    /// Whether the proxy sees a key (false: the request is anonymous to the limiter).
+    pub fn identifies_key(self) -> bool {
+        !matches!(self, AuthStyle::None | AuthStyle::Malformed)
+    }
+    pub fn needs_secret(self) -> bool {
+        matches!(
+            self,
+            AuthStyle::Sigv4 | AuthStyle::Sigv2 | AuthStyle::PresignV4 | AuthStyle::PresignV2
+        )
+    }
+}
+
+/// One sliding window of a tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Window {
+    pub limit: u32,
+    pub window_ns: u64,
+}
+
+/// A tier's limits as the scenario declares them (must match the proxy's config).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Tier {
+    pub name: String,
+    pub windows: Vec<Window>,
+    pub methods: Vec<Op>,
+}
+
+impl Tier {
+    /// The seed's four tiers.
+    pub fn defaults() -> Vec<Tier> {
+        [
+            ("premium", 1000, 50),
+            ("standard", 500, 25),
+            ("basic", 100, 10),
+            ("unknown", 50, 5),
+        ]
+        .into_iter()
+        .map(|(n, m, s)| Tier {
+            name: n.into(),
+            windows: vec![
+                Window {
+                    limit: m,
+                    window_ns: 60_000_000_000,
+                },
+                Window {
+                    limit: s,
+                    window_ns: 1_000_000_000,
+                },
+            ],
+            methods: vec![Op::Get, Op::Put],
+        })
+        .collect()
+    }
+}
+
+/// One API key the generator sends as.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KeySpec {
+    pub id: String,
+    #[serde(skip)]
+    pub secret: String,
+    pub group: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    pub name: String,
+    pub tier: String,
+    pub auth: AuthStyle,
+    pub profile: Profile,
+    pub initial_rate: f64,
+    pub stages: Vec<Stage>,
+    pub arrival: Arrival,
+    pub mix: Mix,
+    pub object_prefix: String,
+    pub bucket: String,
+    pub region: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Assert {
+    pub metric: String,
+    pub scope: String,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: String,
+    pub description: String,
+    pub target: String,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub timeout: Duration,
+    pub mode: Mode,
+    pub threads: u32,
+    pub pin_cores: Vec<usize>,
+    pub connections_per_core: u32,
+    pub seed: u64,
+    pub insecure: bool,
+    pub ca_file: Option<String>,
+    pub server_name: Option<String>,
+    pub anonymous_tier: String,
+    pub max_send_lag_p99: Duration,
+    pub presign_expires: u32,
+    pub tiers: Vec<Tier>,
+    pub groups: Vec<Group>,
+    pub keys: Vec<KeySpec>,
+    pub asserts: Vec<Assert>,
+}
+
+/// Command-line overrides applied before validation.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub target: Option<String>,
+    pub duration: Option<Duration>,
+    pub scale: Option<f64>,
+    pub threads: Option<u32>,
+    pub connections_per_core: Option<u32>,
+}
+
+fn dur(field: &str, s: &str) -> Result<Duration, ScenarioError> {
+    parse_duration(s).map_err(|source| ScenarioError::Unit {
+        field: field.into(),
+        source,
+    })
+}
+
+fn rate(field: &str, s: &str) -> Result<f64, ScenarioError> {
+    parse_rate(s).map_err(|source| ScenarioError::Unit {
+        field: field.into(),
+        source,
+    })
+}
+
+fn scale_d(d: Duration, f: f64) -> Duration {
+    Duration::from_secs_f64(d.as_secs_f64() * f)
+}
+
+impl Scenario {
+    pub fn load(path: &str, ov: &Overrides) -> Result<Scenario, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Self::from_toml(&text, path, ov)
+    }
+
+    pub fn from_toml(text: &str, path: &str, ov: &Overrides) -> Result<Scenario, ScenarioError> {
+        let raw: RawScenario = toml::from_str(text).map_err(|e| ScenarioError::Parse {
+            path: path.into(),
+            source: Box::new(e),
+        })?;
+        Self::from_raw(raw, ov)
+    }
+
+    pub fn from_raw(raw: RawScenario, ov: &Overrides) -> Result<Scenario, ScenarioError> {
+        let scale = ov.scale.unwrap_or(1.0);
+        if !(scale > 0.0 && scale.is_finite()) {
+            return Err(invalid("--scale", "must be a positive number"));
+        }
+        let target = ov
+            .target
+            .clone()
+            .or(raw.target.clone())
+            .ok_or_else(|| invalid("target", "no target (set `target` or pass --target)"))?;
+        let mut duration = dur(
+            "duration",
+            raw.duration.as_deref().unwrap_or(DEFAULT_DURATION),
+        )?;
+        duration = ov.duration.unwrap_or(scale_d(duration, scale));
+        if duration.is_zero() {
+            return Err(invalid("duration", "must be > 0"));
+        }
+        let warmup = scale_d(dur("warmup", raw.warmup.as_deref().unwrap_or("0s"))?, scale);
+        let timeout = dur("timeout", raw.timeout.as_deref().unwrap_or(DEFAULT_TIMEOUT))?;
+        if timeout.is_zero() {
+            return Err(invalid("timeout", "must be > 0"));
+        }
+        let total = (warmup + duration).as_secs_f64();
+
+        let tiers = if raw.tiers.is_empty() {
+            Tier::defaults()
+        } else {
+            let mut v = Vec::new();
+            for (name, t) in &raw.tiers {
+                v.push(tier_from_raw(name, t)?);
+            }
+            v
+        };
+
+        let default_arrival = raw.arrival.unwrap_or_default();
+        let region = raw.region.clone().unwrap_or(DEFAULT_REGION.into());
+        let bucket = raw.bucket.clone().unwrap_or(DEFAULT_BUCKET.into());
+        let mut groups = Vec::new();
+        let mut keys = Vec::new();
+        if raw.groups.is_empty() {
+            return Err(invalid("group", "at least one [[group]] is required"));
+        }
+        for (gi, g) in raw.groups.iter().enumerate() {
+            let f = |s: &str| format!("group[{gi}].{s}");
+            let name = g.name.clone().unwrap_or(format!("group{gi}"));
+            let tier = g.tier.clone().unwrap_or("unknown".into());
+            if !tiers.iter().any(|t| t.name == tier) {
+                return Err(invalid(f("tier"), format!("unknown tier {tier:?}")));
+            }
+            let auth = g.auth.unwrap_or(AuthStyle::XApiKey);
+            // keys
+            let mut gkeys: Vec<(String, Option<String>)> = Vec::new();
+            if let Some(list) = &g.keys {
+                for k in list {
+                    match k {
+                        RawKey::Id(id) => gkeys.push((id.clone(), None)),
+                        RawKey::WithSecret { id, secret } => {
+                            gkeys.push((id.clone(), Some(secret.clone())))
+                        }
+                    }
+                }
+            }
+            if let Some(prefix) = &g.key_prefix {
+                let n = g.key_count.unwrap_or(1);
+                for i in 0..n {
+                    gkeys.push((format!("{prefix}{i:04}"), None));
+                }
+            } else if g.key_count.is_some() && g.keys.is_none() {
+                return Err(invalid(f("key_count"), "needs key_prefix"));
+            }
+            if gkeys.is_empty() {
+                return Err(invalid(
+                    f("keys"),
+                    "no keys (give `keys` or `key_prefix` + `key_count`)",
+                ));
+            }
+            for (id, secret) in gkeys {
+                let secret = secret.or(g.secret.clone()).unwrap_or_default();
+                if auth.needs_secret() && secret.is_empty() {
+                    return Err(invalid(
+                        f("secret"),
+                        format!("auth {auth:?} needs a secret for key {id}"),
+                    ));
+                }
+                if keys.iter().any(|k: &KeySpec| k.id == id) && auth.identifies_key() {
+                    return Err(invalid(f("keys"), format!("key {id} appears twice")));
+                }
+                keys.push(KeySpec {
+                    id,
+                    secret,
+                    group: gi,
+                });
+            }
+            // rate / stages
+            let initial_rate = match &g.rate {
+                Some(r) => rate(&f("rate"), r)?,
+                None if g.stages.is_some() => 0.0,
+                None if raw.mode == Some(Mode::Closed) => 0.0,
+                None => return Err(invalid(f("rate"), "give `rate` or `stages`")),
+            };
+            let mut stages = Vec::new();
+            for (si, s) in g.stages.iter().flatten().enumerate() {
+                let sf = |x: &str| format!("group[{gi}].stages[{si}].{x}");
+                if let Some(n) = s.pulses {
+                    if s.ramp.is_some() || s.hold.is_some() || s.to.is_some() {
+                        return Err(invalid(
+                            sf("pulses"),
+                            "a pulse train takes `on`, `off` and `rate` only",
+                        ));
+                    }
+                    let on = dur(
+                        &sf("on"),
+                        s.on.as_deref()
+                            .ok_or_else(|| invalid(sf("on"), "pulses need `on`"))?,
+                    )?;
+                    let off = dur(&sf("off"), s.off.as_deref().unwrap_or("0s"))?;
+                    let r = rate(
+                        &sf("rate"),
+                        s.rate
+                            .as_deref()
+                            .ok_or_else(|| invalid(sf("rate"), "pulses need `rate`"))?,
+                    )?;
+                    for _ in 0..n {
+                        stages.push(Stage::Hold {
+                            secs: on.as_secs_f64() * scale,
+                            rate: Some(r),
+                        });
+                        if !off.is_zero() {
+                            stages.push(Stage::Hold {
+                                secs: off.as_secs_f64() * scale,
+                                rate: Some(0.0),
+                            });
+                        }
+                    }
+                    continue;
+                }
+                match (&s.ramp, &s.hold) {
+                    (Some(r), None) => {
+                        let to =
+                            s.to.as_deref()
+                                .ok_or_else(|| invalid(sf("to"), "a ramp needs `to`"))?;
+                        if s.rate.is_some() {
+                            return Err(invalid(sf("rate"), "a ramp takes `to`, not `rate`"));
+                        }
+                        stages.push(Stage::Ramp {
+                            secs: dur(&sf("ramp"), r)?.as_secs_f64() * scale,
+                            to: rate(&sf("to"), to)?,
+                        });
+                    }
+                    (None, Some(h)) => {
+                        if s.to.is_some() {
+                            return Err(invalid(sf("to"), "a hold takes `rate`, not `to`"));
+                        }
+                        stages.push(Stage::Hold {
+                            secs: dur(&sf("hold"), h)?.as_secs_f64() * scale,
+                            rate: s
+                                .rate
+                                .as_deref()
+                                .map(|r| rate(&sf("rate"), r))
+                                .transpose()?,
+                        });
+                    }
+                    _ => {
+                        return Err(invalid(
+                            sf("ramp"),
+                            "each stage is a `ramp`, a `hold` or `pulses`",
+                        ));
+                    }
+                }
+            }
+            let repeat = g.repeat.unwrap_or(1);
+            if repeat == 0 {
+                return Err(invalid(f("repeat"), "must be ≥ 1"));
+            }
+            let one = stages.clone();
+            for _ in 1..repeat {
+                stages.extend(one.iter().cloned());
+            }
+            let profile = Profile::staged(initial_rate, &stages, total);
+            // ops
+            let mut weights = [0u32; 4];
+            match &g.ops {
+                None => weights[0] = 100,
+                Some(m) => {
+                    for (k, w) in m {
+                        let op = Op::from_method(k).ok_or_else(|| {
+                            invalid(f("ops"), format!("unknown op {k:?} (GET PUT HEAD DELETE)"))
+                        })?;
+                        weights[Op::ALL.iter().position(|o| *o == op).unwrap()] = *w;
+                    }
+                }
+            }
+            if weights.iter().sum::<u32>() == 0 {
+                return Err(invalid(f("ops"), "weights sum to 0"));
+            }
+            let mut sizes = Vec::new();
+            for s in g.put_sizes.iter().flatten() {
+                sizes.push(parse_size(s).map_err(|source| ScenarioError::Unit {
+                    field: f("put_sizes"),
+                    source,
+                })?);
+            }
+            if sizes.is_empty() {
+                sizes.push(1024);
+            }
+            groups.push(Group {
+                name,
+                tier,
+                auth,
+                profile,
+                initial_rate,
+                stages,
+                arrival: g.arrival.unwrap_or(default_arrival),
+                mix: Mix::new(weights, g.objects.unwrap_or(DEFAULT_OBJECTS), sizes),
+                object_prefix: g
+                    .object_prefix
+                    .clone()
+                    .unwrap_or(DEFAULT_OBJECT_PREFIX.into()),
+                bucket: g.bucket.clone().unwrap_or(bucket.clone()),
+                region: g.region.clone().unwrap_or(region.clone()),
+            });
+        }
+        if groups
+            .iter()
+            .map(|g| g.name.as_str())
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            != groups.len()
+        {
+            return Err(invalid("group.name", "group names must be unique"));
+        }
+        let mut asserts = Vec::new();
+        for (i, a) in raw.asserts.iter().enumerate() {
+            if !crate::asserts::METRICS.contains(&a.metric.as_str()) {
+                return Err(invalid(
+                    format!("assert[{i}].metric"),
+                    format!(
+                        "unknown metric {:?}; known: {}",
+                        a.metric,
+                        crate::asserts::METRICS.join(", ")
+                    ),
+                ));
+            }
+            let scope = a.scope.clone().unwrap_or("overall".into());
+            crate::asserts::check_scope(&scope)
+                .map_err(|m| invalid(format!("assert[{i}].scope"), m))?;
+            asserts.push(Assert {
+                metric: a.metric.clone(),
+                scope,
+                min: a.min,
+                max: a.max,
+            });
+        }
+        let anonymous_tier = raw.anonymous_tier.clone().unwrap_or("unknown".into());
+        let threads = ov.threads.or(raw.threads).unwrap_or(1).max(1);
+        Ok(Scenario {
+            name: raw.name.clone().unwrap_or("scenario".into()),
+            description: raw.description.clone().unwrap_or_default(),
+            target,
+            duration,
+            warmup,
+            timeout,
+            mode: raw.mode.unwrap_or_default(),
+            threads,
+            pin_cores: raw.pin_cores.clone().unwrap_or_default(),
+            connections_per_core: ov
+                .connections_per_core
+                .or(raw.connections_per_core)
+                .unwrap_or(DEFAULT_CONNECTIONS_PER_CORE)
+                .max(1),
+            seed: raw.seed.unwrap_or(1),
+            insecure: raw.insecure.unwrap_or(false),
+            ca_file: raw.ca_file.clone().filter(|s| !s.is_empty()),
+            server_name: raw.server_name.clone(),
+            anonymous_tier,
+            max_send_lag_p99: dur(
+                "max_send_lag_p99",
+                raw.max_send_lag_p99
+                    .as_deref()
+                    .unwrap_or(DEFAULT_MAX_SEND_LAG_P99),
+            )?,
+            presign_expires: raw.presign_expires.unwrap_or(DEFAULT_PRESIGN_EXPIRES),
+            tiers,
+            groups,
+            keys,
+            asserts,
+        })
+    }
+
+    pub fn tier(&self, name: &str) -> Option<&Tier> {
+        self.tiers.iter().find(|t| t.name == name)
+    }
+
+    /// Tier that limits a key's requests as the proxy sees them (anonymous styles → anonymous tier).
+    pub fn limiter_tier(&self, key: &KeySpec) -> Option<&Tier> {
+        let g = &self.groups[key.group];
+        if g.auth.identifies_key() {
+            self.tier(&g.tier)
+        } else {
+            self.tier(&self.anonymous_tier)
+        }
+    }
+
+    /// The identity the proxy counts a key's requests under.
+    pub fn limiter_identity(&self, key: &KeySpec) -> String {
+        if self.groups[key.group].auth.identifies_key() {
+            key.id.clone()
+        } else {
+            "(anonymous)".into()
+        }
+    }
+
+    pub fn total_secs(&self) -> f64 {
+        (self.warmup + self.duration).as_secs_f64()
+    }
+
+    /// A `[keys]` table for tollgate's keys file covering every key of this scenario.
+    pub fn keys_file(&self) -> String {
+        let mut s = String::from("[keys]\n");
+        for k in &self.keys {
+            let g = &self.groups[k.group];
+            if g.auth.identifies_key() {
+                s.push_str(&format!("\"{}\" = \"{}\"\n", k.id, g.tier));
+            }
+        }
+        s
+    }
+}
+
+fn tier_from_raw(name: &str, t: &RawTier) -> Result<Tier, ScenarioError> {
+    let f = |s: &str| format!("tiers.{name}.{s}");
+    let mut windows = Vec::new();
+    match (t.per_minute, &t.sustained) {
+        (Some(_), Some(_)) => return Err(invalid(f("sustained"), "give per_minute or sustained")),
+        (Some(l), None) => windows.push(Window {
+            limit: l,
+            window_ns: 60_000_000_000,
+        }),
+        (None, Some(w)) => windows.push(Window {
+            limit: w.limit,
+            window_ns: dur(&f("sustained.window"), &w.window)?.as_nanos() as u64,
+        }),
+        (None, None) => {}
+    }
+    match (t.per_second, &t.burst) {
+        (Some(_), Some(_)) => return Err(invalid(f("burst"), "give per_second or burst")),
+        (Some(l), None) => windows.push(Window {
+            limit: l,
+            window_ns: 1_000_000_000,
+        }),
+        (None, Some(w)) => windows.push(Window {
+            limit: w.limit,
+            window_ns: dur(&f("burst.window"), &w.window)?.as_nanos() as u64,
+        }),
+        (None, None) => {}
+    }
+    if windows.iter().any(|w| w.window_ns == 0) {
+        return Err(invalid(f("window"), "windows must be > 0"));
+    }
+    let methods = match &t.methods {
+        None => vec![Op::Get, Op::Put],
+        Some(m) => m
+            .iter()
+            .map(|s| {
+                Op::from_method(s)
+                    .ok_or_else(|| invalid(f("methods"), format!("unknown method {s:?}")))
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    Ok(Tier {
+        name: name.into(),
+        windows,
+        methods,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASIC: &str = r#"
+target = "http://127.0.0.1:1"
+duration = "2m"
+[[group]]
+name = "p"
+tier = "premium"
+key_prefix = "K"
+key_count = 3
+rate = "60/s"
+auth = "x-api-key"
+"#;
+
+    #[test]
+    fn defaults_and_scale() {
+        let s = Scenario::from_toml(
+            BASIC,
+            "t",
+            &Overrides {
+                scale: Some(0.05),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(s.duration, Duration::from_secs(6));
+        assert_eq!(s.keys.len(), 3);
+        assert_eq!(s.keys[2].id, "K0002");
+        assert_eq!(s.tiers.len(), 4);
+        assert!((s.groups[0].profile.total() - 360.0).abs() < 1e-6);
+        assert!(s.keys_file().contains("\"K0001\" = \"premium\""));
+    }
+
+    #[test]
+    fn rejects_unknown_fields_and_bad_values() {
+        let e = Scenario::from_toml(&format!("{BASIC}\nbogus = 1\n"), "t", &Overrides::default());
+        assert!(e.is_err());
+        let bad = BASIC.replace("60/s", "60");
+        let e = Scenario::from_toml(&bad, "t", &Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("group[0].rate"), "{e}");
+        let bad = BASIC.replace("premium", "gold");
+        assert!(Scenario::from_toml(&bad, "t", &Overrides::default()).is_err());
+        let bad = BASIC.replace("x-api-key", "sigv4");
+        let e = Scenario::from_toml(&bad, "t", &Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("secret"), "{e}");
+    }
+
+    #[test]
+    fn tiers_stages_and_ops() {
+        let text = r#"
+target = "http://x:1"
+duration = "10s"
+[tiers.gold]
+sustained = { limit = 10, window = "10s" }
+per_second = 2
+methods = ["GET"]
+[[group]]
+tier = "gold"
+keys = ["A", { id = "B", secret = "s" }]
+secret = "g"
+auth = "sigv2"
+stages = [{ ramp = "5s", to = "10/s" }, { hold = "5s" }]
+ops = { GET = 1, PUT = 1 }
+put_sizes = ["1KiB", "4KiB"]
+"#;
+        let s = Scenario::from_toml(text, "t", &Overrides::default()).unwrap();
+        assert_eq!(s.tiers.len(), 1);
+        assert_eq!(s.tiers[0].windows[0].window_ns, 10_000_000_000);
+        assert_eq!(s.tiers[0].methods, vec![Op::Get]);
+        assert_eq!(s.keys[0].secret, "g");
+        assert_eq!(s.keys[1].secret, "s");
+        assert!((s.groups[0].profile.total() - 75.0).abs() < 1e-6);
+        assert_eq!(s.groups[0].mix.put_sizes, vec![1024, 4096]);
+    }
+
+    #[test]
+    fn pulses_and_repeat() {
+        let text = r#"
+target = "http://x:1"
+duration = "10s"
+[[group]]
+keys = ["A"]
+stages = [{ pulses = 2, on = "250ms", off = "750ms", rate = "80/s" }, { hold = "3s", rate = "0/s" }]
+repeat = 2
+"#;
+        let s = Scenario::from_toml(text, "t", &Overrides::default()).unwrap();
+        let p = &s.groups[0].profile;
+        // 2 × (2 pulses of 20) = 80 requests, then nothing (last rate 0 holds).
+        assert!((p.total() - 80.0).abs() < 1e-9, "{}", p.total());
+        assert_eq!(p.rate_at(0.1), 80.0);
+        assert_eq!(p.rate_at(0.5), 0.0);
+        assert_eq!(p.rate_at(5.1), 80.0);
+        assert_eq!(p.rate_at(9.0), 0.0);
+    }
+}
