@@ -331,6 +331,35 @@ print(total, core_busy(sys.argv[2]), "%.6f" % time.time())
 PY
 }
 
+# machine_busy_pct: percent of all CPUs busy over the next second (everything on the machine).
+machine_busy_pct() {
+    python3 - <<'PY'
+import time
+def read():
+    f = open("/proc/stat").readline().split()
+    v = [int(x) for x in f[1:9]]
+    return sum(v), v[3] + v[4]
+t0, i0 = read(); time.sleep(1); t1, i1 = read()
+print(int(round(100.0 * (1 - (i1 - i0) / max(t1 - t0, 1)))))
+PY
+}
+
+# wait_idle MAX_S: wait (up to MAX_S seconds) until the machine is below 15% busy.
+wait_idle() {
+    local max="$1" start busy
+    start=$(date +%s)
+    while :; do
+        busy="$(machine_busy_pct)"
+        if ((busy < 15)); then bench_log "machine idle (${busy}% busy)"; return 0; fi
+        if (($(date +%s) - start >= max)); then
+            bench_log "machine still ${busy}% busy after ${max}s; running anyway (see the noise column)"
+            return 1
+        fi
+        bench_log "machine ${busy}% busy; waiting for it to go idle"
+        sleep 10
+    done
+}
+
 # machine_json: the machine and tool versions, as one JSON object on stdout.
 machine_json() {
     local model kernel hap ngx wrkv rustv rev dirty

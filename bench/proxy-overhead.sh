@@ -21,9 +21,10 @@
 #
 # Usage: bench/proxy-overhead.sh [--rounds N] [--duration S] [--connections C] [--warmup S]
 #          [--systems a,b,..] [--modes 1key,1000keys] [--proxy-core N] [--load-core N]
-#          [--out-dir DIR] [--no-save]
+#          [--out-dir DIR] [--no-save] [--wait-idle MAX_S]
 # Defaults: 3 rounds, 10 s, 64 connections, 1 s warm-up, every system, both modes, cores 0/1,
-# results to bench/results/<date>-proxy-overhead.{md,json}. Default run: ≈ 4.5 min with four
+# results to bench/results/<date>-proxy-overhead.{md,json}; --wait-idle waits up to MAX_S seconds
+# for the machine to go below 15% busy before starting (default 0: start at once). Default run: ≈ 4.5 min with four
 # systems. Every process started is killed by PID on exit.
 
 set -euo pipefail
@@ -39,6 +40,7 @@ PROXY_CORE=0
 LOAD_CORE=1
 OUT_DIR="$BENCH_DIR/results"
 SAVE=1
+WAIT_IDLE=0
 
 usage() { sed -n '2,/^$/p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while (($#)); do
@@ -53,6 +55,7 @@ while (($#)); do
     --load-core) LOAD_CORE="$2"; shift 2 ;;
     --out-dir) OUT_DIR="$2"; shift 2 ;;
     --no-save) SAVE=0; shift ;;
+    --wait-idle) WAIT_IDLE="$2"; shift 2 ;;
     -h | --help) usage 0 ;;
     *) echo "unknown option: $1" >&2; usage 1 ;;
     esac
@@ -87,6 +90,7 @@ done
 
 gen_keys 1000 "$RUN_DIR/keys.txt"
 write_maps "$RUN_DIR/keys.txt"
+if ((WAIT_IDLE > 0)); then wait_idle "$WAIT_IDLE" || true; fi
 MACHINE="$(machine_json)"
 ORIGIN_PORT="$(free_port)"
 start_origin "$ORIGIN_PORT" "$LOAD_CORE"
