@@ -21,10 +21,13 @@
 #
 # Usage: bench/proxy-overhead.sh [--rounds N] [--duration S] [--connections C] [--warmup S]
 #          [--systems a,b,..] [--modes 1key,1000keys] [--proxy-core N] [--load-core N]
-#          [--out-dir DIR] [--no-save] [--wait-idle MAX_S]
+#          [--out-dir DIR] [--no-save] [--wait-idle MAX_S] [--max-foreign PCT [--retries N]]
 # Defaults: 3 rounds, 10 s, 64 connections, 1 s warm-up, every system, both modes, cores 0/1,
 # results to bench/results/<date>-proxy-overhead.{md,json}; --wait-idle waits up to MAX_S seconds
-# for the machine to go below 15% busy before starting (default 0: start at once). Default run: ≈ 4.5 min with four
+# for the machine to go below 15% busy before starting (default 0: start at once);
+# --max-foreign PCT repeats a measurement (up to --retries, default 2, after waiting up to 60 s for
+# the machine to go idle) when other processes took more than PCT% of the proxy core during it
+# (default 0: off). Both only lengthen the run on a busy machine. Default run: ≈ 4.5 min with four
 # systems. Every process started is killed by PID on exit.
 
 set -euo pipefail
@@ -41,6 +44,8 @@ LOAD_CORE=1
 OUT_DIR="$BENCH_DIR/results"
 SAVE=1
 WAIT_IDLE=0
+MAX_FOREIGN=0
+RETRIES=2
 
 usage() { sed -n '2,/^$/p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while (($#)); do
@@ -56,6 +61,8 @@ while (($#)); do
     --out-dir) OUT_DIR="$2"; shift 2 ;;
     --no-save) SAVE=0; shift ;;
     --wait-idle) WAIT_IDLE="$2"; shift 2 ;;
+    --max-foreign) MAX_FOREIGN="$2"; shift 2 ;;
+    --retries) RETRIES="$2"; shift 2 ;;
     -h | --help) usage 0 ;;
     *) echo "unknown option: $1" >&2; usage 1 ;;
     esac
@@ -148,11 +155,12 @@ for ((round = 1; round <= ROUNDS; round++)); do
         [[ "$idc" == ok || "$idc" == n/a ]] || bench_log "$sys: key not identified ($idc)"
         if ((WARMUP > 0)); then run_wrk "$port" "${MODE_LIST[-1]}" "$WARMUP"; fi
         for mode in "${MODE_LIST[@]}"; do
-            read -r c0 k0 t0 < <(snapshot "$SYS_PID" "$PROXY_CORE")
-            run_wrk "$port" "$mode" "$DURATION"
-            w="$(cat "$RUN_DIR/wrk.json")"
-            read -r c1 k1 t1 < <(snapshot "$SYS_PID" "$PROXY_CORE")
-            rec="$(python3 - "$w" "$sys" "$mode" "$round" "$c0" "$c1" "$k0" "$k1" "$t0" "$t1" "$CLK_TCK" "$idc" "$(cat /proc/loadavg)" <<'PY'
+            for ((attempt = 1; ; attempt++)); do
+                read -r c0 k0 t0 < <(snapshot "$SYS_PID" "$PROXY_CORE")
+                run_wrk "$port" "$mode" "$DURATION"
+                w="$(cat "$RUN_DIR/wrk.json")"
+                read -r c1 k1 t1 < <(snapshot "$SYS_PID" "$PROXY_CORE")
+                rec="$(python3 - "$w" "$sys" "$mode" "$round" "$c0" "$c1" "$k0" "$k1" "$t0" "$t1" "$CLK_TCK" "$idc" "$(cat /proc/loadavg)" "$attempt" <<'PY'
 import json, sys
 w = json.loads(sys.argv[1])
 sysname, mode, rnd = sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -174,12 +182,21 @@ print(json.dumps({
     "non_2xx_3xx": w["errors"]["status"],
     "socket_errors": {k: v for k, v in w["errors"].items() if k != "status"},
     "latency_us": w["latency_us"], "identity_check": sys.argv[12],
-    "loadavg_after": sys.argv[13],
+    "loadavg_after": sys.argv[13], "attempt": int(sys.argv[14]),
 }))
 PY
 )"
-            echo "$rec" >>"$RUNS"
-            python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("[round %d] %-14s %-9s %9.0f req/s  %7.2f µs CPU/req  proxy core %3.0f%%  foreign %3.0f%%  non-2xx %d" % (r["round"], r["system"], r["mode"], r["rps"], r["cpu_us_per_req"] or 0, 100*r["proxy_core_util"], 100*r["foreign_cpu_on_proxy_core"], r["non_2xx_3xx"]))' "$rec" >&2
+                python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("[round %d] %-14s %-9s %9.0f req/s  %7.2f µs CPU/req  proxy core %3.0f%%  foreign %3.0f%%  non-2xx %d" % (r["round"], r["system"], r["mode"], r["rps"], r["cpu_us_per_req"] or 0, 100*r["proxy_core_util"], 100*r["foreign_cpu_on_proxy_core"], r["non_2xx_3xx"]))' "$rec" >&2
+                foreign="$(python3 -c 'import json,sys; print(int(100 * json.loads(sys.argv[1])["foreign_cpu_on_proxy_core"]))' "$rec")"
+                if ((MAX_FOREIGN > 0 && foreign > MAX_FOREIGN && attempt <= RETRIES)); then
+                    bench_log "foreign CPU ${foreign}% > ${MAX_FOREIGN}%: measurement discarded, repeating"
+                    echo "$rec" >>"$RUN_DIR/discarded.jsonl"
+                    wait_idle 60 || true
+                    continue
+                fi
+                echo "$rec" >>"$RUNS"
+                break
+            done
         done
         bench_stop_pid "$SYS_PID"
     done
@@ -192,11 +209,13 @@ if ((SAVE)); then
     mkdir -p "$OUT_DIR"
     if [[ -e "$OUT_DIR/$STEM.json" ]]; then STEM="$DATE-$(date +%H%M%S)-proxy-overhead"; fi
 fi
-PARAMS="$(python3 -c 'import json,sys; print(json.dumps({"rounds":int(sys.argv[1]),"duration_s":int(sys.argv[2]),"connections":int(sys.argv[3]),"wrk_threads":1,"warmup_s":int(sys.argv[4]),"modes":sys.argv[5].split(","),"proxy_core":int(sys.argv[6]),"load_core":int(sys.argv[7]),"workers":1,"limits":"open (tiers at 100000000/min, 10000000/s: nothing denied)","skipped":sys.argv[8:]}))' \
-    "$ROUNDS" "$DURATION" "$CONNECTIONS" "$WARMUP" "$MODES" "$PROXY_CORE" "$LOAD_CORE" "${SKIPPED[@]+"${SKIPPED[@]}"}")"
-python3 - "$RUNS" "$MACHINE" "$PARAMS" "$SAVE" "$OUT_DIR/$STEM" <<'PY'
+PARAMS="$(python3 -c 'import json,sys; print(json.dumps({"rounds":int(sys.argv[1]),"duration_s":int(sys.argv[2]),"connections":int(sys.argv[3]),"wrk_threads":1,"warmup_s":int(sys.argv[4]),"modes":sys.argv[5].split(","),"proxy_core":int(sys.argv[6]),"load_core":int(sys.argv[7]),"workers":1,"limits":"open (tiers at 100000000/min, 10000000/s: nothing denied)","max_foreign_pct":int(sys.argv[8]),"retries":int(sys.argv[9]),"skipped":sys.argv[10:]}))' \
+    "$ROUNDS" "$DURATION" "$CONNECTIONS" "$WARMUP" "$MODES" "$PROXY_CORE" "$LOAD_CORE" "$MAX_FOREIGN" "$RETRIES" "${SKIPPED[@]+"${SKIPPED[@]}"}")"
+touch "$RUN_DIR/discarded.jsonl"
+python3 - "$RUNS" "$MACHINE" "$PARAMS" "$SAVE" "$OUT_DIR/$STEM" "$RUN_DIR/discarded.jsonl" <<'PY'
 import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+discarded = [json.loads(l) for l in open(sys.argv[6]) if l.strip()]
 machine, params = json.loads(sys.argv[2]), json.loads(sys.argv[3])
 save, stem = sys.argv[4] == "1", sys.argv[5]
 order = []
@@ -252,6 +271,9 @@ if noisy:
               "CPU µs/req is inflated by contention (cache, scheduling); rerun on an idle machine."
               % ", ".join("%s/%s (%.0f%%)" % (s["system"], s["mode"], 100 * s["foreign_cpu_on_proxy_core_median"])
                           for s in noisy), ""]
+if discarded:
+    lines += ["%d measurement(s) were discarded and repeated because other processes took more than "
+              "%d%% of the proxy core (kept in the .json as `discarded`)." % (len(discarded), params["max_foreign_pct"]), ""]
 if params["skipped"]:
     lines += ["Skipped: " + "; ".join(params["skipped"]) + ".", ""]
 lines += ["wrk latencies are closed-loop (coordinated omission): context only, not the latency figure.",
@@ -261,6 +283,6 @@ print(md)
 if save:
     open(stem + ".md", "w").write(md)
     json.dump({"benchmark": "proxy-overhead", "machine": machine, "params": params,
-               "summary": summary, "runs": runs}, open(stem + ".json", "w"), indent=1)
+               "summary": summary, "runs": runs, "discarded": discarded}, open(stem + ".json", "w"), indent=1)
     print("saved %s.md and %s.json" % (stem, stem), file=sys.stderr)
 PY
