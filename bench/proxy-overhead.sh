@@ -186,8 +186,7 @@ print(json.dumps({
 }))
 PY
 )"
-                python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("[round %d] %-14s %-9s %9.0f req/s  %7.2f µs CPU/req  proxy core %3.0f%%  foreign %3.0f%%  non-2xx %d" % (r["round"], r["system"], r["mode"], r["rps"], r["cpu_us_per_req"] or 0, 100*r["proxy_core_util"], 100*r["foreign_cpu_on_proxy_core"], r["non_2xx_3xx"]))' "$rec" >&2
-                foreign="$(python3 -c 'import json,sys; print(int(100 * json.loads(sys.argv[1])["foreign_cpu_on_proxy_core"]))' "$rec")"
+                foreign="$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("[round %d] %-14s %-9s %9.0f req/s  %7.2f µs CPU/req  proxy core %3.0f%%  foreign %3.0f%%  non-2xx %d" % (r["round"], r["system"], r["mode"], r["rps"], r["cpu_us_per_req"] or 0, 100*r["proxy_core_util"], 100*r["foreign_cpu_on_proxy_core"], r["non_2xx_3xx"]), file=sys.stderr); print(int(100 * r["foreign_cpu_on_proxy_core"]))' "$rec")"
                 if ((MAX_FOREIGN > 0 && foreign > MAX_FOREIGN && attempt <= RETRIES)); then
                     bench_log "foreign CPU ${foreign}% > ${MAX_FOREIGN}%: measurement discarded, repeating"
                     echo "$rec" >>"$RUN_DIR/discarded.jsonl"
