@@ -13,7 +13,9 @@
 #
 # Environment: GARAGE_BIN (default: garage on PATH or ~/.cargo/bin/garage),
 #              GARAGE_BUCKET (default tollgate-test), GARAGE_REGION (default garage),
-#              GARAGE_STOP_GRACE (seconds between SIGTERM and SIGKILL on stop, default 5).
+#              GARAGE_STOP_GRACE (seconds between SIGTERM and SIGKILL on stop, default 5),
+#              GARAGE_EXTRA_KEYS (file of `NAME ACCESS_KEY_ID SECRET` lines, imported and allowed on
+#              the bucket like the fixed keys; e.g. a load scenario's keys; # comments allowed).
 set -euo pipefail
 
 REGION="${GARAGE_REGION:-garage}"
@@ -33,6 +35,23 @@ KEYS=(
 )
 
 say() { printf '[garage] %s\n' "$*"; }
+# extra keys from $GARAGE_EXTRA_KEYS, checked before anything starts
+load_extra_keys() {
+  [ -n "${GARAGE_EXTRA_KEYS:-}" ] || return 0
+  [ -r "$GARAGE_EXTRA_KEYS" ] || die "GARAGE_EXTRA_KEYS: cannot read $GARAGE_EXTRA_KEYS"
+  local n=0 line name id secret rest
+  while IFS= read -r line || [ -n "$line" ]; do
+    n=$((n + 1))
+    line="${line%%#*}"
+    [ -n "${line//[[:space:]]/}" ] || continue
+    read -r name id secret rest <<<"$line"
+    [ -z "$rest" ] && [ -n "$secret" ] || die "$GARAGE_EXTRA_KEYS:$n: expected 'NAME ACCESS_KEY_ID SECRET'"
+    [[ "$name" =~ ^[A-Za-z][A-Za-z0-9_]*$ ]] || die "$GARAGE_EXTRA_KEYS:$n: key name '$name' must be letters, digits, _"
+    [[ "$id" =~ ^GK[0-9a-f]{24}$ ]] || die "$GARAGE_EXTRA_KEYS:$n: Garage key ids are GK + 24 hex digits, got '$id'"
+    [[ "$secret" =~ ^[0-9a-f]{64}$ ]] || die "$GARAGE_EXTRA_KEYS:$n: Garage secrets are 64 hex digits (key $id)"
+    KEYS+=("$name $id $secret")
+  done <"$GARAGE_EXTRA_KEYS"
+}
 die() { printf '[garage] ERROR: %s\n' "$*" >&2; exit 1; }
 usage() { awk 'NR>1 && !/^#/{exit} NR>1{print}' "${BASH_SOURCE[0]}"; exit 2; }
 
@@ -230,7 +249,7 @@ cmd_status() {
 }
 
 case "${1:-}" in
-  start) [ $# -eq 3 ] || usage; cmd_start "$2" "$3" ;;
+  start) [ $# -eq 3 ] || usage; load_extra_keys; cmd_start "$2" "$3" ;;
   stop) [ $# -eq 2 ] || usage; cmd_stop "$2" ;;
   status) [ $# -eq 2 ] || usage; cmd_status "$2" ;;
   *) usage ;;

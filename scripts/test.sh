@@ -2,7 +2,8 @@
 # Runs every test of the project on a fresh machine: installs what is missing
 # (idempotently), checks format and lints, runs the Rust unit + integration tests,
 # then the real-client S3 suite (boto3, aws-cli, curl against Garage and s3s-fs
-# through tollgate) and the loadgen burst scenario against tollgate.
+# through tollgate, and loadgen's burst scenario through tollgate to Garage), and finally
+# the README's demo command at a small scale.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -26,5 +27,8 @@ timeout 1200 cargo test --workspace --release -- --test-threads=2
 
 say "real S3 clients through tollgate (Garage, s3s-fs)"
 timeout 1200 bash scripts/run-s3-tests.sh
+
+say "the README's demo command, scaled to 6 s of load (DEMO_SCALE=0.05)"
+DEMO_SCALE=0.05 timeout 600 bash scripts/demo.sh
 
 say "all tests passed"

@@ -11,8 +11,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+use tollgate::config::Config;
 use tollgate::config::validate::{Overrides, load_with, summary};
-use tollgate::config::{self, Config};
 use tollgate::control::{self, ControlState};
 use tollgate::proxy::{self, Shared, tls};
 use tollgate::runtime;
@@ -29,6 +29,38 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// Command-line overrides of the config file, shared by `run` and `check`.
+#[derive(clap::Args)]
+struct OverrideArgs {
+    /// Plain HTTP listen address (repeatable; replaces the file's `listen`).
+    #[arg(long)]
+    listen: Vec<SocketAddr>,
+    /// HTTPS listen address (repeatable; needs [tls] certificates in the file).
+    #[arg(long)]
+    tls_listen: Vec<SocketAddr>,
+    /// Upstream HOST:PORT (repeatable; replaces the file's servers).
+    #[arg(long)]
+    upstream: Vec<String>,
+    /// Worker cores.
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Admin listen address, or "off".
+    #[arg(long)]
+    admin: Option<String>,
+}
+
+impl From<OverrideArgs> for Overrides {
+    fn from(a: OverrideArgs) -> Overrides {
+        Overrides {
+            listen: a.listen,
+            tls_listen: a.tls_listen,
+            upstream: a.upstream,
+            workers: a.workers,
+            admin: a.admin,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the proxy.
@@ -36,26 +68,16 @@ enum Cmd {
         /// Main config file (TOML).
         #[arg(long, short, default_value = "config/tollgate.toml")]
         config: PathBuf,
-        /// Plain HTTP listen address (repeatable; replaces the file's `listen`).
-        #[arg(long)]
-        listen: Vec<SocketAddr>,
-        /// HTTPS listen address (repeatable; needs [tls] certificates in the file).
-        #[arg(long)]
-        tls_listen: Vec<SocketAddr>,
-        /// Upstream HOST:PORT (repeatable; replaces the file's servers).
-        #[arg(long)]
-        upstream: Vec<String>,
-        /// Worker cores.
-        #[arg(long)]
-        workers: Option<usize>,
-        /// Admin listen address, or "off".
-        #[arg(long)]
-        admin: Option<String>,
+        #[command(flatten)]
+        overrides: OverrideArgs,
     },
     /// Validate a config (and its keys file) without starting; print a summary.
     Check {
         #[arg(long, short, default_value = "config/tollgate.toml")]
         config: PathBuf,
+        /// The same overrides as `run`: the summary shows the configuration `run` would use.
+        #[command(flatten)]
+        overrides: OverrideArgs,
     },
     /// Manage the keys file named by the config (atomic writes, timestamped backups).
     Keys {
@@ -88,24 +110,8 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Run {
-            config,
-            listen,
-            tls_listen,
-            upstream,
-            workers,
-            admin,
-        } => run(
-            config,
-            Overrides {
-                listen,
-                tls_listen,
-                upstream,
-                workers,
-                admin,
-            },
-        ),
-        Cmd::Check { config } => match config::load(&config) {
+        Cmd::Run { config, overrides } => run(config, overrides.into()),
+        Cmd::Check { config, overrides } => match load_with(&config, &overrides.into()) {
             Ok(cfg) => {
                 print!("{}", summary(&cfg));
                 println!("{}: OK", config.display());

@@ -124,7 +124,13 @@ enum Cmd {
         target: Option<String>,
     },
     /// Print a tollgate keys file (`[keys]` table) for a scenario's keys.
-    Keys { scenario: String },
+    Keys {
+        scenario: String,
+        /// `tollgate`: a keys file for tollgate; `credentials`: `NAME ACCESS_KEY_ID SECRET` lines
+        /// for the signing groups (for `garage key import`, e.g. scripts/garage.sh GARAGE_EXTRA_KEYS).
+        #[arg(long, value_enum, default_value_t = KeysFormat::Tollgate)]
+        format: KeysFormat,
+    },
     /// Create the objects a scenario reads (PUT each once). Point --target at the store itself.
     Prefill {
         scenario: String,
@@ -132,6 +138,12 @@ enum Cmd {
         #[arg(long)]
         target: Option<String>,
     },
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum KeysFormat {
+    Tollgate,
+    Credentials,
 }
 
 fn main() {
@@ -288,13 +300,16 @@ fn real_main() -> Result<i32> {
             }
             Ok(if r.failed == 0 { 0 } else { 1 })
         }
-        Cmd::Keys { scenario } => {
+        Cmd::Keys { scenario, format } => {
             let ov = Overrides {
                 target: Some("http://127.0.0.1:1".into()),
                 ..Default::default()
             };
             let sc = Scenario::load(&scenario, &ov)?;
-            print!("{}", sc.keys_file());
+            match format {
+                KeysFormat::Tollgate => print!("{}", sc.keys_file()),
+                KeysFormat::Credentials => print!("{}", sc.credentials_file()),
+            }
             Ok(0)
         }
     }

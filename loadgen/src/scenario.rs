@@ -655,6 +655,30 @@ impl Scenario {
         }
         s
     }
+
+    /// `NAME ACCESS_KEY_ID SECRET` per key of the groups that sign requests (a secret is set),
+    /// NAME = group name + index, made of letters, digits and `_` only.
+    pub fn credentials_file(&self) -> String {
+        let mut s = String::new();
+        let mut idx = vec![0usize; self.groups.len()];
+        for k in &self.keys {
+            let g = &self.groups[k.group];
+            if k.secret.is_empty() || !g.auth.identifies_key() {
+                continue;
+            }
+            let mut name: String = g
+                .name
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect();
+            if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
+                name.insert(0, 'g');
+            }
+            s.push_str(&format!("{name}_{} {} {}\n", idx[k.group], k.id, k.secret));
+            idx[k.group] += 1;
+        }
+        s
+    }
 }
 
 fn tier_from_raw(name: &str, t: &RawTier) -> Result<Tier, ScenarioError> {
@@ -737,6 +761,21 @@ auth = "x-api-key"
         assert_eq!(s.tiers.len(), 4);
         assert!((s.groups[0].profile.total() - 360.0).abs() < 1e-6);
         assert!(s.keys_file().contains("\"K0001\" = \"premium\""));
+    }
+
+    #[test]
+    fn credentials_file_lists_signing_keys_with_secrets() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/scenarios/burst.toml");
+        let s = Scenario::load(path, &Overrides::default()).unwrap();
+        let creds = s.credentials_file();
+        let lines: Vec<&str> = creds.lines().collect();
+        assert_eq!(lines.len(), 5, "{creds}");
+        let f: Vec<&str> = lines[0].split(' ').collect();
+        assert_eq!(f, ["premium_0", &s.keys[0].id, &"b1".repeat(32)]);
+        assert!(lines[4].starts_with("premium_4 GKb1000000000000000000"));
+        // x-api-key groups carry no secret: nothing to import
+        let none = Scenario::from_toml(BASIC, "t", &Overrides::default()).unwrap();
+        assert_eq!(none.credentials_file(), "");
     }
 
     #[test]
