@@ -137,7 +137,9 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
             max_head_bytes: http.max_head_bytes,
             max_headers: http.max_headers,
         };
-        let started = Instant::now();
+        // the head timeout runs from the first byte of a head (set lazily: no clock read for
+        // a head that arrives in one read)
+        let mut started: Option<Instant> = None;
         loop {
             if self.cstart < self.cbuf.len() {
                 match parse_request(&self.cbuf[self.cstart..], &limits, &mut self.head) {
@@ -157,8 +159,9 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
             let timeout = if idle {
                 http.client_idle_timeout
             } else {
+                let t0 = *started.get_or_insert_with(Instant::now);
                 http.client_head_timeout
-                    .saturating_sub(started.elapsed())
+                    .saturating_sub(t0.elapsed())
                     .max(Duration::from_millis(1))
             };
             if idle && self.w.shutdown.is_set() {
@@ -810,8 +813,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
             if rbuf.len() == rbuf.capacity() {
                 rbuf.reserve(16 * 1024);
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match monoio::time::timeout(left, up.read(rbuf)).await {
+            match monoio::time::timeout_at(deadline.into(), up.read(rbuf)).await {
                 Ok((Ok(n), b)) => {
                     rbuf = b;
                     if n == 0 {

@@ -37,6 +37,18 @@ impl Extra {
         self.items.push((name, a..self.vals.len()));
     }
 
+    /// A header whose value `f` writes (with `put_u64` and `push_str`: no `core::fmt` on the
+    /// per-request path).
+    pub fn push_with(&mut self, name: &'static str, f: impl FnOnce(&mut String)) {
+        let a = self.vals.len();
+        f(&mut self.vals);
+        self.items.push((name, a..self.vals.len()));
+    }
+
+    pub fn push_u64(&mut self, name: &'static str, n: u64) {
+        self.push_with(name, |s| put_u64(s, n));
+    }
+
     /// Runs `f` with the headers as `(name, value)` byte pairs (a stack array: no allocation).
     pub fn with_pairs<R>(&self, f: impl FnOnce(&[(&[u8], &[u8])]) -> R) -> R {
         let mut arr: [(&[u8], &[u8]); MAX_EXTRA] = [(b"", b""); MAX_EXTRA];
@@ -53,6 +65,22 @@ impl Extra {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, r)| &self.vals[r.clone()])
     }
+}
+
+/// Appends `n` in decimal (what `write!(s, "{n}")` does, without the formatting machinery).
+pub fn put_u64(s: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // only ASCII digits were written
+    s.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
 }
 
 fn secs(ms: u32) -> u32 {
@@ -96,39 +124,38 @@ pub fn rate_limit_headers(
     shadow_deny: bool,
 ) {
     if groups.ietf {
-        x.push_fmt(
-            "RateLimit-Policy",
-            format_args!(
-                "\"sustained\";q={};w={}, \"burst\";q={};w={}",
-                tier.sustained.limit,
-                secs(tier.sustained.length_ms),
-                tier.burst.limit,
-                secs(tier.burst.length_ms)
-            ),
-        );
+        x.push_with("RateLimit-Policy", |s| {
+            s.push_str("\"sustained\";q=");
+            put_u64(s, tier.sustained.limit.into());
+            s.push_str(";w=");
+            put_u64(s, secs(tier.sustained.length_ms).into());
+            s.push_str(", \"burst\";q=");
+            put_u64(s, tier.burst.limit.into());
+            s.push_str(";w=");
+            put_u64(s, secs(tier.burst.length_ms).into());
+        });
         let burst = binding_is_burst(tier, d);
         let (name, r) = if burst {
-            ("burst", d.burst_remaining)
+            ("\"burst\";r=", d.burst_remaining)
         } else {
-            ("sustained", d.sustained_remaining)
+            ("\"sustained\";r=", d.sustained_remaining)
         };
         let t = if d.admitted {
             d.reset_ms.div_ceil(1000)
         } else {
             d.retry_after_ms.div_ceil(1000).max(1)
         };
-        x.push_fmt("RateLimit", format_args!("\"{name}\";r={r};t={t}"));
+        x.push_with("RateLimit", |s| {
+            s.push_str(name);
+            put_u64(s, r.into());
+            s.push_str(";t=");
+            put_u64(s, t);
+        });
     }
     if groups.legacy {
         x.push("X-RateLimit-Group", &tier.name);
-        x.push_fmt(
-            "X-RateLimit-Limit-Per-Minute",
-            format_args!("{}", per_minute(tier.sustained)),
-        );
-        x.push_fmt(
-            "X-RateLimit-Current-Per-Minute",
-            format_args!("{}", d.sustained_count),
-        );
+        x.push_u64("X-RateLimit-Limit-Per-Minute", per_minute(tier.sustained));
+        x.push_u64("X-RateLimit-Current-Per-Minute", d.sustained_count.into());
     }
     if groups.identity {
         x.push("X-API-Key", key.unwrap_or("anonymous"));
@@ -151,13 +178,22 @@ fn per_minute(w: WindowConfig) -> u64 {
 /// Deny-only headers.
 pub fn retry_headers(x: &mut Extra, d: &Decision) {
     let ms = d.retry_after_ms.max(1);
-    x.push_fmt("Retry-After", format_args!("{}", ms.div_ceil(1000).max(1)));
-    x.push_fmt("x-amz-retry-after", format_args!("{ms}"));
+    x.push_u64("Retry-After", ms.div_ceil(1000).max(1));
+    x.push_u64("x-amz-retry-after", ms);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn put_u64_matches_display() {
+        for n in [0u64, 1, 9, 10, 99, 100, 65_535, 1_000_000, u64::MAX] {
+            let mut s = String::from("x");
+            put_u64(&mut s, n);
+            assert_eq!(s, format!("x{n}"));
+        }
+    }
 
     #[test]
     fn pairs_follow_pushes() {

@@ -143,17 +143,16 @@ impl Worker {
 
     /// A process-unique request id: instance prefix, core, counter.
     pub fn next_request_id(&self, out: &mut String) {
-        use std::fmt::Write;
         let n = self.req_counter.get() + 1;
         self.req_counter.set(n);
         out.clear();
-        let _ = write!(
-            out,
-            "{:012X}{:02X}{:010X}",
-            self.instance & 0xFFFF_FFFF_FFFF,
-            self.id,
-            n
-        );
+        // 12 + 2 + 10 upper-case hex digits (what "{:012X}{:02X}{:010X}" gives, zero-padded,
+        // the counter wrapping at 40 bits), written by hand: this runs on every request.
+        let mut buf = [0u8; 24];
+        put_hex(&mut buf[..12], self.instance & 0xFFFF_FFFF_FFFF);
+        put_hex(&mut buf[12..14], self.id as u64);
+        put_hex(&mut buf[14..], n);
+        out.push_str(std::str::from_utf8(&buf).unwrap_or_default());
     }
 
     /// Schedules this core's mesh task to flush outboxes at the end of this turn.
@@ -443,5 +442,35 @@ async fn health_loop(w: Rc<Worker>, node: usize) {
             _ = monoio::time::sleep(interval) => {},
             _ = w.shutdown.wait() => return,
         }
+    }
+}
+
+/// Writes the low `4 * out.len()` bits of `v` as upper-case hex, most significant first.
+fn put_hex(out: &mut [u8], mut v: u64) {
+    for b in out.iter_mut().rev() {
+        *b = b"0123456789ABCDEF"[(v & 0xF) as usize];
+        v >>= 4;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::put_hex;
+
+    #[test]
+    fn put_hex_matches_format() {
+        for (v, w) in [
+            (0u64, 2usize),
+            (0xAB, 2),
+            (0x0012_3456_789A, 10),
+            (0xFFFF_FFFF_FFFF, 12),
+        ] {
+            let mut b = vec![0u8; w];
+            put_hex(&mut b, v);
+            assert_eq!(String::from_utf8(b).unwrap(), format!("{v:0w$X}"));
+        }
+        let mut b = [0u8; 2];
+        put_hex(&mut b, 0x1FF); // wraps to the low bits
+        assert_eq!(&b, b"FF");
     }
 }

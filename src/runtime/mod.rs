@@ -131,11 +131,7 @@ where
                 } else {
                     Driver::Epoll
                 };
-                let mut rt = match RuntimeBuilder::<FusionDriver>::new()
-                    .with_entries(4096)
-                    .enable_timer()
-                    .build()
-                {
+                let mut rt = match build_runtime() {
                     Ok(rt) => rt,
                     Err(e) => {
                         log::error!("worker {index}: cannot build runtime: {e}");
@@ -158,4 +154,39 @@ where
         handles.push(h);
     }
     Ok(handles)
+}
+
+/// io_uring setup flags tried first; TOLLGATE_URING_FLAGS=0 disables them (comparison runs).
+fn tuned_uring() -> Option<io_uring::Builder> {
+    if std::env::var("TOLLGATE_URING_FLAGS").as_deref() == Ok("0") {
+        return None;
+    }
+    let mut b = io_uring::IoUring::builder();
+    b.setup_coop_taskrun()
+        .setup_single_issuer()
+        .setup_defer_taskrun();
+    Some(b)
+}
+
+fn build_runtime() -> std::io::Result<
+    monoio::FusionRuntime<
+        monoio::time::TimeDriver<monoio::IoUringDriver>,
+        monoio::time::TimeDriver<monoio::LegacyDriver>,
+    >,
+> {
+    if let Some(urb) = tuned_uring() {
+        match RuntimeBuilder::<FusionDriver>::new()
+            .with_entries(4096)
+            .uring_builder(urb)
+            .enable_timer()
+            .build()
+        {
+            Ok(rt) => return Ok(rt),
+            Err(e) => log::info!("io_uring with DEFER_TASKRUN unavailable ({e}); plain setup"),
+        }
+    }
+    RuntimeBuilder::<FusionDriver>::new()
+        .with_entries(4096)
+        .enable_timer()
+        .build()
 }
