@@ -66,6 +66,9 @@ pub struct CoreStats {
     pub upstream_errors_503: Counter,
     pub upstream_errors_504: Counter,
     pub upstream_retries: Counter,
+    /// Upstream answered while the request body was still being sent and stopped reading it;
+    /// its answer was relayed and both connections closed.
+    pub upstream_early_responses: Counter,
     pub upstream_connects: Counter,
     pub client_errors_400: Counter,
     pub connections_accepted: Counter,
@@ -99,6 +102,7 @@ impl Default for CoreStats {
             upstream_errors_503: Default::default(),
             upstream_errors_504: Default::default(),
             upstream_retries: Default::default(),
+            upstream_early_responses: Default::default(),
             upstream_connects: Default::default(),
             client_errors_400: Default::default(),
             connections_accepted: Default::default(),

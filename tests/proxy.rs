@@ -276,3 +276,72 @@ fn graceful_shutdown_finishes_in_flight_request() {
     let mut buf = [0u8; 1];
     assert_eq!(c.r.read(&mut buf).unwrap_or(0), 0, "connection closed");
 }
+
+/// An upstream that answers before the request body is in (here 413 on the head alone) and
+/// closes without reading the body: the client gets that answer, not a 502, and the
+/// connection is closed (the rest of its body was never read).
+#[test]
+fn early_upstream_answer_while_body_streams_is_relayed() {
+    use std::io::Write;
+    use std::net::{Shutdown, TcpListener};
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let up_addr = l.local_addr().unwrap();
+    let upstream = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut b).unwrap(), 1, "upstream: head cut short");
+            head.push(b[0]);
+        }
+        s.write_all(
+            b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/xml\r\nContent-Length: 21\r\nConnection: close\r\n\r\n<Error>tooBig</Error>",
+        )
+        .unwrap();
+        // Close with most of the body unread: the kernel resets the connection.
+        let _ = s.shutdown(Shutdown::Both);
+        drop(s);
+        String::from_utf8(head).unwrap()
+    });
+    let cfg = r#"
+[limits]
+methods = []
+[upstream.health]
+enabled = false
+"#;
+    let p = start_proxy("early", &[up_addr], 1, cfg, None);
+    let body_len = 32 * 1024 * 1024;
+    let mut c = Client::connect(p.addr);
+    c.send(
+        format!("PUT /b/big HTTP/1.1\r\nHost: x\r\nContent-Length: {body_len}\r\n\r\n").as_bytes(),
+    );
+    let mut writer = c.w.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let chunk = vec![b'z'; 256 * 1024];
+        let mut sent = 0usize;
+        while sent < body_len {
+            if writer.write_all(&chunk).is_err() {
+                break; // tollgate closed the connection after relaying the answer
+            }
+            sent += chunk.len();
+        }
+        sent
+    });
+    let r = c.recv();
+    assert_eq!(r.status, 413, "the upstream's early answer, not a 502");
+    assert_eq!(r.body, b"<Error>tooBig</Error>");
+    assert_eq!(r.header("Connection"), Some("close"));
+    let head = upstream.join().unwrap();
+    assert!(head.starts_with("PUT /b/big HTTP/1.1\r\n"), "{head}");
+    let sent = sender.join().unwrap();
+    assert!(
+        sent < body_len,
+        "tollgate must not have read the whole body: {sent}"
+    );
+    let (code, stats) = admin_get(p.admin.unwrap(), "/stats");
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(v["upstream"]["early_responses"], 1, "{stats}");
+    assert_eq!(v["upstream"]["errors_502"], 0, "{stats}");
+}

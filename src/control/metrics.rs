@@ -86,6 +86,7 @@ pub fn stats_json(st: &ControlState) -> Value {
             "errors_503": sum(s, |c| c.upstream_errors_503.get()),
             "errors_504": sum(s, |c| c.upstream_errors_504.get()),
             "retries": sum(s, |c| c.upstream_retries.get()),
+            "early_responses": sum(s, |c| c.upstream_early_responses.get()),
             "connects": sum(s, |c| c.upstream_connects.get()),
         },
         "connections": {
@@ -291,6 +292,17 @@ pub fn prometheus(st: &ControlState) -> String {
         o,
         "tollgate_upstream_retries_total {}",
         sum(s, |c| c.upstream_retries.get())
+    );
+    family(
+        &mut o,
+        "tollgate_upstream_early_responses_total",
+        "counter",
+        "Upstream answers relayed while the request body was still being sent (both connections closed).",
+    );
+    let _ = writeln!(
+        o,
+        "tollgate_upstream_early_responses_total {}",
+        sum(s, |c| c.upstream_early_responses.get())
     );
     family(
         &mut o,

@@ -739,9 +739,19 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
             _ => 0,
         };
         self.cstart = a.body_start + a.in_buf;
+        // The upstream stopped taking the body (it answered early, e.g. 403/413, and closed):
+        // its response may already be waiting, so read it instead of answering 502; neither
+        // connection is reused (the client's body was not consumed).
+        let mut abandoned = false;
         if !a.expect && !a.body_done {
-            self.pump_request(up, a.framing, &mut remaining, &mut scanner)
-                .await?;
+            match self
+                .pump_request(up, a.framing, &mut remaining, &mut scanner)
+                .await
+            {
+                Ok(()) => {}
+                Err(Fail::Upstream) => abandoned = true,
+                Err(e) => return Err(e),
+            }
             body_sent = true;
         }
         if !a.framing.has_body() && !a.expect {
@@ -789,8 +799,14 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
                             body_buffered_sent = true;
                         }
                         if !a.body_done {
-                            self.pump_request(up, a.framing, &mut remaining, &mut scanner)
-                                .await?;
+                            match self
+                                .pump_request(up, a.framing, &mut remaining, &mut scanner)
+                                .await
+                            {
+                                Ok(()) => {}
+                                Err(Fail::Upstream) => abandoned = true,
+                                Err(e) => return Err(e),
+                            }
                         }
                         body_sent = true;
                         continue;
@@ -833,6 +849,11 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
                 }
                 Err(_) => return Err(Fail::Timeout),
             }
+        }
+        if abandoned {
+            w.stats.upstream_early_responses.inc();
+            client_close = true;
+            up_reusable = false;
         }
         if !body_sent {
             // Final answer before 100 Continue (or before the body was sent): the client
