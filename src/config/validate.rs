@@ -856,7 +856,12 @@ impl Validator<'_> {
         let access_log = AccessLogConfig {
             path: match raw.access_log.path.as_deref() {
                 None | Some("") => None,
-                Some(p) => Some(resolve_path(base, p)),
+                Some(_) => {
+                    return Err(self.err(
+                        &p!["access_log", "path"],
+                        "writing an access log is not implemented yet; leave it \"\" (off)",
+                    ));
+                }
             },
         };
 
@@ -2456,6 +2461,22 @@ enforce = false
         let s = summary(&c);
         assert!(s.contains("listen (http): 0.0.0.0:8080"), "{s}");
         assert!(s.contains("127.0.0.1:9000 -> 127.0.0.1:9000"), "{s}");
+    }
+
+    #[test]
+    fn access_log_path_is_refused_until_implemented() {
+        let e = err_at(
+            &format!("{SERVERS}[access_log]\npath = \"access.log\"\n"),
+            4,
+            "access_log.path",
+        );
+        assert!(e.to_string().contains("not implemented"), "{e}");
+        assert_eq!(
+            ok(&format!("{SERVERS}[access_log]\npath = \"\"\n"))
+                .access_log
+                .path,
+            None
+        );
     }
 
     #[test]

@@ -62,6 +62,16 @@ impl ControlState {
                     cfg.listen = old.listen.clone();
                     cfg.workers = old.workers;
                 }
+                let addrs = |c: &crate::config::Config| -> Vec<std::net::SocketAddr> {
+                    c.upstream.servers.iter().map(|s| s.addr).collect()
+                };
+                if addrs(&cfg) != addrs(&old) {
+                    log::warn!(
+                        "reload: upstream server changes need a restart; keeping {:?}",
+                        addrs(&old)
+                    );
+                    cfg.upstream.servers = old.upstream.servers.clone();
+                }
                 let cfg = Arc::new(cfg);
                 for core in 0..self.cores.cores() {
                     if self
