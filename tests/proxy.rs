@@ -280,6 +280,83 @@ fn graceful_shutdown_finishes_in_flight_request() {
 /// An upstream that answers before the request body is in (here 413 on the head alone) and
 /// closes without reading the body: the client gets that answer, not a 502, and the
 /// connection is closed (the rest of its body was never read).
+/// An upstream that answers early and then neither reads nor closes: the answer reaches the
+/// client within a fraction of a second, not after `upstream.idle_timeout` as a 504.
+#[test]
+fn early_answer_from_an_upstream_that_stops_reading_but_stays_open_is_relayed() {
+    use std::io::Write;
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let up_addr = l.local_addr().unwrap();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let upstream = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut b).unwrap(), 1, "upstream: head cut short");
+            head.push(b[0]);
+        }
+        s.write_all(
+            b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: 27\r\n\r\n<Error>AccessDenied</Error>",
+        )
+        .unwrap();
+        // Keep the connection open without reading until the test is over (bounded).
+        let _ = done_rx.recv_timeout(Duration::from_secs(40));
+        drop(s);
+    });
+    let cfg = r#"
+[limits]
+methods = []
+[upstream]
+idle_timeout = "30s"
+[upstream.health]
+enabled = false
+"#;
+    let p = start_proxy("early-open", &[up_addr], 1, cfg, None);
+    let body_len = 64 * 1024 * 1024;
+    let mut c = Client::connect(p.addr);
+    c.send(
+        format!("PUT /b/big HTTP/1.1\r\nHost: x\r\nContent-Length: {body_len}\r\n\r\n").as_bytes(),
+    );
+    let mut writer = c.w.try_clone().unwrap();
+    writer
+        .set_write_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let sender = std::thread::spawn(move || {
+        let chunk = vec![b'z'; 256 * 1024];
+        let mut sent = 0usize;
+        while sent < body_len {
+            if writer.write_all(&chunk).is_err() {
+                break; // tollgate closed the connection after relaying the answer
+            }
+            sent += chunk.len();
+        }
+        sent
+    });
+    let t0 = std::time::Instant::now();
+    let r = c.recv();
+    let took = t0.elapsed();
+    assert_eq!(r.status, 403, "the upstream's early answer, not a 504");
+    assert_eq!(r.body, b"<Error>AccessDenied</Error>");
+    assert_eq!(r.header("Connection"), Some("close"));
+    assert!(took < Duration::from_secs(5), "answer took {took:?}");
+    let sent = sender.join().unwrap();
+    assert!(
+        sent < body_len,
+        "tollgate must not have read the whole body: {sent}"
+    );
+    let _ = done_tx.send(());
+    upstream.join().unwrap();
+    let (code, stats) = admin_get(p.admin.unwrap(), "/stats");
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(v["upstream"]["early_responses"], 1, "{stats}");
+    assert_eq!(v["upstream"]["errors_504"], 0, "{stats}");
+}
+
 #[test]
 fn early_upstream_answer_while_body_streams_is_relayed() {
     use std::io::Write;

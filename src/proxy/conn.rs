@@ -29,7 +29,7 @@ use crate::stats::method_index;
 use super::Worker;
 use super::headers::{Extra, rate_limit_headers, retry_headers, window_words};
 use super::limiter;
-use super::upstream::{ConnectError, UpConn, connect};
+use super::upstream::{ConnectError, UpConn, answered_early, connect};
 
 /// Response-side head limits (upstream heads are trusted more, but still bounded).
 const UPSTREAM_HEAD: HeadLimits = HeadLimits {
@@ -1021,13 +1021,15 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
                 self.cbuf.extend_from_slice(&buf[take..n]);
             }
             let slice = buf.slice(0..take);
-            match monoio::time::timeout(up_idle, up.write_all(slice)).await {
-                Ok((Ok(_), s)) => buf = s.into_inner(),
-                Ok((Err(_), s)) => {
-                    self.w.pool.borrow_mut().put(s.into_inner());
+            match write_body(up, slice, up_idle).await {
+                BodyWrite::Done(s) => buf = s.into_inner(),
+                BodyWrite::Failed(b) => {
+                    self.w.pool.borrow_mut().put(b);
                     return Err(Fail::Upstream);
                 }
-                Err(_) => return Err(Fail::Timeout),
+                // The caller reads and relays the answer (both connections then close).
+                BodyWrite::Answered => return Err(Fail::Upstream),
+                BodyWrite::TimedOut => return Err(Fail::Timeout),
             }
             buf.clear();
             if finished {
@@ -1051,6 +1053,58 @@ struct RelayArgs {
     is_head: bool,
     client_keep_alive: bool,
     idempotent_retry: bool,
+}
+
+/// How long a request-body write may wait on an upstream that takes nothing before the
+/// upstream is checked for an early answer (and again at this interval until
+/// `upstream.idle_timeout`).
+const STALL_PROBE: Duration = Duration::from_millis(200);
+
+enum BodyWrite {
+    Done(monoio::buf::Slice<Vec<u8>>),
+    Failed(Vec<u8>),
+    /// The upstream answered (or closed) while not taking the body.
+    Answered,
+    TimedOut,
+}
+
+/// Writes request-body bytes upstream. An upstream that answers early (403, 413 …) and then
+/// stops reading without closing would otherwise hold the upload until `idle`; while the
+/// write is stuck, the socket is checked for an answer every [`STALL_PROBE`]. The write is
+/// never cancelled while the exchange goes on, so no byte is lost or sent twice.
+async fn write_body(
+    up: &mut UpConn,
+    slice: monoio::buf::Slice<Vec<u8>>,
+    idle: Duration,
+) -> BodyWrite {
+    let Some(fd) = up.early_answer_fd() else {
+        return match monoio::time::timeout(idle, up.write_all(slice)).await {
+            Ok((Ok(_), s)) => BodyWrite::Done(s),
+            Ok((Err(_), s)) => BodyWrite::Failed(s.into_inner()),
+            Err(_) => BodyWrite::TimedOut,
+        };
+    };
+    let deadline = Instant::now() + idle;
+    let mut write = std::pin::pin!(up.write_all(slice));
+    loop {
+        let probe = (Instant::now() + STALL_PROBE).min(deadline);
+        monoio::select! {
+            r = &mut write => {
+                return match r {
+                    (Ok(_), s) => BodyWrite::Done(s),
+                    (Err(_), s) => BodyWrite::Failed(s.into_inner()),
+                };
+            }
+            _ = monoio::time::sleep_until(probe.into()) => {
+                if answered_early(fd) {
+                    return BodyWrite::Answered;
+                }
+                if Instant::now() >= deadline {
+                    return BodyWrite::TimedOut;
+                }
+            }
+        }
+    }
 }
 
 async fn write_full(conn: &mut UpConn, buf: Vec<u8>, t: Duration) -> (Result<(), Fail>, Vec<u8>) {

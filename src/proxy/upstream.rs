@@ -6,6 +6,7 @@
 //! its own view (N cores → N probes per interval per node; cheap, and no sharing).
 
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use monoio::BufResult;
@@ -20,6 +21,34 @@ use crate::http::{HeadLimits, ParseStatus, ResponseHead, parse_response};
 pub enum UpConn {
     Plain(TcpStream),
     Tls(Box<monoio_rustls::ClientTlsStream<TcpStream>>),
+}
+
+impl UpConn {
+    /// The socket to watch for an early answer while a request body is being sent
+    /// (see [`answered_early`]). Plain connections only: over TLS the bytes waiting may be
+    /// a session ticket sent after the handshake, so TLS upstreams are never judged to
+    /// have answered early (the upload waits for `upstream.idle_timeout` as before).
+    pub fn early_answer_fd(&self) -> Option<RawFd> {
+        match self {
+            UpConn::Plain(s) => Some(s.as_raw_fd()),
+            UpConn::Tls(_) => None,
+        }
+    }
+}
+
+/// Whether the upstream on `fd` has sent anything (or closed) while it is still being sent a
+/// request body: an early answer. Looks without consuming (`MSG_PEEK`) and without waiting;
+/// an interim `1xx` head is not an answer.
+pub fn answered_early(fd: RawFd) -> bool {
+    use nix::sys::socket::{MsgFlags, recv};
+    let mut b = [0u8; 12];
+    match recv(fd, &mut b, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT) {
+        Ok(0) => true, // closed: whatever it sent before is waiting to be read
+        // Too few bytes to tell an interim head from a final one: look again next time.
+        Ok(n) if n < 10 => false,
+        Ok(_) => !(b.starts_with(b"HTTP/1.") && b[9] == b'1'),
+        Err(_) => false,
+    }
 }
 
 impl AsyncReadRent for UpConn {
