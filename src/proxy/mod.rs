@@ -17,9 +17,10 @@ use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::hash::RandomState;
 use std::net::{SocketAddr, TcpListener as StdListener};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use monoio::net::{TcpListener, TcpStream};
@@ -53,32 +54,104 @@ pub struct Snapshot {
 }
 
 /// A one-shot local event (shutdown): wakes every waiter when set.
+///
+/// Waiters register in a slot that they free again when dropped, so the many short waits
+/// of idle keep-alive connections (one per request) leave nothing behind: no growing list,
+/// and no waker keeping a finished connection's task alive until shutdown.
 #[derive(Default)]
 pub struct Event {
     set: Cell<bool>,
-    waiters: RefCell<Vec<Waker>>,
+    waiters: RefCell<Waiters>,
+}
+
+#[derive(Default)]
+struct Waiters {
+    slots: Vec<Option<Waker>>,
+    free: Vec<usize>,
 }
 
 impl Event {
     pub fn set(&self) {
         self.set.set(true);
-        for w in self.waiters.borrow_mut().drain(..) {
+        let wakers: Vec<Waker> = {
+            let mut w = self.waiters.borrow_mut();
+            w.free.clear();
+            w.slots.drain(..).flatten().collect()
+        };
+        for w in wakers {
             w.wake();
         }
     }
     pub fn is_set(&self) -> bool {
         self.set.get()
     }
-    pub async fn wait(&self) {
-        poll_fn(|cx| {
-            if self.set.get() {
-                Poll::Ready(())
-            } else {
-                self.waiters.borrow_mut().push(cx.waker().clone());
-                Poll::Pending
+    pub fn wait(&self) -> EventWait<'_> {
+        EventWait {
+            ev: self,
+            slot: None,
+        }
+    }
+    /// Registered waiters (for tests).
+    pub fn waiting(&self) -> usize {
+        self.waiters.borrow().slots.iter().flatten().count()
+    }
+}
+
+/// Future of [`Event::wait`]; unregisters itself when dropped.
+pub struct EventWait<'a> {
+    ev: &'a Event,
+    slot: Option<usize>,
+}
+
+impl EventWait<'_> {
+    fn release(&mut self) {
+        if let Some(i) = self.slot.take() {
+            let mut w = self.ev.waiters.borrow_mut();
+            // After `set` the slots are gone; nothing to free.
+            if i < w.slots.len() {
+                w.slots[i] = None;
+                w.free.push(i);
             }
-        })
-        .await
+        }
+    }
+}
+
+impl Future for EventWait<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if this.ev.set.get() {
+            this.release();
+            return Poll::Ready(());
+        }
+        let mut w = this.ev.waiters.borrow_mut();
+        match this.slot {
+            Some(i) if i < w.slots.len() => match &mut w.slots[i] {
+                Some(old) if old.will_wake(cx.waker()) => {}
+                s => *s = Some(cx.waker().clone()),
+            },
+            _ => {
+                let waker = Some(cx.waker().clone());
+                let i = match w.free.pop() {
+                    Some(i) => {
+                        w.slots[i] = waker;
+                        i
+                    }
+                    None => {
+                        w.slots.push(waker);
+                        w.slots.len() - 1
+                    }
+                };
+                this.slot = Some(i);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for EventWait<'_> {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -455,7 +528,7 @@ fn put_hex(out: &mut [u8], mut v: u64) {
 
 #[cfg(test)]
 mod tests {
-    use super::put_hex;
+    use super::{Arc, Context, Event, Waker, put_hex};
 
     #[test]
     fn put_hex_matches_format() {
@@ -472,5 +545,56 @@ mod tests {
         let mut b = [0u8; 2];
         put_hex(&mut b, 0x1FF); // wraps to the low bits
         assert_eq!(&b, b"FF");
+    }
+
+    /// The shutdown event is waited on by every idle keep-alive connection, once per
+    /// request: a wait that ends without the event must leave nothing registered (it used
+    /// to keep one waker per request, and with it every finished connection's task).
+    #[test]
+    fn event_waits_unregister_when_dropped_and_set_wakes_the_rest() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::task::Wake;
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let ev = Event::default();
+        let noop = Waker::noop();
+        let mut cx = Context::from_waker(noop);
+        for _ in 0..10_000 {
+            let mut f = std::pin::pin!(ev.wait());
+            assert!(f.as_mut().poll(&mut cx).is_pending());
+            assert!(
+                f.as_mut().poll(&mut cx).is_pending(),
+                "re-poll keeps one slot"
+            );
+            assert_eq!(ev.waiting(), 1);
+        }
+        assert_eq!(ev.waiting(), 0);
+        assert!(ev.waiters.borrow().slots.len() <= 1, "slots are reused");
+
+        let counter = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(counter.clone());
+        let mut cx2 = Context::from_waker(&waker);
+        let mut a = Box::pin(ev.wait());
+        let mut b = Box::pin(ev.wait());
+        let mut c = Box::pin(ev.wait());
+        assert!(a.as_mut().poll(&mut cx2).is_pending());
+        assert!(b.as_mut().poll(&mut cx2).is_pending());
+        assert!(c.as_mut().poll(&mut cx2).is_pending());
+        drop(b);
+        assert_eq!(ev.waiting(), 2);
+        ev.set();
+        assert_eq!(
+            counter.0.load(Ordering::SeqCst),
+            2,
+            "both live waiters woken"
+        );
+        assert!(a.as_mut().poll(&mut cx2).is_ready());
+        assert!(c.as_mut().poll(&mut cx2).is_ready());
+        assert!(Box::pin(ev.wait()).as_mut().poll(&mut cx).is_ready());
+        assert_eq!(ev.waiting(), 0);
     }
 }
