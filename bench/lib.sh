@@ -120,16 +120,19 @@ limit_vars() {
     done
 }
 
-# gen_keys N FILE: N deterministic keys "GK<24hex> <64hex signature> <tier>", tiers in turn
+# gen_keys N FILE [STYLE]: N deterministic keys "KEY <64hex signature> <tier>", tiers in turn
 # premium, standard, basic (so the same keys exist in every map and in the wrk script).
+# STYLE (optional): `garage` (default) = 26-byte Garage key ids "GK<24 hex>", `aws` = 20-byte
+# AWS/MinIO-style ids "AKIA<16 upper-case hex>".
 gen_keys() {
-    python3 - "$1" "$2" <<'PY'
+    python3 - "$1" "$2" "${3:-garage}" <<'PY'
 import hashlib, sys
-n, path = int(sys.argv[1]), sys.argv[2]
+n, path, style = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 tiers = ["premium", "standard", "basic"]
 with open(path, "w") as f:
     for i in range(n):
-        key = "GK" + hashlib.sha256(b"tollgate-bench-key-%d" % i).hexdigest()[:24]
+        h = hashlib.sha256(b"tollgate-bench-key-%d" % i).hexdigest()
+        key = "AKIA" + h[:16].upper() if style == "aws" else "GK" + h[:24]
         sig = hashlib.sha256(b"tollgate-bench-sig-%d" % i).hexdigest()
         f.write("%s %s %s\n" % (key, sig, tiers[i % 3]))
 PY
@@ -205,7 +208,8 @@ tollgate_bin() {
     return 1
 }
 
-# write_tollgate_config PORT ORIGIN_PORT PROFILE FILE (SCHEMA.md; admin off, no health checks).
+# write_tollgate_config PORT ORIGIN_PORT PROFILE FILE (admin off, no health checks); PROFILE seed,
+# open or plain (no rate limiting).
 write_tollgate_config() {
     local port="$1" origin="$2" profile="$3" file="$4" t min sec
     {
@@ -216,7 +220,12 @@ write_tollgate_config() {
         echo "reload_poll_interval = \"0s\""
         echo
         echo "[admin]"
-        echo "listen = \"off\""
+        # BENCH_ADMIN_PORT: expose the admin API (memory-per-key reads the table size from it).
+        if [[ -n "${BENCH_ADMIN_PORT:-}" ]]; then
+            echo "listen = \"127.0.0.1:$BENCH_ADMIN_PORT\""
+        else
+            echo "listen = \"off\""
+        fi
         echo
         echo "[upstream]"
         echo "[[upstream.servers]]"
@@ -226,6 +235,9 @@ write_tollgate_config() {
         echo
         echo "[limits]"
         echo "keys_file = \"keys.toml\""
+        # `plain`: rate limiting off (no method is limited): the data path alone, the
+        # counterpart of haproxy-plain.
+        if [[ "$profile" == plain ]]; then echo "methods = []"; fi
         for t in "${TIERS[@]}"; do
             echo
             echo "[tiers.$t]"
@@ -262,6 +274,11 @@ start_system() {
         render "$PEERS_DIR/haproxy-seed.cfg" "$RUN_DIR/haproxy-seed.cfg" \
             LISTEN_PORT="$port" ORIGIN_PORT="$origin" MAP_FILE="$RUN_DIR/keys.haproxy.map" \
             "${vars[@]}"
+        # BENCH_HAPROXY_SOCK: a stats socket (memory-per-key reads the stick tables through it).
+        if [[ -n "${BENCH_HAPROXY_SOCK:-}" ]]; then
+            printf 'global\n    stats socket %s mode 600\n' "$BENCH_HAPROXY_SOCK" \
+                >>"$RUN_DIR/haproxy-seed.cfg"
+        fi
         haproxy -c -q -f "$RUN_DIR/haproxy-seed.cfg" || return 1
         taskset -c "$core" haproxy -db -f "$RUN_DIR/haproxy-seed.cfg" \
             >"$RUN_DIR/$name.out" 2>&1 &
@@ -273,8 +290,9 @@ start_system() {
         taskset -c "$core" nginx -p "$RUN_DIR" -e "$RUN_DIR/nginx-limit.error.log" \
             -c "$RUN_DIR/nginx-limit.conf" >"$RUN_DIR/$name.out" 2>&1 &
         ;;
-    tollgate)
+    tollgate | tollgate-plain)
         bin="$(tollgate_bin)" || return 2
+        if [[ "$name" == tollgate-plain ]]; then profile=plain; fi
         write_tollgate_config "$port" "$origin" "$profile" "$RUN_DIR/tollgate.toml"
         taskset -c "$core" "$bin" run --config "$RUN_DIR/tollgate.toml" --workers 1 \
             >"$RUN_DIR/$name.out" 2>&1 &

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/proxy-overhead.sh — what one proxy core costs per request: tollgate vs its peers.
 #
-# For each system under test (tollgate when built, haproxy-plain, haproxy-seed, nginx-limit):
+# For each system under test (tollgate when built, tollgate-plain = tollgate with rate limiting
+# off, haproxy-plain, haproxy-seed, nginx-limit):
 # start it with ONE worker pinned to the proxy core, drive it with wrk (closed loop, keep-alive,
 # -t1 -c64) through to an nginx `return 200` origin, and measure
 #   req/s                      wrk's completed requests / wrk's duration
@@ -27,7 +28,7 @@
 # for the machine to go below 15% busy before starting (default 0: start at once);
 # --max-foreign PCT repeats a measurement (up to --retries, default 2, after waiting up to 60 s for
 # the machine to go idle) when other processes took more than PCT% of the proxy core during it
-# (default 0: off). Both only lengthen the run on a busy machine. Default run: ≈ 4.5 min with four
+# (default 0: off). Both only lengthen the run on a busy machine. Default run: ≈ 5.5 min with five
 # systems. Every process started is killed by PID on exit.
 
 set -euo pipefail
@@ -37,7 +38,7 @@ ROUNDS=3
 DURATION=10
 CONNECTIONS=64
 WARMUP=1
-SYSTEMS="tollgate,haproxy-plain,haproxy-seed,nginx-limit"
+SYSTEMS="tollgate,tollgate-plain,haproxy-plain,haproxy-seed,nginx-limit"
 MODES="1key,1000keys"
 PROXY_CORE=0
 LOAD_CORE=1
@@ -86,9 +87,9 @@ done
 RUNNABLE=()
 SKIPPED=()
 for s in "${SYS_LIST[@]}"; do
-    if [[ "$s" == tollgate ]] && ! tollgate_bin >/dev/null; then
-        bench_log "tollgate: SKIPPED — no binary (looked for \$TOLLGATE_BIN, $REPO_DIR/target/release/tollgate, \$CARGO_TARGET_DIR/release/tollgate); build it with cargo build --release"
-        SKIPPED+=("tollgate: not built")
+    if [[ "$s" == tollgate* ]] && ! tollgate_bin >/dev/null; then
+        bench_log "$s: SKIPPED — no binary (looked for \$TOLLGATE_BIN, $REPO_DIR/target/release/tollgate, \$CARGO_TARGET_DIR/release/tollgate); build it with cargo build --release"
+        SKIPPED+=("$s: not built")
         continue
     fi
     RUNNABLE+=("$s")
@@ -131,7 +132,7 @@ run_wrk() {
 # identity_check NAME PORT: does the system see the key wrk sends? (not for haproxy-plain)
 identity_check() {
     local name="$1" port="$2" got
-    [[ "$name" == haproxy-plain ]] && { echo n/a; return; }
+    [[ "$name" == haproxy-plain || "$name" == tollgate-plain ]] && { echo n/a; return; }
     got="$(curl -s -o /dev/null -D - -H "Authorization: AWS4-HMAC-SHA256 Credential=$FIRST_KEY/20261123/garage/s3/aws4_request, SignedHeaders=host;x-amz-date, Signature=00" \
         "http://127.0.0.1:$port/bench/object" | tr -d '\r' | awk 'tolower($1) == "x-api-key:" {print $2}')"
     if [[ "$got" == "$FIRST_KEY" ]]; then echo ok; else echo "mismatch:${got:-none}"; fi
@@ -208,7 +209,7 @@ if ((SAVE)); then
     mkdir -p "$OUT_DIR"
     if [[ -e "$OUT_DIR/$STEM.json" ]]; then STEM="$DATE-$(date +%H%M%S)-proxy-overhead"; fi
 fi
-PARAMS="$(python3 -c 'import json,sys; print(json.dumps({"rounds":int(sys.argv[1]),"duration_s":int(sys.argv[2]),"connections":int(sys.argv[3]),"wrk_threads":1,"warmup_s":int(sys.argv[4]),"modes":sys.argv[5].split(","),"proxy_core":int(sys.argv[6]),"load_core":int(sys.argv[7]),"workers":1,"limits":"open (tiers at 100000000/min, 10000000/s: nothing denied)","max_foreign_pct":int(sys.argv[8]),"retries":int(sys.argv[9]),"skipped":sys.argv[10:]}))' \
+PARAMS="$(python3 -c 'import json,sys; print(json.dumps({"rounds":int(sys.argv[1]),"duration_s":int(sys.argv[2]),"connections":int(sys.argv[3]),"wrk_threads":1,"warmup_s":int(sys.argv[4]),"modes":sys.argv[5].split(","),"proxy_core":int(sys.argv[6]),"load_core":int(sys.argv[7]),"workers":1,"limits":"open (far above the load: nothing denied); tollgate-plain and haproxy-plain do not limit","max_foreign_pct":int(sys.argv[8]),"retries":int(sys.argv[9]),"skipped":sys.argv[10:]}))' \
     "$ROUNDS" "$DURATION" "$CONNECTIONS" "$WARMUP" "$MODES" "$PROXY_CORE" "$LOAD_CORE" "$MAX_FOREIGN" "$RETRIES" "${SKIPPED[@]+"${SKIPPED[@]}"}")"
 touch "$RUN_DIR/discarded.jsonl"
 python3 - "$RUNS" "$MACHINE" "$PARAMS" "$SAVE" "$OUT_DIR/$STEM" "$RUN_DIR/discarded.jsonl" <<'PY'
@@ -273,6 +274,26 @@ if noisy:
 if discarded:
     lines += ["%d measurement(s) were discarded and repeated because other processes took more than "
               "%d%% of the proxy core (kept in the .json as `discarded`)." % (len(discarded), params["max_foreign_pct"]), ""]
+# Ratios of CPU µs/req between systems measured in the same round (side by side), then their
+# median: less sensitive to a machine that drifts between rounds than a ratio of medians.
+pairs = [("tollgate", "haproxy-seed"), ("tollgate", "haproxy-plain"),
+         ("tollgate-plain", "haproxy-plain"), ("tollgate", "nginx-limit")]
+by = {(r["system"], r["mode"], r["round"]): r["cpu_us_per_req"] for r in runs}
+ratios = []
+for mode in modes:
+    for a, b in pairs:
+        per = [by[(a, mode, k)] / by[(b, mode, k)] for k in range(1, params["rounds"] + 1)
+               if by.get((a, mode, k)) and by.get((b, mode, k))]
+        if per:
+            ratios.append({"mode": mode, "a": a, "b": b, "per_round": [round(x, 3) for x in per],
+                           "median": round(statistics.median(per), 3)})
+if ratios:
+    lines += ["## CPU µs/req ratios, same round", "",
+              "| mode | ratio | median | per round |", "|---|---|---:|---|"]
+    for q in ratios:
+        lines.append("| %s | %s / %s | %.3f | %s |" % (q["mode"], q["a"], q["b"], q["median"],
+                                                     " ".join("%.2f" % x for x in q["per_round"])))
+    lines.append("")
 if params["skipped"]:
     lines += ["Skipped: " + "; ".join(params["skipped"]) + ".", ""]
 lines += ["wrk latencies are closed-loop (coordinated omission): context only, not the latency figure.",
@@ -282,6 +303,6 @@ print(md)
 if save:
     open(stem + ".md", "w").write(md)
     json.dump({"benchmark": "proxy-overhead", "machine": machine, "params": params,
-               "summary": summary, "runs": runs, "discarded": discarded}, open(stem + ".json", "w"), indent=1)
+               "summary": summary, "ratios": ratios, "runs": runs, "discarded": discarded}, open(stem + ".json", "w"), indent=1)
     print("saved %s.md and %s.json" % (stem, stem), file=sys.stderr)
 PY
