@@ -1290,7 +1290,7 @@ impl Validator<'_> {
             l.table_cap,
             file::DEFAULT_TABLE_CAP,
             &p!["limits", "table_cap"],
-            1..=u64::from(u32::MAX),
+            1..=crate::limit::table::MAX_ENTRIES as u64,
         )? as usize;
         let expect_denied = match l.expect_denied.unwrap_or(file::DEFAULT_EXPECT_DENIED) {
             file::RawExpectDenied::Close => ExpectDenied::Close,
@@ -2040,6 +2040,18 @@ enforce = false
         );
         err_at(
             &format!("{SERVERS}[limits]\ntable_cap = 0\n"),
+            4,
+            "limits.table_cap",
+        );
+        // The table's index cells hold 24-bit entry numbers.
+        assert_eq!(
+            ok(&format!("{SERVERS}[limits]\ntable_cap = 16777214\n"))
+                .limits
+                .table_cap,
+            16_777_214
+        );
+        err_at(
+            &format!("{SERVERS}[limits]\ntable_cap = 16777215\n"),
             4,
             "limits.table_cap",
         );

@@ -440,6 +440,11 @@ impl WindowState {
     fn t_last(&self) -> u64 {
         self.words[0] & TIME_MASK
     }
+    /// When this state was last checked (ms; 0 if never): the table's recency for eviction.
+    #[inline]
+    pub fn last_update(&self) -> u64 {
+        self.t_last()
+    }
     fn set_t_last(&mut self, t: u64) {
         self.words[0] = (self.words[0] & !TIME_MASK) | (t & TIME_MASK);
     }
