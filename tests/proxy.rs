@@ -189,38 +189,118 @@ fn smuggling_shapes_and_oversized_heads_rejected() {
     assert!(up.seen().is_empty(), "nothing reached the upstream");
 }
 
+fn node_handler(name: &'static str) -> Handler {
+    Arc::new(move |_s: &Seen| {
+        format!("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Node: {name}\r\n\r\nok").into_bytes()
+    })
+}
+
+/// One GET on a new connection (so both workers take part); the answering node's name,
+/// or the error status and body.
+fn get_node(p: &Proxy) -> Result<String, Resp> {
+    let mut c = Client::connect(p.addr);
+    let r = c.request(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n");
+    match r.header("X-Node") {
+        Some(n) if r.status == 200 => Ok(n.to_string()),
+        _ => Err(r),
+    }
+}
+
 #[test]
 fn failover_503_and_504() {
-    let good = FakeUpstream::start(ok_handler());
-    let dead = free_port();
-    let dead_addr = format!("127.0.0.1:{dead}").parse().unwrap();
+    let a = FakeUpstream::start(node_handler("a"));
+    let b = FakeUpstream::start(node_handler("b"));
+    let a_addr = a.addr;
     let cfg = r#"
 [limits]
 methods = []
 [upstream]
+balance = "round_robin"
 connect_timeout = "500ms"
 response_head_timeout = "1s"
 passive_fail_threshold = 1
 [upstream.health]
 enabled = true
 path = "/"
-interval = "200ms"
+interval = "100ms"
 timeout = "200ms"
-rise = 1
-fall = 1
+rise = 2
+fall = 2
 "#;
-    let p = start_proxy("failover", &[dead_addr, good.addr], 2, cfg, None);
-    for _ in 0..10 {
-        let mut c = Client::connect(p.addr);
-        let r = c.request(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n");
-        assert_eq!(r.status, 200, "dead node is skipped");
+    let p = start_proxy("failover", &[a.addr, b.addr], 2, cfg, None);
+    let count = |n: usize| {
+        let (mut na, mut nb) = (0, 0);
+        for i in 0..n {
+            match get_node(&p) {
+                Ok(name) if name == "a" => na += 1,
+                Ok(_) => nb += 1,
+                Err(r) => panic!(
+                    "request {i}: {} {:?}",
+                    r.status,
+                    String::from_utf8_lossy(&r.body)
+                ),
+            }
+        }
+        (na, nb)
+    };
+    let (na, nb) = count(20);
+    assert!(
+        na >= 5 && nb >= 5,
+        "round robin over both nodes: a {na}, b {nb}"
+    );
+
+    // Node a dies mid-test (listener closed, its keep-alive connections cut): every request
+    // still succeeds, on b, from the first one on (pooled connections to a are stale).
+    drop(a);
+    let (na, nb) = count(30);
+    assert_eq!((na, nb), (0, 30), "all on the healthy node");
+
+    // a comes back on the same address: the health checks bring it back (rise = 2; each
+    // core checks on its own, so wait until both send to it), round robin over both again.
+    let a = FakeUpstream::start_on(a_addr, node_handler("a"));
+    let t0 = std::time::Instant::now();
+    loop {
+        let (na, nb) = count(20);
+        if na >= 5 && nb >= 5 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "node a not fully taken back: a {na}, b {nb}"
+        );
     }
-    drop(good);
-    std::thread::sleep(Duration::from_millis(800));
-    let mut c = Client::connect(p.addr);
-    let r = c.request(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert!(r.status == 503 || r.status == 502, "all down: {}", r.status);
-    assert!(String::from_utf8_lossy(&r.body).contains("<Code>"));
+
+    // Both die. Until a core has seen it (a refused connect ejects a node, passive
+    // threshold 1; the health checks take it down after two failed probes) its request
+    // fails on both nodes: 502. From then on: 503 ServiceUnavailable as S3 XML, every time.
+    drop(a);
+    drop(b);
+    let t0 = std::time::Instant::now();
+    let mut streak = 0;
+    while streak < 6 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "no steady 503 after 3 s"
+        );
+        let r = get_node(&p).expect_err("dead nodes answered");
+        if r.status == 502 {
+            streak = 0; // a core that has not seen it yet (each core has its own view)
+            continue;
+        }
+        assert_eq!(r.status, 503);
+        assert_eq!(r.header("Content-Type"), Some("application/xml"));
+        assert!(r.header("X-Request-ID").is_some_and(|v| !v.is_empty()));
+        let body = String::from_utf8_lossy(&r.body);
+        assert!(body.contains("<Code>ServiceUnavailable</Code>"), "{body}");
+        assert!(body.contains("<Resource>/x</Resource>"), "{body}");
+        streak += 1;
+    }
+    let (_, stats) = admin_get(p.admin.unwrap(), "/stats");
+    let stats: serde_json::Value = serde_json::from_str(&stats).expect("stats JSON");
+    let n503 = stats["upstream"]["errors_503"]
+        .as_u64()
+        .expect("upstream.errors_503");
+    assert!(n503 >= 6, "503s counted: {n503}");
 
     // Slow upstream → 504.
     let slow = FakeUpstream::start(Arc::new(|_s: &Seen| {
@@ -421,4 +501,70 @@ enabled = false
     let v: serde_json::Value = serde_json::from_str(&stats).unwrap();
     assert_eq!(v["upstream"]["early_responses"], 1, "{stats}");
     assert_eq!(v["upstream"]["errors_502"], 0, "{stats}");
+}
+
+#[test]
+fn http10_clients_close_by_default_and_keep_alive_on_request() {
+    let up = FakeUpstream::start(ok_handler());
+    let p = start_proxy("http10", &[up.addr], 1, NO_LIMITS, None);
+
+    // No keep-alive asked (and no Host, which HTTP/1.0 allows): one answer, then the proxy
+    // closes the connection.
+    let mut s = std::net::TcpStream::connect(p.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    std::io::Write::write_all(&mut s, b"GET /a HTTP/1.0\r\n\r\n").unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all)
+        .expect("closed by the proxy, not timed out");
+    let text = String::from_utf8_lossy(&all).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200 ok\r\n"), "{text}");
+    assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\nok"), "exactly one body: {text}");
+    // Upstream: the request line as sent; the proxy keeps its own connection alive.
+    let head = String::from_utf8(up.seen()[0].head.clone()).unwrap();
+    assert!(head.starts_with("GET /a HTTP/1.0\r\n"), "{head}");
+    assert!(head.contains("\r\nConnection: keep-alive\r\n"), "{head}");
+
+    // Keep-alive asked: the answer says so and the connection serves a second request.
+    let mut c = Client::connect(p.addr);
+    for path in ["/b", "/c"] {
+        let r = c.request(
+            format!("GET {path} HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, b"ok");
+        assert_eq!(r.header("Connection"), Some("keep-alive"));
+    }
+    let seen = up.seen();
+    assert_eq!(seen.len(), 3);
+    assert!(seen[2].head.starts_with(b"GET /c HTTP/1.0\r\n"));
+    assert_eq!(
+        up.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "pooled"
+    );
+}
+
+#[test]
+fn refused_connections_on_every_node_give_502_not_503() {
+    // Health checks off: both nodes count as usable, both refuse (nothing listens).
+    let dead: Vec<std::net::SocketAddr> = (0..2)
+        .map(|_| format!("127.0.0.1:{}", free_port()).parse().unwrap())
+        .collect();
+    let cfg = "[limits]\nmethods = []\n[upstream]\npassive_fail_threshold = 100\n[upstream.health]\nenabled = false\n";
+    let p = start_proxy("refused", &dead, 1, cfg, None);
+    let mut c = Client::connect(p.addr);
+    let r = c.request(b"GET /b/k HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.status, 502);
+    let body = String::from_utf8_lossy(&r.body);
+    assert!(body.contains("<Code>BadGateway</Code>"), "{body}");
+    assert!(body.contains("<Resource>/b/k</Resource>"), "{body}");
+    let (_, stats) = admin_get(p.admin.unwrap(), "/stats");
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["upstream"]["errors_502"], 1);
+    assert_eq!(stats["upstream"]["errors_503"], 0);
+    assert_eq!(
+        stats["upstream"]["retries"], 1,
+        "the other node was tried once"
+    );
 }

@@ -1067,9 +1067,10 @@ mod tests {
         line.split_whitespace().nth(1)?.parse().ok()
     }
 
-    /// `cargo test --release --lib limit::table::tests::rss_one_million_keys -- --ignored --nocapture`
+    /// Run alone (RSS is per process), in release: `scripts/test.sh` does
+    /// `cargo test --release --lib limit::table::tests::rss_one_million_keys -- --ignored --exact --nocapture`
     #[test]
-    #[ignore]
+    #[ignore = "run alone by scripts/test.sh: RSS of the whole test process"]
     fn rss_one_million_keys() {
         const N: usize = 1_000_000;
         let lim = tier(1000, 60_000, 50, 1000);
@@ -1100,9 +1101,12 @@ mod tests {
             build,
             build.as_nanos() as f64 / N as f64,
         );
-        assert!(grown as f64 / (N as f64) < 100.0);
-        // Issue target: at most 64 bytes per key beyond the 20-byte key itself.
+        // Issue target: at most 64 bytes per key beyond the 20-byte key itself, by the
+        // shard's own count of its allocations; the process's RSS growth must agree within
+        // 2 bytes per key (allocator and page granularity).
         let accounted = sh.memory_bytes() as f64 / N as f64;
         assert!(accounted - 20.0 <= 64.0, "{accounted:.1} bytes per key");
+        let rss = grown as f64 / N as f64;
+        assert!(rss - 20.0 <= 66.0, "RSS grew {rss:.1} bytes per key");
     }
 }

@@ -66,6 +66,9 @@ struct Conn<S> {
     subject: Vec<u8>,
     /// The upstream request head (reused; kept for a retry).
     up_head: Vec<u8>,
+    /// The forwarded request's path, for the `<Resource>` of an upstream error (the head's
+    /// bytes in `cbuf` are overwritten while the body streams).
+    resource: Vec<u8>,
     head: RequestHead,
     rhead: ResponseHead,
 }
@@ -94,6 +97,7 @@ pub async fn serve<S: AsyncReadRent + AsyncWriteRent>(
         key: Vec::with_capacity(64),
         subject: Vec::with_capacity(64),
         up_head: Vec::with_capacity(4096),
+        resource: Vec::with_capacity(256),
         head: RequestHead::new(),
         rhead: ResponseHead::new(),
     };
@@ -392,6 +396,8 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         // ---- forward ----
         let up_cfg = &cfg.upstream;
         let h = &self.cbuf[self.cstart..self.cstart + hl];
+        self.resource.clear();
+        self.resource.extend_from_slice(self.head.path(h));
         let signed = self
             .head
             .header(h, "authorization")
@@ -438,184 +444,147 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         let mut ntried = 0usize;
         let mut retries = 0u32;
         let mut stale_retry_used = false;
-        let (node, mut up) = loop {
-            let now = Instant::now();
-            let picked = w.upstreams.borrow_mut().pick(&tried[..ntried], now);
-            let Some(node) = picked else {
-                w.stats.upstream_errors_503.inc();
-                self.cstart = body_start;
-                return self
-                    .upstream_error(503, "ServiceUnavailable", "No healthy upstream", framing)
-                    .await;
-            };
-            let pooled = if stale_retry_used {
-                None
-            } else {
-                w.upstreams.borrow_mut().take_idle(node, now)
-            };
-            let reused = pooled.is_some();
-            let mut conn = match pooled {
-                Some(c) => c,
-                None => {
-                    let tls = {
-                        let ups = w.upstreams.borrow();
-                        ups.tls.as_ref().and_then(|t| {
-                            ups.server_name_for(node).map(|n| (t.connector.clone(), n))
-                        })
-                    };
-                    let addr = w.upstreams.borrow().nodes[node].addr;
-                    w.stats.upstream_connects.inc();
-                    match connect(addr, up_cfg.connect_timeout, tls).await {
-                        Ok(c) => {
-                            w.upstreams.borrow_mut().connect_ok(node);
-                            c
-                        }
-                        Err(e) => {
-                            w.upstreams
-                                .borrow_mut()
-                                .connect_failed(node, Instant::now());
-                            if ntried < tried.len() {
-                                tried[ntried] = node;
-                                ntried += 1;
-                            }
-                            if retries < up_cfg.max_retries {
-                                retries += 1;
-                                w.stats.upstream_retries.inc();
-                                continue;
-                            }
-                            self.cstart = body_start;
-                            let (status, code, msg) = match e {
-                                ConnectError::Timeout => {
-                                    w.stats.upstream_errors_504.inc();
-                                    (504, "GatewayTimeout", "Upstream connect timed out")
-                                }
-                                _ => {
-                                    w.stats.upstream_errors_502.inc();
-                                    (502, "BadGateway", "Upstream connection failed")
-                                }
-                            };
-                            return self.upstream_error(status, code, msg, framing).await;
-                        }
-                    }
-                }
-            };
-            // Send head (+ buffered body unless waiting for 100-continue).
-            let mut first = std::mem::take(&mut self.out);
-            first.clear();
-            first.extend_from_slice(&up_head);
-            if !expect {
-                first.extend_from_slice(&self.cbuf[body_start..body_start + in_buf]);
-            }
-            let (r, b) = write_full(&mut conn, first, up_cfg.idle_timeout).await;
-            self.out = b;
-            match r {
-                Ok(()) => break (node, conn),
-                Err(_) if reused && !stale_retry_used => {
-                    // A pooled connection the upstream had closed: nothing was processed.
-                    stale_retry_used = true;
-                    continue;
-                }
-                Err(_) => {
-                    w.stats.upstream_errors_502.inc();
+        let mut last_connect_err: Option<ConnectError> = None;
+        let mut scanner_once = Some(scanner);
+        loop {
+            let (node, mut up) = loop {
+                let now = Instant::now();
+                let picked = w.upstreams.borrow_mut().pick(&tried[..ntried], now);
+                let Some(node) = picked else {
                     self.cstart = body_start;
-                    return self
-                        .upstream_error(502, "BadGateway", "Upstream write failed", framing)
-                        .await;
-                }
-            }
-        };
-        w.upstreams.borrow_mut().nodes[node].outstanding += 1;
-        let result = self
-            .relay(
-                &mut up,
-                RelayArgs {
-                    framing,
-                    expect,
-                    in_buf,
-                    body_done,
-                    body_start,
-                    scanner,
-                    is_head,
-                    client_keep_alive,
-                    idempotent_retry: idempotent_retry && !stale_retry_used,
-                },
-            )
-            .await;
-        w.upstreams.borrow_mut().nodes[node].outstanding -= 1;
-        match result {
-            Ok((keep_client, keep_up)) => {
-                self.up_head = std::mem::take(&mut up_head);
-                if keep_up {
-                    w.upstreams.borrow_mut().put_idle(node, up, Instant::now());
-                }
-                Ok(keep_client && !w.shutdown.is_set())
-            }
-            Err(Fail::Stale) => {
-                // Retry once on a fresh connection (bodiless idempotent request only).
-                let mut fresh = {
-                    let tls = {
-                        let ups = w.upstreams.borrow();
-                        ups.tls.as_ref().and_then(|t| {
-                            ups.server_name_for(node).map(|n| (t.connector.clone(), n))
-                        })
-                    };
-                    let addr = w.upstreams.borrow().nodes[node].addr;
-                    match connect(addr, up_cfg.connect_timeout, tls).await {
-                        Ok(c) => c,
-                        Err(_) => {
+                    // Every usable node refused or timed out: that failure, not "no healthy
+                    // node" (which is for when none was usable to begin with).
+                    let (status, code, msg) = match last_connect_err {
+                        Some(ConnectError::Timeout) => {
+                            w.stats.upstream_errors_504.inc();
+                            (504, "GatewayTimeout", "Upstream connect timed out")
+                        }
+                        Some(_) => {
                             w.stats.upstream_errors_502.inc();
-                            return self
-                                .upstream_error(
-                                    502,
-                                    "BadGateway",
-                                    "Upstream connection failed",
-                                    framing,
-                                )
-                                .await;
+                            (502, "BadGateway", "Upstream connection failed")
+                        }
+                        None => {
+                            w.stats.upstream_errors_503.inc();
+                            (503, "ServiceUnavailable", "No healthy upstream")
+                        }
+                    };
+                    return self.upstream_error(status, code, msg, framing).await;
+                };
+                if ntried > 0 {
+                    w.stats.upstream_retries.inc();
+                }
+                let pooled = if stale_retry_used {
+                    None
+                } else {
+                    w.upstreams.borrow_mut().take_idle(node, now)
+                };
+                let reused = pooled.is_some();
+                let mut conn = match pooled {
+                    Some(c) => c,
+                    None => {
+                        let tls = {
+                            let ups = w.upstreams.borrow();
+                            ups.tls.as_ref().and_then(|t| {
+                                ups.server_name_for(node).map(|n| (t.connector.clone(), n))
+                            })
+                        };
+                        let addr = w.upstreams.borrow().nodes[node].addr;
+                        w.stats.upstream_connects.inc();
+                        match connect(addr, up_cfg.connect_timeout, tls).await {
+                            Ok(c) => {
+                                w.upstreams.borrow_mut().connect_ok(node);
+                                c
+                            }
+                            Err(e) => {
+                                w.upstreams
+                                    .borrow_mut()
+                                    .connect_failed(node, Instant::now());
+                                if ntried < tried.len() {
+                                    tried[ntried] = node;
+                                    ntried += 1;
+                                }
+                                last_connect_err = Some(e);
+                                if retries < up_cfg.max_retries {
+                                    retries += 1;
+                                    continue;
+                                }
+                                self.cstart = body_start;
+                                let (status, code, msg) = match e {
+                                    ConnectError::Timeout => {
+                                        w.stats.upstream_errors_504.inc();
+                                        (504, "GatewayTimeout", "Upstream connect timed out")
+                                    }
+                                    _ => {
+                                        w.stats.upstream_errors_502.inc();
+                                        (502, "BadGateway", "Upstream connection failed")
+                                    }
+                                };
+                                return self.upstream_error(status, code, msg, framing).await;
+                            }
                         }
                     }
                 };
-                w.stats.upstream_retries.inc();
+                // Send head (+ buffered body unless waiting for 100-continue).
                 let mut first = std::mem::take(&mut self.out);
                 first.clear();
                 first.extend_from_slice(&up_head);
-                let (r, b) = write_full(&mut fresh, first, up_cfg.idle_timeout).await;
+                if !expect {
+                    first.extend_from_slice(&self.cbuf[body_start..body_start + in_buf]);
+                }
+                let (r, b) = write_full(&mut conn, first, up_cfg.idle_timeout).await;
                 self.out = b;
-                if r.is_err() {
-                    w.stats.upstream_errors_502.inc();
-                    return self
-                        .upstream_error(502, "BadGateway", "Upstream write failed", framing)
-                        .await;
-                }
-                let r = self
-                    .relay(
-                        &mut fresh,
-                        RelayArgs {
-                            framing,
-                            expect,
-                            in_buf,
-                            body_done,
-                            body_start,
-                            scanner: ChunkedScanner::new(),
-                            is_head,
-                            client_keep_alive,
-                            idempotent_retry: false,
-                        },
-                    )
-                    .await;
                 match r {
-                    Ok((keep_client, keep_up)) => {
-                        if keep_up {
-                            w.upstreams
-                                .borrow_mut()
-                                .put_idle(node, fresh, Instant::now());
-                        }
-                        Ok(keep_client && !w.shutdown.is_set())
+                    Ok(()) => break (node, conn),
+                    Err(_) if reused && !stale_retry_used => {
+                        // A pooled connection the upstream had closed: nothing was processed.
+                        stale_retry_used = true;
+                        continue;
                     }
-                    Err(f) => self.fail(f, framing).await,
+                    Err(_) => {
+                        w.stats.upstream_errors_502.inc();
+                        self.cstart = body_start;
+                        return self
+                            .upstream_error(502, "BadGateway", "Upstream write failed", framing)
+                            .await;
+                    }
                 }
-            }
-            Err(f) => self.fail(f, framing).await,
+            };
+            w.upstreams.borrow_mut().nodes[node].outstanding += 1;
+            let result = self
+                .relay(
+                    &mut up,
+                    RelayArgs {
+                        framing,
+                        expect,
+                        in_buf,
+                        body_done,
+                        body_start,
+                        scanner: scanner_once.take().unwrap_or_default(),
+                        is_head,
+                        client_keep_alive,
+                        idempotent_retry: idempotent_retry && !stale_retry_used,
+                    },
+                )
+                .await;
+            w.upstreams.borrow_mut().nodes[node].outstanding -= 1;
+            return match result {
+                Ok((keep_client, keep_up)) => {
+                    self.up_head = std::mem::take(&mut up_head);
+                    if keep_up {
+                        w.upstreams.borrow_mut().put_idle(node, up, Instant::now());
+                    }
+                    Ok(keep_client && !w.shutdown.is_set())
+                }
+                Err(Fail::Stale) if !stale_retry_used => {
+                    // A pooled connection the upstream had closed before answering (nothing
+                    // was processed; bodiless idempotent request only): pick again and use a
+                    // fresh connection, so a node that died is skipped like any refused one.
+                    stale_retry_used = true;
+                    w.stats.upstream_retries.inc();
+                    continue;
+                }
+                Err(f) => self.fail(f, framing).await,
+            };
         }
     }
 
@@ -652,15 +621,13 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         framing: BodyFraming,
     ) -> Result<bool, Fail> {
         let close = framing.has_body() || !self.head.keep_alive;
-        let h_end = self.cstart.min(self.cbuf.len());
-        let _ = h_end;
         self.out.clear();
         let rid = std::mem::take(&mut self.rid);
         let extra = std::mem::take(&mut self.extra);
         let body = ErrorBody {
             code,
             message: msg,
-            resource: b"",
+            resource: &self.resource,
             request_id: &rid,
             api_key: None,
         };

@@ -231,6 +231,8 @@ impl Upstreams {
         if n.passive_fails >= thr {
             n.ejected_until = Some(now + dur);
             n.passive_fails = 0;
+            // Only checks that pass after the ejection may bring it back early.
+            n.ok_streak = 0;
             n.idle.clear();
             log::warn!(
                 "upstream {} ejected for {:?} after connect failures",
@@ -248,10 +250,16 @@ impl Upstreams {
         if ok {
             n.fail_streak = 0;
             n.ok_streak += 1;
-            if !n.up && n.ok_streak >= rise {
-                n.up = true;
+            if n.ok_streak >= rise {
+                if !n.up {
+                    n.up = true;
+                    log::info!("upstream {} is up", n.name);
+                } else if n.ejected_until.take().is_some() {
+                    // Passively ejected while its checks never failed `fall` times: the
+                    // checks since the ejection passed, so it is back before the duration.
+                    log::info!("upstream {} is back (health checks pass)", n.name);
+                }
                 n.ejected_until = None;
-                log::info!("upstream {} is up", n.name);
             }
         } else {
             n.checks_failed += 1;
@@ -352,5 +360,78 @@ pub async fn probe(
     match monoio::time::timeout(timeout, fut).await {
         Ok(Some(status)) => healthy.contains(&status),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn ups(extra: &str) -> Upstreams {
+        let text = format!(
+            "[upstream]\npassive_fail_threshold = 1\npassive_eject_duration = \"10s\"\n{extra}\n\
+             [upstream.health]\nrise = 2\nfall = 2\n\
+             [[upstream.servers]]\naddr = \"127.0.0.1:9001\"\n\
+             [[upstream.servers]]\naddr = \"127.0.0.1:9002\"\n"
+        );
+        let cfg = crate::config::validate::load_str(&text, Path::new("t.toml")).unwrap();
+        Upstreams::new(&cfg.upstream, None)
+    }
+
+    #[test]
+    fn round_robin_skips_ejected_and_down_nodes() {
+        let mut u = ups("");
+        let t0 = Instant::now();
+        let picks: Vec<_> = (0..4).map(|_| u.pick(&[], t0).unwrap()).collect();
+        assert_eq!(picks, [0, 1, 0, 1]);
+        u.connect_failed(0, t0);
+        assert_eq!(u.pick(&[], t0), Some(1));
+        assert_eq!(u.pick(&[], t0), Some(1));
+        assert_eq!(u.pick(&[1], t0), None, "the other node is ejected");
+        // The ejection ends by itself after its duration.
+        let later = t0 + Duration::from_secs(10);
+        assert!([u.pick(&[], later), u.pick(&[], later)].contains(&Some(0)));
+        // Health checks: `fall` failures take a node down, `rise` passes bring it back.
+        u.health_result(1, false);
+        assert_eq!(u.pick(&[0], later), Some(1), "one failure is not `fall`");
+        u.health_result(1, false);
+        assert_eq!(u.pick(&[0], later), None, "down after two");
+        u.health_result(1, true);
+        assert_eq!(u.pick(&[0], later), None, "one pass is not `rise`");
+        u.health_result(1, true);
+        assert_eq!(u.pick(&[0], later), Some(1), "up after two");
+    }
+
+    #[test]
+    fn passing_health_checks_end_a_passive_ejection_early() {
+        let mut u = ups("");
+        let t0 = Instant::now();
+        // Checks passed before the ejection do not count.
+        u.health_result(0, true);
+        u.health_result(0, true);
+        u.connect_failed(0, t0);
+        assert_eq!(u.pick(&[1], t0), None);
+        u.health_result(0, true);
+        assert_eq!(
+            u.pick(&[1], t0),
+            None,
+            "one pass after the ejection is not `rise`"
+        );
+        u.health_result(0, true);
+        assert_eq!(u.pick(&[1], t0), Some(0), "back before the 10 s are over");
+    }
+
+    #[test]
+    fn least_outstanding_prefers_the_idler_node() {
+        let mut u = ups("balance = \"least_outstanding\"");
+        let t0 = Instant::now();
+        u.nodes[0].outstanding = 3;
+        u.nodes[1].outstanding = 1;
+        assert_eq!(u.pick(&[], t0), Some(1));
+        assert_eq!(u.pick(&[], t0), Some(1));
+        u.nodes[1].outstanding = 5;
+        assert_eq!(u.pick(&[], t0), Some(0));
+        assert_eq!(u.pick(&[0], t0), Some(1), "excluded nodes are skipped");
     }
 }

@@ -134,12 +134,24 @@ pub struct FakeUpstream {
     pub seen: Arc<Mutex<Vec<Seen>>>,
     pub connections: Arc<AtomicUsize>,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Accepted connections, shut down on drop (a killed node drops its keep-alive
+    /// connections too).
+    live: Arc<Mutex<Vec<TcpStream>>>,
+    acceptor: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for FakeUpstream {
+    /// Kills the node: the listener is closed (new connections are refused) and every
+    /// accepted connection is shut down, before this returns.
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(100));
+        if let Some(t) = self.acceptor.take() {
+            let _ = t.join();
+        }
+        for c in self.live.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
     }
 }
 
@@ -158,14 +170,23 @@ impl FakeUpstream {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (s2, c2, st2) = (seen.clone(), connections.clone(), stop.clone());
-        std::thread::spawn(move || {
+        let live = Arc::new(Mutex::new(Vec::new()));
+        let (s2, c2, st2, l2) = (
+            seen.clone(),
+            connections.clone(),
+            stop.clone(),
+            live.clone(),
+        );
+        let acceptor = std::thread::spawn(move || {
             for conn in l.incoming() {
                 if st2.load(Ordering::SeqCst) {
                     return;
                 }
                 let Ok(conn) = conn else { continue };
                 c2.fetch_add(1, Ordering::SeqCst);
+                if let Ok(c) = conn.try_clone() {
+                    l2.lock().unwrap().push(c);
+                }
                 let (h, s) = (handler.clone(), s2.clone());
                 let st3 = st2.clone();
                 std::thread::spawn(move || serve_fake(conn, h, s, st3));
@@ -176,6 +197,8 @@ impl FakeUpstream {
             seen,
             connections,
             stop,
+            live,
+            acceptor: Some(acceptor),
         }
     }
 
