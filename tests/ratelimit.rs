@@ -159,25 +159,42 @@ fn unlimited_methods_anonymous_per_address_and_deny_response() {
         "second address has its own budget: {s2:?}"
     );
 
-    // The denied response, field by field.
-    for _ in 0..10 {
-        c.request(&sigv4_get("/b/o", key));
+    // The denied response, field by field. The 10 admissions (the burst limit) happen
+    // within `elapsed`, so the burst window binds: the first of them leaves the exact
+    // trailing window 1000 ms after it was admitted, and the bucketed window lets a retry
+    // through at most g - 1 ms later (g = the burst ring's bucket width for this tier).
+    let (_, g_b) = bucket_ms((100, 60_000), (10, 1_000));
+    let t0 = Instant::now();
+    for i in 0..10 {
+        assert_eq!(
+            c.request(&sigv4_get("/b/o", key)).status,
+            200,
+            "request {i}"
+        );
     }
     let r = c.request(&sigv4_get("/bucket/obj", key));
+    let elapsed = t0.elapsed().as_millis() as u64;
     assert_eq!(r.status, 429);
     assert_eq!(r.header("Content-Type"), Some("application/xml"));
     let retry: u64 = r.header("Retry-After").unwrap().parse().unwrap();
-    assert!((1..=60).contains(&retry));
     let amz: u64 = r.header("x-amz-retry-after").unwrap().parse().unwrap();
-    assert!(amz > 0 && amz <= 60_000, "{amz}");
+    assert!(
+        (1000u64.saturating_sub(elapsed)..=1000 + g_b - 1).contains(&amz),
+        "x-amz-retry-after {amz} (elapsed {elapsed} ms, g {g_b} ms)"
+    );
+    assert_eq!(
+        retry,
+        amz.div_ceil(1000).max(1),
+        "Retry-After is amz in s, rounded up"
+    );
+    assert!(retry == 1 || retry == 2, "{retry}");
     assert_eq!(r.header("X-RateLimit-Group"), Some("basic"));
     assert_eq!(r.header("X-RateLimit-Limit-Per-Minute"), Some("100"));
-    let cur: u32 = r
-        .header("X-RateLimit-Current-Per-Minute")
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(cur >= 10);
+    assert_eq!(
+        r.header("X-RateLimit-Current-Per-Minute"),
+        Some("10"),
+        "denied requests are not counted"
+    );
     assert_eq!(r.header("X-API-Key"), Some(key));
     assert_eq!(r.header("X-Auth-Method"), Some("v4"));
     assert!(r.header("X-Request-ID").is_some_and(|v| !v.is_empty()));
@@ -185,10 +202,9 @@ fn unlimited_methods_anonymous_per_address_and_deny_response() {
         r.header("RateLimit-Policy"),
         Some("\"sustained\";q=100;w=60, \"burst\";q=10;w=1")
     );
-    assert!(
-        r.header("RateLimit")
-            .unwrap()
-            .starts_with("\"burst\";r=0;t=")
+    assert_eq!(
+        r.header("RateLimit"),
+        Some(format!("\"burst\";r=0;t={retry}").as_str())
     );
     let body = String::from_utf8(r.body.clone()).unwrap();
     assert!(body.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>"));
@@ -336,4 +352,335 @@ fn hot_reload_of_keys_keeps_counters_and_bad_file_keeps_old_config() {
     let (st, t) = admin_get(admin, &format!("/table?key={newkey}"));
     assert_eq!(st, 200, "{t}");
     assert!(t.contains("\"tier\":\"premium\""), "{t}");
+}
+
+/// Bucket widths in ms (sustained, burst) the limiter uses for a tier given as
+/// `(limit, window ms)` pairs: the window's precision, which bounds the timing headers.
+fn bucket_ms(sustained: (u32, u32), burst: (u32, u32)) -> (u64, u64) {
+    use tollgate::config::WindowConfig;
+    let w = |(limit, length_ms)| WindowConfig { length_ms, limit };
+    tollgate::limit::TierLimits::new(w(sustained), w(burst)).bucket_ms()
+}
+
+/// A tier whose timing headers are exact: admitted requests get
+/// `t = ceil(reset / 1000)` with `reset` in `[W, W + g - 1]` (the binding window empties
+/// when its newest bucket leaves), so a 900 ms burst window with `g <= 101` gives `t = 1`
+/// whatever the bucket phase; a 1 s window would give 1 or 2.
+const HDR_KEY: &str = "AKIAHDRTEST000000001";
+const HDR_TIERS: &str = r#"
+[tiers.hdr]
+sustained = { limit = 4, window = "60s" }
+burst = { limit = 3, window = "900ms" }
+
+[tiers.unknown]
+per_minute = 50
+per_second = 5
+"#;
+
+fn hdr_keys() -> String {
+    format!("[keys]\n\"{HDR_KEY}\" = \"hdr\"\n")
+}
+
+fn num(r: &Resp, name: &str) -> u64 {
+    r.header(name)
+        .unwrap_or_else(|| panic!("{name} missing: {:?}", r.headers))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn allowed_and_denied_rate_limit_headers_are_exact() {
+    let (g_s, g_b) = bucket_ms((4, 60_000), (3, 900));
+    assert!(900 + g_b - 1 <= 1000, "precondition: burst g {g_b} ms");
+    let up = FakeUpstream::start(ok_handler());
+    let p = start_proxy(
+        "hdr-exact",
+        &[up.addr],
+        2,
+        &cfg(HDR_TIERS),
+        Some(&hdr_keys()),
+    );
+    let policy = "\"sustained\";q=4;w=60, \"burst\";q=3;w=1";
+    let mut c = Client::connect(p.addr);
+    let t0 = Instant::now();
+    // Admitted 1..=3: the burst window binds (2/3 < 3/4 of the quota left, ...).
+    for i in 1..=3u64 {
+        let r = c.request(&sigv4_get("/b/o", HDR_KEY));
+        assert_eq!(r.status, 200, "request {i}");
+        assert_eq!(r.header("RateLimit-Policy"), Some(policy));
+        assert_eq!(
+            r.header("RateLimit"),
+            Some(format!("\"burst\";r={};t=1", 3 - i).as_str()),
+            "request {i}"
+        );
+        assert_eq!(r.header("X-RateLimit-Group"), Some("hdr"));
+        assert_eq!(r.header("X-RateLimit-Limit-Per-Minute"), Some("4"));
+        assert_eq!(num(&r, "X-RateLimit-Current-Per-Minute"), i);
+        assert_eq!(r.header("X-API-Key"), Some(HDR_KEY));
+        assert_eq!(r.header("X-Auth-Method"), Some("v4"));
+        assert_eq!(r.header_all("X-Request-ID").len(), 1);
+        assert_eq!(r.header("Retry-After"), None, "deny-only header");
+        assert_eq!(r.header("x-amz-retry-after"), None, "deny-only header");
+        assert_eq!(r.header("X-Up"), Some("1"), "upstream's own headers kept");
+    }
+    // Denied by the burst window: the retry is at most 900 + g - 1 <= 1000 ms away, so
+    // Retry-After is exactly 1; x-amz-retry-after lies between the exact sliding log's
+    // answer (first admission + 900 ms) and that plus one bucket.
+    let r = c.request(&sigv4_get("/b/o", HDR_KEY));
+    let elapsed = t0.elapsed().as_millis() as u64;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("Retry-After"), Some("1"));
+    let amz = num(&r, "x-amz-retry-after");
+    assert!(
+        (900u64.saturating_sub(elapsed)..=900 + g_b - 1).contains(&amz),
+        "x-amz-retry-after {amz} (elapsed {elapsed} ms, g {g_b} ms)"
+    );
+    assert_eq!(r.header("RateLimit-Policy"), Some(policy));
+    assert_eq!(r.header("RateLimit"), Some("\"burst\";r=0;t=1"));
+    assert_eq!(r.header("X-RateLimit-Group"), Some("hdr"));
+    assert_eq!(r.header("X-RateLimit-Limit-Per-Minute"), Some("4"));
+    assert_eq!(num(&r, "X-RateLimit-Current-Per-Minute"), 3);
+    assert_eq!(r.header("X-API-Key"), Some(HDR_KEY));
+    assert!(
+        r.body_text().contains(
+            "<Message>Rate limit exceeded for tier hdr (3 requests per 900 milliseconds)</Message>"
+        ),
+        "{}",
+        r.body_text()
+    );
+    // x-amz-retry-after is truthful: waiting exactly that long gets the next one in (the
+    // server's clock has moved at least as far as ours). Now the sustained window binds.
+    std::thread::sleep(Duration::from_millis(amz));
+    let slept = amz;
+    let r = c.request(&sigv4_get("/b/o", HDR_KEY));
+    assert_eq!(r.status, 200, "admitted after x-amz-retry-after");
+    assert_eq!(num(&r, "X-RateLimit-Current-Per-Minute"), 4);
+    let rl = r.header("RateLimit").unwrap();
+    let t: u64 = rl
+        .strip_prefix("\"sustained\";r=0;t=")
+        .unwrap_or_else(|| panic!("{rl}"))
+        .parse()
+        .unwrap();
+    assert!(
+        (60..=(60_000 + g_s - 1).div_ceil(1000)).contains(&t),
+        "{rl} (g {g_s} ms)"
+    );
+    // Denied by the sustained window: the first admission leaves it 60 s after it was
+    // admitted, which was at least `slept` and at most `elapsed` ms ago.
+    let r = c.request(&sigv4_get("/b/o", HDR_KEY));
+    let elapsed = t0.elapsed().as_millis() as u64;
+    assert_eq!(r.status, 429);
+    let amz = num(&r, "x-amz-retry-after");
+    assert!(
+        (60_000 - elapsed..=60_000 + g_s - 1 - slept).contains(&amz),
+        "x-amz-retry-after {amz} (elapsed {elapsed} ms, slept {slept} ms, g {g_s} ms)"
+    );
+    let retry = num(&r, "Retry-After");
+    assert_eq!(retry, amz.div_ceil(1000));
+    assert_eq!(
+        r.header("RateLimit"),
+        Some(format!("\"sustained\";r=0;t={retry}").as_str())
+    );
+    assert_eq!(num(&r, "X-RateLimit-Current-Per-Minute"), 4);
+    assert!(
+        r.body_text().contains("(4 requests per minute)</Message>"),
+        "{}",
+        r.body_text()
+    );
+    assert_eq!(
+        up.seen().len(),
+        4,
+        "only admitted requests reach the upstream"
+    );
+}
+
+/// The header groups of one response: (ietf, legacy, identity), each all-or-nothing.
+fn groups(r: &Resp) -> (bool, bool, bool) {
+    let group = |names: &[&str]| {
+        let present: Vec<bool> = names.iter().map(|n| r.header(n).is_some()).collect();
+        assert!(
+            present.iter().all(|p| *p == present[0]),
+            "group {names:?} partly present: {:?}",
+            r.headers
+        );
+        present[0]
+    };
+    (
+        group(&["RateLimit-Policy", "RateLimit"]),
+        group(&[
+            "X-RateLimit-Group",
+            "X-RateLimit-Limit-Per-Minute",
+            "X-RateLimit-Current-Per-Minute",
+        ]),
+        group(&["X-API-Key", "X-Auth-Method"]),
+    )
+}
+
+/// Starts tollgate with `[limits.headers] <switch> = false`, then checks one admitted and
+/// one denied response of the basic tier (10/s).
+fn header_switch(switch: &str) {
+    let extra = format!("[limits.headers]\n{switch} = false\n");
+    let up = FakeUpstream::start(ok_handler());
+    let p = start_proxy(
+        &format!("hdr-off-{switch}"),
+        &[up.addr],
+        2,
+        &cfg(&extra),
+        Some(KEYS),
+    );
+    let key = "AKIABASIC00000000001";
+    let all_on = (true, true, true);
+    let expect = |on_allowed: bool| match switch {
+        "ietf" => (false, true, true),
+        "legacy" => (true, false, true),
+        "identity" => (true, true, false),
+        "on_allowed" if on_allowed => (false, false, false),
+        "on_allowed" => all_on,
+        s => panic!("unknown switch {s}"),
+    };
+    let check_values = |r: &Resp, (ietf, legacy, identity): (bool, bool, bool)| {
+        if ietf {
+            assert_eq!(
+                r.header("RateLimit-Policy"),
+                Some("\"sustained\";q=100;w=60, \"burst\";q=10;w=1")
+            );
+        }
+        if legacy {
+            assert_eq!(r.header("X-RateLimit-Group"), Some("basic"));
+            assert_eq!(r.header("X-RateLimit-Limit-Per-Minute"), Some("100"));
+        }
+        if identity {
+            assert_eq!(r.header("X-API-Key"), Some(key));
+            assert_eq!(r.header("X-Auth-Method"), Some("v4"));
+        }
+        assert_eq!(r.header_all("X-Request-ID").len(), 1, "always present");
+    };
+    let mut c = Client::connect(p.addr);
+    let r = c.request(&sigv4_get("/b/o", key));
+    assert_eq!(r.status, 200);
+    assert_eq!(groups(&r), expect(true), "{switch} = false, allowed: {r:?}");
+    check_values(&r, expect(true));
+    if expect(true).1 {
+        assert_eq!(r.header("X-RateLimit-Current-Per-Minute"), Some("1"));
+    }
+    for i in 2..=10 {
+        assert_eq!(
+            c.request(&sigv4_get("/b/o", key)).status,
+            200,
+            "request {i}"
+        );
+    }
+    let r = c.request(&sigv4_get("/b/o", key));
+    assert_eq!(r.status, 429);
+    assert_eq!(groups(&r), expect(false), "{switch} = false, denied: {r:?}");
+    check_values(&r, expect(false));
+    if expect(false).1 {
+        assert_eq!(r.header("X-RateLimit-Current-Per-Minute"), Some("10"));
+    }
+    // The deny-only headers are not part of any group.
+    assert!(r.header("Retry-After").is_some() && r.header("x-amz-retry-after").is_some());
+}
+
+#[test]
+fn header_group_ietf_can_be_switched_off() {
+    header_switch("ietf");
+}
+
+#[test]
+fn header_group_legacy_can_be_switched_off() {
+    header_switch("legacy");
+}
+
+#[test]
+fn header_group_identity_can_be_switched_off() {
+    header_switch("identity");
+}
+
+#[test]
+fn headers_on_allowed_responses_can_be_switched_off() {
+    header_switch("on_allowed");
+}
+
+#[test]
+fn request_id_is_kept_or_generated_on_allowed_and_denied_responses() {
+    let up = FakeUpstream::start(ok_handler());
+    let p = start_proxy("request-id", &[up.addr], 2, &cfg(""), Some(KEYS));
+    let key = "AKIABASIC00000000001"; // 10/s
+    let with_id = |id: &str| {
+        String::from_utf8(sigv4_get("/b/o", key))
+            .unwrap()
+            .replacen("\r\n\r\n", &format!("\r\nX-Request-ID: {id}\r\n\r\n"), 1)
+            .into_bytes()
+    };
+    let mut c = Client::connect(p.addr);
+    // Allowed, the client's id: returned once, forwarded upstream unchanged and once.
+    let r = c.request(&with_id("client-id-0001"));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header_all("X-Request-ID"), ["client-id-0001"]);
+    let seen = up.seen();
+    assert_eq!(
+        seen_header(seen.last().unwrap(), "X-Request-ID"),
+        (Some("client-id-0001".to_string()), 1)
+    );
+    // Allowed, no id: one is generated per request.
+    let g1 = c.request(&sigv4_get("/b/o", key));
+    let g2 = c.request(&sigv4_get("/b/o", key));
+    assert_eq!((g1.status, g2.status), (200, 200));
+    let (g1, g2) = (g1.header_all("X-Request-ID"), g2.header_all("X-Request-ID"));
+    assert_eq!((g1.len(), g2.len()), (1, 1));
+    assert!(!g1[0].is_empty() && g1[0] != "client-id-0001");
+    assert_ne!(g1[0], g2[0], "generated ids are unique");
+    for i in 4..=10 {
+        assert_eq!(
+            c.request(&sigv4_get("/b/o", key)).status,
+            200,
+            "request {i}"
+        );
+    }
+    // Denied, the client's id: in the header and the S3 error body.
+    let n_up = up.seen().len();
+    let r = c.request(&with_id("client-id-0429"));
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header_all("X-Request-ID"), ["client-id-0429"]);
+    assert!(
+        r.body_text()
+            .contains("<RequestId>client-id-0429</RequestId>"),
+        "{}",
+        r.body_text()
+    );
+    // Denied, no id: generated, unique, the same in header and body.
+    let d1 = c.request(&sigv4_get("/b/o", key));
+    let d2 = c.request(&sigv4_get("/b/o", key));
+    let mut ids = vec![g1[0].to_string(), g2[0].to_string()];
+    for d in [&d1, &d2] {
+        assert_eq!(d.status, 429);
+        let id = d.header_all("X-Request-ID");
+        assert_eq!(id.len(), 1);
+        assert!(!id[0].is_empty());
+        assert!(
+            d.body_text()
+                .contains(&format!("<RequestId>{}</RequestId>", id[0])),
+            "{}",
+            d.body_text()
+        );
+        ids.push(id[0].to_string());
+    }
+    // Longest id kept is 128 visible ASCII bytes; a longer one is replaced.
+    let long = "r".repeat(128);
+    let r = c.request(&with_id(&long));
+    assert_eq!(r.header_all("X-Request-ID"), [long.as_str()]);
+    let r = c.request(&with_id(&"r".repeat(129)));
+    let id = r.header_all("X-Request-ID");
+    assert_eq!(id.len(), 1);
+    assert!(id[0].len() <= 128 && !id[0].is_empty(), "{id:?}");
+    ids.push(id[0].to_string());
+    let mut uniq = ids.clone();
+    uniq.sort();
+    uniq.dedup();
+    assert_eq!(uniq.len(), ids.len(), "generated ids are unique: {ids:?}");
+    assert_eq!(
+        up.seen().len(),
+        n_up,
+        "denied requests never reach the upstream"
+    );
 }

@@ -450,3 +450,86 @@ pub fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
     let r = c.request(format!("GET {path} HTTP/1.1\r\nHost: admin\r\n\r\n").as_bytes());
     (r.status, String::from_utf8_lossy(&r.body).to_string())
 }
+
+impl Resp {
+    /// Every value of header `name` (case-insensitive), in order.
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// The body as text (lossy).
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Value of the first header `name` (case-insensitive) in a raw request head as the fake
+/// upstream saw it, and how many such headers there were.
+pub fn seen_header(s: &Seen, name: &str) -> (Option<String>, usize) {
+    let text = String::from_utf8_lossy(&s.head);
+    let vals: Vec<String> = text
+        .split("\r\n")
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim().to_string())
+        .collect();
+    (vals.first().cloned(), vals.len())
+}
+
+/// What a finished command printed.
+#[derive(Debug)]
+pub struct CmdOut {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `tollgate ARGS…` and waits for it at most `timeout` (then kills it by PID and
+/// panics). No polling: the output pipes close when the process exits.
+pub fn run_tollgate<I, S>(args: I, timeout: Duration) -> CmdOut
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tollgate");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        let e = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        });
+        let mut o = String::new();
+        let _ = out.read_to_string(&mut o);
+        let _ = tx.send((o, e.join().unwrap_or_default()));
+    });
+    match rx.recv_timeout(timeout) {
+        Ok((stdout, stderr)) => {
+            let code = child.wait().expect("wait for tollgate").code();
+            CmdOut {
+                code,
+                stdout,
+                stderr,
+            }
+        }
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("tollgate did not finish within {timeout:?}");
+        }
+    }
+}
