@@ -136,6 +136,15 @@ class Target:
     def host_header(self) -> str:
         return f"{self.host}:{self.port}"
 
+    def curl(self, *args, timeout: float = 60) -> subprocess.CompletedProcess:
+        """curl -sS with ARGS; over HTTPS it trusts the test CA only and resolves the host
+        name to 127.0.0.1."""
+        tls = []
+        if self.scheme == "https":
+            tls = ["--cacert", str(self.ca), "--resolve", f"{self.host}:{self.port}:127.0.0.1"]
+        return subprocess.run(["curl", "-sS", *tls, *map(str, args)], capture_output=True,
+                              text=True, timeout=timeout)
+
 
 # ----------------------------------------------------------------------------- tollgate
 
@@ -188,9 +197,15 @@ class Tollgate:
 def write_tollgate_config(dir: Path, port: int, admin_port: int, upstreams: list[str],
                           key_tiers: dict[str, str], tiers: dict[str, tuple[int, int]],
                           tls: dict | None = None, extra_toml: str = "",
-                          limits_toml: str = "") -> Path:
-    """Config per the agreed schema (wt/SCHEMA.md). `tls` = {port, cert, key} or None.
+                          limits_toml: str = "", upstream_toml: str = "",
+                          health: bool = True, upstream_tls: dict | None = None) -> Path:
+    """Config per the agreed schema (wt/SCHEMA.md).
+    `tls`: None, or {port, cert, key}, or {port, certs: [{cert, key[, server_names]}, ...]}
+    (several certificates chosen by SNI; the first is the default).
     `limits_toml`: lines placed inside [limits] (e.g. 'deny_status = 503');
+    `upstream_toml`: lines placed inside [upstream] (e.g. 'max_retries = 0');
+    `health`: active health checks on/off; `upstream_tls`: None or {ca_file[, server_name]}
+    ([upstream.tls]: TLS towards the upstream servers);
     `extra_toml`: whole new tables appended at the end (TOML cannot reopen a table)."""
     keys_path = dir / "keys.toml"
     keys_path.write_text("[keys]\n" + "".join(
@@ -204,14 +219,13 @@ def write_tollgate_config(dir: Path, port: int, admin_port: int, upstreams: list
         "",
     ]
     if tls:
-        lines += [
-            "[tls]",
-            f"listen = [{_toml_str('127.0.0.1:%d' % tls['port'])}]",
-            "[[tls.certs]]",
-            f"cert = {_toml_str(str(tls['cert']))}",
-            f"key = {_toml_str(str(tls['key']))}",
-            "",
-        ]
+        lines += ["[tls]", f"listen = [{_toml_str('127.0.0.1:%d' % tls['port'])}]"]
+        for c in tls.get("certs") or [tls]:
+            lines += ["[[tls.certs]]", f"cert = {_toml_str(str(c['cert']))}",
+                      f"key = {_toml_str(str(c['key']))}"]
+            if c.get("server_names"):
+                lines.append("server_names = [%s]" % ", ".join(map(_toml_str, c["server_names"])))
+        lines.append("")
     lines += [
         "[admin]",
         f"listen = {_toml_str(f'127.0.0.1:{admin_port}')}",
@@ -219,11 +233,17 @@ def write_tollgate_config(dir: Path, port: int, admin_port: int, upstreams: list
         "[upstream]",
         'connect_timeout = "2s"',
         'response_head_timeout = "60s"',
+        upstream_toml,
     ]
     for u in upstreams:
         lines += ["[[upstream.servers]]", f"addr = {_toml_str(u)}"]
+    if upstream_tls:
+        lines += ["[upstream.tls]", f"ca_file = {_toml_str(str(upstream_tls['ca_file']))}"]
+        if upstream_tls.get("server_name"):
+            lines.append(f"server_name = {_toml_str(upstream_tls['server_name'])}")
     lines += [
         "[upstream.health]",
+        f"enabled = {'true' if health else 'false'}",
         'path = "/"',
         'interval = "1s"',
         'timeout = "1s"',
@@ -254,9 +274,13 @@ def _die_with_parent() -> None:
 
 def start_tollgate(dir: Path, upstreams: list[str], key_tiers: dict[str, str],
                    tiers: dict[str, tuple[int, int]] | None = None, tls: dict | None = None,
-                   extra_toml: str = "", limits_toml: str = "", workers: int = 2) -> Tollgate:
+                   extra_toml: str = "", limits_toml: str = "", workers: int = 2,
+                   upstream_toml: str = "", health: bool = True,
+                   upstream_tls: dict | None = None, wait_upstream: bool = True) -> Tollgate:
     """Start tollgate in front of `upstreams`; returns once it forwards to a healthy upstream
-    (an answer that is not 502/503/504 through the plain listener), bounded by START_TIMEOUT."""
+    (an answer that is not 502/503/504 through the plain listener), bounded by START_TIMEOUT.
+    With wait_upstream=False it returns as soon as the listeners accept connections (for
+    tests of upstreams that must fail). Other arguments: see write_tollgate_config."""
     dir.mkdir(parents=True, exist_ok=True)
     binary = tollgate_binary()
     port, admin_port = free_port(), free_port()
@@ -264,7 +288,8 @@ def start_tollgate(dir: Path, upstreams: list[str], key_tiers: dict[str, str],
     if tls is not None:
         tls_conf = dict(tls, port=free_port())
     cfg = write_tollgate_config(dir, port, admin_port, upstreams, key_tiers,
-                                tiers or HIGH_TIERS, tls_conf, extra_toml, limits_toml)
+                                tiers or HIGH_TIERS, tls_conf, extra_toml, limits_toml,
+                                upstream_toml, health, upstream_tls)
     tg = Tollgate(dir=dir, port=port, admin_port=admin_port, upstreams=upstreams,
                   tls_port=tls_conf["port"] if tls_conf else None, log=dir / "tollgate.log",
                   config_path=cfg)
@@ -281,7 +306,7 @@ def start_tollgate(dir: Path, upstreams: list[str], key_tiers: dict[str, str],
             wait_port(tg.tls_port, START_TIMEOUT, tg.proc, "tollgate (tls)", tg.log)
         deadline = time.monotonic() + START_TIMEOUT
         last = None
-        while True:
+        while wait_upstream:
             try:
                 with RawConn(port, timeout=5) as c:
                     c.send(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
@@ -380,7 +405,7 @@ def tollgate_factory(workdir):
 
 
 @pytest.fixture(scope="session")
-def target(garage, tollgate_factory) -> Target:
+def http_target(garage, tollgate_factory) -> Target:
     """Garage through tollgate over plain HTTP (or Garage itself with TOLLGATE_DIRECT=1)."""
     if DIRECT:
         return Target("http", "127.0.0.1", garage.port, garage)
@@ -388,39 +413,87 @@ def target(garage, tollgate_factory) -> Target:
     return Target("http", "127.0.0.1", tg.port, garage, tollgate=tg)
 
 
-@pytest.fixture(scope="session")
-def certs(workdir) -> dict:
-    """A throw-away CA and a server certificate for localhost / 127.0.0.1 made with openssl."""
-    d = workdir / "certs"
-    d.mkdir()
-    ca_key, ca, key, csr, crt = (d / n for n in ("ca.key", "ca.pem", "server.key", "server.csr",
-                                                  "server.pem"))
-    srv_ext = d / "server.ext"
-    srv_ext.write_text("basicConstraints=critical,CA:FALSE\n"
-                       "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
-                       "keyUsage=critical,digitalSignature,keyEncipherment\n"
-                       "extendedKeyUsage=serverAuth\n"
-                       "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n")
-    run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key,
-         "-out", ca, "-days", "2", "-subj", "/CN=tollgate test CA",
+@pytest.fixture(params=["http", "https"])
+def target(request) -> Target:
+    """Each test that takes `target` runs twice: through tollgate's plain listener
+    (`http_target`) and through its HTTPS listener (`tls_target`): the same over HTTPS."""
+    return request.getfixturevalue("http_target" if request.param == "http" else "tls_target")
+
+
+EC_KEY = ["ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+
+
+def _make_ca(d: Path, name: str, cn: str, newkey: list[str]) -> tuple[Path, Path]:
+    key, pem = d / f"{name}.key", d / f"{name}.pem"
+    run(["openssl", "req", "-x509", "-newkey", *newkey, "-nodes", "-keyout", key,
+         "-out", pem, "-days", "2", "-subj", f"/CN={cn}",
          "-addext", "basicConstraints=critical,CA:TRUE",
          "-addext", "keyUsage=critical,keyCertSign,cRLSign"], timeout=30)
-    run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
-         "-subj", "/CN=localhost"], timeout=30)
+    return pem, key
+
+
+def _issue(d: Path, name: str, sans: list[str], ca: Path, ca_key: Path,
+           newkey: list[str]) -> dict:
+    """A server certificate (leaf only in the PEM file) for `sans` ("DNS:x", "IP:y")."""
+    key, csr, crt, ext = (d / f"{name}.{n}" for n in ("key", "csr", "pem", "ext"))
+    ext.write_text("basicConstraints=critical,CA:FALSE\n"
+                   f"subjectAltName={','.join(sans)}\n"
+                   "keyUsage=critical,digitalSignature,keyEncipherment\n"
+                   "extendedKeyUsage=serverAuth\n"
+                   "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n")
+    cn = sans[0].split(":", 1)[1]
+    run(["openssl", "req", "-newkey", *newkey, "-nodes", "-keyout", key, "-out", csr,
+         "-subj", f"/CN={cn}"], timeout=30)
     run(["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
-         "-out", crt, "-days", "2", "-sha256", "-extfile", srv_ext], timeout=30)
+         "-out", crt, "-days", "2", "-sha256", "-extfile", ext], timeout=30)
     text = run(["openssl", "x509", "-in", crt, "-noout", "-text"], timeout=10).stdout
-    assert "CA:FALSE" in text and "IP Address:127.0.0.1" in text and "DNS:localhost" in text
-    return {"ca": ca, "cert": crt, "key": key}
+    assert "CA:FALSE" in text
+    for san in sans:
+        kind, value = san.split(":", 1)
+        assert f"{'IP Address' if kind == 'IP' else kind}:{value}" in text, (san, text)
+    return {"cert": crt, "key": key, "sans": sans,
+            "der": ssl.PEM_cert_to_DER_cert(crt.read_text())}
+
+
+@pytest.fixture(scope="session")
+def certs(workdir) -> dict:
+    """Throw-away test CA (openssl) and server certificates it signed:
+      servers["localhost"]  localhost + IP 127.0.0.1 (RSA; the default = first certificate)
+      servers["s3.test"]    s3.test (ECDSA P-256)
+      servers["wildcard"]   *.example.test + example.test (ECDSA)
+      servers["upstream"]   upstream.test, for a TLS upstream (ECDSA)
+    plus `rogue_ca` / servers["rogue-upstream"]: upstream.test signed by another CA.
+    `cert`/`key` at the top level = the localhost certificate."""
+    d = workdir / "certs"
+    d.mkdir()
+    ca, ca_key = _make_ca(d, "ca", "tollgate test CA", ["rsa:2048"])
+    rogue_ca, rogue_key = _make_ca(d, "rogue-ca", "some other CA", EC_KEY)
+    servers = {
+        "localhost": _issue(d, "server", ["DNS:localhost", "IP:127.0.0.1"], ca, ca_key,
+                            ["rsa:2048"]),
+        "s3.test": _issue(d, "s3-test", ["DNS:s3.test"], ca, ca_key, EC_KEY),
+        "wildcard": _issue(d, "wildcard", ["DNS:*.example.test", "DNS:example.test"], ca,
+                           ca_key, EC_KEY),
+        "upstream": _issue(d, "upstream", ["DNS:upstream.test"], ca, ca_key, EC_KEY),
+        "rogue-upstream": _issue(d, "rogue-upstream", ["DNS:upstream.test"], rogue_ca,
+                                 rogue_key, EC_KEY),
+    }
+    return {"ca": ca, "cert": servers["localhost"]["cert"], "key": servers["localhost"]["key"],
+            "rogue_ca": rogue_ca, "servers": servers}
 
 
 @pytest.fixture(scope="session")
 def tls_target(garage, certs, tollgate_factory) -> Target:
-    """Garage through tollgate's HTTPS listener, addressed as https://localhost:PORT."""
+    """Garage through tollgate's HTTPS listener, addressed as https://localhost:PORT.
+    The listener has three certificates chosen by SNI (test_tls.py checks which is served):
+    localhost (first = default), s3.test (names from its SAN) and *.example.test (configured
+    server_names, so it answers for subdomains only, not for example.test itself)."""
     if DIRECT:
         pytest.skip("TOLLGATE_DIRECT=1: Garage has no TLS listener; HTTPS needs tollgate")
-    tg = tollgate_factory([garage.addr], default_key_tiers(garage),
-                          tls={"cert": certs["cert"], "key": certs["key"]})
+    srv = certs["servers"]
+    tg = tollgate_factory([garage.addr], default_key_tiers(garage), tls={"certs": [
+        srv["localhost"], srv["s3.test"],
+        dict(srv["wildcard"], server_names=["*.example.test"])]})
     return Target("https", "localhost", tg.tls_port, garage, ca=certs["ca"], tollgate=tg)
 
 
@@ -472,4 +545,6 @@ def aws_env(target: Target, workdir: Path, key: str = "premium") -> dict[str, st
                AWS_DEFAULT_REGION=target.region, AWS_CONFIG_FILE=str(cfg),
                AWS_SHARED_CREDENTIALS_FILE=str(workdir / "no-credentials"),
                AWS_EC2_METADATA_DISABLED="true", AWS_MAX_ATTEMPTS="1", AWS_RETRY_MODE="standard")
+    if target.ca:  # HTTPS: verify against the test CA only
+        env["AWS_CA_BUNDLE"] = str(target.ca)
     return env

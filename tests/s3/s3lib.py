@@ -14,7 +14,9 @@ import hmac
 import os
 import socket
 import ssl
+import select
 import subprocess
+import threading
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -167,6 +169,16 @@ class SigV4:
         return Signed(method, target, hdrs + [("Authorization", auth)], sig, amz_date, scope, skey)
 
 
+def signed_request(target, method: str, key: str, payload_hash: str = UNSIGNED,
+                   headers=None, secret: str | None = None, query=None,
+                   key_name: str = "premium") -> Signed:
+    """SigV4-sign `method /<bucket>/<key>` for a conftest Target (its keys, region, Host)."""
+    k = target.keys[key_name]
+    signer = SigV4(k.id, secret or k.secret, target.region)
+    return signer.sign(method, target.host_header, f"/{target.bucket}/{key}", query=query,
+                       headers=headers, payload_hash=payload_hash)
+
+
 def aws_chunked_body(signed: Signed, data: bytes, chunk_size: int) -> bytes:
     """Encode `data` as aws-chunked with chained chunk signatures, starting from the seed
     signature of `signed` (which must have been signed with payload hash STREAMING)."""
@@ -257,11 +269,17 @@ class RawConn:
     """One client connection; sends bytes as given and parses responses strictly."""
 
     def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 30.0,
-                 tls: ssl.SSLContext | None = None, server_hostname: str | None = None):
+                 tls: ssl.SSLContext | None = None, server_hostname: str | None = None,
+                 session: ssl.SSLSession | None = None):
         sock = socket.create_connection((host, port), timeout=timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if tls is not None:
-            sock = tls.wrap_socket(sock, server_hostname=server_hostname or host)
+            try:
+                sock = tls.wrap_socket(sock, server_hostname=server_hostname or host,
+                                       session=session)
+            except BaseException:
+                sock.close()
+                raise
         self.sock = sock
         self.buf = bytearray()
 
@@ -353,3 +371,139 @@ class RawConn:
         finally:
             self.sock.settimeout(old)
         return out
+
+
+# ----------------------------------------------------------------------------- TLS upstream
+
+
+@dataclass
+class TlsConnRecord:
+    """What a TlsForwarder saw on one accepted connection."""
+    sni: str | None = None
+    version: str | None = None
+    alpn: str | None = None
+    error: str | None = None  # the handshake failed: why (e.g. the client's alert)
+    data: bytearray = field(default_factory=bytearray)  # decrypted bytes from the client
+
+
+class TlsForwarder:
+    """A small stunnel: accepts TLS on 127.0.0.1 (certificate `cert`/`key`, ALPN http/1.1) and
+    forwards the decrypted bytes to plain TCP 127.0.0.1:`dest_port` and back, so a plain S3
+    server can stand in for a TLS upstream. Records every connection (SNI, protocol, handshake
+    error, the client's bytes up to `keep_bytes` in all). Bounded: every socket has a timeout,
+    a connection lives at most `max_conn_seconds`, and stop() closes everything and joins
+    every thread it started (use it as a context manager)."""
+
+    def __init__(self, cert: Path, key: Path, dest_port: int, max_conn_seconds: float = 60.0,
+                 keep_bytes: int = 16 << 20):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(str(cert), str(key))
+        self.ctx.set_alpn_protocols(["http/1.1"])
+        self.ctx.sni_callback = self._on_sni
+        self.dest_port = dest_port
+        self.max_conn_seconds = max_conn_seconds
+        self.keep_bytes = keep_bytes
+        self.records: list[TlsConnRecord] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._socks: set[socket.socket] = set()
+        self._threads: list[threading.Thread] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.2)
+        self.port = self._listener.getsockname()[1]
+        self._spawn(self._accept_loop)
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def _spawn(self, fn, *args) -> None:
+        t = threading.Thread(target=fn, args=args, daemon=True)
+        with self._lock:
+            self._threads.append(t)
+        t.start()
+
+    def _track(self, s: socket.socket) -> socket.socket:
+        with self._lock:
+            self._socks.add(s)
+        return s
+
+    @staticmethod
+    def _on_sni(sslsock, name, _ctx):
+        sslsock.sni_seen = name  # the SSLSocket being handshaken; read back in _serve
+
+    def _accept_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except (socket.timeout, TimeoutError):
+                continue
+            except OSError:
+                return
+            conn.settimeout(10)
+            self._spawn(self._serve, self._track(conn))
+
+    def _serve(self, raw: socket.socket) -> None:
+        rec = TlsConnRecord()
+        with self._lock:
+            self.records.append(rec)
+        tls = up = None
+        try:
+            try:
+                tls = self._track(self.ctx.wrap_socket(raw, server_side=True))
+            except (ssl.SSLError, OSError) as e:
+                rec.error = f"{type(e).__name__}: {e}"
+                return
+            rec.sni = getattr(tls, "sni_seen", None)
+            rec.version = tls.version()
+            rec.alpn = tls.selected_alpn_protocol()
+            up = self._track(socket.create_connection(("127.0.0.1", self.dest_port), timeout=10))
+            deadline = time.monotonic() + self.max_conn_seconds
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                ready = [] if tls.pending() else select.select([tls, up], [], [], 0.2)[0]
+                if tls.pending() or tls in ready:
+                    data = tls.recv(1 << 16)
+                    if not data:
+                        break
+                    if len(rec.data) < self.keep_bytes:
+                        rec.data += data[:self.keep_bytes - len(rec.data)]
+                    up.sendall(data)
+                if up in ready:
+                    data = up.recv(1 << 16)
+                    if not data:
+                        break
+                    tls.sendall(data)
+        except (OSError, ValueError):
+            pass  # peer closed / reset / stop() closed the socket
+        finally:
+            for s in (tls, up, raw):
+                if s is not None:
+                    s.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._listener.close()
+        with self._lock:
+            socks = list(self._socks)
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except (OSError, ValueError):
+                pass  # already closed
+            s.close()
+        with self._lock:
+            threads = list(self._threads)
+        for t in threads:
+            t.join(timeout=5)
+        alive = [t for t in threads if t.is_alive()]
+        assert not alive, f"TlsForwarder: {len(alive)} threads did not stop"
+
+    def sent_by_client(self) -> bytes:
+        with self._lock:
+            return b"".join(bytes(r.data) for r in self.records)

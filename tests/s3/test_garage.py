@@ -1,22 +1,24 @@
-"""Real S3 clients against Garage through tollgate (plain HTTP).
+"""Real S3 clients against Garage through tollgate, over plain HTTP and over HTTPS.
 
+Every test takes the parametrized `target` fixture (conftest.py), so it runs twice: `[http]`
+through tollgate's plain listener and `[https]` through its rustls listener (clients verify
+against the test CA only: boto3 verify=, aws-cli AWS_CA_BUNDLE, curl --cacert, ssl contexts).
 Each test asserts what the client gets back: bytes (sha256), statuses, error codes, framing.
-With TOLLGATE_DIRECT=1 the same tests run against Garage alone (suite self-check).
+With TOLLGATE_DIRECT=1 the [http] tests run against Garage alone (suite self-check) and the
+[https] ones are skipped.
 """
 
 from __future__ import annotations
 
 import hashlib
-import http.client
-import subprocess
 
 import pytest
 from botocore.exceptions import ClientError
 
 from conftest import aws_env, run
-from s3lib import (STREAMING, UNSIGNED, UNSIGNED_TRAILER, RawConn, SigV4, aws_chunked_body,
+from s3lib import (STREAMING, UNSIGNED_TRAILER, RawConn, SigV4, aws_chunked_body,
                    aws_chunked_length, crc32_b64, random_bytes, sha256_file, sha256_hex,
-                   unsigned_trailer_body)
+                   signed_request, unsigned_trailer_body)
 
 MiB = 1024 * 1024
 
@@ -103,19 +105,11 @@ def test_list_objects(target, obj_key):
     assert sorted(o["Key"] for o in v1["Contents"]) == sorted(sizes)
 
 
-def _signed_request(target, method: str, key: str, payload_hash: str = UNSIGNED,
-                    headers=None, secret: str | None = None, query=None):
-    k = target.keys["premium"]
-    signer = SigV4(k.id, secret or k.secret, target.region)
-    return signer.sign(method, target.host_header, f"/{target.bucket}/{key}", query=query,
-                       headers=headers, payload_hash=payload_hash)
-
-
 def test_head_has_content_length_and_no_body(target, obj_key):
     data = random_bytes(12345)
     target.client().put_object(Bucket=target.bucket, Key=obj_key, Body=data)
     with target.raw() as conn:
-        conn.send(_signed_request(target, "HEAD", obj_key).head_bytes())
+        conn.send(signed_request(target, "HEAD", obj_key).head_bytes())
         r = conn.read_response("HEAD")
         assert r.status == 200
         assert r.header("Content-Length") == "12345"
@@ -123,7 +117,7 @@ def test_head_has_content_length_and_no_body(target, obj_key):
         # no body bytes may follow a HEAD response
         assert conn.pending_bytes(1.0) == b""
         # the connection is still usable and in sync
-        conn.send(_signed_request(target, "GET", obj_key).head_bytes())
+        conn.send(signed_request(target, "GET", obj_key).head_bytes())
         g = conn.read_response("GET")
         assert g.status == 200 and g.body == data
 
@@ -139,7 +133,7 @@ def test_delete_then_get_is_404_nosuchkey(target, obj_key):
     assert e.value.response["Error"]["Code"] == "NoSuchKey"
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
     with target.raw() as conn:
-        conn.send(_signed_request(target, "GET", obj_key).head_bytes())
+        conn.send(signed_request(target, "GET", obj_key).head_bytes())
         r = conn.read_response()
         assert r.status == 404 and r.xml_code() == "NoSuchKey"
         assert "xml" in (r.header("Content-Type") or "")
@@ -152,30 +146,28 @@ def test_presigned_v4_get_and_put_with_curl(target, obj_key, tmp_path):
     src.write_bytes(data)
     put_url = c.generate_presigned_url("put_object", Params={"Bucket": target.bucket,
                                                              "Key": obj_key}, ExpiresIn=300)
+    assert put_url.startswith(target.endpoint + "/")
     assert "X-Amz-Credential=" in put_url and "X-Amz-Signature=" in put_url
-    p = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-T", str(src),
-                        put_url], capture_output=True, text=True, timeout=60)
+    p = target.curl("-o", "/dev/null", "-w", "%{http_code}", "-T", src, put_url)
     assert p.stdout == "200", (p.stdout, p.stderr)
 
     get_url = c.generate_presigned_url("get_object", Params={"Bucket": target.bucket,
                                                              "Key": obj_key}, ExpiresIn=300)
     assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in get_url
     out = tmp_path / "out.bin"
-    p = subprocess.run(["curl", "-sS", "-o", str(out), "-w", "%{http_code}", get_url],
-                       capture_output=True, text=True, timeout=60)
+    p = target.curl("-o", out, "-w", "%{http_code}", get_url)
     assert p.stdout == "200", (p.stdout, p.stderr)
     assert sha256_file(out) == sha256_hex(data)
 
     # a tampered presigned URL is refused by the store, and tollgate passes that on
     bad = get_url.replace("X-Amz-Signature=", "X-Amz-Signature=0")
-    p = subprocess.run(["curl", "-sS", "-o", str(out), "-w", "%{http_code}", bad],
-                       capture_output=True, text=True, timeout=60)
-    assert p.stdout == "403", p.stdout
+    p = target.curl("-o", out, "-w", "%{http_code}", bad)
+    assert p.stdout == "403", (p.stdout, p.stderr)
 
 
 def _send_streaming(target, key: str, data: bytes, chunk: int, tamper: bool = False):
     encoded_len = aws_chunked_length(len(data), chunk)
-    signed = _signed_request(target, "PUT", key, payload_hash=STREAMING, headers=[
+    signed = signed_request(target, "PUT", key, payload_hash=STREAMING, headers=[
         ("Content-Encoding", "aws-chunked"),
         ("x-amz-decoded-content-length", str(len(data))),
         ("Content-Length", str(encoded_len)),
@@ -185,17 +177,11 @@ def _send_streaming(target, key: str, data: bytes, chunk: int, tamper: bool = Fa
     if tamper:  # flip a byte inside the second chunk's data, after signing
         i = body.index(b"\r\n", body.index(b"chunk-signature=", 100)) + 2 + 5
         body = body[:i] + bytes([body[i] ^ 0xFF]) + body[i + 1:]
-    conn = http.client.HTTPConnection("127.0.0.1", target.port, timeout=60)
-    try:
-        conn.putrequest("PUT", signed.target, skip_host=True, skip_accept_encoding=True)
-        for k, v in signed.headers:
-            conn.putheader(k, v)
-        conn.endheaders()
+    with target.raw(timeout=60) as conn:
+        conn.send(signed.head_bytes())
         conn.send(body)
-        r = conn.getresponse()
-        return r.status, r.read()
-    finally:
-        conn.close()
+        r = conn.read_response("PUT")
+        return r.status, r.body
 
 
 def test_streaming_sigv4_aws_chunked_upload(target, obj_key):
@@ -224,7 +210,7 @@ def _send_unsigned_trailer(target, key: str, data: bytes, checksum: str,
     boto3 1.44 does for put_object over HTTPS."""
     body = unsigned_trailer_body(data, 64 * 1024, ("x-amz-checksum-crc32", checksum))
     framing = [] if http_chunked else [("Content-Length", str(len(body)))]
-    signed = _signed_request(target, "PUT", key, payload_hash=UNSIGNED_TRAILER, headers=[
+    signed = signed_request(target, "PUT", key, payload_hash=UNSIGNED_TRAILER, headers=[
         ("Content-Encoding", "aws-chunked"),
         ("x-amz-decoded-content-length", str(len(data))),
         ("x-amz-trailer", "x-amz-checksum-crc32"),
@@ -268,7 +254,7 @@ def test_streaming_unsigned_trailer_bad_checksum_is_rejected(target, obj_key):
 def test_wrong_secret_403_passes_through_unchanged(target, garage, obj_key):
     wrong = "0" * 64
     with target.raw() as conn:
-        conn.send(_signed_request(target, "GET", obj_key, secret=wrong).head_bytes())
+        conn.send(signed_request(target, "GET", obj_key, secret=wrong).head_bytes())
         via = conn.read_response()
     assert via.status == 403
     assert via.xml_code() in ("AccessDenied", "SignatureDoesNotMatch"), via.body
@@ -292,7 +278,7 @@ def test_wrong_secret_403_passes_through_unchanged(target, garage, obj_key):
 
 def test_expect_100_continue_put(target, obj_key):
     data = random_bytes(1 * MiB + 3)
-    signed = _signed_request(target, "PUT", obj_key, payload_hash=sha256_hex(data),
+    signed = signed_request(target, "PUT", obj_key, payload_hash=sha256_hex(data),
                              headers=[("Content-Length", str(len(data)))])
     with target.raw(timeout=15) as conn:
         conn.send(signed.head_bytes(extra=[("Expect", "100-continue")]))
@@ -303,7 +289,7 @@ def test_expect_100_continue_put(target, obj_key):
         assert final.status == 200, final.body
         assert final.header("ETag").strip('"') == hashlib.md5(data).hexdigest()
         # same connection, next request
-        conn.send(_signed_request(target, "GET", obj_key).head_bytes())
+        conn.send(signed_request(target, "GET", obj_key).head_bytes())
         g = conn.read_response()
         assert g.status == 200 and sha256_hex(g.body) == sha256_hex(data)
 
@@ -317,13 +303,13 @@ def test_keepalive_and_pipelining(target, obj_key):
     with target.raw() as conn:
         # sequential requests on one connection
         for k in (a, b):
-            conn.send(_signed_request(target, "GET", k).head_bytes())
+            conn.send(signed_request(target, "GET", k).head_bytes())
             r = conn.read_response()
             assert r.status == 200 and r.body == objs[k]
             assert (r.header("Connection") or "").lower() != "close"
         # pipelined: four requests written at once, answers must come back in order
         batch = [("GET", d), ("HEAD", a), ("GET", obj_key + "-missing"), ("GET", b)]
-        conn.send(b"".join(_signed_request(target, m, k).head_bytes() for m, k in batch))
+        conn.send(b"".join(signed_request(target, m, k).head_bytes() for m, k in batch))
         rs = [conn.read_response(m) for m, _ in batch]
         assert rs[0].status == 200 and rs[0].body == objs[d]
         assert rs[1].status == 200 and rs[1].body == b""
@@ -332,9 +318,9 @@ def test_keepalive_and_pipelining(target, obj_key):
         assert rs[3].status == 200 and rs[3].body == objs[b]
         # a pipelined PUT with a body followed by a GET of the same key
         new = random_bytes(5000)
-        put = _signed_request(target, "PUT", a, payload_hash=sha256_hex(new),
+        put = signed_request(target, "PUT", a, payload_hash=sha256_hex(new),
                               headers=[("Content-Length", str(len(new)))])
-        conn.send(put.head_bytes() + new + _signed_request(target, "GET", a).head_bytes())
+        conn.send(put.head_bytes() + new + signed_request(target, "GET", a).head_bytes())
         assert conn.read_response("PUT").status == 200
         g = conn.read_response()
         assert g.status == 200 and g.body == new
