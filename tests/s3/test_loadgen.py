@@ -66,14 +66,24 @@ def test_burst_scenario_through_tollgate(garage, tollgate_factory, workdir):
 
     # tollgate with the scenario's keys in the premium tier and the default tier limits.
     key_tiers = {key_id: "premium" for _, key_id, _ in lines}
-    tg = tollgate_factory([garage.addr], key_tiers, tiers=PREMIUM)
-
-    report_path = workdir / "burst-report.json"
-    p = subprocess.run([str(loadgen), "run", str(SCENARIO), "--scale", SCALE, "-q",
-                        "--target", f"http://127.0.0.1:{tg.port}", "--json", str(report_path)],
-                       capture_output=True, text=True, timeout=120)
+    # A run whose sends lagged (send lag p99 > 1 ms: the machine was busy, loadgen marks the
+    # run invalid) says nothing about tollgate: one more try, on a fresh tollgate (the first
+    # one's windows hold the first run's requests). Any other failure fails at once.
+    for attempt in (1, 2):
+        tg = tollgate_factory([garage.addr], key_tiers, tiers=PREMIUM)
+        report_path = workdir / f"burst-report-{attempt}.json"
+        p = subprocess.run([str(loadgen), "run", str(SCENARIO), "--scale", SCALE, "-q",
+                            "--target", f"http://127.0.0.1:{tg.port}", "--json", str(report_path)],
+                           capture_output=True, text=True, timeout=120)
+        rep = json.loads(report_path.read_text()) if report_path.exists() else None
+        lagged = rep is not None and not rep["valid"] and "send lag" in (rep["invalid_reason"] or "")
+        if lagged and attempt == 1:
+            print(f"attempt 1 invalid ({rep['invalid_reason']}); retrying once")
+            tg.stop()
+            continue
+        break
     assert p.returncode == 0, f"loadgen exited {p.returncode}\n{p.stdout[-4000:]}\n{p.stderr[-2000:]}"
-    rep = json.loads(report_path.read_text())
+    assert rep is not None, "no JSON report"
     assert rep["format"] == "loadgen-report" and rep["version"] == 1
     assert rep["valid"], rep["invalid_reason"]
 
