@@ -202,7 +202,9 @@ pub enum ConnHeader {
 /// framing is `Chunked`, or `UntilClose` because of a non-chunked final coding: the body is
 /// passed through still encoded; Content-Length kept unless a Transfer-Encoding was present
 /// too), then `extra`, then
-/// `Connection: close|keep-alive` per `conn`, then the final CRLF.
+/// `Connection: close|keep-alive` per `conn`, then the final CRLF. An upstream header with
+/// the name of one in `extra` is left out: the proxy's own (request id, rate-limit headers)
+/// replaces it rather than going out twice with two values.
 pub fn write_response_head(
     buf: &[u8],
     head: &ResponseHead,
@@ -222,7 +224,12 @@ pub fn write_response_head(
                     && (name.eq_ignore_ascii_case(b"transfer-encoding")
                         || name.eq_ignore_ascii_case(b"trailer")))
         };
-        if keep {
+        let replaced = || {
+            extra
+                .iter()
+                .any(|(n, _)| n.len() == name.len() && n.eq_ignore_ascii_case(name))
+        };
+        if keep && !replaced() {
             out.extend_from_slice(&buf[h.line.clone()]);
         }
     }
@@ -315,6 +322,20 @@ mod tests {
             true,
         );
         assert_eq!(h.framing, BodyFraming::None);
+    }
+
+    #[test]
+    fn the_proxys_own_headers_replace_the_upstreams() {
+        let buf = b"HTTP/1.1 200 OK\r\nx-request-id: up-1\r\nETag: \"e\"\r\nRateLimit: up\r\nX-Request-IDs: other\r\nContent-Length: 0\r\n\r\n";
+        let h = complete(buf, false);
+        let mut out = Vec::new();
+        let extra: [(&[u8], &[u8]); 2] = [(b"X-Request-ID", b"p-1"), (b"RateLimit", b"r=1")];
+        write_response_head(buf, &h, &extra, ConnHeader::Omit, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nETag: \"e\"\r\nX-Request-IDs: other\r\nContent-Length: 0\r\n\
+             X-Request-ID: p-1\r\nRateLimit: r=1\r\n\r\n"
+        );
     }
 
     #[test]
