@@ -217,6 +217,15 @@ fn run(path: PathBuf, overrides: Overrides) -> Result<()> {
         let bound = tls_ls[0][i].local_addr()?;
         log::info!("listening on https://{bound} (configured {a})");
     }
+    let access_log = match &cfg.access_log.path {
+        Some(p) => {
+            let w = proxy::access_log::Writer::start(p, cfg.access_log.queue)
+                .with_context(|| format!("access_log.path: cannot open {}", p.display()))?;
+            log::info!("access log: {}", p.display());
+            Some(w)
+        }
+        None => None,
+    };
     let (meshes, handle) = runtime::mesh::build(n);
     let stats: Vec<Arc<CoreStats>> = (0..n).map(|_| Arc::new(CoreStats::default())).collect();
     let hasher = std::hash::RandomState::new();
@@ -231,6 +240,7 @@ fn run(path: PathBuf, overrides: Overrides) -> Result<()> {
             use std::hash::BuildHasher;
             hasher.hash_one(std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64)
         },
+        access_log: access_log.as_ref().map(|w| w.tx.clone()),
     });
     let inits = meshes
         .into_iter()
@@ -270,6 +280,9 @@ fn run(path: PathBuf, overrides: Overrides) -> Result<()> {
     }
     for w in workers {
         let _ = w.join();
+    }
+    if let Some(w) = access_log {
+        w.finish();
     }
     log::info!("stopped");
     Ok(())

@@ -87,6 +87,9 @@ pub struct CoreStats {
     pub table_forced_evictions: Counter,
     pub table_expired: Counter,
     pub config_version: Counter,
+    /// Access-log lines handed to the writer / dropped because it was behind.
+    pub access_log_lines: Counter,
+    pub access_log_dropped: Counter,
 }
 
 impl Default for CoreStats {
@@ -121,6 +124,8 @@ impl Default for CoreStats {
             table_forced_evictions: Default::default(),
             table_expired: Default::default(),
             config_version: Default::default(),
+            access_log_lines: Default::default(),
+            access_log_dropped: Default::default(),
         }
     }
 }

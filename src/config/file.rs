@@ -72,6 +72,9 @@ pub const DEFAULT_HEALTHY_STATUSES: &[&str] = &["200-399"];
 
 /// "" = access log off.
 pub const DEFAULT_ACCESS_LOG_PATH: &str = "";
+pub const DEFAULT_ACCESS_LOG_BUFFER: u64 = 64 * 1024;
+pub const DEFAULT_ACCESS_LOG_FLUSH: Duration = Duration::from_secs(1);
+pub const DEFAULT_ACCESS_LOG_QUEUE: u64 = 64;
 
 // ----- [limits] -----
 
@@ -346,6 +349,9 @@ pub struct RawUpstreamTls {
 #[serde(deny_unknown_fields)]
 pub struct RawAccessLog {
     pub path: Option<String>,
+    pub buffer_bytes: Option<u64>,
+    pub flush_interval: Option<RawDuration>,
+    pub queue: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

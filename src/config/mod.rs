@@ -149,6 +149,12 @@ pub struct UpstreamTlsConfig {
 pub struct AccessLogConfig {
     /// None = off. Each core buffers lines and a writer thread appends to this file.
     pub path: Option<PathBuf>,
+    /// A core hands its buffer to the writer when it holds this many bytes. Default 64 KiB.
+    pub buffer_bytes: usize,
+    /// ... or when its oldest line is this old. Default 1 s.
+    pub flush_interval: Duration,
+    /// Buffers that may wait for the writer before cores drop lines (counted). Default 64.
+    pub queue: usize,
 }
 
 /// Which request methods count against limits.

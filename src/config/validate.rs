@@ -853,16 +853,30 @@ impl Validator<'_> {
         let upstream = self.upstream(&raw, base)?;
 
         // ----- [access_log] -----
+        let al = &raw.access_log;
         let access_log = AccessLogConfig {
-            path: match raw.access_log.path.as_deref() {
+            path: match al.path.as_deref() {
                 None | Some("") => None,
-                Some(_) => {
-                    return Err(self.err(
-                        &p!["access_log", "path"],
-                        "writing an access log is not implemented yet; leave it \"\" (off)",
-                    ));
-                }
+                Some(p) => Some(resolve_path(base, p)),
             },
+            buffer_bytes: self.int(
+                al.buffer_bytes,
+                file::DEFAULT_ACCESS_LOG_BUFFER,
+                &p!["access_log", "buffer_bytes"],
+                4096..=(16 << 20),
+            )? as usize,
+            flush_interval: self.dur(
+                al.flush_interval,
+                file::DEFAULT_ACCESS_LOG_FLUSH,
+                &p!["access_log", "flush_interval"],
+                false,
+            )?,
+            queue: self.int(
+                al.queue,
+                file::DEFAULT_ACCESS_LOG_QUEUE,
+                &p!["access_log", "queue"],
+                1..=4096,
+            )? as usize,
         };
 
         // ----- [tiers] and [limits] -----
@@ -1551,7 +1565,13 @@ pub fn summary(cfg: &Config) -> String {
         cfg.access_log
             .path
             .as_ref()
-            .map_or("off".to_string(), |p| p.display().to_string())
+            .map_or("off".to_string(), |p| format!(
+                "{} (JSON lines; buffer {} bytes per core, flush every {:?}, queue {})",
+                p.display(),
+                cfg.access_log.buffer_bytes,
+                cfg.access_log.flush_interval,
+                cfg.access_log.queue
+            ))
     );
     s
 }
@@ -2476,18 +2496,50 @@ enforce = false
     }
 
     #[test]
-    fn access_log_path_is_refused_until_implemented() {
-        let e = err_at(
-            &format!("{SERVERS}[access_log]\npath = \"access.log\"\n"),
-            4,
-            "access_log.path",
+    fn access_log_options() {
+        let c = load_str(
+            &format!("{SERVERS}[access_log]\npath = \"logs/access.log\"\n"),
+            Path::new("/etc/tollgate/t.toml"),
+        )
+        .unwrap();
+        let a = &c.access_log;
+        assert_eq!(
+            a.path.as_deref(),
+            Some(Path::new("/etc/tollgate/logs/access.log"))
         );
-        assert!(e.to_string().contains("not implemented"), "{e}");
+        assert_eq!(
+            (a.buffer_bytes, a.flush_interval, a.queue),
+            (65536, Duration::from_secs(1), 64)
+        );
+        let c = ok(&format!(
+            "{SERVERS}[access_log]\npath = \"/var/log/a.log\"\nbuffer_bytes = 4096\nflush_interval = \"250ms\"\nqueue = 8\n"
+        ));
+        let a = &c.access_log;
+        assert_eq!(a.path.as_deref(), Some(Path::new("/var/log/a.log")));
+        assert_eq!(
+            (a.buffer_bytes, a.flush_interval, a.queue),
+            (4096, Duration::from_millis(250), 8)
+        );
         assert_eq!(
             ok(&format!("{SERVERS}[access_log]\npath = \"\"\n"))
                 .access_log
                 .path,
             None
+        );
+        err_at(
+            &format!("{SERVERS}[access_log]\nbuffer_bytes = 100\n"),
+            4,
+            "access_log.buffer_bytes",
+        );
+        err_at(
+            &format!("{SERVERS}[access_log]\nflush_interval = \"0s\"\n"),
+            4,
+            "access_log.flush_interval",
+        );
+        err_at(
+            &format!("{SERVERS}[access_log]\nqueue = 0\n"),
+            4,
+            "access_log.queue",
         );
     }
 

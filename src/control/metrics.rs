@@ -96,6 +96,11 @@ pub fn stats_json(st: &ControlState) -> Value {
             "tls_handshake_errors": sum(s, |c| c.tls_handshake_errors.get()),
         },
         "bad_requests": sum(s, |c| c.client_errors_400.get()),
+        "access_log": {
+            "enabled": cfg.access_log.path.is_some(),
+            "lines": sum(s, |c| c.access_log_lines.get()),
+            "dropped_lines": sum(s, |c| c.access_log_dropped.get()),
+        },
         "bytes": {"from_client": sum(s, |c| c.bytes_from_client.get()), "to_client": sum(s, |c| c.bytes_to_client.get())},
         "table": {
             "entries": sum(s, |c| c.table_entries.get()),
@@ -292,6 +297,28 @@ pub fn prometheus(st: &ControlState) -> String {
         o,
         "tollgate_upstream_retries_total {}",
         sum(s, |c| c.upstream_retries.get())
+    );
+    family(
+        &mut o,
+        "tollgate_access_log_lines_total",
+        "counter",
+        "Access-log lines handed to the writer thread.",
+    );
+    let _ = writeln!(
+        o,
+        "tollgate_access_log_lines_total {}",
+        sum(s, |c| c.access_log_lines.get())
+    );
+    family(
+        &mut o,
+        "tollgate_access_log_dropped_lines_total",
+        "counter",
+        "Access-log lines dropped because the writer was behind (the data path never waits).",
+    );
+    let _ = writeln!(
+        o,
+        "tollgate_access_log_dropped_lines_total {}",
+        sum(s, |c| c.access_log_dropped.get())
     );
     family(
         &mut o,

@@ -72,6 +72,17 @@ impl ControlState {
                     );
                     cfg.upstream.servers = old.upstream.servers.clone();
                 }
+                let al = |c: &crate::config::Config| {
+                    let a = &c.access_log;
+                    (a.path.clone(), a.buffer_bytes, a.flush_interval, a.queue)
+                };
+                if al(&cfg) != al(&old) {
+                    log::warn!(
+                        "reload: access_log changes need a restart; keeping {:?}",
+                        old.access_log.path
+                    );
+                    cfg.access_log = old.access_log.clone();
+                }
                 let cfg = Arc::new(cfg);
                 for core in 0..self.cores.cores() {
                     if self

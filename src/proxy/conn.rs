@@ -71,6 +71,51 @@ struct Conn<S> {
     resource: Vec<u8>,
     head: RequestHead,
     rhead: ResponseHead,
+    tls: bool,
+    /// The access log is on (fixed for the process's life).
+    logging: bool,
+    /// What the access log records of the current request.
+    rec: LogRec,
+}
+
+/// The current request as the access log sees it (filled only when logging).
+struct LogRec {
+    method: Vec<u8>,
+    target: Vec<u8>,
+    /// Final status sent; 0 = none (the client went away, or the connection failed first).
+    status: u16,
+    tier: Option<u16>,
+    auth: &'static str,
+    limit: &'static str,
+    request_length: Option<u64>,
+    /// Counted always (one add per write): bytes written to the client for this request.
+    bytes_sent: u64,
+}
+
+impl LogRec {
+    fn new() -> LogRec {
+        LogRec {
+            method: Vec::new(),
+            target: Vec::new(),
+            status: 0,
+            tier: None,
+            auth: "-",
+            limit: "-",
+            request_length: None,
+            bytes_sent: 0,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.method.clear();
+        self.target.clear();
+        self.status = 0;
+        self.tier = None;
+        self.auth = "-";
+        self.limit = "-";
+        self.request_length = None;
+        self.bytes_sent = 0;
+    }
 }
 
 /// Serves one client connection until it closes, errs, or the worker shuts down.
@@ -78,7 +123,7 @@ pub async fn serve<S: AsyncReadRent + AsyncWriteRent>(
     w: Rc<Worker>,
     io: S,
     peer: SocketAddr,
-    _tls: bool,
+    tls: bool,
 ) {
     let max_head = w.snapshot().cfg.http.max_head_bytes;
     let mut cbuf = w.pool.borrow_mut().get();
@@ -100,6 +145,9 @@ pub async fn serve<S: AsyncReadRent + AsyncWriteRent>(
         resource: Vec::with_capacity(256),
         head: RequestHead::new(),
         rhead: ResponseHead::new(),
+        tls,
+        logging: w.alog.borrow().is_some(),
+        rec: LogRec::new(),
     };
     let mut served: u64 = 0;
     loop {
@@ -107,16 +155,27 @@ pub async fn serve<S: AsyncReadRent + AsyncWriteRent>(
             HeadRead::Ready => {}
             HeadRead::Closed => break,
             HeadRead::Bad(e) => {
+                let t0 = Instant::now();
+                c.rec.reset();
                 c.w.stats.client_errors_400.inc();
                 c.simple_error(e.status(), e.s3_code(), &e.to_string(), true)
                     .await;
+                if c.logging {
+                    c.log_request(t0);
+                }
                 break;
             }
         }
         served += 1;
         let max_req = c.w.snapshot().cfg.http.max_requests_per_connection;
         let last = max_req != 0 && served >= max_req;
-        match c.exchange(last).await {
+        let t0 = c.logging.then(Instant::now);
+        c.rec.reset();
+        let r = c.exchange(last).await;
+        if let Some(t0) = t0 {
+            c.log_request(t0);
+        }
+        match r {
             Ok(true) => continue,
             Ok(false) => break,
             Err(_) => break,
@@ -210,6 +269,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
                 self.out = b;
                 self.out.clear();
                 self.w.stats.bytes_to_client.add(n as u64);
+                self.rec.bytes_sent += n as u64;
                 self.io.flush().await.map_err(|_| Fail::Client)
             }
             Ok((Err(_), b)) => {
@@ -242,9 +302,43 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         let _ = self.write_out().await;
     }
 
-    fn count_status(&self, status: u16) {
+    fn count_status(&mut self, status: u16) {
+        if status >= 200 || self.rec.status == 0 {
+            self.rec.status = status;
+        }
         let class = (status / 100) as usize;
         self.w.stats.responses[if class <= 5 { class } else { 0 }].inc();
+    }
+
+    /// Appends the finished request's access-log line to this core's buffer.
+    fn log_request(&mut self, t0: Instant) {
+        let snap = self.w.snapshot();
+        let tier = self
+            .rec
+            .tier
+            .and_then(|t| snap.cfg.limits.tiers.get(t as usize))
+            .map(|t| t.name.as_str());
+        let r = &self.rec;
+        let entry = super::access_log::Entry {
+            time: std::time::SystemTime::now(),
+            core: self.w.id,
+            client: self.peer,
+            tls: self.tls,
+            request_id: &self.rid,
+            method: &r.method,
+            target: &r.target,
+            status: r.status,
+            key: (!self.key.is_empty() && r.tier.is_some()).then_some(&self.key[..]),
+            auth: r.auth,
+            tier,
+            limit: r.limit,
+            request_length: r.request_length,
+            bytes_sent: r.bytes_sent,
+            duration: t0.elapsed(),
+        };
+        if let Some(l) = self.w.alog.borrow_mut().as_mut() {
+            l.add(&entry, &self.w.stats);
+        }
     }
 
     /// One request/response exchange. Ok(true) = keep the connection.
@@ -265,6 +359,14 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         w.stats.requests[mi].inc();
         let is_head = method == b"HEAD";
         let method_enum = Method::from_bytes(method);
+        if self.logging {
+            self.rec.method.extend_from_slice(method);
+            self.rec.target.extend_from_slice(self.head.target(h));
+            self.rec.request_length = match framing {
+                BodyFraming::Length(n) => Some(n),
+                _ => None,
+            };
+        }
         match self.head.x_request_id.clone() {
             Some(r)
                 if !h[r.clone()].is_empty()
@@ -306,6 +408,16 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
             None
         };
         let enforce = lim.enforce && tier.enforce;
+        if self.logging {
+            self.rec.tier = Some(tier_idx as u16);
+            self.rec.auth = auth.as_str();
+            self.rec.limit = match &decision {
+                None => "unlimited",
+                Some(d) if d.admitted => "admitted",
+                Some(_) if enforce => "denied",
+                Some(_) => "shadow_denied",
+            };
+        }
         let key_str = if self.key.is_empty() {
             None
         } else {
@@ -917,6 +1029,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
                     Ok((Ok(_), s)) => {
                         rbuf = s.into_inner();
                         w.stats.bytes_to_client.add(take as u64);
+                        self.rec.bytes_sent += take as u64;
                     }
                     Ok((Err(_), s)) => {
                         w.pool.borrow_mut().put(s.into_inner());

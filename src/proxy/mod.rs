@@ -7,6 +7,7 @@
 //! (`upstream`), TLS (`tls`), response headers (`headers`).
 //! Must not touch: the control plane (`control`); it only receives `ControlMsg`s.
 
+pub mod access_log;
 pub mod conn;
 pub mod headers;
 pub mod limiter;
@@ -45,6 +46,8 @@ pub struct Shared {
     pub upstream_tls: Option<Arc<rustls::ClientConfig>>,
     /// Random per-process prefix for request ids.
     pub instance: u64,
+    /// The access-log writer's queue, when the log is on.
+    pub access_log: Option<std::sync::mpsc::SyncSender<access_log::Msg>>,
 }
 
 /// A core's view of the configuration, rebuilt on every reload (cheap `Rc` clones).
@@ -203,6 +206,8 @@ pub struct Worker {
     pub active: Cell<usize>,
     req_counter: Cell<u64>,
     instance: u64,
+    /// This core's access-log buffer (None = log off).
+    pub alog: RefCell<Option<access_log::CoreLog>>,
 }
 
 impl Worker {
@@ -309,6 +314,13 @@ pub async fn run_worker(init: WorkerInit, shared: Arc<Shared>) {
         active: Cell::new(0),
         req_counter: Cell::new(0),
         instance: shared.instance,
+        alog: RefCell::new(shared.access_log.clone().map(|tx| {
+            access_log::CoreLog::new(
+                tx,
+                cfg.access_log.buffer_bytes,
+                cfg.access_log.flush_interval,
+            )
+        })),
     });
     w.stats.config_version.set(cfg.limits.version);
 
@@ -343,6 +355,9 @@ pub async fn run_worker(init: WorkerInit, shared: Arc<Shared>) {
             w.active.get(),
             grace
         );
+    }
+    if let Some(l) = w.alog.borrow_mut().as_mut() {
+        l.ship(&w.stats);
     }
     drop(mesh_task);
 }
@@ -471,7 +486,8 @@ async fn mesh_loop(w: Rc<Worker>) {
     .await
 }
 
-/// Once a second: expire idle table entries (bounded work), publish gauges.
+/// Every 250 ms: expire idle table entries (bounded work), publish gauges, hand a due
+/// access-log buffer to the writer.
 async fn housekeeping(w: Rc<Worker>) {
     loop {
         monoio::time::sleep(Duration::from_millis(250)).await;
@@ -487,6 +503,11 @@ async fn housekeeping(w: Rc<Worker>) {
         w.stats.cross_core_sent.set(mesh.sent);
         w.stats.cross_core_received.set(mesh.received);
         w.stats.cross_core_batches.set(mesh.batches);
+        drop(mesh);
+        drop(shard);
+        if let Some(l) = w.alog.borrow_mut().as_mut() {
+            l.tick(&w.stats);
+        }
     }
 }
 
