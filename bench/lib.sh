@@ -290,10 +290,16 @@ start_system() {
         taskset -c "$core" nginx -p "$RUN_DIR" -e "$RUN_DIR/nginx-limit.error.log" \
             -c "$RUN_DIR/nginx-limit.conf" >"$RUN_DIR/$name.out" 2>&1 &
         ;;
-    tollgate | tollgate-plain)
+    tollgate | tollgate-plain | tollgate-log)
         bin="$(tollgate_bin)" || return 2
         if [[ "$name" == tollgate-plain ]]; then profile=plain; fi
         write_tollgate_config "$port" "$origin" "$profile" "$RUN_DIR/tollgate.toml"
+        if [[ "$name" == tollgate-log ]]; then
+            # tollgate with its access log on (a real file; the previous run's is removed
+            # first, ~330 bytes per request)
+            rm -f "$RUN_DIR/access.log"
+            printf '\n[access_log]\npath = "%s"\n' "$RUN_DIR/access.log" >>"$RUN_DIR/tollgate.toml"
+        fi
         taskset -c "$core" "$bin" run --config "$RUN_DIR/tollgate.toml" --workers 1 \
             >"$RUN_DIR/$name.out" 2>&1 &
         ;;

@@ -2,7 +2,8 @@
 # bench/proxy-overhead.sh — what one proxy core costs per request: tollgate vs its peers.
 #
 # For each system under test (tollgate when built, tollgate-plain = tollgate with rate limiting
-# off, haproxy-plain, haproxy-seed, nginx-limit):
+# off, haproxy-plain, haproxy-seed, nginx-limit; and, only when named in --systems,
+# tollgate-log = tollgate with its access log written to a file):
 # start it with ONE worker pinned to the proxy core, drive it with wrk (closed loop, keep-alive,
 # -t1 -c64) through to an nginx `return 200` origin, and measure
 #   req/s                      wrk's completed requests / wrk's duration
@@ -199,6 +200,11 @@ PY
             done
         done
         bench_stop_pid "$SYS_PID"
+        if [[ "$sys" == tollgate-log ]]; then
+            # every request of the round (warm-ups included) should be there after the stop
+            bench_log "tollgate-log: $(wc -l <"$RUN_DIR/access.log" 2>/dev/null || echo 0) access-log lines written"
+            rm -f "$RUN_DIR/access.log"
+        fi
     done
 done
 
@@ -277,7 +283,8 @@ if discarded:
 # Ratios of CPU µs/req between systems measured in the same round (side by side), then their
 # median: less sensitive to a machine that drifts between rounds than a ratio of medians.
 pairs = [("tollgate", "haproxy-seed"), ("tollgate", "haproxy-plain"),
-         ("tollgate-plain", "haproxy-plain"), ("tollgate", "nginx-limit")]
+         ("tollgate-plain", "haproxy-plain"), ("tollgate", "nginx-limit"),
+         ("tollgate-log", "tollgate"), ("tollgate-log", "haproxy-seed")]
 by = {(r["system"], r["mode"], r["round"]): r["cpu_us_per_req"] for r in runs}
 ratios = []
 for mode in modes:

@@ -390,8 +390,9 @@ fn is_stamp(s: &str) -> bool {
         })
 }
 
-/// Proleptic Gregorian (year, month, day) of a day count since 1970-01-01.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+/// Proleptic Gregorian (year, month, day) of a day count since 1970-01-01 (also used by the
+/// access log's timestamps).
+pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     // Shift to a calendar whose years start on March 1st, in 400-year eras of 146097 days,
     // so the leap day is the last day of a year.
     let z = days + 719_468;

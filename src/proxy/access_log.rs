@@ -18,6 +18,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::config::keys::civil_from_days;
 use crate::stats::CoreStats;
 
 /// What goes from the cores to the writer.
@@ -255,22 +256,6 @@ fn put_rfc3339(out: &mut Vec<u8>, since_epoch: Duration) {
         s % 60,
         since_epoch.subsec_millis()
     );
-}
-
-/// (year, month, day) of the day `days` after 1970-01-01 in the proleptic Gregorian calendar:
-/// count in 400-year eras (146,097 days) of years starting on March 1st, so the leap day is
-/// the last day of a year.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468; // days from 0000-03-01
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097); // day of era, 0..146096
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // year of era
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of the March-based year
-    let mp = (5 * doy + 2) / 153; // month, March = 0
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 #[cfg(test)]

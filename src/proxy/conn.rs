@@ -186,6 +186,25 @@ pub async fn serve<S: AsyncReadRent + AsyncWriteRent>(
     w.pool.borrow_mut().put(b);
 }
 
+/// The error answer (counted) when no upstream connection could be made: the last connect
+/// error (504 for a timeout, else 502), or 503 when no node was usable to begin with.
+fn connect_failure(w: &Worker, last: Option<ConnectError>) -> (u16, &'static str, &'static str) {
+    match last {
+        Some(ConnectError::Timeout) => {
+            w.stats.upstream_errors_504.inc();
+            (504, "GatewayTimeout", "Upstream connect timed out")
+        }
+        Some(_) => {
+            w.stats.upstream_errors_502.inc();
+            (502, "BadGateway", "Upstream connection failed")
+        }
+        None => {
+            w.stats.upstream_errors_503.inc();
+            (503, "ServiceUnavailable", "No healthy upstream")
+        }
+    }
+}
+
 enum HeadRead {
     Ready,
     Closed,
@@ -566,20 +585,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
                     self.cstart = body_start;
                     // Every usable node refused or timed out: that failure, not "no healthy
                     // node" (which is for when none was usable to begin with).
-                    let (status, code, msg) = match last_connect_err {
-                        Some(ConnectError::Timeout) => {
-                            w.stats.upstream_errors_504.inc();
-                            (504, "GatewayTimeout", "Upstream connect timed out")
-                        }
-                        Some(_) => {
-                            w.stats.upstream_errors_502.inc();
-                            (502, "BadGateway", "Upstream connection failed")
-                        }
-                        None => {
-                            w.stats.upstream_errors_503.inc();
-                            (503, "ServiceUnavailable", "No healthy upstream")
-                        }
-                    };
+                    let (status, code, msg) = connect_failure(&w, last_connect_err);
                     return self.upstream_error(status, code, msg, framing).await;
                 };
                 if ntried > 0 {
@@ -621,16 +627,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
                                     continue;
                                 }
                                 self.cstart = body_start;
-                                let (status, code, msg) = match e {
-                                    ConnectError::Timeout => {
-                                        w.stats.upstream_errors_504.inc();
-                                        (504, "GatewayTimeout", "Upstream connect timed out")
-                                    }
-                                    _ => {
-                                        w.stats.upstream_errors_502.inc();
-                                        (502, "BadGateway", "Upstream connection failed")
-                                    }
-                                };
+                                let (status, code, msg) = connect_failure(&w, Some(e));
                                 return self.upstream_error(status, code, msg, framing).await;
                             }
                         }
