@@ -145,6 +145,7 @@ fn untracked_decision() -> Decision {
         sustained_remaining: 0,
         burst_remaining: 0,
         retry_after_ms: 1000,
+        burst_binds: false,
         reset_ms: 1000,
     }
 }

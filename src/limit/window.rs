@@ -388,6 +388,8 @@ pub struct Decision {
     /// would be admitted (exact for this state: a request at `now + retry_after_ms`
     /// is admitted, one at `now + retry_after_ms - 1` is not).
     pub retry_after_ms: u64,
+    /// The binding window is the burst (short) one; see `reset_ms` for which binds.
+    pub burst_binds: bool,
     /// ms from now until the *binding* window is completely empty again (its full
     /// quota restored) if nothing more is admitted. Binding window: when denied, the
     /// one that decides `retry_after_ms` (the later); when admitted, the one with the
@@ -790,6 +792,7 @@ impl WindowState {
             sustained_remaining: rem[0],
             burst_remaining: rem[1],
             retry_after_ms: retry,
+            burst_binds: binding == 1,
             reset_ms: reset_at.saturating_sub(v.now),
         }
     }
@@ -1204,6 +1207,32 @@ mod tests {
         assert!(d.admitted);
         assert_eq!(d.sustained_count, 1);
         assert_eq!(d.burst_count, 1);
+    }
+
+    #[test]
+    fn the_binding_window_is_the_one_that_decides_the_wait() {
+        // 6 per minute, 3 per second.
+        let lim = tier(6, 60_000, 3, 1000);
+        let mut st = WindowState::default();
+        let t0 = 10_000_000;
+        for k in 0..3 {
+            let d = st.check(&lim, t0 + k);
+            assert!(d.admitted && d.burst_binds, "less of the burst quota left");
+        }
+        // Only the burst window is full: it binds, and the wait is under a second.
+        let d = st.check(&lim, t0 + 10);
+        assert!(!d.admitted && d.burst_binds, "{d:?}");
+        assert!(d.retry_after_ms <= 1000, "{d:?}");
+        // Three more a second later: now both windows are full (3 in the last second, 6 in
+        // the minute). The minute's wait is the later one, so the minute window binds.
+        for k in 0..3 {
+            assert!(st.check(&lim, t0 + 1_050 + k).admitted);
+        }
+        let d = st.check(&lim, t0 + 1_060);
+        assert!(!d.admitted, "{d:?}");
+        assert_eq!((d.sustained_remaining, d.burst_remaining), (0, 0));
+        assert!(!d.burst_binds, "{d:?}");
+        assert!(d.retry_after_ms > 50_000, "{d:?}");
     }
 
     #[test]

@@ -467,7 +467,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
                     false,
                 );
                 retry_headers(&mut self.extra, d);
-                let burst = super::headers::binding_is_burst(tier, d);
+                let burst = d.burst_binds;
                 let win = if burst { tier.burst } else { tier.sustained };
                 let message = format!(
                     "Rate limit exceeded for tier {} ({} requests per {})",

@@ -103,16 +103,6 @@ pub fn window_words(w: WindowConfig) -> String {
     }
 }
 
-/// Which window binds (denied: the one that is full; admitted: the one with the
-/// least remaining relative to its limit). true = burst.
-pub fn binding_is_burst(tier: &TierConfig, d: &Decision) -> bool {
-    if !d.admitted {
-        return d.burst_remaining == 0 && d.burst_count >= tier.burst.limit;
-    }
-    (d.burst_remaining as u64) * (tier.sustained.limit as u64)
-        < (d.sustained_remaining as u64) * (tier.burst.limit as u64)
-}
-
 /// Adds the rate-limit header groups for a decision.
 pub fn rate_limit_headers(
     x: &mut Extra,
@@ -134,7 +124,7 @@ pub fn rate_limit_headers(
             s.push_str(";w=");
             put_u64(s, secs(tier.burst.length_ms).into());
         });
-        let burst = binding_is_burst(tier, d);
+        let burst = d.burst_binds;
         let (name, r) = if burst {
             ("\"burst\";r=", d.burst_remaining)
         } else {

@@ -125,6 +125,7 @@ pub fn unknown_tier_decision() -> Decision {
         sustained_remaining: 0,
         burst_remaining: 0,
         retry_after_ms: 0,
+        burst_binds: false,
         reset_ms: 0,
     }
 }
@@ -227,6 +228,7 @@ mod tests {
             sustained_remaining: 0,
             burst_remaining: 0,
             retry_after_ms: 0,
+            burst_binds: false,
             reset_ms: 0,
         }
     }
