@@ -26,7 +26,9 @@ say "Rust unit and integration tests"
 timeout 1200 cargo test --workspace --release -- --test-threads=2
 
 say "memory per tracked key: 1,000,000 keys in one shard, alone in its process (target <= 64 B beyond the key)"
-timeout 300 cargo test --release --lib limit::table::tests::rss_one_million_keys -- --ignored --exact --nocapture
+for t in rss_one_million_keys rss_one_million_garage_keys; do
+    timeout 300 cargo test --release --lib "limit::table::tests::$t" -- --ignored --exact --nocapture
+done
 
 say "real S3 clients through tollgate (Garage, s3s-fs)"
 timeout 1200 bash scripts/run-s3-tests.sh

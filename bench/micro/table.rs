@@ -25,15 +25,16 @@ fn premium() -> TierLimits {
     )
 }
 
-fn keys(n: usize) -> Vec<Vec<u8>> {
+fn keys(n: usize, garage: bool) -> Vec<Vec<u8>> {
     // 20-byte keys like AWS access key ids, visited in a scrambled order.
     let mut v: Vec<Vec<u8>> = (0..n)
         .map(|i| {
-            format!(
-                "AKIA{:016X}",
-                (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            )
-            .into_bytes()
+            let x = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            if garage {
+                format!("GK{:016x}{:08x}", x, x >> 13 & 0xFFFF_FFFF).into_bytes()
+            } else {
+                format!("AKIA{x:016X}").into_bytes()
+            }
         })
         .collect();
     let mut x = 0x2545_F491_4F6C_DD1Du64;
@@ -49,15 +50,26 @@ fn keys(n: usize) -> Vec<Vec<u8>> {
 fn bench(c: &mut Criterion) {
     let lim = premium();
     let mut g = c.benchmark_group("shard");
-    for n in [1_000usize, 100_000] {
-        let ks = keys(n);
+    for (n, garage) in [
+        (1_000usize, false),
+        (100_000, false),
+        (1_000, true),
+        (100_000, true),
+    ] {
+        let ks = keys(n, garage);
+        assert!(ks.iter().all(|k| k.len() == if garage { 26 } else { 20 }));
         let mut sh = Shard::new(n);
         let mut t = 1_000_000u64;
         for k in &ks {
             sh.check(k, 0, &lim, t);
         }
         let mut i = 0usize;
-        g.bench_function(format!("check_{n}_keys"), |b| {
+        let name = if garage {
+            format!("check_{n}_garage_keys")
+        } else {
+            format!("check_{n}_keys")
+        };
+        g.bench_function(name, |b| {
             b.iter(|| {
                 i += 1;
                 if i == ks.len() {
