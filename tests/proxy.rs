@@ -568,3 +568,47 @@ fn refused_connections_on_every_node_give_502_not_503() {
         "the other node was tried once"
     );
 }
+
+#[test]
+fn one_core_probes_each_node_and_every_core_follows_its_checks() {
+    // Node a answers its health path with 200, node b with 503 (requests get 200 on both).
+    let probes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let handler = |healthy: bool,
+                   name: &'static str,
+                   probes: Arc<std::sync::atomic::AtomicUsize>|
+     -> Handler {
+        Arc::new(move |s: &Seen| {
+            if s.head.starts_with(b"GET /probe ") {
+                probes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let st = if healthy { "200 OK" } else { "503 Busy" };
+                return format!("HTTP/1.1 {st}\r\nContent-Length: 0\r\n\r\n").into_bytes();
+            }
+            format!("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Node: {name}\r\n\r\nok").into_bytes()
+        })
+    };
+    let a = FakeUpstream::start(handler(true, "a", probes.clone()));
+    let b = FakeUpstream::start(handler(false, "b", Arc::new(Default::default())));
+    let cfg = r#"
+[limits]
+methods = []
+[upstream]
+balance = "round_robin"
+[upstream.health]
+enabled = true
+path = "/probe"
+interval = "100ms"
+timeout = "500ms"
+rise = 1
+fall = 1
+"#;
+    let p = start_proxy("probes", &[a.addr, b.addr], 2, cfg, None);
+    let n0 = probes.load(std::sync::atomic::Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(1500));
+    let n = probes.load(std::sync::atomic::Ordering::SeqCst) - n0;
+    // One prober: ~15 probes of node a in 1.5 s; one per core would be ~30.
+    assert!((8..=20).contains(&n), "{n} probes of node a in 1.5 s");
+    // b failed its checks on the core that probes it; both cores leave it out.
+    for _ in 0..20 {
+        assert_eq!(get_node(&p).expect("answer").as_str(), "a");
+    }
+}

@@ -327,7 +327,9 @@ pub async fn run_worker(init: WorkerInit, shared: Arc<Shared>) {
     let mesh_task = monoio::spawn(mesh_loop(w.clone()));
     let _house = monoio::spawn(housekeeping(w.clone()));
     if cfg.upstream.health.enabled {
-        for node in 0..cfg.upstream.servers.len() {
+        // Each node is probed by one core (node i by core i % workers); the results go to
+        // every core over the rings, so all cores share one view and one probe per interval.
+        for node in (0..cfg.upstream.servers.len()).filter(|n| n % workers == init.index) {
             monoio::spawn(health_loop(w.clone(), node));
         }
     }
@@ -451,6 +453,9 @@ async fn mesh_loop(w: Rc<Worker>) {
                             mesh.send(from, CoreMsg::Decision { slot, decision });
                         }
                         CoreMsg::Decision { slot, decision } => pending.complete(slot, decision),
+                        CoreMsg::Health { node, ok } => {
+                            w.upstreams.borrow_mut().health_result(node as usize, ok)
+                        }
                     }
                 }
             }
@@ -532,6 +537,19 @@ async fn health_loop(w: Rc<Worker>, node: usize) {
         };
         let ok = upstream::probe(addr, &host, &path, timeout, &healthy, tls).await;
         w.upstreams.borrow_mut().health_result(node, ok);
+        {
+            let mut mesh = w.mesh.borrow_mut();
+            for core in (0..mesh.cores()).filter(|&c| c != w.id) {
+                mesh.send(
+                    core,
+                    CoreMsg::Health {
+                        node: node as u16,
+                        ok,
+                    },
+                );
+            }
+        }
+        w.kick_mesh();
         monoio::select! {
             _ = monoio::time::sleep(interval) => {},
             _ = w.shutdown.wait() => return,

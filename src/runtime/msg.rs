@@ -66,6 +66,9 @@ pub enum CoreMsg {
     },
     /// The owner's answer to a `Check`.
     Decision { slot: u32, decision: Decision },
+    /// One active health-check result for upstream `node`, from the core that probes it
+    /// (each node is probed by one core; every core keeps the same up/down view).
+    Health { node: u16, ok: bool },
 }
 
 /// A table operation asked by the admin API.
