@@ -255,8 +255,8 @@ fall = 2
     let (na, nb) = count(30);
     assert_eq!((na, nb), (0, 30), "all on the healthy node");
 
-    // a comes back on the same address: the health checks bring it back (rise = 2; each
-    // core checks on its own, so wait until both send to it), round robin over both again.
+    // a comes back on the same address: the health checks bring it back (rise = 2; a core
+    // that ejected it passively takes it back on those checks too), round robin over both.
     let a = FakeUpstream::start_on(a_addr, node_handler("a"));
     let t0 = std::time::Instant::now();
     loop {
@@ -284,7 +284,7 @@ fall = 2
         );
         let r = get_node(&p).expect_err("dead nodes answered");
         if r.status == 502 {
-            streak = 0; // a core that has not seen it yet (each core has its own view)
+            streak = 0; // a core that has not seen it yet (passive ejection is per core)
             continue;
         }
         assert_eq!(r.status, 503);
