@@ -906,6 +906,15 @@ impl Validator<'_> {
                 "no upstream servers: add an [[upstream.servers]] entry or pass --upstream",
             ));
         }
+        if u.servers.len() > MAX_UPSTREAM_SERVERS {
+            return Err(self.err(
+                &p!["upstream", "servers"],
+                format!(
+                    "{} upstream servers: at most {MAX_UPSTREAM_SERVERS} are supported",
+                    u.servers.len()
+                ),
+            ));
+        }
         let mut servers: Vec<UpstreamServer> = Vec::with_capacity(u.servers.len());
         for (i, s) in u.servers.iter().enumerate() {
             let at = p!["upstream", "servers", i, "addr"];
@@ -1425,6 +1434,9 @@ impl fmt::Display for Dur {
 
 /// What `tollgate check` prints: listeners, upstreams, tiers with limits, methods and key
 /// counts, admin, TLS certificates.
+/// Upstream servers one config may list (node ids travel between cores as `u16`).
+pub const MAX_UPSTREAM_SERVERS: usize = 1024;
+
 pub fn summary(cfg: &Config) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "config: {}", cfg.source.display());
@@ -2493,6 +2505,22 @@ enforce = false
         let s = summary(&c);
         assert!(s.contains("listen (http): 0.0.0.0:8080"), "{s}");
         assert!(s.contains("127.0.0.1:9000 -> 127.0.0.1:9000"), "{s}");
+    }
+
+    #[test]
+    fn too_many_upstream_servers_are_refused() {
+        let many: String = (0..=MAX_UPSTREAM_SERVERS)
+            .map(|i| {
+                format!(
+                    "[[upstream.servers]]\naddr = \"127.0.{}.{}:9000\"\n",
+                    i / 250,
+                    i % 250 + 1
+                )
+            })
+            .collect();
+        let e = load_str(&many, Path::new("t.toml")).expect_err("1025 servers");
+        assert_eq!(e.field(), Some("upstream.servers"));
+        assert!(e.to_string().contains("at most 1024"), "{e}");
     }
 
     #[test]
