@@ -70,6 +70,12 @@ pub struct CoreStats {
     /// its answer was relayed and both connections closed.
     pub upstream_early_responses: Counter,
     pub upstream_connects: Counter,
+    /// Upstream connects that failed for lack of a local resource (EMFILE, ENOBUFS …): not
+    /// counted against the node.
+    pub upstream_local_errors: Counter,
+    /// Pooled upstream connections closed instead of reused: expired, or no longer clean
+    /// (readable or closed while idle). A gauge, published by housekeeping.
+    pub upstream_pool_discarded: Counter,
     pub client_errors_400: Counter,
     pub connections_accepted: Counter,
     pub connections_active: Counter,
@@ -107,6 +113,8 @@ impl Default for CoreStats {
             upstream_retries: Default::default(),
             upstream_early_responses: Default::default(),
             upstream_connects: Default::default(),
+            upstream_local_errors: Default::default(),
+            upstream_pool_discarded: Default::default(),
             client_errors_400: Default::default(),
             connections_accepted: Default::default(),
             connections_active: Default::default(),

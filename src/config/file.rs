@@ -51,6 +51,7 @@ pub const DEFAULT_MAX_REQUESTS_PER_CONNECTION: u64 = 0;
 pub const DEFAULT_BALANCE: RawBalance = RawBalance::RoundRobin;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_RESPONSE_HEAD_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_EXPECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_POOL_MAX_IDLE: u64 = 64;
 pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -307,6 +308,7 @@ pub struct RawUpstream {
     pub balance: Option<RawBalance>,
     pub connect_timeout: Option<RawDuration>,
     pub response_head_timeout: Option<RawDuration>,
+    pub expect_timeout: Option<RawDuration>,
     pub idle_timeout: Option<RawDuration>,
     pub pool_max_idle: Option<u64>,
     pub pool_idle_timeout: Option<RawDuration>,

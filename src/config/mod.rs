@@ -96,6 +96,9 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// From the last request byte sent to the first response-head byte... whole head. Default 60 s.
     pub response_head_timeout: Duration,
+    /// How long a request body held for the client's `Expect: 100-continue` waits for the
+    /// upstream's `100 Continue` before it is sent anyway (RFC 9110 §10.1.1). Default 1 s.
+    pub expect_timeout: Duration,
     /// Max inactivity while streaming a body either way. Default 60 s.
     pub idle_timeout: Duration,
     /// Idle keep-alive connections kept per server per core. Default 64.

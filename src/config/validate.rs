@@ -1018,6 +1018,12 @@ impl Validator<'_> {
                 &p!["upstream", "response_head_timeout"],
                 false,
             )?,
+            expect_timeout: self.dur(
+                u.expect_timeout,
+                file::DEFAULT_EXPECT_TIMEOUT,
+                &p!["upstream", "expect_timeout"],
+                false,
+            )?,
             idle_timeout: self.dur(
                 u.idle_timeout,
                 file::DEFAULT_UPSTREAM_IDLE_TIMEOUT,

@@ -88,6 +88,8 @@ pub fn stats_json(st: &ControlState) -> Value {
             "retries": sum(s, |c| c.upstream_retries.get()),
             "early_responses": sum(s, |c| c.upstream_early_responses.get()),
             "connects": sum(s, |c| c.upstream_connects.get()),
+            "local_errors": sum(s, |c| c.upstream_local_errors.get()),
+            "pool_discarded": sum(s, |c| c.upstream_pool_discarded.get()),
         },
         "connections": {
             "accepted": sum(s, |c| c.connections_accepted.get()),
@@ -330,6 +332,28 @@ pub fn prometheus(st: &ControlState) -> String {
         o,
         "tollgate_upstream_early_responses_total {}",
         sum(s, |c| c.upstream_early_responses.get())
+    );
+    family(
+        &mut o,
+        "tollgate_upstream_local_errors_total",
+        "counter",
+        "Upstream connects that failed for lack of a local resource (file descriptors, buffers); not counted against the node.",
+    );
+    let _ = writeln!(
+        o,
+        "tollgate_upstream_local_errors_total {}",
+        sum(s, |c| c.upstream_local_errors.get())
+    );
+    family(
+        &mut o,
+        "tollgate_upstream_pool_discarded_total",
+        "counter",
+        "Pooled upstream connections closed instead of reused (expired, or readable or closed while idle).",
+    );
+    let _ = writeln!(
+        o,
+        "tollgate_upstream_pool_discarded_total {}",
+        sum(s, |c| c.upstream_pool_discarded.get())
     );
     family(
         &mut o,

@@ -10,6 +10,7 @@
 //! Parsing reuses the caller's `Vec`s and allocates nothing in steady state; errors are
 //! `Copy` values with `&'static str` details.
 
+mod body;
 mod chunked;
 mod fields;
 mod request;
@@ -18,8 +19,9 @@ mod s3error;
 
 use std::ops::Range;
 
+pub use body::BodyProgress;
 pub use chunked::{ChunkError, ChunkedScanner, MAX_CHUNK_LINE, MAX_TRAILER_BYTES};
-pub use request::{RequestHead, parse_request, write_request_head};
+pub use request::{RequestHead, parse_request, signed_hop_by_hop, write_request_head};
 pub use response::{ConnHeader, ResponseHead, parse_response, write_response_head};
 pub use s3error::{ErrorBody, reason_phrase, write_error_response};
 
@@ -116,6 +118,10 @@ pub enum HeadError {
     /// An HTTP version other than 1.0 and 1.1.
     #[error("HTTP version not supported")]
     Version,
+    /// A valid request this proxy does not carry (CONNECT, protocol upgrades, transfer
+    /// codings other than `chunked`).
+    #[error("not implemented: {0}")]
+    NotImplemented(&'static str),
 }
 
 impl HeadError {
@@ -125,6 +131,7 @@ impl HeadError {
             HeadError::TooLarge | HeadError::TooManyHeaders => 431,
             HeadError::Malformed(_) | HeadError::Smuggling(_) => 400,
             HeadError::Version => 505,
+            HeadError::NotImplemented(_) => 501,
         }
     }
 
@@ -134,6 +141,7 @@ impl HeadError {
             HeadError::TooLarge | HeadError::TooManyHeaders => "RequestHeaderSectionTooLarge",
             HeadError::Malformed(_) | HeadError::Smuggling(_) => "BadRequest",
             HeadError::Version => "HttpVersionNotSupported",
+            HeadError::NotImplemented(_) => "NotImplemented",
         }
     }
 
@@ -142,7 +150,7 @@ impl HeadError {
         match self {
             HeadError::TooLarge => "Your request header section exceeds the maximum allowed size.",
             HeadError::TooManyHeaders => "Your request has more header fields than allowed.",
-            HeadError::Malformed(m) | HeadError::Smuggling(m) => m,
+            HeadError::Malformed(m) | HeadError::Smuggling(m) | HeadError::NotImplemented(m) => m,
             HeadError::Version => "Only HTTP/1.0 and HTTP/1.1 are supported.",
         }
     }

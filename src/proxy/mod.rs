@@ -2,12 +2,13 @@
 //! (config snapshot, limiter shard, upstream pools, buffer pool, TLS acceptor, stats)
 //! and is handed to connection tasks as `Rc` — no locks, no shared atomics per request.
 //!
-//! Owns: accept loops (`serve`), the connection loop (`conn`), limit decisions
-//! (`limiter`: owner-local call or cross-core message), upstream handling
-//! (`upstream`), TLS (`tls`), response headers (`headers`).
+//! Owns: accept loops (`serve`), the connection loop (`conn`), buffers and socket I/O
+//! (`bufio`), limit decisions (`limiter`: owner-local call or cross-core message), upstream
+//! handling (`upstream`), TLS (`tls`), response headers (`headers`), the access log.
 //! Must not touch: the control plane (`control`); it only receives `ControlMsg`s.
 
 pub mod access_log;
+pub mod bufio;
 pub mod conn;
 pub mod headers;
 pub mod limiter;
@@ -32,6 +33,7 @@ use crate::runtime::WorkerInit;
 use crate::runtime::msg::{ControlMsg, CoreMsg, TableOp, TableReply};
 use crate::stats::CoreStats;
 
+use bufio::BufPool;
 use limiter::Pending;
 use upstream::{UpstreamTls, Upstreams};
 
@@ -54,6 +56,9 @@ pub struct Shared {
 pub struct Snapshot {
     pub cfg: Arc<Config>,
     pub tiers: Vec<TierLimits>,
+    /// Per tier, the SlowDown `<Message>` naming the sustained and the burst window (index
+    /// `Decision::burst_binds as usize`), rendered once here so a denial allocates nothing.
+    pub deny_messages: Vec<[String; 2]>,
 }
 
 /// A one-shot local event (shutdown): wakes every waiter when set.
@@ -158,35 +163,6 @@ impl Drop for EventWait<'_> {
     }
 }
 
-/// Per-core pool of fixed-size I/O buffers (64 KiB): steady state allocates nothing.
-pub struct BufPool {
-    free: Vec<Vec<u8>>,
-    size: usize,
-    max_free: usize,
-}
-
-impl BufPool {
-    pub const SIZE: usize = 64 * 1024;
-    pub fn new(size: usize, max_free: usize) -> BufPool {
-        BufPool {
-            free: Vec::new(),
-            size,
-            max_free,
-        }
-    }
-    pub fn get(&mut self) -> Vec<u8> {
-        self.free
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(self.size))
-    }
-    pub fn put(&mut self, mut b: Vec<u8>) {
-        if b.capacity() >= self.size && self.free.len() < self.max_free {
-            b.clear();
-            self.free.push(b);
-        }
-    }
-}
-
 pub struct Worker {
     pub id: usize,
     pub snap: RefCell<Rc<Snapshot>>,
@@ -200,7 +176,7 @@ pub struct Worker {
     pub stats: Arc<CoreStats>,
     pub epoch: Instant,
     pub upstreams: RefCell<Upstreams>,
-    pub pool: RefCell<BufPool>,
+    pub pool: BufPool,
     pub tls: RefCell<Option<monoio_rustls::TlsAcceptor>>,
     pub shutdown: Event,
     pub active: Cell<usize>,
@@ -279,7 +255,17 @@ pub fn build_snapshot(cfg: Arc<Config>) -> Snapshot {
         .iter()
         .map(|t| TierLimits::new(t.sustained, t.burst))
         .collect();
-    Snapshot { cfg, tiers }
+    let deny_messages = cfg
+        .limits
+        .tiers
+        .iter()
+        .map(|t| [t.sustained, t.burst].map(|w| headers::deny_message(&t.name, w)))
+        .collect();
+    Snapshot {
+        cfg,
+        tiers,
+        deny_messages,
+    }
 }
 
 /// A worker core's whole life: accept loops, mesh task, housekeeping, until shutdown.
@@ -308,7 +294,7 @@ pub async fn run_worker(init: WorkerInit, shared: Arc<Shared>) {
         stats,
         epoch: shared.epoch,
         upstreams: RefCell::new(Upstreams::new(&cfg.upstream, up_tls)),
-        pool: RefCell::new(BufPool::new(BufPool::SIZE, 1024)),
+        pool: BufPool::new(BufPool::SIZE, 1024),
         tls: RefCell::new(shared.tls.clone().map(monoio_rustls::TlsAcceptor::from)),
         shutdown: Event::default(),
         active: Cell::new(0),
@@ -504,6 +490,14 @@ async fn housekeeping(w: Rc<Worker>) {
         w.stats.table_entries.set(shard.len() as u64);
         w.stats.table_evictions.set(shard.evictions());
         w.stats.table_forced_evictions.set(shard.forced_evictions());
+        let discarded = w
+            .upstreams
+            .borrow()
+            .nodes
+            .iter()
+            .map(|n| n.pool_discarded)
+            .sum();
+        w.stats.upstream_pool_discarded.set(discarded);
         let mesh = w.mesh.borrow();
         w.stats.cross_core_sent.set(mesh.sent);
         w.stats.cross_core_received.set(mesh.received);

@@ -1,9 +1,12 @@
-//! Upstream nodes as one core sees them: balancing, per-core keep-alive pools,
-//! passive ejection, active health checks, and the upstream stream type (plain or TLS).
+//! Upstream nodes as one core sees them: balancing, per-core keep-alive pools (a pooled
+//! connection is reused only while it is clean: not readable, not closed), passive
+//! ejection, the health state fed by active probes, and the upstream stream type (plain or
+//! TLS).
 //!
-//! Owns: `Upstreams` (per core, inside the worker, never shared), `UpConn`.
-//! Must not touch: client connections, limits. Health checks run on every core for
-//! its own view (N cores → N probes per interval per node; cheap, and no sharing).
+//! Owns: `Upstreams` (per core, inside the worker, never shared), `UpConn`, the probe.
+//! Must not touch: client connections, limits. Each node is probed by one core, which sends
+//! every result to the other cores (`proxy::health_loop`), so all cores share one up/down
+//! view; passive ejection stays per core.
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
@@ -14,16 +17,45 @@ use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
+use super::bufio::{IoEnd, read_append};
 use crate::config::{Balance, UpstreamConfig};
 use crate::http::{HeadLimits, ParseStatus, ResponseHead, parse_response};
 
 /// A connection to an upstream node.
 pub enum UpConn {
     Plain(TcpStream),
-    Tls(Box<monoio_rustls::ClientTlsStream<TcpStream>>),
+    /// The TLS stream and its socket's descriptor (for the pool's cleanliness check).
+    Tls(Box<monoio_rustls::ClientTlsStream<TcpStream>>, RawFd),
 }
 
 impl UpConn {
+    fn raw_fd(&self) -> RawFd {
+        match self {
+            UpConn::Plain(s) => s.as_raw_fd(),
+            UpConn::Tls(_, fd) => *fd,
+        }
+    }
+
+    /// Whether [`readable_by`](Self::readable_by) can wait for an answer: plain connections
+    /// only (over TLS, readable bytes may be a session ticket, not an answer).
+    pub fn can_wait_readable(&self) -> bool {
+        matches!(self, UpConn::Plain(_))
+    }
+
+    /// Waits until the upstream has sent something (or closed), at most until `deadline`.
+    /// Consumes nothing, so cutting the wait short loses no byte. TLS connections return at
+    /// once (see [`can_wait_readable`](Self::can_wait_readable)).
+    pub async fn readable_by(&self, deadline: Instant) -> Result<(), IoEnd> {
+        let UpConn::Plain(s) = self else {
+            return Ok(());
+        };
+        match monoio::time::timeout_at(deadline.into(), s.readable(false)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(IoEnd::Failed),
+            Err(_) => Err(IoEnd::TimedOut),
+        }
+    }
+
     /// The socket to watch for an early answer while a request body is being sent
     /// (see [`answered_early`]). Plain connections only: over TLS the bytes waiting may be
     /// a session ticket sent after the handshake, so TLS upstreams are never judged to
@@ -31,9 +63,22 @@ impl UpConn {
     pub fn early_answer_fd(&self) -> Option<RawFd> {
         match self {
             UpConn::Plain(s) => Some(s.as_raw_fd()),
-            UpConn::Tls(_) => None,
+            UpConn::Tls(..) => None,
         }
     }
+}
+
+/// Whether an idle pooled connection can carry a request: nothing is waiting to be read
+/// and the upstream has not closed. Bytes waiting on an idle connection are an answer to no
+/// request (a backend out of step, or one that answered before reading a body): reusing it
+/// would hand them to the next client as its response.
+fn idle_is_clean(fd: RawFd) -> bool {
+    use nix::sys::socket::{MsgFlags, recv};
+    let mut b = [0u8; 1];
+    matches!(
+        recv(fd, &mut b, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT),
+        Err(nix::errno::Errno::EAGAIN)
+    )
 }
 
 /// Whether the upstream on `fd` has sent anything (or closed) while it is still being sent a
@@ -55,13 +100,13 @@ impl AsyncReadRent for UpConn {
     async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
             UpConn::Plain(s) => s.read(buf).await,
-            UpConn::Tls(s) => s.read(buf).await,
+            UpConn::Tls(s, _) => s.read(buf).await,
         }
     }
     async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
             UpConn::Plain(s) => s.readv(buf).await,
-            UpConn::Tls(s) => s.readv(buf).await,
+            UpConn::Tls(s, _) => s.readv(buf).await,
         }
     }
 }
@@ -70,25 +115,25 @@ impl AsyncWriteRent for UpConn {
     async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
             UpConn::Plain(s) => s.write(buf).await,
-            UpConn::Tls(s) => s.write(buf).await,
+            UpConn::Tls(s, _) => s.write(buf).await,
         }
     }
     async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
             UpConn::Plain(s) => s.writev(buf).await,
-            UpConn::Tls(s) => s.writev(buf).await,
+            UpConn::Tls(s, _) => s.writev(buf).await,
         }
     }
     async fn flush(&mut self) -> std::io::Result<()> {
         match self {
             UpConn::Plain(s) => s.flush().await,
-            UpConn::Tls(s) => s.flush().await,
+            UpConn::Tls(s, _) => s.flush().await,
         }
     }
     async fn shutdown(&mut self) -> std::io::Result<()> {
         match self {
             UpConn::Plain(s) => s.shutdown().await,
-            UpConn::Tls(s) => s.shutdown().await,
+            UpConn::Tls(s, _) => s.shutdown().await,
         }
     }
 }
@@ -106,6 +151,18 @@ pub enum ConnectError {
     Refused,
     Timeout,
     Tls,
+    /// This host is out of a resource (file descriptors, buffers, memory): not the node's
+    /// fault, so it never counts against the node's health.
+    Local,
+}
+
+impl ConnectError {
+    fn of(e: &std::io::Error) -> ConnectError {
+        match e.raw_os_error() {
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => ConnectError::Local,
+            _ => ConnectError::Refused,
+        }
+    }
 }
 
 pub struct Node {
@@ -120,6 +177,8 @@ pub struct Node {
     pub outstanding: u32,
     idle: Vec<(UpConn, Instant)>,
     pub checks_failed: u64,
+    /// Pooled connections closed instead of reused (expired, readable or closed).
+    pub pool_discarded: u64,
 }
 
 pub struct Upstreams {
@@ -147,6 +206,7 @@ impl Upstreams {
                     outstanding: 0,
                     idle: Vec::new(),
                     checks_failed: 0,
+                    pool_discarded: 0,
                 })
                 .collect(),
             rr: 0,
@@ -198,16 +258,30 @@ impl Upstreams {
         }
     }
 
-    /// A pooled idle connection to `node`, if one is fresh enough.
+    /// A pooled idle connection to `node`, if one is fresh enough and clean; the others are
+    /// closed (and counted in `pool_discarded`).
     pub fn take_idle(&mut self, node: usize, now: Instant) -> Option<UpConn> {
         let ttl = self.cfg.pool_idle_timeout;
-        let idle = &mut self.nodes[node].idle;
-        while let Some((conn, since)) = idle.pop() {
-            if now.duration_since(since) < ttl {
+        let n = &mut self.nodes[node];
+        while let Some((conn, since)) = n.idle.pop() {
+            if now.duration_since(since) < ttl && idle_is_clean(conn.raw_fd()) {
                 return Some(conn);
             }
+            n.pool_discarded += 1;
         }
         None
+    }
+
+    /// The TLS connector and server name for a new connection to `node` (None = plain).
+    pub fn tls_for(
+        &self,
+        node: usize,
+    ) -> Option<(
+        monoio_rustls::TlsConnector,
+        rustls_pki_types::ServerName<'static>,
+    )> {
+        let t = self.tls.as_ref()?;
+        Some((t.connector.clone(), self.server_name_for(node)?))
     }
 
     pub fn put_idle(&mut self, node: usize, conn: UpConn, now: Instant) {
@@ -296,20 +370,21 @@ pub async fn connect(
 ) -> Result<UpConn, ConnectError> {
     let tcp = match monoio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Err(_) => return Err(ConnectError::Timeout),
-        Ok(Err(_)) => return Err(ConnectError::Refused),
+        Ok(Err(e)) => return Err(ConnectError::of(&e)),
         Ok(Ok(s)) => s,
     };
     let _ = tcp.set_nodelay(true);
     match tls {
         None => Ok(UpConn::Plain(tcp)),
         Some((connector, name)) => {
+            let fd = tcp.as_raw_fd();
             match monoio::time::timeout(timeout, connector.connect(name, tcp)).await {
                 Err(_) => Err(ConnectError::Timeout),
                 Ok(Err(e)) => {
                     log::warn!("upstream TLS to {addr} failed: {e}");
                     Err(ConnectError::Tls)
                 }
-                Ok(Ok(s)) => Ok(UpConn::Tls(Box::new(s))),
+                Ok(Ok(s)) => Ok(UpConn::Tls(Box::new(s), fd)),
             }
         }
     }
@@ -341,15 +416,11 @@ pub async fn probe(
             max_headers: 100,
         };
         let mut head = ResponseHead::new();
+        let deadline = Instant::now() + timeout;
         loop {
-            if buf.len() == buf.capacity() {
-                buf.reserve(4096);
-            }
-            let (r, b) = conn.read(buf).await;
-            buf = b;
-            if r.ok()? == 0 {
-                return None;
-            }
+            read_append(&mut conn, &mut buf, 4096, deadline)
+                .await
+                .ok()?;
             match parse_response(&buf, &limits, false, &mut head) {
                 Ok(ParseStatus::Complete) => return Some(head.status),
                 Ok(ParseStatus::Partial) => continue,
