@@ -16,6 +16,8 @@ mod fields;
 mod request;
 mod response;
 mod s3error;
+#[cfg(test)]
+mod split_tests;
 
 use std::ops::Range;
 
