@@ -290,8 +290,14 @@ start_system() {
         taskset -c "$core" nginx -p "$RUN_DIR" -e "$RUN_DIR/nginx-limit.error.log" \
             -c "$RUN_DIR/nginx-limit.conf" >"$RUN_DIR/$name.out" 2>&1 &
         ;;
-    tollgate | tollgate-plain | tollgate-log)
+    tollgate | tollgate-plain | tollgate-log | tollgate-base)
         bin="$(tollgate_bin)" || return 2
+        # tollgate-base: the same configuration on a baseline build ($TOLLGATE_BASE_BIN), for
+        # a change's before/after ratio measured in one run.
+        if [[ "$name" == tollgate-base ]]; then
+            [[ -x "${TOLLGATE_BASE_BIN:-}" ]] || return 2
+            bin="$TOLLGATE_BASE_BIN"
+        fi
         if [[ "$name" == tollgate-plain ]]; then profile=plain; fi
         write_tollgate_config "$port" "$origin" "$profile" "$RUN_DIR/tollgate.toml"
         if [[ "$name" == tollgate-log ]]; then

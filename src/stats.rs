@@ -79,6 +79,8 @@ pub struct CoreStats {
     pub client_errors_400: Counter,
     pub connections_accepted: Counter,
     pub connections_active: Counter,
+    /// Connections closed at once because the worker was at `http.max_connections`.
+    pub connections_refused: Counter,
     pub tls_handshakes: Counter,
     pub tls_handshake_errors: Counter,
     pub bytes_from_client: Counter,
@@ -118,6 +120,7 @@ impl Default for CoreStats {
             client_errors_400: Default::default(),
             connections_accepted: Default::default(),
             connections_active: Default::default(),
+            connections_refused: Default::default(),
             tls_handshakes: Default::default(),
             tls_handshake_errors: Default::default(),
             bytes_from_client: Default::default(),

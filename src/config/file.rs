@@ -45,6 +45,7 @@ pub const DEFAULT_CLIENT_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_X_FORWARDED_FOR: bool = false;
 /// 0 = unlimited keep-alive requests per client connection.
 pub const DEFAULT_MAX_REQUESTS_PER_CONNECTION: u64 = 0;
+pub const DEFAULT_MAX_CONNECTIONS: u64 = 10_000;
 
 // ----- [upstream] -----
 
@@ -300,6 +301,8 @@ pub struct RawHttp {
     pub client_head_timeout: Option<RawDuration>,
     pub x_forwarded_for: Option<bool>,
     pub max_requests_per_connection: Option<u64>,
+    pub max_connections: Option<u64>,
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

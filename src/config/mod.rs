@@ -81,6 +81,20 @@ pub struct HttpConfig {
     pub x_forwarded_for: bool,
     /// Max keep-alive requests per client connection (0 = unlimited). Default 0.
     pub max_requests_per_connection: u64,
+    /// Max open client connections per worker; over it a new connection is closed at once
+    /// (and counted). Also bounded by the file-descriptor limit at start. Default 10,000.
+    pub max_connections: usize,
+    /// Peers whose `X-Forwarded-For` is believed (load balancers in front of tollgate):
+    /// theirs is kept and extended, and the client address for per-address counting is the
+    /// last address in it that is not itself trusted. Default: none.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl HttpConfig {
+    /// Whether `ip` is a configured trusted proxy.
+    pub fn is_trusted_proxy(&self, ip: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|n| n.contains(&ip))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -622,6 +622,27 @@ impl Validator<'_> {
         Ok(out)
     }
 
+    /// Addresses or CIDR networks (`10.0.0.0/8`, `127.0.0.1`, `::1`).
+    fn networks(&self, list: &[String], path: &[Seg]) -> R<Vec<ipnet::IpNet>> {
+        let mut out = Vec::with_capacity(list.len());
+        for (i, s) in list.iter().enumerate() {
+            let net = s
+                .parse::<ipnet::IpNet>()
+                .ok()
+                .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from));
+            let Some(net) = net else {
+                let mut at = path.to_vec();
+                at.push(Seg::Index(i));
+                return Err(self.err(
+                    &at,
+                    format!("{s:?} is not an IP address or network (e.g. \"10.0.0.0/8\")"),
+                ));
+            };
+            out.push(net.trunc());
+        }
+        Ok(out)
+    }
+
     fn methods(&self, list: &[String], path: &[Seg]) -> R<MethodSet> {
         let mut set = MethodSet::default();
         for (i, m) in list.iter().enumerate() {
@@ -847,6 +868,16 @@ impl Validator<'_> {
             max_requests_per_connection: h
                 .max_requests_per_connection
                 .unwrap_or(file::DEFAULT_MAX_REQUESTS_PER_CONNECTION),
+            max_connections: self.int(
+                h.max_connections,
+                file::DEFAULT_MAX_CONNECTIONS,
+                &p!["http", "max_connections"],
+                1..=10_000_000,
+            )? as usize,
+            trusted_proxies: self.networks(
+                h.trusted_proxies.as_deref().unwrap_or_default(),
+                &p!["http", "trusted_proxies"],
+            )?,
         };
 
         // ----- [upstream] -----

@@ -94,6 +94,7 @@ pub fn stats_json(st: &ControlState) -> Value {
         "connections": {
             "accepted": sum(s, |c| c.connections_accepted.get()),
             "active": sum(s, |c| c.connections_active.get()),
+            "refused": sum(s, |c| c.connections_refused.get()),
             "tls_handshakes": sum(s, |c| c.tls_handshakes.get()),
             "tls_handshake_errors": sum(s, |c| c.tls_handshake_errors.get()),
         },
@@ -354,6 +355,17 @@ pub fn prometheus(st: &ControlState) -> String {
         o,
         "tollgate_upstream_pool_discarded_total {}",
         sum(s, |c| c.upstream_pool_discarded.get())
+    );
+    family(
+        &mut o,
+        "tollgate_connections_refused_total",
+        "counter",
+        "Client connections closed at once because the worker was at http.max_connections.",
+    );
+    let _ = writeln!(
+        o,
+        "tollgate_connections_refused_total {}",
+        sum(s, |c| c.connections_refused.get())
     );
     family(
         &mut o,

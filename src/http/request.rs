@@ -303,7 +303,8 @@ fn forwarded_framing_field(head: &RequestHead, name: &[u8]) -> bool {
 /// hop-by-hop field would be dropped here). Framing goes on in one canonical form, never as
 /// the client spelled it: a chunked body's `Transfer-Encoding` as `Transfer-Encoding:
 /// chunked` (its `Trailer` line kept), a Content-Length list or repeated line as one
-/// `Content-Length` line. Then `extra`, then `Connection: keep-alive` for an HTTP/1.0
+/// `Content-Length` line. Then `extra` (a client field of the same name as one of them is
+/// left out: the proxy's value replaces it), then `Connection: keep-alive` for an HTTP/1.0
 /// request, then the final CRLF.
 pub fn write_request_head(
     buf: &[u8],
@@ -321,7 +322,7 @@ pub fn write_request_head(
             } else {
                 out.extend_from_slice(h.line(buf));
             }
-        } else if h.hop_by_hop {
+        } else if h.hop_by_hop || extra.iter().any(|(n, _)| name.eq_ignore_ascii_case(n)) {
             continue;
         } else if !head.content_length_as_sent && name.eq_ignore_ascii_case(b"content-length") {
             if let (false, BodyFraming::Length(n)) = (length_written, head.framing) {

@@ -204,7 +204,11 @@ mod tests {
         let mut small = pool.get();
         small.buf = Vec::with_capacity(10); // a buffer lost to a cancelled op, replaced small
         drop(small);
-        assert_eq!(pool.free_count(), 1, "a buffer smaller than the pool's is not kept");
+        assert_eq!(
+            pool.free_count(),
+            1,
+            "a buffer smaller than the pool's is not kept"
+        );
     }
 
     /// The bug this module exists for: every read into a `Vec` used to *replace* what was

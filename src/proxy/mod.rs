@@ -9,6 +9,7 @@
 
 pub mod access_log;
 pub mod bufio;
+pub mod client_addr;
 pub mod conn;
 pub mod headers;
 pub mod limiter;
@@ -50,6 +51,9 @@ pub struct Shared {
     pub instance: u64,
     /// The access-log writer's queue, when the log is on.
     pub access_log: Option<std::sync::mpsc::SyncSender<access_log::Msg>>,
+    /// Client connections per worker that the open-file limit allows
+    /// (`runtime::connection_budget`); `http.max_connections` is capped by it.
+    pub connection_budget: usize,
 }
 
 /// A core's view of the configuration, rebuilt on every reload (cheap `Rc` clones).
@@ -179,7 +183,10 @@ pub struct Worker {
     pub pool: BufPool,
     pub tls: RefCell<Option<monoio_rustls::TlsAcceptor>>,
     pub shutdown: Event,
+    /// Open client connections on this core.
     pub active: Cell<usize>,
+    /// See [`Shared::connection_budget`].
+    connection_budget: usize,
     req_counter: Cell<u64>,
     instance: u64,
     /// This core's access-log buffer (None = log off).
@@ -193,6 +200,16 @@ impl Worker {
 
     pub fn snapshot(&self) -> Rc<Snapshot> {
         self.snap.borrow().clone()
+    }
+
+    /// `http.max_connections`, capped by what the open-file limit allows.
+    pub fn max_connections(&self) -> usize {
+        self.snap
+            .borrow()
+            .cfg
+            .http
+            .max_connections
+            .min(self.connection_budget)
     }
 
     /// A process-unique request id: instance prefix, core, counter.
@@ -298,6 +315,7 @@ pub async fn run_worker(init: WorkerInit, shared: Arc<Shared>) {
         tls: RefCell::new(shared.tls.clone().map(monoio_rustls::TlsAcceptor::from)),
         shutdown: Event::default(),
         active: Cell::new(0),
+        connection_budget: shared.connection_budget,
         req_counter: Cell::new(0),
         instance: shared.instance,
         alog: RefCell::new(shared.access_log.clone().map(|tx| {
@@ -358,6 +376,7 @@ async fn accept_loop(w: Rc<Worker>, l: StdListener, tls: bool) {
             return;
         }
     };
+    let mut errors = AcceptErrors::default();
     loop {
         let accepted = monoio::select! {
             r = listener.accept() => Some(r),
@@ -367,22 +386,59 @@ async fn accept_loop(w: Rc<Worker>, l: StdListener, tls: bool) {
         match r {
             Ok((stream, peer)) => {
                 w.stats.connections_accepted.inc();
-                let w2 = w.clone();
-                monoio::spawn(async move {
-                    handle(w2, stream, peer, tls).await;
-                });
+                if w.active.get() >= w.max_connections() {
+                    // Over the cap: closed at once, so the connections already open keep
+                    // their file descriptors and buffers.
+                    w.stats.connections_refused.inc();
+                    drop(stream);
+                    continue;
+                }
+                w.active.set(w.active.get() + 1);
+                monoio::spawn(handle(w.clone(), stream, peer, tls));
             }
             Err(e) => {
-                log::warn!("worker {}: accept: {e}", w.id);
-                monoio::time::sleep(Duration::from_millis(10)).await;
+                let pause = errors.record(w.id, &e, Instant::now());
+                monoio::time::sleep(pause).await;
             }
+        }
+    }
+}
+
+/// Accept failures: logged at most once a second (with how many were not logged), and a
+/// pause before the next accept — longer when the process is out of file descriptors, which
+/// only closing connections can cure.
+#[derive(Default)]
+struct AcceptErrors {
+    last_log: Option<Instant>,
+    unlogged: u64,
+}
+
+impl AcceptErrors {
+    fn record(&mut self, core: usize, e: &std::io::Error, now: Instant) -> Duration {
+        if self
+            .last_log
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            log::warn!(
+                "worker {core}: accept: {e} ({} more since the last such line)",
+                self.unlogged
+            );
+            self.last_log = Some(now);
+            self.unlogged = 0;
+        } else {
+            self.unlogged += 1;
+        }
+        match e.raw_os_error() {
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                Duration::from_millis(50)
+            }
+            _ => Duration::from_millis(10),
         }
     }
 }
 
 async fn handle(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr, tls: bool) {
     let _ = stream.set_nodelay(true);
-    w.active.set(w.active.get() + 1);
     w.stats.connections_active.inc();
     if tls {
         let acceptor = w.tls.borrow().clone();
@@ -515,10 +571,7 @@ async fn health_loop(w: Rc<Worker>, node: usize) {
         let (addr, host, path, interval, timeout, healthy, tls) = {
             let ups = w.upstreams.borrow();
             let c = ups.config();
-            let tls = ups
-                .tls
-                .as_ref()
-                .and_then(|t| ups.server_name_for(node).map(|n| (t.connector.clone(), n)));
+            let tls = ups.tls_for(node);
             (
                 ups.nodes[node].addr,
                 ups.nodes[node].name.clone(),
@@ -529,9 +582,9 @@ async fn health_loop(w: Rc<Worker>, node: usize) {
                 tls,
             )
         };
-        let ok = upstream::probe(addr, &host, &path, timeout, &healthy, tls).await;
-        w.upstreams.borrow_mut().health_result(node, ok);
-        {
+        let outcome = upstream::probe(addr, &host, &path, timeout, tls).await;
+        if let Some(ok) = outcome.verdict(&healthy) {
+            w.upstreams.borrow_mut().health_result(node, ok);
             let mut mesh = w.mesh.borrow_mut();
             for core in (0..mesh.cores()).filter(|&c| c != w.id) {
                 mesh.send(

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use monoio::BufResult;
 use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 
-use super::bufio::{IoEnd, read_append};
+use super::bufio::{IoEnd, flush, read_append, write_all};
 use crate::config::{Balance, UpstreamConfig};
 use crate::http::{HeadLimits, ParseStatus, ResponseHead, parse_response};
 
@@ -390,47 +390,73 @@ pub async fn connect(
     }
 }
 
-/// One active health probe: `GET path`, response status in the healthy list.
+/// What one active health probe found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// The node answered with this status.
+    Status(u16),
+    /// The connect (or TLS handshake) failed.
+    Unreachable(ConnectError),
+    /// No complete, valid response head in time, or the connection broke.
+    NoAnswer,
+}
+
+impl Probe {
+    /// Healthy, unhealthy, or no verdict (this host was out of resources: not the node's
+    /// fault, so its health is left as it was).
+    pub fn verdict(self, healthy: &[u16]) -> Option<bool> {
+        match self {
+            Probe::Status(s) => Some(healthy.contains(&s)),
+            Probe::Unreachable(ConnectError::Local) => None,
+            Probe::Unreachable(_) | Probe::NoAnswer => Some(false),
+        }
+    }
+}
+
+/// One active health probe: `GET path`, reading the response head (in as many pieces as it
+/// comes) within `timeout`.
 pub async fn probe(
     addr: SocketAddr,
     host: &str,
     path: &str,
     timeout: Duration,
-    healthy: &[u16],
     tls: Option<(
         monoio_rustls::TlsConnector,
         rustls_pki_types::ServerName<'static>,
     )>,
-) -> bool {
-    let fut = async {
-        let mut conn = connect(addr, timeout, tls).await.ok()?;
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tollgate-health\r\nConnection: close\r\n\r\n"
-        );
-        let (r, _) = conn.write_all(req.into_bytes()).await;
-        r.ok()?;
-        conn.flush().await.ok()?;
-        let mut buf = Vec::with_capacity(4096);
-        let limits = HeadLimits {
-            max_head_bytes: 16384,
-            max_headers: 100,
-        };
-        let mut head = ResponseHead::new();
-        let deadline = Instant::now() + timeout;
-        loop {
-            read_append(&mut conn, &mut buf, 4096, deadline)
-                .await
-                .ok()?;
-            match parse_response(&buf, &limits, false, &mut head) {
-                Ok(ParseStatus::Complete) => return Some(head.status),
-                Ok(ParseStatus::Partial) => continue,
-                Err(_) => return None,
-            }
-        }
+) -> Probe {
+    let deadline = Instant::now() + timeout;
+    let mut conn = match connect(addr, timeout, tls).await {
+        Ok(c) => c,
+        Err(e) => return Probe::Unreachable(e),
     };
-    match monoio::time::timeout(timeout, fut).await {
-        Ok(Some(status)) => healthy.contains(&status),
-        _ => false,
+    let mut req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tollgate-health\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    if write_all(&mut conn, &mut req, deadline).await.is_err()
+        || flush(&mut conn, deadline).await.is_err()
+    {
+        return Probe::NoAnswer;
+    }
+    let mut buf = Vec::with_capacity(4096);
+    let limits = HeadLimits {
+        max_head_bytes: 16384,
+        max_headers: 100,
+    };
+    let mut head = ResponseHead::new();
+    loop {
+        if read_append(&mut conn, &mut buf, 4096, deadline)
+            .await
+            .is_err()
+        {
+            return Probe::NoAnswer;
+        }
+        match parse_response(&buf, &limits, false, &mut head) {
+            Ok(ParseStatus::Complete) => return Probe::Status(head.status),
+            Ok(ParseStatus::Partial) => continue,
+            Err(_) => return Probe::NoAnswer,
+        }
     }
 }
 

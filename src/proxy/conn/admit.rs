@@ -15,6 +15,7 @@ use crate::stats::method_index;
 
 use super::super::Snapshot;
 use super::super::bufio::{BufPool, read_append};
+use super::super::client_addr::client_ip;
 use super::super::headers::{rate_limit_headers, retry_headers};
 use super::super::limiter;
 use super::{Answer, Conn, Fail, ReqInfo};
@@ -169,7 +170,14 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         if let Some(k) = id.key {
             self.key.extend_from_slice(k);
         }
-        let tgt = limiter::target(lim, &id, self.peer.ip());
+        let forwarded = self
+            .head
+            .headers
+            .iter()
+            .filter(|f| f.is(h, "x-forwarded-for"))
+            .map(|f| f.value(h));
+        let client = client_ip(&snap.cfg.http, self.peer.ip(), forwarded);
+        let tgt = limiter::target(lim, &id, client);
         self.subject.clear();
         self.subject.extend_from_slice(tgt.subject.as_bytes());
         (tgt.tier, id.method)

@@ -11,6 +11,7 @@ use crate::http::{BodyProgress, write_request_head};
 
 use super::super::Snapshot;
 use super::super::bufio::{IoEnd, flush, write_all};
+use super::super::client_addr::forwarded_for;
 use super::super::upstream::{ConnectError, UpConn, connect};
 use super::relay::{Body, ReqBody};
 use super::{Answer, Conn, Fail, ReqInfo};
@@ -178,7 +179,17 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         let h = &self.cbuf[self.cstart..self.cstart + req.hl];
         self.up_head.clear();
         if snap.cfg.http.x_forwarded_for {
-            let xff = self.peer.ip().to_string();
+            let mut xff = String::new();
+            let theirs = self
+                .head
+                .headers(h)
+                .filter(|(n, _)| n.eq_ignore_ascii_case(b"x-forwarded-for"));
+            forwarded_for(
+                &snap.cfg.http,
+                self.peer.ip(),
+                theirs.map(|(_, v)| v),
+                &mut xff,
+            );
             let extra: [(&[u8], &[u8]); 1] = [(b"X-Forwarded-For", xff.as_bytes())];
             write_request_head(h, &self.head, &extra, &mut self.up_head);
         } else {
