@@ -306,8 +306,10 @@ start_system() {
             rm -f "$RUN_DIR/access.log"
             printf '\n[access_log]\npath = "%s"\n' "$RUN_DIR/access.log" >>"$RUN_DIR/tollgate.toml"
         fi
-        taskset -c "$core" "$bin" run --config "$RUN_DIR/tollgate.toml" --workers 1 \
-            >"$RUN_DIR/$name.out" 2>&1 &
+        # BENCH_WRAP: a command the binary runs under (bench/instructions.sh: callgrind).
+        # shellcheck disable=SC2086
+        taskset -c "$core" ${BENCH_WRAP:-} "$bin" run --config "$RUN_DIR/tollgate.toml" \
+            --workers 1 >"$RUN_DIR/$name.out" 2>&1 &
         ;;
     *)
         bench_die "unknown system: $name"
@@ -315,7 +317,7 @@ start_system() {
     esac
     SYS_PID=$!
     bench_track_pid "$SYS_PID"
-    if ! wait_http "$port" 10 "$SYS_PID"; then
+    if ! wait_http "$port" "${BENCH_START_TIMEOUT:-10}" "$SYS_PID"; then
         bench_log "$name did not answer on port $port; its output:"
         tail -n 20 "$RUN_DIR/$name.out" >&2 || true
         bench_stop_pid "$SYS_PID"

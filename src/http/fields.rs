@@ -174,15 +174,19 @@ const ALIASABLE: [&[u8]; 9] = [
 ];
 
 /// Whether `name` contains `_` and equals a name of [`ALIASABLE`] with `_` read as `-`.
+/// (Runs for most fields of every head: a length compare rejects nearly all of them.)
 fn is_underscore_alias(name: &[u8]) -> bool {
-    name.contains(&b'_')
-        && ALIASABLE.iter().any(|a| {
-            a.len() == name.len()
-                && a.iter().zip(name).all(|(&a, &n)| {
-                    let n = if n == b'_' { b'-' } else { n };
-                    a == n.to_ascii_lowercase()
-                })
-        })
+    ALIASABLE.iter().any(|a| {
+        if a.len() != name.len() {
+            return false;
+        }
+        let mut underscore = false;
+        a.iter().zip(name).all(|(&a, &n)| {
+            underscore |= n == b'_';
+            let n = if n == b'_' { b'-' } else { n };
+            a == n.to_ascii_lowercase()
+        }) && underscore
+    })
 }
 
 /// Parses a Content-Length value (`1*DIGIT`, or a list of identical such values).

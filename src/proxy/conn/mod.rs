@@ -30,7 +30,7 @@ use crate::http::{
     parse_request, write_error_response,
 };
 
-use super::bufio::{PoolBuf, flush, read_append, write_all};
+use super::bufio::{PoolBuf, read_append, write_all};
 use super::headers::Extra;
 use super::{Snapshot, Worker};
 
@@ -325,9 +325,8 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         self.out.clear();
         self.w.stats.bytes_to_client.add(n);
         self.rec.bytes_sent += n;
-        flush(&mut self.io, deadline)
-            .await
-            .map_err(|_| Fail::Client)
+        // TLS streams send their records here; a plain stream has nothing to do.
+        self.io.flush().await.map_err(|_| Fail::Client)
     }
 
     /// The one S3 XML error writer: `<Resource>` is the request path, the headers are
