@@ -3,13 +3,20 @@
 //! Owns: the shape of a running configuration (`Config`) and the tier/key tables
 //! (`LimitsConfig`). Loading happens in two layers: `file` is a raw serde mirror of
 //! the TOML with `deny_unknown_fields` and the `DEFAULT_*` constants; `validate`
-//! turns it into these types and names the file, line and field of any error.
-//! `keys` reads/writes the keys file (atomic writes, timestamped backups).
+//! turns it into these types (per section: `validate/{server,upstream,limits}.rs`), and
+//! `doc` maps every error to the file, line and field (`error::ConfigError`).
+//! `keys` reads the keys file for validation and writes it for the keys CLI (atomic
+//! writes, timestamped backups); `summary` is what `tollgate check` prints.
 //! Must not touch: sockets, runtimes, anything on the data path. A `Config` is
 //! built off the data path and handed to cores as an `Arc` snapshot.
 
+mod doc;
+mod error;
 pub mod file;
 pub mod keys;
+mod summary;
+#[cfg(test)]
+mod testutil;
 pub mod validate;
 
 use std::collections::HashMap;
