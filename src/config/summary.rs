@@ -71,6 +71,15 @@ pub fn summary(cfg: &Config) -> String {
         cfg.workers,
         if cfg.pin_workers { " (pinned)" } else { "" }
     );
+    listeners(&mut s, cfg);
+    admin(&mut s, cfg);
+    upstream(&mut s, cfg);
+    limits(&mut s, cfg);
+    access_log(&mut s, cfg);
+    s
+}
+
+fn listeners(s: &mut String, cfg: &Config) {
     let _ = writeln!(s, "listen (http): {}", addrs_str(&cfg.listen));
     match &cfg.tls {
         None => {
@@ -100,6 +109,9 @@ pub fn summary(cfg: &Config) -> String {
             }
         }
     }
+}
+
+fn admin(s: &mut String, cfg: &Config) {
     match cfg.admin.listen {
         None => {
             let _ = writeln!(s, "admin: off");
@@ -116,6 +128,9 @@ pub fn summary(cfg: &Config) -> String {
             );
         }
     }
+}
+
+fn upstream(s: &mut String, cfg: &Config) {
     let u = &cfg.upstream;
     let _ = writeln!(
         s,
@@ -150,6 +165,9 @@ pub fn summary(cfg: &Config) -> String {
     } else {
         let _ = writeln!(s, "  health: off");
     }
+}
+
+fn limits(s: &mut String, cfg: &Config) {
     let l = &cfg.limits;
     let _ = writeln!(
         s,
@@ -196,6 +214,9 @@ pub fn summary(cfg: &Config) -> String {
             per_tier[i]
         );
     }
+}
+
+fn access_log(s: &mut String, cfg: &Config) {
     let _ = writeln!(
         s,
         "access log: {}",
@@ -210,7 +231,6 @@ pub fn summary(cfg: &Config) -> String {
                 cfg.access_log.queue
             ))
     );
-    s
 }
 
 #[cfg(test)]
