@@ -10,11 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Max tiers tracked in stats (validated at config load).
 pub const MAX_TIERS: usize = 32;
-/// Methods tracked: GET PUT POST HEAD DELETE OPTIONS PATCH other.
-pub const METHODS: usize = 8;
-pub const METHOD_NAMES: [&str; METHODS] = [
-    "GET", "PUT", "POST", "HEAD", "DELETE", "OPTIONS", "PATCH", "OTHER",
-];
+/// Methods tracked (GET PUT POST HEAD DELETE OPTIONS PATCH other) and their counter index:
+/// one table with the limited methods, in `http::method`.
+pub use crate::http::{METHOD_NAMES, METHODS, method_index};
 
 /// A counter written by one thread only.
 #[derive(Default, Debug)]
@@ -127,20 +125,6 @@ impl Default for CoreStats {
             access_log_lines: Default::default(),
             access_log_dropped: Default::default(),
         }
-    }
-}
-
-/// Index of a method in the per-method arrays.
-pub fn method_index(m: &[u8]) -> usize {
-    match m {
-        b"GET" => 0,
-        b"PUT" => 1,
-        b"POST" => 2,
-        b"HEAD" => 3,
-        b"DELETE" => 4,
-        b"OPTIONS" => 5,
-        b"PATCH" => 6,
-        _ => 7,
     }
 }
 

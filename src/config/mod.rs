@@ -24,6 +24,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::http::{Method, MethodSet};
 pub use validate::{ConfigError, load, load_str};
 
 /// A whole validated configuration (main file + keys file).
@@ -162,69 +163,6 @@ pub struct AccessLogConfig {
     pub flush_interval: Duration,
     /// Buffers that may wait for the writer before cores drop lines (counted). Default 64.
     pub queue: usize,
-}
-
-/// Which request methods count against limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Method {
-    Get,
-    Put,
-    Post,
-    Head,
-    Delete,
-    Options,
-    Patch,
-}
-
-impl Method {
-    pub fn from_bytes(b: &[u8]) -> Option<Method> {
-        Some(match b {
-            b"GET" => Method::Get,
-            b"PUT" => Method::Put,
-            b"POST" => Method::Post,
-            b"HEAD" => Method::Head,
-            b"DELETE" => Method::Delete,
-            b"OPTIONS" => Method::Options,
-            b"PATCH" => Method::Patch,
-            _ => return None,
-        })
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::Get => "GET",
-            Method::Put => "PUT",
-            Method::Post => "POST",
-            Method::Head => "HEAD",
-            Method::Delete => "DELETE",
-            Method::Options => "OPTIONS",
-            Method::Patch => "PATCH",
-        }
-    }
-    pub const ALL: [Method; 7] = [
-        Method::Get,
-        Method::Put,
-        Method::Post,
-        Method::Head,
-        Method::Delete,
-        Method::Options,
-        Method::Patch,
-    ];
-    pub fn bit(self) -> u8 {
-        1 << (self as u8)
-    }
-}
-
-/// A set of methods as a bitmask (cheap to test on the data path).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct MethodSet(pub u8);
-
-impl MethodSet {
-    pub fn contains(self, m: Method) -> bool {
-        self.0 & m.bit() != 0
-    }
-    pub fn insert(&mut self, m: Method) {
-        self.0 |= m.bit();
-    }
 }
 
 /// How keys that are not in the keys file are counted.

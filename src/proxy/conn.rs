@@ -374,10 +374,10 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         // ---- identify, decide (borrows the head bytes only) ----
         let h = &self.cbuf[self.cstart..self.cstart + hl];
         let method = self.head.method(h);
-        let mi = method_index(method);
+        let method_enum = Method::from_bytes(method);
+        let mi = method_index(method_enum);
         w.stats.requests[mi].inc();
         let is_head = method == b"HEAD";
-        let method_enum = Method::from_bytes(method);
         if self.logging {
             self.rec.method.extend_from_slice(method);
             self.rec.target.extend_from_slice(self.head.target(h));
