@@ -5,9 +5,8 @@
 
 use crate::client::{Conn, TlsSetup};
 use crate::engine::{self, EngineConfig, KeyWork, ReqSource};
-use crate::plan::{Arrival, KeyPlan, Mix, Profile};
+use crate::plan::{Arrival, KeyPlan, Mix, Mode, Profile};
 use crate::request::Target;
-use crate::scenario::Mode;
 use crate::stats::{KeyStats, Percentiles, new_hist};
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -142,24 +141,11 @@ fn request_bytes(t: &Target, o: &BenchOpts) -> Vec<u8> {
     b
 }
 
-fn tls_for(
-    t: &Target,
-    o: &BenchOpts,
-) -> Result<
-    Option<(
-        Arc<rustls::ClientConfig>,
-        rustls_pki_types::ServerName<'static>,
-    )>,
-    BenchError,
-> {
-    if !t.tls {
-        return Ok(None);
-    }
-    let cfg =
-        crate::client::tls_config(o.ca_file.as_deref(), o.insecure).map_err(BenchError::Tls)?;
-    let sn = rustls_pki_types::ServerName::try_from(t.host.clone())
-        .map_err(|e| BenchError::Tls(e.to_string()))?;
-    Ok(Some((cfg, sn)))
+fn tls_for(t: &Target, o: &BenchOpts) -> Result<Option<TlsSetup>, BenchError> {
+    t.tls
+        .then(|| TlsSetup::new(o.ca_file.as_deref(), o.insecure, &t.host))
+        .transpose()
+        .map_err(BenchError::Tls)
 }
 
 pub fn run(o: &BenchOpts) -> Result<BenchResult, BenchError> {
@@ -358,12 +344,7 @@ fn run_closed(o: &BenchOpts) -> Result<BenchResult, BenchError> {
                     timeouts: 0,
                     bytes_in: 0,
                 }));
-                let tls = tls.map(|(c, n)| {
-                    Rc::new(TlsSetup {
-                        connector: monoio_rustls::TlsConnector::from(c),
-                        server_name: n,
-                    })
-                });
+                let tls = tls.map(Rc::new);
                 let req = Rc::new(req);
                 let st2 = st.clone();
                 rt.block_on(async move {

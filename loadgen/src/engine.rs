@@ -3,12 +3,12 @@
 //! sleeps precisely until each key's next intended time and hands due requests to its runtime
 //! (monoio's timer only has 1 ms ticks); any free connection sends the oldest due request, and
 //! latency is measured from the intended time. Closed loop: each connection sends back-to-back.
-//! Owns threads, sockets and the progress counters; knows nothing about reports or scenarios.
+//! Owns threads, sockets and the progress counters; knows nothing about reports or scenarios: it
+//! runs [`KeyWork`]s (request source, plan, limited ops) under an [`EngineConfig`].
 
 use crate::client::{ClientError, Conn, TlsSetup};
-use crate::plan::{KeyPlan, Mix, Op, Rng};
+use crate::plan::{KeyPlan, Mix, Mode, Op, Rng};
 use crate::request::{BODY_CHUNK, RequestBuilder, Target, body_source};
-use crate::scenario::Mode;
 use crate::stats::{KeyStats, Outcome, Sample, Timeline, new_hist};
 use hdrhistogram::Histogram;
 use std::cell::{Cell, RefCell};
@@ -57,10 +57,7 @@ pub struct KeyWork {
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub target: Target,
-    pub tls: Option<(
-        Arc<rustls::ClientConfig>,
-        rustls_pki_types::ServerName<'static>,
-    )>,
+    pub tls: Option<TlsSetup>,
     pub threads: usize,
     pub conns_per_thread: usize,
     pub pin_cores: Vec<usize>,
@@ -553,12 +550,7 @@ fn worker(
         }),
         progress: progress.clone(),
     });
-    let tls = cfg.tls.as_ref().map(|(c, name)| {
-        Rc::new(TlsSetup {
-            connector: monoio_rustls::TlsConnector::from(c.clone()),
-            server_name: name.clone(),
-        })
-    });
+    let tls = cfg.tls.clone().map(Rc::new);
     let l2 = local.clone();
     std::thread::sleep(t0.saturating_duration_since(Instant::now()));
     rt.block_on(async move {

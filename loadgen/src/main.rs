@@ -27,10 +27,16 @@ fn dur(s: &str) -> Result<Duration, String> {
     parse_duration(s).map_err(|e| e.to_string())
 }
 
-fn cores(s: &str) -> Result<Vec<usize>, String> {
+/// A comma-separated core list, "0" or "0,1". One value (a newtype, not `Vec<usize>`: clap
+/// reads `Option<Vec<T>>` as repeated values of `T`, which a list parser does not produce).
+#[derive(Clone, Debug, PartialEq)]
+struct Cores(Vec<usize>);
+
+fn cores(s: &str) -> Result<Cores, String> {
     s.split(',')
         .map(|x| x.trim().parse().map_err(|_| format!("bad core list {s:?}")))
-        .collect()
+        .collect::<Result<_, _>>()
+        .map(Cores)
 }
 
 #[derive(Subcommand)]
@@ -107,7 +113,7 @@ enum Cmd {
         ca_file: Option<String>,
         /// Pin worker threads to these cores, e.g. "0" or "0,1".
         #[arg(long, value_parser = cores)]
-        pin: Option<Vec<usize>>,
+        pin: Option<Cores>,
         /// Write the JSON result here.
         #[arg(long)]
         json: Option<String>,
@@ -227,7 +233,7 @@ fn real_main() -> Result<i32> {
                 body_size: parse_size(&body)?,
                 insecure,
                 ca_file,
-                pin_cores: pin.unwrap_or_default(),
+                pin_cores: pin.map(|c| c.0).unwrap_or_default(),
                 progress: !quiet,
             };
             let r = bench::run(&o)?;
@@ -312,5 +318,34 @@ fn real_main() -> Result<i32> {
             }
             Ok(0)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bench_pin_parses_a_core_list() {
+        let pins = |args: &[&str]| {
+            let cli =
+                Cli::try_parse_from([&["loadgen", "bench", "http://127.0.0.1:1/"], args].concat())
+                    .unwrap_or_else(|e| panic!("{e}"));
+            match cli.cmd {
+                Cmd::Bench { pin, .. } => pin,
+                _ => panic!("not bench"),
+            }
+        };
+        assert_eq!(pins(&["--pin", "0"]), Some(Cores(vec![0])));
+        assert_eq!(pins(&["--pin", "0, 3"]), Some(Cores(vec![0, 3])));
+        assert_eq!(pins(&[]), None);
+        let bad = Cli::try_parse_from(["loadgen", "bench", "http://x/", "--pin", "a"]);
+        assert!(bad.err().unwrap().to_string().contains("bad core list"));
     }
 }

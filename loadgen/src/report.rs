@@ -1,11 +1,14 @@
 //! Reports: the [`Report`] value (serialised as versioned JSON), the final text tables (per tier
 //! and per key, with the expected outcome beside the measured one and the accuracy check), and a
-//! self-contained HTML page with inline SVG charts. Pure formatting; writes files only via main.
+//! self-contained HTML page with inline SVG charts. [`Report::build`] turns the engine's
+//! measurements and the expectation into rows (per key, per tier, overall) and judges the run's
+//! validity from the send lag; it evaluates no asserts (`run` fills [`Report::asserts`] via
+//! [`crate::asserts`]). No I/O: main writes the files.
 
 use crate::engine::RunOutput;
-use crate::expect::Accuracy;
-use crate::run::KeyExpect;
-use crate::scenario::{Mode, Scenario};
+use crate::expect::{Accuracy, KeyExpect};
+use crate::plan::Mode;
+use crate::scenario::Scenario;
 use crate::stats::{KeyStats, OUTCOME_NAMES, Percentiles};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -224,7 +227,7 @@ impl Report {
             .collect();
         let accuracy_pass = accuracy.iter().all(|a| a.pass);
         let identity_ok = keys.iter().all(|k| k.identity_ok) && overall.identity_ok;
-        let mut r = Report {
+        Report {
             format: REPORT_FORMAT,
             version: REPORT_VERSION,
             scenario: sc.name.clone(),
@@ -250,9 +253,7 @@ impl Report {
             identity_ok,
             timeline,
             asserts: Vec::new(),
-        };
-        r.asserts = crate::asserts::evaluate(&sc.asserts, &r);
-        r
+        }
     }
 
     pub fn asserts_pass(&self) -> bool {
