@@ -4,7 +4,7 @@
 //!
 //! - [`config`]: raw TOML mirror → validated immutable `Config`; keys file and its CLI.
 //! - [`http`]: the HTTP/1.1 codec on httparse: request/response heads, body framing,
-//!   chunked scanning, smuggling rejection, S3 XML error bodies. No I/O.
+//!   chunked scanning, smuggling rejection, S3 XML error bodies, request methods. No I/O.
 //! - [`identity`]: API-key extraction (5 methods, first match wins) → (key, auth method).
 //! - [`limit`]: the exact trailing-window algorithm (`window`), the per-core shard
 //!   (`table`) and key → owner-core routing (`route`). No I/O, time passed in.

@@ -1,9 +1,10 @@
-//! Per-core statistics counters and their aggregation.
+//! Per-core statistics counters.
 //!
-//! Owns: `CoreStats` (one per worker core, written only by that core) and `Totals`
-//! (the control thread's sum). The data path never contends on these: every field
-//! is updated by exactly one thread with a relaxed load + store (a plain store on
-//! x86-64, no locked instruction); the control thread only reads.
+//! Owns: `CoreStats` (one per worker core, written only by that core) and the names of
+//! its per-method and per-auth-method slots; the control thread reads and sums them
+//! (`control::metrics`). The data path never contends on these: every field is updated
+//! by exactly one thread with a relaxed load + store (a plain store on x86-64, no locked
+//! instruction); the control thread only reads.
 //! Must not touch: I/O, HTTP parsing.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
