@@ -16,6 +16,9 @@
 //! - [`stats`]: per-core counters (written by their core only) and their aggregation.
 
 #![forbid(unsafe_code)]
+// No `Mutex`/`RwLock` in the library (clippy.toml): the data path takes no locks. Test code is
+// exempt (it is not the data path); so are the binary and the integration tests (Cargo.toml).
+#![cfg_attr(not(test), deny(clippy::disallowed_types))]
 
 pub mod config;
 pub mod control;

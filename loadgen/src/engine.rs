@@ -17,8 +17,13 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
+#[allow(
+    clippy::disallowed_types,
+    reason = "the clock thread's hand-off, see Handoff"
+)]
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -157,8 +162,14 @@ struct HandoffInner {
     done: bool,
 }
 
-/// Clock thread → runtime hand-off (one per worker).
+/// Clock thread → runtime hand-off (one per worker). A lock, taken once per batch of due
+/// requests: the clock thread is a plain OS thread sleeping precisely, so it cannot use the
+/// runtime's own (`!Send`) queues.
 #[derive(Default)]
+#[allow(
+    clippy::disallowed_types,
+    reason = "loadgen's clock thread → runtime hand-off, one lock per batch"
+)]
 struct Handoff(Mutex<HandoffInner>);
 
 struct TakeJobs<'a>(&'a Handoff, Vec<Job>);

@@ -21,6 +21,8 @@
 //! rejects any cycle): `units`, `plan`, `sign`, `client`, `stats`; `request`, `expect`;
 //! `scenario`; `engine`; `report`; `asserts`; `run`; `bench`, `main`.
 #![forbid(unsafe_code)]
+// No `Mutex`/`RwLock` in the sending machinery unless it says why (clippy.toml).
+#![cfg_attr(not(test), deny(clippy::disallowed_types))]
 
 pub mod asserts;
 pub mod bench;
