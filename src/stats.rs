@@ -1,20 +1,19 @@
-//! Per-core statistics counters and their aggregation.
+//! Per-core statistics counters.
 //!
-//! Owns: `CoreStats` (one per worker core, written only by that core) and `Totals`
-//! (the control thread's sum). The data path never contends on these: every field
-//! is updated by exactly one thread with a relaxed load + store (a plain store on
-//! x86-64, no locked instruction); the control thread only reads.
+//! Owns: `CoreStats` (one per worker core, written only by that core) and the names of
+//! its per-method and per-auth-method slots; the control thread reads and sums them
+//! (`control::metrics`). The data path never contends on these: every field is updated
+//! by exactly one thread with a relaxed load + store (a plain store on x86-64, no locked
+//! instruction); the control thread only reads.
 //! Must not touch: I/O, HTTP parsing.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Max tiers tracked in stats (validated at config load).
 pub const MAX_TIERS: usize = 32;
-/// Methods tracked: GET PUT POST HEAD DELETE OPTIONS PATCH other.
-pub const METHODS: usize = 8;
-pub const METHOD_NAMES: [&str; METHODS] = [
-    "GET", "PUT", "POST", "HEAD", "DELETE", "OPTIONS", "PATCH", "OTHER",
-];
+/// Methods tracked (GET PUT POST HEAD DELETE OPTIONS PATCH other) and their counter index:
+/// one table with the limited methods, in `http::method`.
+pub use crate::http::{METHOD_NAMES, METHODS, method_index};
 
 /// A counter written by one thread only.
 #[derive(Default, Debug)]
@@ -138,20 +137,6 @@ impl Default for CoreStats {
             access_log_lines: Default::default(),
             access_log_dropped: Default::default(),
         }
-    }
-}
-
-/// Index of a method in the per-method arrays.
-pub fn method_index(m: &[u8]) -> usize {
-    match m {
-        b"GET" => 0,
-        b"PUT" => 1,
-        b"POST" => 2,
-        b"HEAD" => 3,
-        b"DELETE" => 4,
-        b"OPTIONS" => 5,
-        b"PATCH" => 6,
-        _ => 7,
     }
 }
 

@@ -3,13 +3,20 @@
 //! Owns: the shape of a running configuration (`Config`) and the tier/key tables
 //! (`LimitsConfig`). Loading happens in two layers: `file` is a raw serde mirror of
 //! the TOML with `deny_unknown_fields` and the `DEFAULT_*` constants; `validate`
-//! turns it into these types and names the file, line and field of any error.
-//! `keys` reads/writes the keys file (atomic writes, timestamped backups).
+//! turns it into these types (per section: `validate/{server,upstream,limits}.rs`), and
+//! `doc` maps every error to the file, line and field (`error::ConfigError`).
+//! `keys` reads the keys file for validation and writes it for the keys CLI (atomic
+//! writes, timestamped backups); `summary` is what `tollgate check` prints.
 //! Must not touch: sockets, runtimes, anything on the data path. A `Config` is
 //! built off the data path and handed to cores as an `Arc` snapshot.
 
+mod doc;
+mod error;
 pub mod file;
 pub mod keys;
+mod summary;
+#[cfg(test)]
+mod testutil;
 pub mod validate;
 
 use std::collections::HashMap;
@@ -17,6 +24,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::http::{Method, MethodSet};
 pub use validate::{ConfigError, load, load_str};
 
 /// A whole validated configuration (main file + keys file).
@@ -172,69 +180,6 @@ pub struct AccessLogConfig {
     pub flush_interval: Duration,
     /// Buffers that may wait for the writer before cores drop lines (counted). Default 64.
     pub queue: usize,
-}
-
-/// Which request methods count against limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Method {
-    Get,
-    Put,
-    Post,
-    Head,
-    Delete,
-    Options,
-    Patch,
-}
-
-impl Method {
-    pub fn from_bytes(b: &[u8]) -> Option<Method> {
-        Some(match b {
-            b"GET" => Method::Get,
-            b"PUT" => Method::Put,
-            b"POST" => Method::Post,
-            b"HEAD" => Method::Head,
-            b"DELETE" => Method::Delete,
-            b"OPTIONS" => Method::Options,
-            b"PATCH" => Method::Patch,
-            _ => return None,
-        })
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::Get => "GET",
-            Method::Put => "PUT",
-            Method::Post => "POST",
-            Method::Head => "HEAD",
-            Method::Delete => "DELETE",
-            Method::Options => "OPTIONS",
-            Method::Patch => "PATCH",
-        }
-    }
-    pub const ALL: [Method; 7] = [
-        Method::Get,
-        Method::Put,
-        Method::Post,
-        Method::Head,
-        Method::Delete,
-        Method::Options,
-        Method::Patch,
-    ];
-    pub fn bit(self) -> u8 {
-        1 << (self as u8)
-    }
-}
-
-/// A set of methods as a bitmask (cheap to test on the data path).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct MethodSet(pub u8);
-
-impl MethodSet {
-    pub fn contains(self, m: Method) -> bool {
-        self.0 & m.bit() != 0
-    }
-    pub fn insert(&mut self, m: Method) {
-        self.0 |= m.bit();
-    }
 }
 
 /// How keys that are not in the keys file are counted.

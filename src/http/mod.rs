@@ -4,7 +4,8 @@
 //! ([`request`], [`response`]), request-smuggling rejection (RFC 9110/9112 framing rules),
 //! hop-by-hop classification, writing the heads sent on (raw lines verbatim, so the bytes a
 //! client signed survive: target, case and order), passing chunked bodies through while
-//! finding where they end ([`chunked`]), and S3-style XML error responses ([`s3error`]).
+//! finding where they end ([`chunked`]), S3-style XML error responses ([`s3error`]), and
+//! request methods with their counter index, matched once per request ([`method`]).
 //!
 //! Must not touch: sockets, buffers pools, time, the rate limiter or configuration types.
 //! Parsing reuses the caller's `Vec`s and allocates nothing in steady state; errors are
@@ -13,6 +14,7 @@
 mod body;
 mod chunked;
 mod fields;
+mod method;
 mod request;
 mod response;
 mod s3error;
@@ -23,6 +25,7 @@ use std::ops::Range;
 
 pub use body::BodyProgress;
 pub use chunked::{ChunkError, ChunkedScanner, MAX_CHUNK_LINE, MAX_TRAILER_BYTES};
+pub use method::{METHOD_NAMES, METHODS, Method, MethodSet, method_index};
 pub use request::{RequestHead, parse_request, signed_hop_by_hop, write_request_head};
 pub use response::{ConnHeader, ResponseHead, parse_response, write_response_head};
 pub use s3error::{ErrorBody, reason_phrase, write_error_response};

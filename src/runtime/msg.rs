@@ -1,17 +1,21 @@
 //! Every cross-core message, in one place.
 //!
-//! Owns: the message types carried by the ring mesh (`mesh`) between worker cores
-//! (`ToOwner` requests, `ToOrigin` replies) and from the control thread to a core
-//! (`ControlMsg`). Must not touch: I/O, HTTP. Each type says what happens when the
-//! receiver's ring is full.
+//! Owns: the message types carried by the ring mesh (`mesh`): between worker cores
+//! (`CoreMsg`: a `Check` from the core holding the connection to the subject's owner core,
+//! the owner's `Decision` back, and `Health` results from the core that probes a node) and
+//! from the control thread to a core (`ControlMsg`, with `TableOp` / `TableReply` for the
+//! admin API). Must not touch: I/O, HTTP.
 //!
 //! Ring-full policy:
-//! - `CoreMsg::Check` and `CoreMsg::Decision`: never dropped. The sender keeps the
-//!   message in its per-destination outbox and retries on its next event-loop turn
-//!   (backpressure; the outbox is bounded by the sender's in-flight requests, one
-//!   per connection).
-//! - `ControlMsg`: the control thread retries for up to a second, then reports the
-//!   core as unresponsive (admin answers 503, a reload is retried on the next tick).
+//! - `CoreMsg` (every variant): never dropped. The sender keeps the message in its
+//!   per-destination outbox (`mesh`) and pushes it again on its next event-loop turn
+//!   (backpressure: checks are bounded by the sender's in-flight requests, one per
+//!   connection; decisions by the checks received; health results by one per node and
+//!   probe interval).
+//! - `ControlMsg`: the control thread retries for up to a second (`ControlHandle::send`),
+//!   then gives up on that core for that message, and nothing retries it later: a `Config`
+//!   is logged as not taken (the core keeps its previous snapshot until the next reload), a
+//!   `Table` request is answered 503 by the admin API, a `Tls` or `Shutdown` is dropped.
 
 use std::sync::Arc;
 use std::sync::mpsc::SyncSender;

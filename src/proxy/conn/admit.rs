@@ -58,7 +58,8 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         self.sent_continue = false;
         let h = &self.cbuf[self.cstart..self.cstart + self.head.head_len];
         let method = self.head.method(h);
-        let mi = method_index(method);
+        let parsed = Method::from_bytes(method);
+        let mi = method_index(parsed);
         self.w.stats.requests[mi].inc();
         self.resource.clear();
         self.resource.extend_from_slice(self.head.path(h));
@@ -79,7 +80,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
             keep_alive: self.head.keep_alive && !(max_req != 0 && served >= max_req),
             http10,
             is_head: method == b"HEAD",
-            method: Method::from_bytes(method),
+            method: parsed,
             mi,
         };
         self.take_request_id();
