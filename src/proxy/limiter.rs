@@ -278,6 +278,33 @@ mod tests {
     }
 
     #[test]
+    fn updates_apply_refunds_and_penalties() {
+        use crate::limit::{TierLimits, WindowConfig};
+        let w = |length_ms, limit| WindowConfig { length_ms, limit };
+        let lim = TierLimits::new(w(60_000, 10), w(1000, 1));
+        let mut sh = Shard::new(10);
+        let token = sh.check(b"k", 0, &lim, 100).token.unwrap();
+        assert!(!sh.check(b"k", 0, &lim, 101).admitted);
+        let subject = Subject::new(b"k");
+        apply_update(&mut sh, LimitUpdate::Refund { subject, token }, 102);
+        assert!(sh.check(b"k", 0, &lim, 103).admitted);
+        let p = penalty_subject("2001:db8::1".parse().unwrap());
+        for _ in 0..20 {
+            assert!(sh.check_penalty(&p, 200).is_none());
+            apply_update(&mut sh, LimitUpdate::Penalty { subject: p }, 200);
+        }
+        assert!(sh.check_penalty(&p, 201).is_some());
+    }
+
+    #[test]
+    fn updates_do_not_grow_ring_messages() {
+        // A ring slot is one CoreMsg: the new variant must not make every slot bigger.
+        println!("size_of::<CoreMsg>() = {}", std::mem::size_of::<CoreMsg>());
+        assert!(std::mem::size_of::<LimitUpdate>() <= std::mem::size_of::<CoreMsg>());
+        assert!(std::mem::size_of::<CoreMsg>() <= 64);
+    }
+
+    #[test]
     fn slots_are_reused_and_abandoned_ones_freed_on_reply() {
         let mut p = Pending::default();
         let a = p.alloc();
