@@ -21,7 +21,10 @@ use std::ops::Range;
 pub use chunked::{ChunkError, ChunkedScanner, MAX_CHUNK_LINE, MAX_TRAILER_BYTES};
 pub use request::{RequestHead, parse_request, write_request_head};
 pub use response::{ConnHeader, ResponseHead, parse_response, write_response_head};
-pub use s3error::{ErrorBody, reason_phrase, write_error_response};
+pub use s3error::{
+    AUTH_FAILURE_SCAN, AuthFailure, ErrorBody, auth_failure_code, reason_phrase,
+    write_error_response,
+};
 
 /// Upper bound on header fields parsed without allocating (a stack array of this many
 /// `httparse::Header`s). A `max_headers` above it still works but allocates a scratch array
