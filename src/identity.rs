@@ -167,10 +167,31 @@ fn auth_param<'a>(params: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
 
 /// The query string of a request-target (between `?` and `#`).
 fn query(target: &[u8]) -> Option<&[u8]> {
-    let q = target.iter().position(|&b| b == b'?')?;
+    let q = find_byte(target, b'?')?;
     let rest = &target[q + 1..];
-    let end = rest.iter().position(|&b| b == b'#').unwrap_or(rest.len());
+    let end = find_byte(rest, b'#').unwrap_or(rest.len());
     Some(&rest[..end])
+}
+
+/// Position of the first `b` in `hay`, eight bytes at a time (this runs over every
+/// query string and V4 `Authorization` header).
+fn find_byte(hay: &[u8], b: u8) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let pat = LO * u64::from(b);
+    let mut words = hay.chunks_exact(8);
+    let mut at = 0;
+    for c in &mut words {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let x = u64::from_le_bytes(w) ^ pat;
+        // Some byte of x is zero (exact test; which one is found below).
+        if x.wrapping_sub(LO) & !x & HI != 0 {
+            break;
+        }
+        at += 8;
+    }
+    hay[at..].iter().position(|&x| x == b).map(|p| at + p)
 }
 
 /// The auth parameters of a query string, by name after decoding and case folding:
@@ -206,19 +227,30 @@ struct QueryAuth<'a> {
 impl<'a> QueryAuth<'a> {
     fn scan(q: &'a [u8]) -> QueryAuth<'a> {
         let mut out = QueryAuth::default();
-        for p in q.split(|&b| b == b'&') {
-            let (name, value) = match p.iter().position(|&b| b == b'=') {
-                Some(e) => (&p[..e], &p[e + 1..]),
-                None => (p, &p[p.len()..]),
-            };
-            let Some(i) = query_name(name) else { continue };
-            if out.values[i].is_some() {
-                out.twice = out.twice.or(Some(QUERY_TWICE[i]));
-            } else {
-                out.values[i] = Some(value);
+        let mut rest = q;
+        loop {
+            let end = find_byte(rest, b'&').unwrap_or(rest.len());
+            out.param(&rest[..end]);
+            if end == rest.len() {
+                return out;
             }
+            rest = &rest[end + 1..];
         }
-        out
+    }
+    fn param(&mut self, p: &'a [u8]) {
+        // A name of at most QUERY_NAME_MAX decoded bytes has its '=' within this window.
+        let window = &p[..p.len().min(3 * QUERY_NAME_MAX + 1)];
+        let (name, value) = match window.iter().position(|&b| b == b'=') {
+            Some(e) => (&p[..e], &p[e + 1..]),
+            None if p.len() == window.len() => (p, &p[p.len()..]),
+            None => return,
+        };
+        let Some(i) = query_name(name) else { return };
+        if self.values[i].is_some() {
+            self.twice = self.twice.or(Some(QUERY_TWICE[i]));
+        } else {
+            self.values[i] = Some(value);
+        }
     }
     fn v4(&self) -> bool {
         self.values[..=Q_V4_SIGNATURE].iter().any(Option::is_some)
@@ -234,6 +266,9 @@ fn query_name(raw: &[u8]) -> Option<usize> {
     match raw.first()? {
         b'x' | b'X' | b'a' | b'A' | b's' | b'S' | b'%' => {}
         _ => return None,
+    }
+    if !raw.contains(&b'%') {
+        return QUERY_NAMES.iter().position(|q| q.eq_ignore_ascii_case(raw));
     }
     let mut buf = [0u8; QUERY_NAME_MAX];
     let mut n = 0;
@@ -256,31 +291,37 @@ fn query_name(raw: &[u8]) -> Option<usize> {
         .position(|q| q.eq_ignore_ascii_case(&buf[..n]))
 }
 
-/// One pass over the parameters of a V4 `Authorization` header: the `Credential=` value
-/// (name case-sensitive, as AWS parses it) and whether a parameter is there twice
-/// (names compared case-insensitively, as a lenient store might).
-fn v4_params(params: &[u8]) -> (Option<&[u8]>, Option<&'static str>) {
+/// The first V4 `Authorization` parameter seen twice, names compared case-insensitively
+/// (as a lenient store might): every `=` ends a name, found eight bytes at a time.
+fn v4_twice(params: &[u8]) -> Option<&'static str> {
     const NAMES: [&[u8]; 3] = [b"Credential", b"SignedHeaders", b"Signature"];
     const TWICE: [&str; 3] = ["Credential twice", "SignedHeaders twice", "Signature twice"];
     let mut seen = [false; 3];
-    let mut cred = None;
-    let mut twice = None;
-    for tok in params.split(|&b| b == b',' || is_ws(b)) {
-        let Some(e) = tok.iter().position(|&b| b == b'=') else {
+    let mut from = 0;
+    while let Some(p) = find_byte(&params[from..], b'=') {
+        let eq = from + p;
+        from = eq + 1;
+        // The name: the letters right before '=' (at most 13, and not the tail of a
+        // longer word).
+        let lo = eq.saturating_sub(13);
+        let start = params[lo..eq]
+            .iter()
+            .rposition(|b| !b.is_ascii_alphabetic())
+            .map_or(lo, |s| lo + s + 1);
+        if start > 0 && params[start - 1].is_ascii_alphabetic() {
             continue;
-        };
-        let Some(i) = NAMES.iter().position(|n| n.eq_ignore_ascii_case(&tok[..e])) else {
-            continue;
-        };
-        if seen[i] {
-            twice = twice.or(Some(TWICE[i]));
         }
-        seen[i] = true;
-        if i == 0 && cred.is_none() && &tok[..e] == b"Credential" {
-            cred = Some(&tok[e + 1..]);
+        let Some(i) = NAMES
+            .iter()
+            .position(|n| n.eq_ignore_ascii_case(&params[start..eq]))
+        else {
+            continue;
+        };
+        if std::mem::replace(&mut seen[i], true) {
+            return Some(TWICE[i]);
         }
     }
-    (cred, twice)
+    None
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -413,7 +454,7 @@ fn identify_first<'a>(
         let both = (q.v4() || q.v2()).then_some("Authorization header and presigned query");
         if is_v4_scheme(sch) {
             // Credential=KEY/date/region/service/aws4_request
-            let (cred, twice) = v4_params(params);
+            let (cred, twice) = (auth_param(params, b"Credential"), v4_twice(params));
             let id = match cred.and_then(|c| Some(&c[..c.iter().position(|&b| b == b'/')?])) {
                 Some(key) => found(key, AuthMethod::V4, max),
                 None => malformed(),
@@ -1108,6 +1149,13 @@ mod tests {
                 prop_assert_eq!(got.key, Some(key.as_bytes()));
                 prop_assert_eq!(got.method, AuthMethod::ALL[form]);
             }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn find_byte_is_position(hay in prop::collection::vec(prop::sample::select(vec![0u8, 1, b'=', b'&', 0x80, 0xff, 0x3d ^ 0x80]), 0..80), b in prop::sample::select(vec![b'=', b'&', 0u8, 0xff])) {
+            prop_assert_eq!(find_byte(&hay, b), hay.iter().position(|&x| x == b));
         }
     }
 
