@@ -959,7 +959,9 @@ mod tests {
         let two_sigs = format!("{V4}, Signature=1");
         let v4_sig_twice = format!("{PRESIGNED_V4}&X-Amz-Signature=b");
         let v2_sig_twice = format!("{PRESIGNED_V2}&signature=b");
-        let cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
+        // (target, headers, the conflict named)
+        type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+        let cases: Vec<Case> = vec![
             // Issue 11: two Credential= in one header (tollgate took the first, Garage the last).
             (
                 "/b/o",

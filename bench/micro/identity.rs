@@ -15,8 +15,11 @@ const V4: &[u8] = b"AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us
 const PRESIGNED_V4: &[u8] = b"/bucket/object.bin?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host&X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404";
 const PRESIGNED_V2: &[u8] = b"/bucket/object.bin?AWSAccessKeyId=AKIAIOSFODNN7EXAMPLE&Expires=1141889120&Signature=vjbyPxybdZaNmGa%2ByT272YEAiv4%3D";
 
-fn headers<'a>(auth: Option<&'a [u8]>) -> Vec<(&'a [u8], &'a [u8])> {
-    let mut h: Vec<(&[u8], &[u8])> = vec![
+/// Header (name, value) pairs as the codec hands them to `identify`.
+type Headers<'a> = Vec<(&'a [u8], &'a [u8])>;
+
+fn headers(auth: Option<&[u8]>) -> Headers<'_> {
+    let mut h: Headers = vec![
         (b"Host", b"s3.example.com"),
         (
             b"User-Agent",
@@ -34,7 +37,7 @@ fn headers<'a>(auth: Option<&'a [u8]>) -> Vec<(&'a [u8], &'a [u8])> {
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("identify");
-    let cases: [(&str, &[u8], Vec<(&[u8], &[u8])>); 5] = [
+    let cases: [(&str, &[u8], Headers); 5] = [
         (
             "v4_header",
             b"/bucket/photos/2024/img.jpg?versionId=3HL4kqtJlcpXroDTDmJ",
