@@ -32,9 +32,15 @@
 //!   presigned query parameter, or V4 (`X-Amz-Credential`, `X-Amz-Algorithm`,
 //!   `X-Amz-Signature`) and V2 (`AWSAccessKeyId`, `Signature`) query parameters;
 //! - an auth parameter twice: two `Authorization` headers, `Credential` /
-//!   `SignedHeaders` / `Signature` twice in a V4 header (names compared case-
-//!   insensitively), or any of the query parameters above twice (after decoding and
-//!   case folding).
+//!   `SignedHeaders` / `Signature` twice in a V4 header of more than three parameters
+//!   (names compared case-insensitively; with three or fewer, a doubled one leaves a
+//!   required one missing and the store refuses the request itself), or any of the
+//!   query parameters above twice (after decoding and case folding).
+//!
+//! Cost (bench/micro/identity.rs, A/B in one run on the shared 2-vCPU VM): SigV4 header
+//! 65 → 150 ns (the whole header is now read for doubled parameters), presigned V4
+//! 186 → 180 ns, presigned V2 176 → 96 ns, anonymous with a query 65 → 48 ns, custom
+//! 21 → 28 ns. No allocation on any path (stack buffers only).
 //!
 //! The other fields are still filled in as if there were no conflict (for logs).
 //!
@@ -293,7 +299,15 @@ fn query_name(raw: &[u8]) -> Option<usize> {
 
 /// The first V4 `Authorization` parameter seen twice, names compared case-insensitively
 /// (as a lenient store might): every `=` ends a name, found eight bytes at a time.
+///
+/// Fast path (this runs on every SigV4 request): with at most three `=` there are at
+/// most three parameters, so a doubled one leaves `SignedHeaders` or `Signature`
+/// missing and every store refuses the request itself (no key confusion possible); the
+/// `=` are counted without branching (vectorised) and the scan is skipped.
 fn v4_twice(params: &[u8]) -> Option<&'static str> {
+    if params.iter().filter(|&&b| b == b'=').count() <= 3 {
+        return None;
+    }
     const NAMES: [&[u8]; 3] = [b"Credential", b"SignedHeaders", b"Signature"];
     const TWICE: [&str; 3] = ["Credential twice", "SignedHeaders twice", "Signature twice"];
     let mut seen = [false; 3];
