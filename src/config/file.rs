@@ -106,8 +106,6 @@ pub const DEFAULT_HEADERS_ON_ALLOWED: bool = true;
 pub const SHORTHAND_SUSTAINED_WINDOW: Duration = Duration::from_secs(60);
 /// Length of the window set by the `per_second` shorthand.
 pub const SHORTHAND_BURST_WINDOW: Duration = Duration::from_secs(1);
-/// Largest accepted limit of one window.
-pub const MAX_WINDOW_LIMIT: u64 = 65535;
 /// A tier enforces by default (`enforce = false` = shadow mode for that tier).
 pub const DEFAULT_TIER_ENFORCE: bool = true;
 

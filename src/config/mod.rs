@@ -191,14 +191,8 @@ pub enum UnlistedKeys {
     PerAddress,
 }
 
-/// One sliding window of a tier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WindowConfig {
-    /// Window length in milliseconds (60_000 for per-minute, 1_000 for per-second).
-    pub length_ms: u32,
-    /// Max admitted requests in any trailing window of that length.
-    pub limit: u32,
-}
+/// One sliding window of a tier (owned by the algorithm, `limit::window`).
+pub use crate::limit::WindowConfig;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TierConfig {

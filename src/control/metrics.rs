@@ -8,12 +8,28 @@ use std::sync::atomic::Ordering;
 
 use serde_json::{Value, json};
 
-use crate::stats::{AUTH_NAMES, CoreStats, METHOD_NAMES, METHODS};
+use crate::stats::{AUTH_NAMES, CoreStats, METHOD_NAMES, METHODS, TierMethod};
 
 use super::ControlState;
 
 fn sum(stats: &[std::sync::Arc<CoreStats>], f: impl Fn(&CoreStats) -> u64) -> u64 {
     stats.iter().map(|s| f(s)).sum()
+}
+
+/// One per-tier counter of tier `ti` of `n` configured. Stats hold `stats::MAX_TIERS`
+/// slots and the data path folds every tier past them into the last one, so with more
+/// tiers than slots the last slot and the tiers past it report 0 rather than a mix.
+fn tier_stat(
+    c: &CoreStats,
+    (ti, n): (usize, usize),
+    mi: usize,
+    f: impl Fn(&TierMethod) -> u64,
+) -> u64 {
+    let last = crate::stats::MAX_TIERS - 1;
+    match c.tiers.get(ti).and_then(|t| t.get(mi)) {
+        Some(x) if ti < last || n <= crate::stats::MAX_TIERS => f(x),
+        _ => 0,
+    }
 }
 
 pub fn stats_json(st: &ControlState) -> Value {
@@ -23,9 +39,17 @@ pub fn stats_json(st: &ControlState) -> Value {
     for (ti, t) in cfg.limits.tiers.iter().enumerate() {
         let mut methods = serde_json::Map::new();
         for (mi, name) in METHOD_NAMES.iter().enumerate() {
-            let a = sum(s, |c| c.tiers[ti][mi].admitted.get());
-            let d = sum(s, |c| c.tiers[ti][mi].denied.get());
-            let sd = sum(s, |c| c.tiers[ti][mi].shadow_denied.get());
+            let a = sum(s, |c| {
+                tier_stat(c, (ti, cfg.limits.tiers.len()), mi, |x| x.admitted.get())
+            });
+            let d = sum(s, |c| {
+                tier_stat(c, (ti, cfg.limits.tiers.len()), mi, |x| x.denied.get())
+            });
+            let sd = sum(s, |c| {
+                tier_stat(c, (ti, cfg.limits.tiers.len()), mi, |x| {
+                    x.shadow_denied.get()
+                })
+            });
             if a + d + sd > 0 {
                 methods.insert(
                     name.to_string(),
@@ -205,8 +229,9 @@ pub fn prometheus(st: &ControlState) -> String {
         for (mi, m) in METHOD_NAMES.iter().enumerate().take(METHODS) {
             for (label, f) in [("admitted", 0usize), ("denied", 1), ("shadow_denied", 2)] {
                 let v = sum(s, |c| {
-                    let x = &c.tiers[ti][mi];
-                    [x.admitted.get(), x.denied.get(), x.shadow_denied.get()][f]
+                    tier_stat(c, (ti, cfg.limits.tiers.len()), mi, |x| {
+                        [x.admitted.get(), x.denied.get(), x.shadow_denied.get()][f]
+                    })
                 });
                 if v > 0 || (mi < 2 && f < 2) {
                     let _ = writeln!(

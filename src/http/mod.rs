@@ -28,7 +28,10 @@ pub use chunked::{ChunkError, ChunkedScanner, MAX_CHUNK_LINE, MAX_TRAILER_BYTES}
 pub use method::{METHOD_NAMES, METHODS, Method, MethodSet, method_index};
 pub use request::{RequestHead, parse_request, signed_hop_by_hop, write_request_head};
 pub use response::{ConnHeader, ResponseHead, parse_response, write_response_head};
-pub use s3error::{ErrorBody, reason_phrase, write_error_response};
+pub use s3error::{
+    AUTH_FAILURE_SCAN, AuthFailure, ErrorBody, auth_failure_code, reason_phrase,
+    write_error_response,
+};
 
 /// Upper bound on header fields parsed without allocating (a stack array of this many
 /// `httparse::Header`s). A `max_headers` above it still works but allocates a scratch array

@@ -490,7 +490,7 @@ async fn mesh_loop(w: Rc<Worker>) {
                         } => {
                             let decision = match snap.tiers.get(tier as usize) {
                                 Some(l) => shard.check(subject.as_bytes(), tier, l, now),
-                                None => limiter::unknown_tier_decision(),
+                                None => crate::limit::Decision::unlimited(),
                             };
                             mesh.send(from, CoreMsg::Decision { slot, decision });
                         }
@@ -498,6 +498,7 @@ async fn mesh_loop(w: Rc<Worker>) {
                         CoreMsg::Health { node, ok } => {
                             w.upstreams.borrow_mut().health_result(node as usize, ok)
                         }
+                        CoreMsg::Update(u) => limiter::apply_update(&mut shard, u, now),
                     }
                 }
             }

@@ -167,6 +167,11 @@ impl CoreMesh {
         self.dirty = true;
     }
 
+    /// Messages waiting in the outbox for `dest` (not yet in its ring).
+    pub fn queued(&self, dest: usize) -> usize {
+        self.outbox.get(dest).map_or(0, |q| q.len())
+    }
+
     pub fn has_pending_output(&self) -> bool {
         self.dirty
     }

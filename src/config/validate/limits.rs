@@ -86,12 +86,12 @@ impl Validator<'_> {
                 ));
             }
         };
-        if !(1..=file::MAX_WINDOW_LIMIT).contains(&limit) {
+        if !(1..=u64::from(crate::limit::MAX_LIMIT)).contains(&limit) {
             return Err(self.err(
                 &limit_path,
                 format!(
                     "limit {limit} is out of range (must be 1..={})",
-                    file::MAX_WINDOW_LIMIT
+                    crate::limit::MAX_LIMIT
                 ),
             ));
         }
