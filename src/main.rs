@@ -285,7 +285,7 @@ fn run(path: PathBuf, overrides: Overrides) -> Result<()> {
     });
     control::start(state.clone())?;
     if let Some(a) = cfg.admin.listen {
-        let bound = control::admin::start(state.clone(), a)
+        let bound = control::admin::start_with(state.clone(), a, cfg.admin.allowed_hosts.clone())
             .with_context(|| format!("admin listener {a}"))?;
         log::info!("admin on http://{bound}");
     }

@@ -76,6 +76,14 @@ pub struct CoreStats {
     /// (readable or closed while idle). A gauge, published by housekeeping.
     pub upstream_pool_discarded: Counter,
     pub client_errors_400: Counter,
+    /// Upstream answers saying a request was not authenticated (its slot given back, the
+    /// client address charged a failure).
+    pub auth_failures: Counter,
+    /// Requests refused because their client address was over its failure window.
+    pub penalty_denials: Counter,
+    /// New subjects refused because the table was full of entries that would deny
+    /// (a gauge, published by housekeeping).
+    pub table_refused: Counter,
     pub connections_accepted: Counter,
     pub connections_active: Counter,
     /// Connections closed at once because the worker was at `http.max_connections`.
@@ -117,6 +125,9 @@ impl Default for CoreStats {
             upstream_local_errors: Default::default(),
             upstream_pool_discarded: Default::default(),
             client_errors_400: Default::default(),
+            auth_failures: Default::default(),
+            penalty_denials: Default::default(),
+            table_refused: Default::default(),
             connections_accepted: Default::default(),
             connections_active: Default::default(),
             connections_refused: Default::default(),

@@ -82,7 +82,11 @@ pub const DEFAULT_ACCESS_LOG_QUEUE: u64 = 64;
 
 pub const DEFAULT_DEFAULT_TIER: &str = "unknown";
 pub const DEFAULT_ANONYMOUS_TIER: &str = "unknown";
-pub const DEFAULT_UNLISTED_KEYS: RawUnlistedKeys = RawUnlistedKeys::PerKey;
+pub const DEFAULT_UNLISTED_KEYS: RawUnlistedKeys = RawUnlistedKeys::PerAddress;
+pub const DEFAULT_REFUND_ON_AUTH_FAILURE: bool = true;
+pub const DEFAULT_PENALTY_FAILURES: u64 = 20;
+pub const DEFAULT_PENALTY_WINDOW: Duration = Duration::from_secs(60);
+pub const DEFAULT_ALLOW_PUBLIC_WITHOUT_TOKEN: bool = false;
 pub const DEFAULT_METHODS: &[&str] = &["GET", "PUT"];
 pub const DEFAULT_ENFORCE: bool = true;
 pub const DEFAULT_DENY_STATUS: u64 = 429;
@@ -288,6 +292,8 @@ pub struct RawCert {
 pub struct RawAdmin {
     pub listen: Option<String>,
     pub token: Option<String>,
+    pub allowed_hosts: Option<Vec<String>>,
+    pub allow_public_without_token: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -371,8 +377,19 @@ pub struct RawLimits {
     pub table_cap: Option<u64>,
     pub expect_denied: Option<RawExpectDenied>,
     pub expect_drain_max: Option<u64>,
+    pub refund_on_auth_failure: Option<bool>,
+    #[serde(default)]
+    pub penalty: RawPenalty,
     #[serde(default)]
     pub headers: RawHeaders,
+}
+
+/// `[limits.penalty]`: authentication failures per client address.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPenalty {
+    pub failures: Option<u64>,
+    pub window: Option<RawDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

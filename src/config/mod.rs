@@ -73,6 +73,10 @@ pub struct AdminConfig {
     pub listen: Option<SocketAddr>,
     /// Optional bearer token required on every admin request.
     pub token: Option<String>,
+    /// `Host` values accepted besides the listener's own address and `localhost` (names a
+    /// proxy or a DNS name in front of the admin API uses). Anything else is refused, so a
+    /// web page cannot reach the API by DNS rebinding.
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -250,6 +254,14 @@ pub struct LimitsConfig {
     pub table_cap: usize,
     pub headers: HeaderGroups,
     pub expect_denied: ExpectDenied,
+    /// An upstream 403 saying the request was not authenticated (SignatureDoesNotMatch,
+    /// InvalidAccessKeyId, …) gives the admitted slot back to the key and counts a failure
+    /// against the client address. Default true.
+    pub refund_on_auth_failure: bool,
+    /// Authentication failures allowed per client address in the window; over it, the
+    /// address is refused before it touches any key's counters. `limit` 0 = off.
+    /// Default 20 per 60 s.
+    pub penalty: WindowConfig,
     /// A monotonically increasing version of the limits (bumped on every successful reload).
     pub version: u64,
 }

@@ -123,6 +123,8 @@ pub fn stats_json(st: &ControlState) -> Value {
             "tls_handshake_errors": sum(s, |c| c.tls_handshake_errors.get()),
         },
         "bad_requests": sum(s, |c| c.client_errors_400.get()),
+        "auth_failures": sum(s, |c| c.auth_failures.get()),
+        "penalty_denials": sum(s, |c| c.penalty_denials.get()),
         "access_log": {
             "enabled": cfg.access_log.path.is_some(),
             "lines": sum(s, |c| c.access_log_lines.get()),
@@ -134,6 +136,7 @@ pub fn stats_json(st: &ControlState) -> Value {
             "cap_per_core": cfg.limits.table_cap,
             "evictions": sum(s, |c| c.table_evictions.get()),
             "forced_evictions": sum(s, |c| c.table_forced_evictions.get()),
+            "refused": sum(s, |c| c.table_refused.get()),
             "expired": sum(s, |c| c.table_expired.get()),
         },
         "cross_core": {
@@ -446,6 +449,39 @@ pub fn prometheus(st: &ControlState) -> String {
         o,
         "tollgate_table_forced_evictions_total {}",
         sum(s, |c| c.table_forced_evictions.get())
+    );
+    family(
+        &mut o,
+        "tollgate_table_refused_total",
+        "counter",
+        "New subjects denied untracked because a full shard held only entries that would deny.",
+    );
+    let _ = writeln!(
+        o,
+        "tollgate_table_refused_total {}",
+        sum(s, |c| c.table_refused.get())
+    );
+    family(
+        &mut o,
+        "tollgate_auth_failures_total",
+        "counter",
+        "Upstream answers saying a request was not authenticated: its slot was given back and the client address charged a failure.",
+    );
+    let _ = writeln!(
+        o,
+        "tollgate_auth_failures_total {}",
+        sum(s, |c| c.auth_failures.get())
+    );
+    family(
+        &mut o,
+        "tollgate_penalty_denials_total",
+        "counter",
+        "Requests refused because their client address was over its authentication-failure window.",
+    );
+    let _ = writeln!(
+        o,
+        "tollgate_penalty_denials_total {}",
+        sum(s, |c| c.penalty_denials.get())
     );
     family(
         &mut o,

@@ -237,7 +237,11 @@ impl Worker {
 
     fn apply_config(&self, cfg: Arc<Config>) {
         let snap = build_snapshot(cfg);
-        self.shard.borrow_mut().set_cap(snap.cfg.limits.table_cap);
+        {
+            let mut shard = self.shard.borrow_mut();
+            shard.set_cap_at(snap.cfg.limits.table_cap, Some(self.now_ms()));
+            shard.set_penalty(snap.cfg.limits.penalty);
+        }
         self.stats.config_version.set(snap.cfg.limits.version);
         *self.snap.borrow_mut() = Rc::new(snap);
     }
@@ -302,7 +306,11 @@ pub async fn run_worker(init: WorkerInit, shared: Arc<Shared>) {
     let w = Rc::new(Worker {
         id: init.index,
         snap: RefCell::new(Rc::new(build_snapshot(cfg.clone()))),
-        shard: RefCell::new(Shard::new(cfg.limits.table_cap)),
+        shard: RefCell::new({
+            let mut s = Shard::new(cfg.limits.table_cap);
+            s.set_penalty(cfg.limits.penalty);
+            s
+        }),
         router: Router::new(workers, shared.hasher.clone()),
         mesh: RefCell::new(init.mesh),
         pending: RefCell::new(Pending::default()),
@@ -547,6 +555,7 @@ async fn housekeeping(w: Rc<Worker>) {
         w.stats.table_entries.set(shard.len() as u64);
         w.stats.table_evictions.set(shard.evictions());
         w.stats.table_forced_evictions.set(shard.forced_evictions());
+        w.stats.table_refused.set(shard.refused());
         let discarded = w
             .upstreams
             .borrow()

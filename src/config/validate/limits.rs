@@ -6,7 +6,7 @@
 //! Owns: those checks and defaults. Must not touch: listeners or upstreams; the keys file's
 //! format (`keys` checks that).
 
-use super::{R, Validator};
+use super::{R, Validator, Zero};
 use crate::config::doc::{Seg, p, parse_doc, read_text};
 use crate::config::file::{self, MAX_KEY_LEN_CAP, RawConfig, RawTier, RawWindow};
 use crate::config::keys::{load_keys_checked, unknown_tier_message};
@@ -213,6 +213,16 @@ impl Validator<'_> {
                 }
             }
         }
+        if tiers.len() > crate::stats::MAX_TIERS {
+            return Err(self.err(
+                &p!["tiers"],
+                format!(
+                    "{} tiers: at most {} are supported (stats keep counters per tier)",
+                    tiers.len(),
+                    crate::stats::MAX_TIERS
+                ),
+            ));
+        }
         Ok(tiers)
     }
 
@@ -303,7 +313,29 @@ impl Validator<'_> {
             table_cap,
             headers,
             expect_denied,
+            refund_on_auth_failure: l
+                .refund_on_auth_failure
+                .unwrap_or(file::DEFAULT_REFUND_ON_AUTH_FAILURE),
+            penalty: self.penalty(&l.penalty)?,
             version: 1,
+        })
+    }
+
+    /// `[limits.penalty]`: `failures` per `window` (0 failures = off).
+    fn penalty(&self, raw: &file::RawPenalty) -> R<WindowConfig> {
+        let p = self.section(&["limits", "penalty"], raw);
+        let limit = int!(
+            p.failures,
+            file::DEFAULT_PENALTY_FAILURES,
+            0..=u64::from(crate::limit::MAX_LIMIT)
+        );
+        let window = dur!(p.window, file::DEFAULT_PENALTY_WINDOW);
+        if window > Duration::from_secs(24 * 3600) {
+            return Err(p.err("window", "must be at most 24h"));
+        }
+        Ok(WindowConfig {
+            length_ms: window.as_millis() as u32,
+            limit: limit as u32,
         })
     }
 

@@ -415,7 +415,14 @@ mod tests {
         assert!(l.tiers.iter().all(|t| t.methods == get_put && t.enforce));
         assert_eq!(l.tier_index["unknown"], 3);
         assert_eq!((l.default_tier, l.anonymous_tier), (3, 3));
-        assert_eq!(l.unlisted_keys, UnlistedKeys::PerKey);
+        assert_eq!(l.unlisted_keys, UnlistedKeys::PerAddress);
+        assert!(l.refund_on_auth_failure);
+        assert_eq!(
+            (l.penalty.limit, l.penalty.length_ms),
+            (20, 60_000),
+            "20 failures per minute"
+        );
+        assert!(c.admin.allowed_hosts.is_empty());
         assert!(l.enforce);
         assert_eq!(l.deny_status, 429);
         assert_eq!(l.max_key_len, 128);

@@ -7,12 +7,12 @@ use super::{R, Validator, Zero, resolve_path};
 use crate::config::doc::{Seg, p, render_path};
 use crate::config::file::{
     DEFAULT_ACCESS_LOG_BUFFER, DEFAULT_ACCESS_LOG_FLUSH, DEFAULT_ACCESS_LOG_QUEUE,
-    DEFAULT_ADMIN_LISTEN, DEFAULT_ADMIN_TOKEN, DEFAULT_CLIENT_HEAD_TIMEOUT,
-    DEFAULT_CLIENT_IDLE_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEAD_BYTES,
-    DEFAULT_MAX_HEADERS, DEFAULT_MAX_REQUESTS_PER_CONNECTION, DEFAULT_PIN_WORKERS,
-    DEFAULT_RELOAD_POLL_INTERVAL, DEFAULT_SHUTDOWN_GRACE, DEFAULT_TLS_LISTEN,
-    DEFAULT_TLS_RELOAD_INTERVAL, DEFAULT_X_FORWARDED_FOR, RawAccessLog, RawAdmin, RawConfig,
-    RawHttp, RawTls,
+    DEFAULT_ADMIN_LISTEN, DEFAULT_ADMIN_TOKEN, DEFAULT_ALLOW_PUBLIC_WITHOUT_TOKEN,
+    DEFAULT_CLIENT_HEAD_TIMEOUT, DEFAULT_CLIENT_IDLE_TIMEOUT, DEFAULT_LISTEN,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEAD_BYTES, DEFAULT_MAX_HEADERS,
+    DEFAULT_MAX_REQUESTS_PER_CONNECTION, DEFAULT_PIN_WORKERS, DEFAULT_RELOAD_POLL_INTERVAL,
+    DEFAULT_SHUTDOWN_GRACE, DEFAULT_TLS_LISTEN, DEFAULT_TLS_RELOAD_INTERVAL,
+    DEFAULT_X_FORWARDED_FOR, RawAccessLog, RawAdmin, RawConfig, RawHttp, RawTls,
 };
 use crate::config::{AccessLogConfig, AdminConfig, CertConfig, HttpConfig, TlsListenConfig};
 use std::net::SocketAddr;
@@ -106,9 +106,26 @@ impl Validator<'_> {
                 "the token must be printable ASCII without spaces",
             ));
         }
+        let public = listen.is_some_and(|a| !a.ip().is_loopback());
+        if public
+            && token.is_empty()
+            && !a
+                .allow_public_without_token
+                .unwrap_or(DEFAULT_ALLOW_PUBLIC_WITHOUT_TOKEN)
+        {
+            return Err(self.err(
+                &p!["admin", "token"],
+                format!(
+                    "the admin listener {} is not on loopback: set a token (or, knowingly, \
+                     admin.allow_public_without_token = true)",
+                    listen_raw
+                ),
+            ));
+        }
         Ok(AdminConfig {
             listen,
             token: (!token.is_empty()).then_some(token),
+            allowed_hosts: a.allowed_hosts.clone().unwrap_or_default(),
         })
     }
 

@@ -27,6 +27,9 @@ pub(super) struct Admission {
     /// None: the method is not limited for the tier.
     decision: Option<Decision>,
     enforce: bool,
+    /// The client address is over its authentication-failure window: `decision` is that
+    /// window's denial, and no key's counters were touched.
+    penalized: bool,
 }
 
 impl Admission {
@@ -56,6 +59,8 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         let max_req = snap.cfg.http.max_requests_per_connection;
         self.client_idle = snap.cfg.http.client_idle_timeout;
         self.sent_continue = false;
+        self.auth_check = false;
+        self.refund = None;
         let h = &self.cbuf[self.cstart..self.cstart + self.head.head_len];
         let method = self.head.method(h);
         let parsed = Method::from_bytes(method);
@@ -130,30 +135,71 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
     }
 
     /// Identifies the key and its tier, and asks the key's owner core for a decision when
-    /// the method is limited for the tier.
-    pub(super) async fn admit(&mut self, snap: &Snapshot, req: &ReqInfo) -> Admission {
+    /// the method is limited for the tier — unless the client address is over its
+    /// authentication-failure window. Err: the request names more than one key (what was
+    /// doubled); it must be refused, since the store may authenticate another key than the
+    /// one tollgate would charge.
+    pub(super) async fn admit(
+        &mut self,
+        snap: &Snapshot,
+        req: &ReqInfo,
+    ) -> Result<Admission, &'static str> {
         let lim = &snap.cfg.limits;
-        let (tier, auth) = self.identify(snap);
+        let (tier, auth) = self.identify(snap)?;
         let t = &lim.tiers[tier];
         let limited = req.method.is_some_and(|m| t.methods.contains(m));
-        let decision = if limited {
-            Some(limiter::check(&self.w, &self.subject, tier as u16).await)
-        } else {
-            self.w.stats.unlimited[req.mi].inc();
-            None
+        let penalty = limiter::check_penalty(&self.w, self.client);
+        let decision = match (penalty, limited) {
+            (Some(d), _) => Some(d),
+            (None, true) => Some(limiter::check(&self.w, &self.subject, tier as u16).await),
+            (None, false) => {
+                self.w.stats.unlimited[req.mi].inc();
+                None
+            }
         };
+        self.auth_check = lim.refund_on_auth_failure && penalty.is_none();
+        self.refund = decision.and_then(|d| d.token).filter(|_| self.auth_check);
+        if penalty.is_some() {
+            self.w.stats.penalty_denials.inc();
+        }
         let adm = Admission {
             tier,
             auth,
             decision,
             enforce: lim.enforce && t.enforce,
+            penalized: penalty.is_some(),
         };
         self.count_decision(req, &adm);
-        adm
+        Ok(adm)
     }
 
-    /// Finds the key (kept in `self.key`) and the subject it is counted under.
-    fn identify(&mut self, snap: &Snapshot) -> (usize, AuthMethod) {
+    /// Answers a request naming more than one key: 400 `InvalidArgument`, as AWS does.
+    pub(super) async fn refuse_two_keys(
+        &mut self,
+        req: &ReqInfo,
+        what: &'static str,
+    ) -> Result<bool, Fail> {
+        self.w.stats.client_errors_400.inc();
+        log::debug!("refused a request with more than one key: {what}");
+        let answer = Answer {
+            status: 400,
+            code: "InvalidArgument",
+            message: "Only one auth mechanism allowed",
+            api_key: false,
+            close: req.framing.has_body() || !req.keep_alive,
+            head_only: req.is_head,
+        };
+        self.write_s3_error(answer).await?;
+        if !req.framing.has_body() && req.keep_alive {
+            self.cstart += req.hl;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Finds the key (kept in `self.key`), the client address (`self.client`) and the
+    /// subject the request is counted under.
+    fn identify(&mut self, snap: &Snapshot) -> Result<(usize, AuthMethod), &'static str> {
         let lim = &snap.cfg.limits;
         let h = &self.cbuf[self.cstart..self.cstart + self.head.head_len];
         let mut scratch = [0u8; 256];
@@ -177,11 +223,14 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
             .iter()
             .filter(|f| f.is(h, "x-forwarded-for"))
             .map(|f| f.value(h));
-        let client = client_ip(&snap.cfg.http, self.peer.ip(), forwarded);
-        let tgt = limiter::target(lim, &id, client);
+        self.client = client_ip(&snap.cfg.http, self.peer.ip(), forwarded);
+        if let Some(what) = id.conflict {
+            return Err(what);
+        }
+        let tgt = limiter::target(lim, &id, self.client);
         self.subject.clear();
         self.subject.extend_from_slice(tgt.subject.as_bytes());
-        (tgt.tier, id.method)
+        Ok((tgt.tier, id.method))
     }
 
     fn count_decision(&mut self, req: &ReqInfo, adm: &Admission) {
@@ -212,7 +261,9 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         d: &Decision,
     ) -> Result<bool, Fail> {
         let lim = &snap.cfg.limits;
-        self.limit_headers(snap, adm, d, false);
+        if !adm.penalized {
+            self.limit_headers(snap, adm, d, false);
+        }
         retry_headers(&mut self.extra, d);
         let body_pending = req.framing.has_body();
         let buffered = self.cbuf.len() - self.cstart - req.hl;
@@ -222,10 +273,15 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         };
         let close = !req.keep_alive
             || (body_pending && (drain_cap.is_none() || (req.expect && buffered == 0)));
+        let message = if adm.penalized {
+            "Too many failed authentications from this address"
+        } else {
+            &snap.deny_messages[adm.tier][usize::from(d.burst_binds)]
+        };
         let answer = Answer {
             status: lim.deny_status,
             code: "SlowDown",
-            message: &snap.deny_messages[adm.tier][usize::from(d.burst_binds)],
+            message,
             api_key: true,
             close,
             head_only: req.is_head,
@@ -243,7 +299,9 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
 
     /// Rate-limit headers on an admitted response (if configured), always on a shadow denial.
     pub(super) fn add_limit_headers(&mut self, snap: &Snapshot, adm: &Admission) {
-        let Some(d) = adm.decision else { return };
+        let Some(d) = adm.decision.filter(|_| !adm.penalized) else {
+            return;
+        };
         let shadow = adm.shadow_denied();
         if snap.cfg.limits.headers.on_allowed || shadow {
             self.limit_headers(snap, adm, &d, shadow);

@@ -29,6 +29,7 @@ use crate::http::{
     BodyFraming, ErrorBody, HeadError, HeadLimits, ParseStatus, RequestHead, ResponseHead,
     parse_request, write_error_response,
 };
+use crate::limit::RefundToken;
 
 use super::bufio::{PoolBuf, read_append, write_all};
 use super::headers::Extra;
@@ -108,6 +109,13 @@ struct Conn<S> {
     client_idle: Duration,
     /// A `100 Continue` went to the client for the current request.
     sent_continue: bool,
+    /// The address the current request is counted under (the peer, or the address a trusted
+    /// proxy forwarded).
+    client: std::net::IpAddr,
+    /// Look at an upstream 403/400 for an authentication failure (`refund_on_auth_failure`).
+    auth_check: bool,
+    /// The admission to give back if the upstream says the request was not authenticated.
+    refund: Option<RefundToken>,
     /// The access log is on (fixed for the process's life).
     logging: bool,
     rec: LogRec,
@@ -210,6 +218,9 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
             head: RequestHead::new(),
             rhead: ResponseHead::new(),
             sent_continue: false,
+            client: peer.ip(),
+            auth_check: false,
+            refund: None,
             rec: LogRec::new(),
         }
     }
@@ -307,7 +318,10 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         if let Some(done) = self.refuse_unproxiable(req).await {
             return done;
         }
-        let adm = self.admit(snap, req).await;
+        let adm = match self.admit(snap, req).await {
+            Ok(adm) => adm,
+            Err(what) => return self.refuse_two_keys(req, what).await,
+        };
         if let Some(d) = adm.denial() {
             return self.deny(snap, req, &adm, &d).await;
         }

@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
 use crate::http::{
-    BodyFraming, BodyProgress, ConnHeader, HeadLimits, ParseStatus, parse_response,
-    write_response_head,
+    AUTH_FAILURE_SCAN, BodyFraming, BodyProgress, ConnHeader, HeadLimits, ParseStatus,
+    auth_failure_code, parse_response, write_response_head,
 };
 
 use super::super::Snapshot;
 use super::super::bufio::{BufPool, IoEnd, PoolBuf, flush, read_append, write_range};
+use super::super::limiter;
 use super::super::upstream::{UpConn, answered_early};
 use super::{Conn, Fail, ReqInfo};
 
@@ -124,10 +125,46 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         if body.state == ReqBody::Abandoned {
             self.w.stats.upstream_early_responses.inc();
         }
+        if self.auth_check && matches!(self.rhead.status, 400 | 403) {
+            self.settle_auth_failure(snap, up, &mut rbuf).await?;
+        }
         let mut reuse = Reuse::decide(req, body.state, self.rhead.keep_alive, self.rhead.framing);
         self.stream_response(snap, up, &mut rbuf, &mut reuse)
             .await?;
         Ok(reuse)
+    }
+
+    /// An upstream 403 (or 400) whose S3 error code says the request was not authenticated
+    /// (a borrowed key with a wrong signature, an unknown key …): the admission goes back to
+    /// the key's windows and the failure counts against the client address, so nobody can
+    /// burn a victim's quota. Reads up to `AUTH_FAILURE_SCAN` bytes of a Content-Length
+    /// body into `rbuf` (they are relayed from there as usual).
+    async fn settle_auth_failure(
+        &mut self,
+        snap: &Snapshot,
+        up: &mut UpConn,
+        rbuf: &mut PoolBuf,
+    ) -> Result<(), Fail> {
+        let hl = self.rhead.head_len;
+        let BodyFraming::Length(n) = self.rhead.framing else {
+            return Ok(());
+        };
+        let want = hl + (n as usize).min(AUTH_FAILURE_SCAN);
+        let deadline = Instant::now() + snap.cfg.upstream.idle_timeout;
+        while rbuf.len() < want {
+            read_append(up, rbuf, BufPool::SIZE, deadline)
+                .await
+                .map_err(|_| Fail::Upstream)?;
+        }
+        if auth_failure_code(&rbuf[hl..want]).is_none() {
+            return Ok(());
+        }
+        self.w.stats.auth_failures.inc();
+        if let Some(token) = self.refund.take() {
+            limiter::refund(&self.w, &self.subject, token);
+        }
+        limiter::add_penalty(&self.w, self.client);
+        Ok(())
     }
 
     /// Reads upstream until a final response head is in `rbuf`, relaying interim responses
