@@ -236,6 +236,7 @@ impl Worker {
     }
 
     fn apply_config(&self, cfg: Arc<Config>) {
+        self.upstreams.borrow_mut().set_config(cfg.clone());
         let snap = build_snapshot(cfg);
         {
             let mut shard = self.shard.borrow_mut();
@@ -318,7 +319,7 @@ pub async fn run_worker(init: WorkerInit, shared: Arc<Shared>) {
         mesh_kicked: Cell::new(false),
         stats,
         epoch: shared.epoch,
-        upstreams: RefCell::new(Upstreams::new(&cfg.upstream, up_tls)),
+        upstreams: RefCell::new(Upstreams::new(cfg.clone(), up_tls)),
         pool: BufPool::new(BufPool::SIZE, 1024),
         tls: RefCell::new(shared.tls.clone().map(monoio_rustls::TlsAcceptor::from)),
         shutdown: Event::default(),

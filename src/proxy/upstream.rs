@@ -18,7 +18,9 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 
 use super::bufio::{IoEnd, flush, read_append, write_all};
-use crate::config::{Balance, UpstreamConfig};
+use std::sync::Arc;
+
+use crate::config::{Balance, Config, UpstreamConfig};
 use crate::http::{HeadLimits, ParseStatus, ResponseHead, parse_response};
 
 /// A connection to an upstream node.
@@ -184,15 +186,18 @@ pub struct Node {
 pub struct Upstreams {
     pub nodes: Vec<Node>,
     rr: usize,
-    balance: Balance,
-    cfg: UpstreamConfig,
+    /// The core's current config snapshot (the same `Arc` its `Snapshot` holds, swapped on
+    /// reload by [`set_config`](Self::set_config)): timeouts, pool, health and balance
+    /// settings are read from it, never copied. The node list is fixed at start.
+    cfg: Arc<Config>,
     pub tls: Option<UpstreamTls>,
 }
 
 impl Upstreams {
-    pub fn new(cfg: &UpstreamConfig, tls: Option<UpstreamTls>) -> Upstreams {
+    pub fn new(cfg: Arc<Config>, tls: Option<UpstreamTls>) -> Upstreams {
         Upstreams {
             nodes: cfg
+                .upstream
                 .servers
                 .iter()
                 .map(|s| Node {
@@ -210,14 +215,18 @@ impl Upstreams {
                 })
                 .collect(),
             rr: 0,
-            balance: cfg.balance,
-            cfg: cfg.clone(),
+            cfg,
             tls,
         }
     }
 
     pub fn config(&self) -> &UpstreamConfig {
-        &self.cfg
+        &self.cfg.upstream
+    }
+
+    /// Follows a reload (the node list stays as it was started).
+    pub fn set_config(&mut self, cfg: Arc<Config>) {
+        self.cfg = cfg;
     }
 
     fn usable(&self, i: usize, now: Instant) -> bool {
@@ -228,7 +237,7 @@ impl Upstreams {
     /// Picks a usable node not in `exclude`. None = no healthy node (→ 503).
     pub fn pick(&mut self, exclude: &[usize], now: Instant) -> Option<usize> {
         let n = self.nodes.len();
-        match self.balance {
+        match self.cfg.upstream.balance {
             Balance::RoundRobin => {
                 for k in 0..n {
                     let i = (self.rr + k) % n;
@@ -261,7 +270,7 @@ impl Upstreams {
     /// A pooled idle connection to `node`, if one is fresh enough and clean; the others are
     /// closed (and counted in `pool_discarded`).
     pub fn take_idle(&mut self, node: usize, now: Instant) -> Option<UpConn> {
-        let ttl = self.cfg.pool_idle_timeout;
+        let ttl = self.cfg.upstream.pool_idle_timeout;
         let n = &mut self.nodes[node];
         while let Some((conn, since)) = n.idle.pop() {
             if now.duration_since(since) < ttl && idle_is_clean(conn.raw_fd()) {
@@ -285,7 +294,7 @@ impl Upstreams {
     }
 
     pub fn put_idle(&mut self, node: usize, conn: UpConn, now: Instant) {
-        let max = self.cfg.pool_max_idle;
+        let max = self.cfg.upstream.pool_max_idle;
         let n = &mut self.nodes[node];
         if n.idle.len() < max && n.up {
             n.idle.push((conn, now));
@@ -298,8 +307,8 @@ impl Upstreams {
 
     /// Passive ejection: after `passive_fail_threshold` consecutive connect failures.
     pub fn connect_failed(&mut self, node: usize, now: Instant) {
-        let thr = self.cfg.passive_fail_threshold.max(1);
-        let dur = self.cfg.passive_eject_duration;
+        let thr = self.cfg.upstream.passive_fail_threshold.max(1);
+        let dur = self.cfg.upstream.passive_eject_duration;
         let n = &mut self.nodes[node];
         n.passive_fails += 1;
         if n.passive_fails >= thr {
@@ -318,8 +327,8 @@ impl Upstreams {
 
     /// Records an active health-check result.
     pub fn health_result(&mut self, node: usize, ok: bool) {
-        let rise = self.cfg.health.rise.max(1);
-        let fall = self.cfg.health.fall.max(1);
+        let rise = self.cfg.upstream.health.rise.max(1);
+        let fall = self.cfg.upstream.health.fall.max(1);
         let n = &mut self.nodes[node];
         if ok {
             n.fail_streak = 0;
@@ -473,7 +482,7 @@ mod tests {
              [[upstream.servers]]\naddr = \"127.0.0.1:9002\"\n"
         );
         let cfg = crate::config::validate::load_str(&text, Path::new("t.toml")).unwrap();
-        Upstreams::new(&cfg.upstream, None)
+        Upstreams::new(std::sync::Arc::new(cfg), None)
     }
 
     #[test]
@@ -498,6 +507,26 @@ mod tests {
         assert_eq!(u.pick(&[0], later), None, "one pass is not `rise`");
         u.health_result(1, true);
         assert_eq!(u.pick(&[0], later), Some(1), "up after two");
+    }
+
+    /// The settings are the snapshot's, not a copy: a reload changes them (they used to
+    /// diverge: the copy kept the start-up values).
+    #[test]
+    fn a_reload_changes_the_settings_upstreams_use() {
+        let mut u = ups("");
+        let t0 = Instant::now();
+        u.connect_failed(0, t0);
+        assert_eq!(u.pick(&[], t0), Some(1), "threshold 1: ejected at once");
+        let text = "[upstream]\npassive_fail_threshold = 3\n[[upstream.servers]]\naddr = \"127.0.0.1:9001\"\n[[upstream.servers]]\naddr = \"127.0.0.1:9002\"\n";
+        let cfg = crate::config::validate::load_str(text, Path::new("t.toml")).unwrap();
+        u.set_config(std::sync::Arc::new(cfg));
+        u.connect_failed(1, t0);
+        assert_eq!(
+            u.pick(&[0], t0),
+            Some(1),
+            "threshold 3 after the reload: still in"
+        );
+        assert_eq!(u.config().passive_fail_threshold, 3);
     }
 
     #[test]
