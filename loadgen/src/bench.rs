@@ -1,16 +1,21 @@
 //! `loadgen bench`: wrk-style saturation against one URL. Closed loop (each connection keeps
-//! `pipeline` requests in flight, back-to-back, fixed request bytes, no per-request allocation)
-//! or fixed rate (`--rate`, open loop through the engine, latency from the intended time).
+//! `pipeline` requests in flight, back-to-back, precomputed request bytes, no per-request
+//! allocation) or fixed rate (`--rate`, open loop through the engine, latency from the intended
+//! time). Requests rotate over `--keys N` SigV4-style keys ([`keys`]); `--new-conn` opens a
+//! connection per request (HTTPS: resumed from the previous session unless `--no-tls-resume`).
 //! Owns its own worker threads for the closed loop; reuses [`crate::engine`] for fixed rate.
 
-use crate::client::{Conn, TlsSetup};
+pub mod keys;
+
+use crate::client::{Conn, TlsSetup, tls_config};
 use crate::engine::{self, EngineConfig, KeyWork, ReqSource};
 use crate::plan::{Arrival, KeyPlan, Mix, Mode, Profile};
 use crate::request::Target;
 use crate::stats::{KeyStats, Percentiles, new_hist};
 use hdrhistogram::Histogram;
+use keys::{KeyStyle, RequestSet, Spec};
 use serde::Serialize;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -32,6 +37,13 @@ pub struct BenchOpts {
     pub ca_file: Option<String>,
     pub pin_cores: Vec<usize>,
     pub progress: bool,
+    /// 0: one fixed request. N: rotate over keys 0..N (bench/lib.sh `gen_keys`).
+    pub keys: usize,
+    pub key_style: KeyStyle,
+    /// One request per connection (closed loop only).
+    pub new_conn: bool,
+    /// HTTPS with `new_conn`: resume sessions (tickets / ids) instead of full handshakes.
+    pub tls_resume: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +60,9 @@ pub enum BenchError {
     Option(String),
 }
 
-/// Result of a bench run (serialised into the JSON report).
+/// Result of a bench run (serialised into the JSON report). Counts, rates and latencies only:
+/// the CPU a target spends is measured outside (bench/lib.sh reads /proc), `client_cpu_s` is
+/// the load generator's own, to tell when the load side was the bottleneck.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchResult {
     pub format: &'static str,
@@ -60,6 +74,10 @@ pub struct BenchResult {
     pub connections: usize,
     pub pipeline: usize,
     pub rate: Option<f64>,
+    /// Keys rotated over (0 = no key headers).
+    pub keys: usize,
+    pub new_conn: bool,
+    pub tls_resume: bool,
     pub duration_s: f64,
     pub elapsed_s: f64,
     pub requests: u64,
@@ -68,10 +86,21 @@ pub struct BenchResult {
     pub status_classes: [u64; 6],
     pub transport_errors: u64,
     pub timeouts: u64,
+    /// Fixed rate: requests never sent (no free connection within the timeout).
+    pub dropped: u64,
+    /// Fixed rate: requests sent more than 1 ms after their intended time.
+    pub late: u64,
+    /// Connections opened (closed loop; None for fixed rate).
+    pub connections_opened: Option<u64>,
     pub bytes_in: u64,
+    pub bytes_out: u64,
     /// Closed loop: send→response. Fixed rate: from the intended send time.
     pub latency_ms: Percentiles,
     pub service_ms: Percentiles,
+    /// Fixed rate: actual send minus intended time.
+    pub send_lag_ms: Option<Percentiles>,
+    /// utime + stime of this process (all threads), seconds.
+    pub client_cpu_s: f64,
 }
 
 impl BenchResult {
@@ -85,7 +114,7 @@ impl BenchResult {
             .sum();
         let l = &self.latency_ms;
         let mut s = format!(
-            "{} {} for {:.1}s: {} thread(s), {} connections, pipeline {}{} (driver {})\n",
+            "{} {} for {:.1}s: {} thread(s), {} connections, pipeline {}{}{}{} (driver {})\n",
             self.mode,
             self.url,
             self.duration_s,
@@ -93,6 +122,16 @@ impl BenchResult {
             self.connections,
             self.pipeline,
             self.rate.map_or(String::new(), |r| format!(", rate {r}/s")),
+            if self.keys > 0 {
+                format!(", {} keys", self.keys)
+            } else {
+                String::new()
+            },
+            if self.new_conn {
+                ", a connection per request"
+            } else {
+                ""
+            },
             self.driver
         );
         s += &format!(
@@ -107,10 +146,11 @@ impl BenchResult {
             );
         }
         s += &format!(
-            "  {} requests in {:.2}s, {:.2} MB read\n",
+            "  {} requests in {:.2}s, {:.2} MB read, {:.2} MB written\n",
             self.requests,
             self.elapsed_s,
-            self.bytes_in as f64 / 1e6
+            self.bytes_in as f64 / 1e6,
+            self.bytes_out as f64 / 1e6
         );
         if non2xx > 0 || self.transport_errors > 0 || self.timeouts > 0 {
             s += &format!(
@@ -123,45 +163,66 @@ impl BenchResult {
     }
 }
 
-fn request_bytes(t: &Target, o: &BenchOpts) -> Vec<u8> {
-    let mut r = format!(
-        "{} {} HTTP/1.1\r\nHost: {}\r\n",
-        o.method, t.path_and_query, t.host_header
-    );
-    for h in &o.headers {
-        r.push_str(h);
-        r.push_str("\r\n");
-    }
-    if o.body_size > 0 || o.method == "PUT" || o.method == "POST" {
-        r.push_str(&format!("Content-Length: {}\r\n", o.body_size));
-    }
-    r.push_str("\r\n");
-    let mut b = r.into_bytes();
-    b.resize(b.len() + o.body_size as usize, b'x');
-    b
+/// CPU seconds this process has used (utime + stime; USER_HZ is 100 on Linux).
+fn own_cpu_s() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // Fields 14 and 15 of /proc/PID/stat (the 12th and 13th after the command).
+    (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
+fn request_set(t: &Target, o: &BenchOpts) -> RequestSet {
+    RequestSet::build(&Spec {
+        method: &o.method,
+        path_and_query: &t.path_and_query,
+        host_header: &t.host_header,
+        headers: &o.headers,
+        body_size: o.body_size,
+        keys: o.keys,
+        style: o.key_style,
+    })
+}
+
+/// Client TLS for the target; without resumption when `tls_resume` is off (every connection a
+/// full handshake).
 fn tls_for(t: &Target, o: &BenchOpts) -> Result<Option<TlsSetup>, BenchError> {
-    t.tls
-        .then(|| TlsSetup::new(o.ca_file.as_deref(), o.insecure, &t.host))
-        .transpose()
-        .map_err(BenchError::Tls)
+    if !t.tls {
+        return Ok(None);
+    }
+    let mut setup =
+        TlsSetup::new(o.ca_file.as_deref(), o.insecure, &t.host).map_err(BenchError::Tls)?;
+    if !o.tls_resume {
+        let mut cfg =
+            (*tls_config(o.ca_file.as_deref(), o.insecure).map_err(BenchError::Tls)?).clone();
+        cfg.resumption = rustls::client::Resumption::disabled();
+        setup.connector = monoio_rustls::TlsConnector::from(Arc::new(cfg));
+    }
+    Ok(Some(setup))
 }
 
 pub fn run(o: &BenchOpts) -> Result<BenchResult, BenchError> {
+    let bad = |m: &str| Err(BenchError::Option(m.into()));
     if o.connections == 0 || o.threads == 0 || o.pipeline == 0 {
-        return Err(BenchError::Option(
-            "connections, threads and pipeline must be ≥ 1".into(),
-        ));
+        return bad("connections, threads and pipeline must be ≥ 1");
     }
     if o.connections < o.threads {
-        return Err(BenchError::Option(
-            "need at least one connection per thread".into(),
-        ));
+        return bad("need at least one connection per thread");
+    }
+    if o.body_size > keys::INLINE_BODY && (o.pipeline > 1 || o.rate.is_some()) {
+        return bad("a body over 64 KiB is for closed-loop runs without --pipeline");
+    }
+    if o.new_conn && (o.pipeline > 1 || o.rate.is_some()) {
+        return bad("--new-conn is for closed-loop runs without --pipeline");
     }
     match o.rate {
         Some(r) if r > 0.0 => run_rate(o, r),
-        Some(_) => Err(BenchError::Option("--rate must be > 0".into())),
+        Some(_) => bad("--rate must be > 0"),
         None => run_closed(o),
     }
 }
@@ -174,19 +235,21 @@ fn run_rate(o: &BenchOpts, rate: f64) -> Result<BenchResult, BenchError> {
     }
     let target = Target::parse(&o.url)?;
     let tls = tls_for(&target, o)?;
-    let bytes = request_bytes(&target, o);
-    let head = o.method.eq_ignore_ascii_case("HEAD");
+    let set = request_set(&target, o);
     let profile = Arc::new(Profile::constant(
         rate / o.threads as f64,
         o.duration.as_secs_f64(),
     ));
     let mix = Arc::new(Mix::new([1, 0, 0, 0], 1, vec![0]));
+    let n = set.reqs.len();
     let keys: Vec<KeyWork> = (0..o.threads)
         .map(|i| KeyWork {
             idx: i,
+            // Threads start at different keys, so they do not send the same key together.
             source: ReqSource::Fixed {
-                bytes: bytes.clone(),
-                head,
+                reqs: set.reqs.clone(),
+                next: i * n / o.threads,
+                head: set.head,
             },
             plan: Some(KeyPlan::new(
                 profile.clone(),
@@ -232,6 +295,9 @@ fn run_rate(o: &BenchOpts, rate: f64) -> Result<BenchResult, BenchError> {
         connections: o.connections,
         pipeline: 1,
         rate: Some(rate),
+        keys: o.keys,
+        new_conn: false,
+        tls_resume: o.tls_resume,
         duration_s: o.duration.as_secs_f64(),
         elapsed_s: out.elapsed.as_secs_f64(),
         requests,
@@ -239,33 +305,159 @@ fn run_rate(o: &BenchOpts, rate: f64) -> Result<BenchResult, BenchError> {
         status_classes: classes,
         transport_errors: all.transport,
         timeouts: all.timeouts,
+        dropped: all.dropped,
+        late: all.late,
+        connections_opened: None,
         bytes_in: all.bytes_in,
+        bytes_out: all.bytes_out,
         latency_ms: Percentiles::of(&all.latency),
         service_ms: Percentiles::of(&all.service),
+        send_lag_ms: Some(Percentiles::of(&out.send_lag)),
+        client_cpu_s: own_cpu_s(),
     })
 }
 
+#[derive(Default)]
 struct ClosedState {
-    hist: Histogram<u64>,
+    hist: Option<Histogram<u64>>,
     classes: [u64; 6],
     transport: u64,
     timeouts: u64,
+    connections: u64,
     bytes_in: u64,
+    bytes_out: u64,
 }
 
-/// One closed-loop worker thread's share of the run: its connections, each sending `req`
-/// back to back (`pipeline` in flight) until `deadline`.
+impl ClosedState {
+    fn merge(&mut self, o: ClosedState) {
+        if let (Some(h), Some(oh)) = (self.hist.as_mut(), o.hist.as_ref()) {
+            h.add(oh).expect("same bounds");
+        }
+        for (c, v) in self.classes.iter_mut().zip(o.classes) {
+            *c += v;
+        }
+        self.transport += o.transport;
+        self.timeouts += o.timeouts;
+        self.connections += o.connections;
+        self.bytes_in += o.bytes_in;
+        self.bytes_out += o.bytes_out;
+    }
+}
+
+/// What every connection of one closed-loop thread shares.
+struct ConnCtx {
+    addr: std::net::SocketAddr,
+    tls: Option<TlsSetup>,
+    set: RequestSet,
+    pipeline: usize,
+    new_conn: bool,
+    deadline: Instant,
+    /// The thread's next request index (round robin over the set, across its connections).
+    next: Cell<usize>,
+    st: RefCell<ClosedState>,
+    count: Arc<AtomicU64>,
+}
+
+impl ConnCtx {
+    /// The next `pipeline` requests into `buf` (cleared first).
+    fn fill(&self, buf: &mut Vec<u8>) {
+        buf.clear();
+        let reqs = &self.set.reqs;
+        for _ in 0..self.pipeline {
+            let i = self.next.get();
+            self.next.set(i.wrapping_add(1));
+            buf.extend_from_slice(&reqs[i % reqs.len()]);
+        }
+    }
+
+    /// Writes the pipelined heads in `buf`, then the large body if the set has one.
+    async fn send(&self, c: &mut Conn, buf: Vec<u8>) -> (bool, Vec<u8>) {
+        let (r, buf) = c.write(buf).await;
+        let mut sent = buf.len() as u64;
+        let mut ok = r.is_ok();
+        if let (true, Some(body)) = (ok, self.set.body) {
+            ok = c.write_static(body).await.is_ok();
+            sent += body.len() as u64;
+        }
+        self.st.borrow_mut().bytes_out += sent;
+        (ok, buf)
+    }
+
+    /// Reads the responses to one write; returns how many arrived whole.
+    async fn receive(&self, c: &mut Conn, t: Instant) -> u64 {
+        let mut ok = 0;
+        for _ in 0..self.pipeline {
+            match c.read_response(self.set.head).await {
+                Ok(resp) => {
+                    let us = (t.elapsed().as_nanos() / 1000) as u64;
+                    let mut s = self.st.borrow_mut();
+                    if let Some(h) = s.hist.as_mut() {
+                        h.saturating_record(us.max(1));
+                    }
+                    s.classes[(resp.status as usize / 100).min(5)] += 1;
+                    s.bytes_in += resp.body_bytes;
+                    ok += 1;
+                    if resp.close {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    self.st.borrow_mut().transport += 1;
+                    break;
+                }
+            }
+        }
+        ok
+    }
+}
+
+/// One connection of the closed loop, until the deadline: (re)connect, write, read, repeat.
+async fn closed_conn(ctx: Rc<ConnCtx>) {
+    let mut buf: Vec<u8> = Vec::with_capacity(ctx.set.reqs[0].len() * ctx.pipeline);
+    let mut conn: Option<Conn> = None;
+    while Instant::now() < ctx.deadline {
+        if conn.is_none() {
+            match Conn::connect(ctx.addr, ctx.tls.as_ref()).await {
+                Ok(c) => {
+                    conn = Some(c);
+                    ctx.st.borrow_mut().connections += 1;
+                }
+                Err(_) => {
+                    ctx.st.borrow_mut().transport += 1;
+                    monoio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            }
+        }
+        let c = conn.as_mut().expect("connected");
+        ctx.fill(&mut buf);
+        let t = Instant::now();
+        let (sent, b) = ctx.send(c, buf).await;
+        buf = b;
+        if !sent {
+            ctx.st.borrow_mut().transport += 1;
+            conn = None;
+            continue;
+        }
+        let ok = ctx.receive(c, t).await;
+        ctx.count.fetch_add(ok, Relaxed);
+        if ok < ctx.pipeline as u64 || ctx.new_conn {
+            conn = None;
+        }
+    }
+}
+
+/// One closed-loop worker thread's share of the run.
 struct ClosedThread {
     ti: usize,
     conns: usize,
-    req: Vec<u8>,
-    tls: Option<TlsSetup>,
-    addr: std::net::SocketAddr,
     pin: Vec<usize>,
-    pipeline: usize,
-    head: bool,
-    deadline: Instant,
     timeout: Duration,
+    ctx: (std::net::SocketAddr, Option<TlsSetup>, RequestSet),
+    pipeline: usize,
+    new_conn: bool,
+    first: usize,
+    deadline: Instant,
     count: Arc<AtomicU64>,
 }
 
@@ -275,120 +467,72 @@ impl ClosedThread {
             core_affinity::set_for_current(core_affinity::CoreId { id: core });
         }
         let (mut rt, driver) = engine::build_runtime(true).map_err(BenchError::Runtime)?;
-        let st = Rc::new(RefCell::new(ClosedState {
-            hist: new_hist(),
-            classes: [0; 6],
-            transport: 0,
-            timeouts: 0,
-            bytes_in: 0,
-        }));
-        let tls = self.tls.map(Rc::new);
-        let req = Rc::new(self.req);
-        let st2 = st.clone();
-        let (deadline, timeout) = (self.deadline, self.timeout);
+        let (addr, tls, set) = self.ctx;
+        let ctx = Rc::new(ConnCtx {
+            addr,
+            tls,
+            set,
+            pipeline: self.pipeline,
+            new_conn: self.new_conn,
+            deadline: self.deadline,
+            next: Cell::new(self.first),
+            st: RefCell::new(ClosedState {
+                hist: Some(new_hist()),
+                ..ClosedState::default()
+            }),
+            count: self.count,
+        });
+        let limit = self.deadline.saturating_duration_since(Instant::now()) + self.timeout;
+        let ctx2 = ctx.clone();
         rt.block_on(async move {
-            let mut hs = Vec::new();
-            for _ in 0..self.conns {
-                let f = closed_conn(
-                    self.addr,
-                    tls.clone(),
-                    req.clone(),
-                    self.pipeline,
-                    self.head,
-                    deadline,
-                    st2.clone(),
-                    self.count.clone(),
-                );
-                let st3 = st2.clone();
-                let limit = deadline.saturating_duration_since(Instant::now()) + timeout;
-                hs.push(monoio::spawn(async move {
-                    if monoio::time::timeout(limit, f).await.is_err() {
-                        st3.borrow_mut().timeouts += 1;
-                    }
-                }));
-            }
+            let hs: Vec<_> = (0..self.conns)
+                .map(|_| {
+                    let c = ctx2.clone();
+                    monoio::spawn(async move {
+                        if monoio::time::timeout(limit, closed_conn(c.clone()))
+                            .await
+                            .is_err()
+                        {
+                            c.st.borrow_mut().timeouts += 1;
+                        }
+                    })
+                })
+                .collect();
             for h in hs {
                 h.await;
             }
         });
-        let st = Rc::try_unwrap(st)
-            .ok()
-            .expect("tasks finished")
-            .into_inner();
+        let st = std::mem::take(&mut *ctx.st.borrow_mut());
         Ok((st, driver))
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn closed_conn(
-    addr: std::net::SocketAddr,
-    tls: Option<Rc<TlsSetup>>,
-    req: Rc<Vec<u8>>,
-    pipeline: usize,
-    head: bool,
-    deadline: Instant,
-    st: Rc<RefCell<ClosedState>>,
-    count: Arc<AtomicU64>,
-) {
-    let mut buf: Vec<u8> = Vec::with_capacity(req.len() * pipeline);
-    for _ in 0..pipeline {
-        buf.extend_from_slice(&req);
-    }
-    let mut conn: Option<Conn> = None;
-    while Instant::now() < deadline {
-        if conn.is_none() {
-            match Conn::connect(addr, tls.as_deref()).await {
-                Ok(c) => conn = Some(c),
-                Err(_) => {
-                    st.borrow_mut().transport += 1;
-                    monoio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            }
+/// Progress lines once a second until every thread has finished.
+fn closed_progress(handles: &[std::thread::JoinHandle<impl Sized>], counters: &[Arc<AtomicU64>]) {
+    let start = Instant::now();
+    let mut last = 0;
+    let mut tick = start + Duration::from_secs(1);
+    while !handles.iter().all(|h| h.is_finished()) {
+        if Instant::now() >= tick {
+            let n: u64 = counters.iter().map(|c| c.load(Relaxed)).sum();
+            eprintln!(
+                "[{:>5.0}s] {:>10} requests ({:>8}/s)",
+                (tick - start).as_secs_f64(),
+                n,
+                n - last
+            );
+            last = n;
+            tick += Duration::from_secs(1);
         }
-        let c = conn.as_mut().expect("connected");
-        let t = Instant::now();
-        let (r, b) = c.write(buf).await;
-        buf = b;
-        if r.is_err() {
-            st.borrow_mut().transport += 1;
-            conn = None;
-            continue;
-        }
-        let mut ok = 0;
-        for _ in 0..pipeline {
-            match c.read_response(head).await {
-                Ok(resp) => {
-                    let us = (t.elapsed().as_nanos() / 1000) as u64;
-                    let mut s = st.borrow_mut();
-                    s.hist.saturating_record(us.max(1));
-                    s.classes[(resp.status as usize / 100).min(5)] += 1;
-                    s.bytes_in += resp.body_bytes;
-                    ok += 1;
-                    if resp.close {
-                        break;
-                    }
-                }
-                Err(_) => {
-                    st.borrow_mut().transport += 1;
-                    break;
-                }
-            }
-        }
-        count.fetch_add(ok, Relaxed);
-        if ok < pipeline as u64 {
-            conn = None;
-        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 fn run_closed(o: &BenchOpts) -> Result<BenchResult, BenchError> {
     let target = Target::parse(&o.url)?;
     let tls = tls_for(&target, o)?;
-    let req = request_bytes(&target, o);
-    let head = o.method.eq_ignore_ascii_case("HEAD");
+    let set = request_set(&target, o);
     let start = Instant::now();
-    let deadline = start + o.duration;
     let counters: Vec<Arc<AtomicU64>> = (0..o.threads)
         .map(|_| Arc::new(AtomicU64::new(0)))
         .collect();
@@ -397,56 +541,36 @@ fn run_closed(o: &BenchOpts) -> Result<BenchResult, BenchError> {
         let t = ClosedThread {
             ti,
             conns: o.connections / o.threads + usize::from(ti < o.connections % o.threads),
-            req: req.clone(),
-            tls: tls.clone(),
-            addr: target.addr,
             pin: o.pin_cores.clone(),
-            pipeline: o.pipeline,
-            head,
-            deadline,
             timeout: o.timeout,
+            ctx: (target.addr, tls.clone(), set.clone()),
+            pipeline: o.pipeline,
+            new_conn: o.new_conn,
+            first: ti * set.reqs.len() / o.threads,
+            deadline: start + o.duration,
             count: counter.clone(),
         };
         handles.push(std::thread::spawn(move || t.run()));
     }
     if o.progress {
-        let mut last = 0;
-        let mut tick = start + Duration::from_secs(1);
-        while !handles.iter().all(|h| h.is_finished()) {
-            if Instant::now() >= tick {
-                let n: u64 = counters.iter().map(|c| c.load(Relaxed)).sum();
-                eprintln!(
-                    "[{:>5.0}s] {:>10} requests ({:>8}/s)",
-                    (tick - start).as_secs_f64(),
-                    n,
-                    n - last
-                );
-                last = n;
-                tick += Duration::from_secs(1);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        closed_progress(&handles, &counters);
     }
-    let mut hist = new_hist();
-    let mut classes = [0u64; 6];
-    let (mut transport, mut timeouts, mut bytes_in) = (0, 0, 0);
+    let mut all = ClosedState {
+        hist: Some(new_hist()),
+        ..ClosedState::default()
+    };
     let mut drivers = Vec::new();
     for h in handles {
         let (s, d) = h
             .join()
             .map_err(|_| BenchError::Engine(engine::EngineError::Panic))??;
-        hist.add(&s.hist).expect("same bounds");
-        for (c, v) in classes.iter_mut().zip(s.classes) {
-            *c += v;
-        }
-        transport += s.transport;
-        timeouts += s.timeouts;
-        bytes_in += s.bytes_in;
+        all.merge(s);
         drivers.push(d);
     }
     let elapsed = start.elapsed();
     drivers.dedup();
-    let requests: u64 = classes.iter().sum();
+    let hist = all.hist.take().expect("merged histogram");
+    let requests: u64 = all.classes.iter().sum();
     Ok(BenchResult {
         format: "loadgen-bench",
         version: 1,
@@ -457,15 +581,24 @@ fn run_closed(o: &BenchOpts) -> Result<BenchResult, BenchError> {
         connections: o.connections,
         pipeline: o.pipeline,
         rate: None,
+        keys: o.keys,
+        new_conn: o.new_conn,
+        tls_resume: o.tls_resume,
         duration_s: o.duration.as_secs_f64(),
         elapsed_s: elapsed.as_secs_f64(),
         requests,
         rps: requests as f64 / elapsed.as_secs_f64(),
-        status_classes: classes,
-        transport_errors: transport,
-        timeouts,
-        bytes_in,
+        status_classes: all.classes,
+        transport_errors: all.transport,
+        timeouts: all.timeouts,
+        dropped: 0,
+        late: 0,
+        connections_opened: Some(all.connections),
+        bytes_in: all.bytes_in,
+        bytes_out: all.bytes_out,
         latency_ms: Percentiles::of(&hist),
         service_ms: Percentiles::of(&hist),
+        send_lag_ms: None,
+        client_cpu_s: own_cpu_s(),
     })
 }

@@ -40,8 +40,12 @@ pub enum EngineError {
 pub enum ReqSource {
     /// Path-style S3 requests signed per the group's auth style.
     S3(Box<RequestBuilder>),
-    /// The same bytes every time (bench mode).
-    Fixed { bytes: Vec<u8>, head: bool },
+    /// Fixed requests sent in turn, from `next` on (bench mode; one, or one per key).
+    Fixed {
+        reqs: Arc<Vec<Vec<u8>>>,
+        next: usize,
+        head: bool,
+    },
 }
 
 /// One key's work.
@@ -355,8 +359,9 @@ impl Local {
                 let rest = b.build(job.op, job.obj, job.size_idx, unix, wbuf);
                 (rest, job.op == Op::Head, b.body_len(job.op, job.size_idx))
             }
-            ReqSource::Fixed { bytes, head } => {
-                wbuf.extend_from_slice(bytes);
+            ReqSource::Fixed { reqs, next, head } => {
+                wbuf.extend_from_slice(&reqs[*next % reqs.len()]);
+                *next = next.wrapping_add(1);
                 (0, *head, 0)
             }
         }

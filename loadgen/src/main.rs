@@ -6,6 +6,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use loadgen::bench::keys::KeyStyle;
 use loadgen::bench::{self, BenchOpts};
 use loadgen::run::{expectation, run_scenario};
 use loadgen::scenario::{Overrides, Scenario};
@@ -144,6 +145,19 @@ struct BenchArgs {
     /// Pin worker threads to these cores, e.g. "0" or "0,1".
     #[arg(long, value_parser = cores)]
     pin: Option<Cores>,
+    /// Rotate SigV4-style `Authorization` headers over N keys (bench/lib.sh `gen_keys` keys,
+    /// request by request). 0: no key headers.
+    #[arg(long, default_value_t = 0)]
+    keys: usize,
+    /// Key id format for --keys: `garage` (GK + 24 hex) or `aws` (AKIA + 16 hex).
+    #[arg(long, default_value = "garage", value_parser = KeyStyle::parse)]
+    key_style: KeyStyle,
+    /// Open a new connection for every request (closed loop; connections per second).
+    #[arg(long)]
+    new_conn: bool,
+    /// HTTPS with --new-conn: a full handshake every time (no session resumption).
+    #[arg(long)]
+    no_tls_resume: bool,
     /// Write the JSON result here.
     #[arg(long)]
     json: Option<String>,
@@ -226,6 +240,10 @@ fn bench(a: BenchArgs) -> Result<i32> {
         ca_file: a.ca_file,
         pin_cores: a.pin.map(|c| c.0).unwrap_or_default(),
         progress: !a.quiet,
+        keys: a.keys,
+        key_style: a.key_style,
+        new_conn: a.new_conn,
+        tls_resume: !a.no_tls_resume,
     };
     let r = bench::run(&o)?;
     print!("{}", r.to_text());
