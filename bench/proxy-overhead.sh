@@ -6,8 +6,9 @@
 # tollgate-log = tollgate with its access log written to a file; tollgate-base = tollgate's
 # configuration on the baseline build $TOLLGATE_BASE_BIN, for a change's before/after ratio in
 # one run):
-# start it with ONE worker pinned to the proxy core, drive it with wrk (closed loop, keep-alive,
-# -t1 -c64) through to an nginx `return 200` origin, and measure
+# start it with ONE worker pinned to the proxy core, drive it with wrk (or `loadgen bench` with
+# --client loadgen; closed loop, keep-alive, one thread, 64 connections) through to an nginx
+# `return 200` origin, and measure
 #   req/s                      wrk's completed requests / wrk's duration
 #   CPU µs per request         (utime+stime of the proxy's processes, from /proc, after - before)
 #                              × 1e6 / requests
@@ -26,13 +27,16 @@
 # Usage: bench/proxy-overhead.sh [--rounds N] [--duration S] [--connections C] [--warmup S]
 #          [--systems a,b,..] [--modes 1key,1000keys] [--proxy-core N] [--load-core N]
 #          [--out-dir DIR] [--no-save] [--wait-idle MAX_S] [--max-foreign PCT [--retries N]]
+#          [--client wrk|loadgen] [--save-json PATH]
 # Defaults: 3 rounds, 10 s, 64 connections, 1 s warm-up, every system, both modes, cores 0/1,
 # results to bench/results/<date>-proxy-overhead.{md,json}; --wait-idle waits up to MAX_S seconds
 # for the machine to go below 15% busy before starting (default 0: start at once);
 # --max-foreign PCT repeats a measurement (up to --retries, default 2, after waiting up to 60 s for
 # the machine to go idle) when other processes took more than PCT% of the proxy core during it
 # (default 0: off). Both only lengthen the run on a busy machine. Default run: ≈ 5.5 min with five
-# systems. Every process started is killed by PID on exit.
+# systems. --client loadgen drives the load with `loadgen bench --keys N` instead of wrk (the
+# same requests); --save-json PATH writes the JSON there instead of results/ (bench/run.sh).
+# Every process started is killed by PID on exit.
 
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -50,6 +54,8 @@ SAVE=1
 WAIT_IDLE=0
 MAX_FOREIGN=0
 RETRIES=2
+CLIENT=wrk
+SAVE_JSON=""
 
 usage() { sed -n '2,/^$/p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while (($#)); do
@@ -67,12 +73,21 @@ while (($#)); do
     --wait-idle) WAIT_IDLE="$2"; shift 2 ;;
     --max-foreign) MAX_FOREIGN="$2"; shift 2 ;;
     --retries) RETRIES="$2"; shift 2 ;;
+    --client) CLIENT="$2"; shift 2 ;;
+    --save-json) SAVE_JSON="$2"; SAVE=0; shift 2 ;;
     -h | --help) usage 0 ;;
     *) echo "unknown option: $1" >&2; usage 1 ;;
     esac
 done
 
-bench_require haproxy nginx wrk taskset curl python3 lscpu
+case "$CLIENT" in
+wrk) bench_require haproxy nginx wrk taskset curl python3 lscpu ;;
+loadgen)
+    bench_require haproxy nginx taskset curl python3 lscpu
+    loadgen_bin >/dev/null || bench_die "--client loadgen: no loadgen build (cargo build --release -p loadgen)"
+    ;;
+*) bench_die "--client wrk or loadgen" ;;
+esac
 bench_setup
 
 NCPU="$(nproc)"
@@ -119,10 +134,17 @@ FIRST_KEY="$(awk 'NR == 1 {print $1}' "$RUN_DIR/keys.txt")"
 
 mode_nkeys() { [[ "$1" == 1key ]] && echo 1 || echo 1000; }
 
-# run_wrk PORT MODE SECONDS: runs wrk on the load core (in this shell, so its PID is tracked
-# for the EXIT trap) and leaves wrk's WRKJSON payload in $RUN_DIR/wrk.json.
+# run_wrk PORT MODE SECONDS: runs wrk (or loadgen) on the load core (in this shell, so its PID
+# is tracked for the EXIT trap) and leaves wrk's WRKJSON payload (loadgen's result in that
+# shape) in $RUN_DIR/wrk.json.
 run_wrk() {
     local port="$1" mode="$2" secs="$3" pid
+    if [[ "$CLIENT" == loadgen ]]; then
+        run_loadgen "$RUN_DIR/loadgen.json" "http://127.0.0.1:$port/bench/object" -t 1 \
+            -c "$CONNECTIONS" -d "${secs}s" --timeout 5s --keys "$(mode_nkeys "$mode")"
+        python3 "$BENCH_DIR/report.py" wrkshape "$RUN_DIR/loadgen.json" >"$RUN_DIR/wrk.json"
+        return 0
+    fi
     taskset -c "$LOAD_CORE" wrk -t1 -c"$CONNECTIONS" -d"${secs}s" --timeout 5s \
         -s "$BENCH_DIR/wrk/keys.lua" "http://127.0.0.1:$port/" \
         -- "$RUN_DIR/keys.txt" "$(mode_nkeys "$mode")" >"$RUN_DIR/wrk.out" 2>&1 &
@@ -224,8 +246,9 @@ if ((SAVE)); then
 fi
 PARAMS="$(python3 -c 'import json,sys; print(json.dumps({"rounds":int(sys.argv[1]),"duration_s":int(sys.argv[2]),"connections":int(sys.argv[3]),"wrk_threads":1,"warmup_s":int(sys.argv[4]),"modes":sys.argv[5].split(","),"proxy_core":int(sys.argv[6]),"load_core":int(sys.argv[7]),"workers":1,"limits":"open (far above the load: nothing denied); tollgate-plain and haproxy-plain do not limit","max_foreign_pct":int(sys.argv[8]),"retries":int(sys.argv[9]),"skipped":sys.argv[10:]}))' \
     "$ROUNDS" "$DURATION" "$CONNECTIONS" "$WARMUP" "$MODES" "$PROXY_CORE" "$LOAD_CORE" "$MAX_FOREIGN" "$RETRIES" "${SKIPPED[@]+"${SKIPPED[@]}"}")"
+PARAMS="$(python3 -c 'import json,sys; p=json.loads(sys.argv[1]); p["client"]=sys.argv[2]; print(json.dumps(p))' "$PARAMS" "$CLIENT")"
 touch "$RUN_DIR/discarded.jsonl"
-python3 - "$RUNS" "$MACHINE" "$PARAMS" "$SAVE" "$OUT_DIR/$STEM" "$RUN_DIR/discarded.jsonl" <<'PY'
+python3 - "$RUNS" "$MACHINE" "$PARAMS" "$SAVE" "$OUT_DIR/$STEM" "$RUN_DIR/discarded.jsonl" "$SAVE_JSON" <<'PY'
 import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 discarded = [json.loads(l) for l in open(sys.argv[6]) if l.strip()]
@@ -256,8 +279,8 @@ modes = []
 for s in summary:
     if s["mode"] not in modes:
         modes.append(s["mode"])
-lines = ["# Proxy overhead: one worker core, wrk -t1 -c%d, %d s × %d rounds (medians)" %
-         (params["connections"], params["duration_s"], params["rounds"]), ""]
+lines = ["# Proxy overhead: one worker core, %s -t1 -c%d, %d s × %d rounds (medians)" %
+         (params["client"], params["connections"], params["duration_s"], params["rounds"]), ""]
 m = machine
 lines += ["Machine: %s, %d CPUs, %s; git %s%s; load average at start %s." %
           (m["cpu_model"], m["nproc"], m["kernel"], m["git_rev"], " (dirty)" if m["git_dirty"] else "",
@@ -315,9 +338,12 @@ lines += ["wrk latencies are closed-loop (coordinated omission): context only, n
           "Raw per-round numbers: the .json file beside this one.", ""]
 md = "\n".join(lines)
 print(md)
+doc = {"benchmark": "proxy-overhead", "machine": machine, "params": params,
+       "summary": summary, "ratios": ratios, "runs": runs, "discarded": discarded}
 if save:
     open(stem + ".md", "w").write(md)
-    json.dump({"benchmark": "proxy-overhead", "machine": machine, "params": params,
-               "summary": summary, "ratios": ratios, "runs": runs, "discarded": discarded}, open(stem + ".json", "w"), indent=1)
+    json.dump(doc, open(stem + ".json", "w"), indent=1)
     print("saved %s.md and %s.json" % (stem, stem), file=sys.stderr)
+if sys.argv[7]:
+    json.dump(doc, open(sys.argv[7], "w"), indent=1)
 PY

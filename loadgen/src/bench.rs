@@ -44,6 +44,9 @@ pub struct BenchOpts {
     pub new_conn: bool,
     /// HTTPS with `new_conn`: resume sessions (tickets / ids) instead of full handshakes.
     pub tls_resume: bool,
+    /// Closed loop: stop after this many requests (0 = when the duration is over). With
+    /// `keys` = N and `requests` = k × N, every key is sent exactly k times.
+    pub requests: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -220,6 +223,9 @@ pub fn run(o: &BenchOpts) -> Result<BenchResult, BenchError> {
     if o.new_conn && (o.pipeline > 1 || o.rate.is_some()) {
         return bad("--new-conn is for closed-loop runs without --pipeline");
     }
+    if o.requests > 0 && o.rate.is_some() {
+        return bad("--requests is for closed-loop runs");
+    }
     match o.rate {
         Some(r) if r > 0.0 => run_rate(o, r),
         Some(_) => bad("--rate must be > 0"),
@@ -354,20 +360,26 @@ struct ConnCtx {
     deadline: Instant,
     /// The thread's next request index (round robin over the set, across its connections).
     next: Cell<usize>,
+    /// Requests this thread may still send (u64::MAX: no count limit).
+    quota: Cell<u64>,
     st: RefCell<ClosedState>,
     count: Arc<AtomicU64>,
 }
 
 impl ConnCtx {
-    /// The next `pipeline` requests into `buf` (cleared first).
-    fn fill(&self, buf: &mut Vec<u8>) {
+    /// The next requests (up to `pipeline`, within the quota) into `buf` (cleared first);
+    /// how many.
+    fn fill(&self, buf: &mut Vec<u8>) -> usize {
         buf.clear();
         let reqs = &self.set.reqs;
-        for _ in 0..self.pipeline {
+        let n = (self.pipeline as u64).min(self.quota.get()) as usize;
+        self.quota.set(self.quota.get() - n as u64);
+        for _ in 0..n {
             let i = self.next.get();
             self.next.set(i.wrapping_add(1));
             buf.extend_from_slice(&reqs[i % reqs.len()]);
         }
+        n
     }
 
     /// Writes the pipelined heads in `buf`, then the large body if the set has one.
@@ -383,10 +395,10 @@ impl ConnCtx {
         (ok, buf)
     }
 
-    /// Reads the responses to one write; returns how many arrived whole.
-    async fn receive(&self, c: &mut Conn, t: Instant) -> u64 {
+    /// Reads the `n` responses to one write; returns how many arrived whole.
+    async fn receive(&self, c: &mut Conn, t: Instant, n: usize) -> u64 {
         let mut ok = 0;
-        for _ in 0..self.pipeline {
+        for _ in 0..n {
             match c.read_response(self.set.head).await {
                 Ok(resp) => {
                     let us = (t.elapsed().as_nanos() / 1000) as u64;
@@ -430,7 +442,10 @@ async fn closed_conn(ctx: Rc<ConnCtx>) {
             }
         }
         let c = conn.as_mut().expect("connected");
-        ctx.fill(&mut buf);
+        let n = ctx.fill(&mut buf);
+        if n == 0 {
+            return;
+        }
         let t = Instant::now();
         let (sent, b) = ctx.send(c, buf).await;
         buf = b;
@@ -439,9 +454,9 @@ async fn closed_conn(ctx: Rc<ConnCtx>) {
             conn = None;
             continue;
         }
-        let ok = ctx.receive(c, t).await;
+        let ok = ctx.receive(c, t, n).await;
         ctx.count.fetch_add(ok, Relaxed);
-        if ok < ctx.pipeline as u64 || ctx.new_conn {
+        if ok < n as u64 || ctx.new_conn {
             conn = None;
         }
     }
@@ -457,6 +472,7 @@ struct ClosedThread {
     pipeline: usize,
     new_conn: bool,
     first: usize,
+    quota: u64,
     deadline: Instant,
     count: Arc<AtomicU64>,
 }
@@ -476,6 +492,7 @@ impl ClosedThread {
             new_conn: self.new_conn,
             deadline: self.deadline,
             next: Cell::new(self.first),
+            quota: Cell::new(self.quota),
             st: RefCell::new(ClosedState {
                 hist: Some(new_hist()),
                 ..ClosedState::default()
@@ -528,6 +545,15 @@ fn closed_progress(handles: &[std::thread::JoinHandle<impl Sized>], counters: &[
     }
 }
 
+/// Thread `ti`'s share of a `--requests` total (the remainder to the first threads).
+fn thread_quota(total: u64, threads: usize, ti: usize) -> u64 {
+    if total == 0 {
+        return u64::MAX;
+    }
+    let t = threads as u64;
+    total / t + u64::from((ti as u64) < total % t)
+}
+
 fn run_closed(o: &BenchOpts) -> Result<BenchResult, BenchError> {
     let target = Target::parse(&o.url)?;
     let tls = tls_for(&target, o)?;
@@ -547,6 +573,7 @@ fn run_closed(o: &BenchOpts) -> Result<BenchResult, BenchError> {
             pipeline: o.pipeline,
             new_conn: o.new_conn,
             first: ti * set.reqs.len() / o.threads,
+            quota: thread_quota(o.requests, o.threads, ti),
             deadline: start + o.duration,
             count: counter.clone(),
         };

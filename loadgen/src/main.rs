@@ -158,6 +158,10 @@ struct BenchArgs {
     /// HTTPS with --new-conn: a full handshake every time (no session resumption).
     #[arg(long)]
     no_tls_resume: bool,
+    /// Closed loop: stop after this many requests (or at the end of --duration). With
+    /// --keys N and --requests k×N every key is sent exactly k times.
+    #[arg(short = 'n', long, default_value_t = 0)]
+    requests: u64,
     /// Write the JSON result here.
     #[arg(long)]
     json: Option<String>,
@@ -244,6 +248,7 @@ fn bench(a: BenchArgs) -> Result<i32> {
         key_style: a.key_style,
         new_conn: a.new_conn,
         tls_resume: !a.no_tls_resume,
+        requests: a.requests,
     };
     let r = bench::run(&o)?;
     print!("{}", r.to_text());

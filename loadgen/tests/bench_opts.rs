@@ -67,6 +67,23 @@ fn keys_rotate_request_by_request_in_the_closed_loop() {
 }
 
 #[test]
+fn requests_caps_the_closed_loop_so_every_key_is_sent_exactly_k_times() {
+    let r = start(Behaviour::Fixed, None);
+    let url = format!("http://127.0.0.1:{}/bench/object", r.port);
+    let v = bench_json(
+        &url,
+        &["-c", "4", "-d", "20s", "--keys", "7", "--requests", "21"],
+        "requests.json",
+    );
+    assert_eq!(v["requests"], 21);
+    assert_eq!(per_key(&r, 7), vec![3; 7]);
+    assert!(
+        v["elapsed_s"].as_f64().unwrap() < 10.0,
+        "stopped at the count, not the duration"
+    );
+}
+
+#[test]
 fn keys_rotate_at_a_fixed_rate() {
     let r = start(Behaviour::Fixed, None);
     let url = format!("http://127.0.0.1:{}/bench/object", r.port);
@@ -211,6 +228,7 @@ fn bad_combinations_are_refused() {
         &["--new-conn", "--rate", "10"][..],
         &["--body", "1MiB", "--rate", "10"][..],
         &["--new-conn", "--pipeline", "2"][..],
+        &["--requests", "5", "--rate", "10"][..],
     ] {
         let out = run_with_timeout(
             Command::new(loadgen_bin())
