@@ -704,3 +704,78 @@ load_rates() {
         python3 -c 'import sys; f=float(sys.argv[1]); print("%g%% %d" % (f * 100, round(f * float(sys.argv[2]))))' "$f" "$2"
     done
 }
+
+# tree_pids PID → PID and its descendants (nginx's workers), comma-separated.
+tree_pids() {
+    python3 - "$1" <<'PY'
+import os, sys
+out, todo = [], [int(sys.argv[1])]
+while todo:
+    p = todo.pop()
+    out.append(p)
+    try:
+        for tid in os.listdir("/proc/%d/task" % p):
+            todo += [int(x) for x in open("/proc/%d/task/%s/children" % (p, tid)).read().split()]
+    except OSError:
+        pass
+print(",".join(map(str, out)))
+PY
+}
+
+# syscall_counts PID LOADGEN_ARGS...: a separate diagnostic run (`loadgen bench LOADGEN_ARGS`)
+# while `perf stat` counts the syscalls, io_uring_enter and epoll_wait calls and context
+# switches of PID's process tree → key=value lines per request (nothing when perf cannot count
+# tracepoints here). Not part of the CPU figures: the counting costs a little.
+syscall_counts() {
+    local pid="$1" ppid
+    shift
+    command -v perf >/dev/null 2>&1 || return 0
+    perf stat -x, -o "$RUN_DIR/perf-stat.txt" -p "$(tree_pids "$pid")" \
+        -e raw_syscalls:sys_enter,syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_epoll_wait,context-switches \
+        >/dev/null 2>&1 &
+    ppid=$!
+    bench_track_pid "$ppid"
+    sleep 0.2
+    run_loadgen "$RUN_DIR/perf-load.json" "$@"
+    kill -INT "$ppid" 2>/dev/null || true
+    wait "$ppid" 2>/dev/null || true
+    bench_stop_pid "$ppid"
+    python3 - "$RUN_DIR/perf-stat.txt" "$RUN_DIR/perf-load.json" <<'PY'
+import json, sys
+names = {"raw_syscalls:sys_enter": "syscalls_per_req", "syscalls:sys_enter_io_uring_enter":
+         "io_uring_enter_per_req", "syscalls:sys_enter_epoll_wait": "epoll_wait_per_req",
+         "context-switches": "cswitch_per_req"}
+req = json.load(open(sys.argv[2]))["requests"]
+try:
+    lines = open(sys.argv[1]).read().splitlines()
+except OSError:
+    lines = []
+for line in lines:
+    f = line.split(",")
+    if len(f) > 2 and f[2] in names and f[0].strip().isdigit() and req:
+        print("%s=%.3f" % (names[f[2]], int(f[0]) / req))
+PY
+}
+
+# perf_profile PID SECONDS FILE LOADGEN_ARGS...: `perf record` (cpu-clock, call graphs) of PID's
+# tree during a `loadgen bench LOADGEN_ARGS` run; its report (self time per symbol) into FILE.
+perf_profile() {
+    local pid="$1" secs="$2" file="$3" ppid
+    shift 3
+    command -v perf >/dev/null 2>&1 || return 0
+    perf record -e cpu-clock -F 1999 -g -o "$RUN_DIR/perf.data" -p "$(tree_pids "$pid")" \
+        >/dev/null 2>&1 &
+    ppid=$!
+    bench_track_pid "$ppid"
+    sleep 0.2
+    run_loadgen "$RUN_DIR/perf-load.json" "$@" -d "${secs}s"
+    kill -INT "$ppid" 2>/dev/null || true
+    wait "$ppid" 2>/dev/null || true
+    bench_stop_pid "$ppid"
+    perf report -i "$RUN_DIR/perf.data" --stdio --no-children --percent-limit 0.5 \
+        -F overhead,dso,sym -g none 2>/dev/null | sed -e 's/ *$//' -e '/^$/d' >"$file.raw" || true
+    # perf prints the rows in symbol order here: largest share first.
+    { grep '^#' "$file.raw"; grep -v '^#' "$file.raw" | sort -rn; } >"$file" || true
+    rm -f "$file.raw"
+    rm -f "$RUN_DIR/perf.data"
+}

@@ -42,6 +42,10 @@ CASES = {
                     ("p50_us", "p50 µs", "%.0f"), ("p99_us", "p99 µs", "%.0f"),
                     ("p999_us", "p99.9 µs", "%.0f"), ("proxy_core_util", "proxy core busy", "pct"),
                     ("foreign_cpu_on_proxy_core", "foreign CPU on proxy core", "pct"),
+                    ("syscalls_per_req", "syscalls/req", "%.2f"),
+                    ("io_uring_enter_per_req", "io_uring_enter/req", "%.2f"),
+                    ("epoll_wait_per_req", "epoll_wait/req", "%.2f"),
+                    ("cswitch_per_req", "context switches/req", "%.2f"),
                     ("errors", "errors", "%d")],
         "ratios": [("cpu_us_per_req", "tollgate", ["haproxy-seed", "haproxy-plain", "nginx-limit"]),
                    ("p99_us", "tollgate", ["haproxy-seed", "haproxy-plain", "nginx-limit"])],
@@ -68,7 +72,8 @@ CASES = {
     },
     "many-keys": {
         "title": "5. Many tracked keys: memory per key, then req/s rotating over all of them",
-        "metrics": [("bytes_per_key", "bytes per key (Pss)", "%.1f"),
+        "metrics": [("pss_before_mib", "MiB before (key list loaded)", "%.0f"),
+                    ("bytes_per_key", "bytes per key (Pss)", "%.1f"),
                     ("beyond_key", "beyond the key", "%.1f"), ("tracked", "entries tracked", "%s"),
                     ("rps", "req/s", "%.0f"), ("cpu_us_per_req", "CPU µs/req", "%.2f"),
                     ("proxy_core_util", "proxy core busy", "pct"), ("errors", "errors", "%d")],
@@ -255,7 +260,8 @@ def cmd_import_memory(argv):
         r = {"case": case, "system": run["system"], "round": run.get("round", 1),
              "variant": "%d keys" % run["keys"], "keys": run["keys"],
              "bytes_per_key": run["bytes_per_key"], "beyond_key": run["beyond_key"],
-             "tracked": run["tracked_after"], "fill_requests": run["requests"]}
+             "tracked": run["tracked_after"], "fill_requests": run["requests"],
+             "pss_before_mib": round(run["pss_before_kib"] / 1024, 1)}
         for k, v in (run.get("rps_run") or {}).items():
             r.setdefault(k, v)
         print(json.dumps(derive(r)))
@@ -418,6 +424,9 @@ def md_report(doc):
                  "quick" if p.get("quick") else "full", p.get("rounds"), p.get("started"),
                  p.get("elapsed_s", 0), m.get("loadavg_at_start"), p.get("loadavg_at_end"),
                  p.get("layout", "")), ""]
+    if p.get("profiles"):
+        lines += ["perf profiles (cpu-clock, self time per symbol) of each system at the highest "
+                  "fixed load and of each proxy relaying large GETs: `%s`." % p["profiles"], ""]
     if doc["headline"]:
         lines += ["## Headline: same-run ratios against the issue's targets", "",
                   "| figure | ratio (median) | target | met | per round |", "|---|---:|---|---|---|"]

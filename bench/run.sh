@@ -125,9 +125,18 @@ for c in "${CASE_LIST[@]}"; do
     case "$c" in
     fixed-rate | workers)
         [[ -n "$SAT" ]] || SAT="$(seed_rps)"
-        run_case "$c" ${SAT:+--sat-rps "$SAT"}
+        # Full runs keep a perf profile of each system at the highest fixed load (and of each
+        # proxy relaying 64 MiB GETs).
+        prof=()
+        [[ "$c" == fixed-rate ]] && ((!QUICK)) && prof=(--profile-dir "$RUN_DIR/profiles")
+        run_case "$c" ${SAT:+--sat-rps "$SAT"} "${prof[@]+"${prof[@]}"}"
         ;;
-    saturation | tls | large | many-keys | accuracy | scenarios) run_case "$c" ;;
+    large)
+        prof=()
+        ((!QUICK)) && prof=(--profile-dir "$RUN_DIR/profiles")
+        run_case "$c" "${prof[@]+"${prof[@]}"}"
+        ;;
+    saturation | tls | many-keys | accuracy | scenarios) run_case "$c" ;;
     *) bench_die "unknown case $c" ;;
     esac
 done
@@ -164,6 +173,11 @@ PY
 mkdir -p "$OUT_DIR"
 STEM="$OUT_DIR/$(date +%Y-%m-%d)-$(hostname -s)"
 [[ -e "$STEM.json" ]] && STEM="$OUT_DIR/$(date +%Y-%m-%d-%H%M%S)-$(hostname -s)"
+if [[ -d "$RUN_DIR/profiles" ]]; then
+    cp -r "$RUN_DIR/profiles" "$STEM-perf"
+    python3 -c 'import json,sys; p=json.load(open(sys.argv[1])); p["profiles"]=sys.argv[2]; json.dump(p, open(sys.argv[1], "w"), indent=1)' \
+        "$RUN_DIR/params.json" "$(basename "$STEM")-perf/"
+fi
 python3 "$BENCH_DIR/report.py" render --records "$RECORDS" --machine "$RUN_DIR/machine.json" \
     --params "$RUN_DIR/params.json" --methods "$RUN_DIR/methods.json" --out "$STEM"
 echo "$STEM.json"

@@ -11,7 +11,11 @@
 # fraction of haproxy-seed's saturation rate: --sat-rps (bench/run.sh passes case 1's median),
 # or measured here first.
 #
+# After each measurement, a separate run of 3 s counts the proxy's syscalls, io_uring_enter and
+# epoll_wait calls and context switches per request with `perf stat` (tracepoints).
+#
 # Usage: bench/cases/fixed-rate.sh [--loads 0.25,0.5] [--sat-rps R] [--connections 64]
+#          [--profile-dir DIR]
 #          [common case options: --rounds --duration --systems --out --quick, see lib.sh]
 
 set -euo pipefail
@@ -27,6 +31,12 @@ if [[ -z "$SAT" ]]; then
 fi
 mapfile -t RATES < <(load_rates "$LOADS" "$SAT")
 URL_PATH=/bench/object
+# Diagnostics after each measurement (not in its CPU figure): syscalls and context switches per
+# request counted by perf over DIAG seconds; with --profile-dir, a perf profile of each system
+# at the highest load, round 1 (perf-SYSTEM-LOAD.txt).
+DIAG=$((QUICK ? 1 : 3))
+PROFILE_DIR="${OPT[profile-dir]:-}"
+[[ -z "$PROFILE_DIR" ]] || mkdir -p "$PROFILE_DIR"
 
 for ((round = 1; round <= ROUNDS; round++)); do
     for sys in $(rotated "$round" "${SYSTEMS[@]}"); do
@@ -37,7 +47,14 @@ for ((round = 1; round <= ROUNDS; round++)); do
             measure "$SYS_PID" "$PROXY_CORE" "$RUN_DIR/cpu.json" \
                 run_loadgen "$RUN_DIR/load.json" "http://127.0.0.1:$PORT$URL_PATH" -c "$CONNS" \
                 -d "${DURATION}s" --rate "$rate" --keys 1000
-            emit "$sys" "$label" "$RUN_DIR/load.json" "$RUN_DIR/cpu.json" "rate=$rate" "sat_rps=$SAT"
+            mapfile -t sc < <(syscall_counts "$SYS_PID" "http://127.0.0.1:$PORT$URL_PATH" \
+                -c "$CONNS" -d "${DIAG}s" --rate "$rate" --keys 1000)
+            emit "$sys" "$label" "$RUN_DIR/load.json" "$RUN_DIR/cpu.json" "rate=$rate" \
+                "sat_rps=$SAT" "${sc[@]}"
+            if [[ -n "$PROFILE_DIR" && $round == 1 && "$lr" == "${RATES[-1]}" ]]; then
+                perf_profile "$SYS_PID" "$DIAG" "$PROFILE_DIR/perf-$sys-$label.txt" \
+                    "http://127.0.0.1:$PORT$URL_PATH" -c "$CONNS" --rate "$rate" --keys 1000
+            fi
         done
         bench_stop_pid "$SYS_PID"
     done

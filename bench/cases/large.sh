@@ -9,7 +9,9 @@
 # origin. Measured: GB/s (bytes of bodies and heads moved / elapsed) and CPU seconds per GB of
 # the proxy (for `direct`: of the origin, which shares the load core with the client).
 #
-# Usage: bench/cases/large.sh [--size 64MiB]
+# With --profile-dir, a perf profile of each proxy during 3 s of GETs (round 1).
+#
+# Usage: bench/cases/large.sh [--size 64MiB] [--profile-dir DIR]
 #          [common case options: --rounds --duration --systems --out --quick, see lib.sh]
 
 set -euo pipefail
@@ -19,6 +21,8 @@ SIZE="${OPT[size]:-$((QUICK ? 4 : 64))MiB}"
 case_origin
 BYTES="$(python3 -c 'import re,sys; n,u=re.fullmatch(r"(\d+)(KiB|MiB|GiB|)",sys.argv[1]).groups(); print(int(n)*{"":1,"KiB":1<<10,"MiB":1<<20,"GiB":1<<30}[u])' "$SIZE")"
 head -c "$BYTES" /dev/urandom >"$DATA_DIR/www/big/obj"
+PROFILE_DIR="${OPT[profile-dir]:-}"
+[[ -z "$PROFILE_DIR" ]] || mkdir -p "$PROFILE_DIR"
 
 # one_size SYSTEM PID CORE PORT: the GET and the PUT measurement of one system.
 one_size() {
@@ -28,6 +32,10 @@ one_size() {
         run_loadgen "$RUN_DIR/load.json" "http://127.0.0.1:$port/big/obj" -c 1 \
         -d "${DURATION}s" --keys 1
     emit "$sys" GET "$RUN_DIR/load.json" "$RUN_DIR/cpu.json" "object_bytes=$BYTES"
+    if [[ -n "$PROFILE_DIR" && $round == 1 && "$sys" != direct ]]; then
+        perf_profile "$pid" 3 "$PROFILE_DIR/perf-$sys-GET-$SIZE.txt" \
+            "http://127.0.0.1:$port/big/obj" -c 1 --keys 1
+    fi
     measure "$pid" "$core" "$RUN_DIR/cpu.json" \
         run_loadgen "$RUN_DIR/load.json" "http://127.0.0.1:$port/big/put" -c 1 \
         -d "${DURATION}s" --keys 1 -m PUT --body "$SIZE"
