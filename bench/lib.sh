@@ -538,14 +538,27 @@ run_loadgen() {
 }
 
 # measure PID CORE OUT CMD...: runs CMD, writes to OUT (JSON) the CPU PID's process tree used
-# meanwhile and how busy CORE was with other work (bench/report.py cpu).
+# meanwhile and how busy CORE was with other work (bench/report.py cpu). On a shared machine,
+# BENCH_MAX_FOREIGN=PCT repeats CMD (up to BENCH_RETRIES times, 2 by default, after waiting up to
+# 60 s for quiet) while other processes took more than PCT% of CORE; OUT says how many attempts.
 measure() {
-    local pid="$1" core="$2" out="$3" c0 k0 t0 c1 k1 t1
+    local pid="$1" core="$2" out="$3" c0 k0 t0 c1 k1 t1 attempt foreign
     shift 3
-    read -r c0 k0 t0 < <(snapshot "$pid" "$core")
-    "$@"
-    read -r c1 k1 t1 < <(snapshot "$pid" "$core")
-    python3 "$BENCH_DIR/report.py" cpu "$c0" "$k0" "$t0" "$c1" "$k1" "$t1" "$CLK_TCK" >"$out"
+    for ((attempt = 1; ; attempt++)); do
+        read -r c0 k0 t0 < <(snapshot "$pid" "$core")
+        "$@"
+        read -r c1 k1 t1 < <(snapshot "$pid" "$core")
+        python3 "$BENCH_DIR/report.py" cpu "$c0" "$k0" "$t0" "$c1" "$k1" "$t1" "$CLK_TCK" \
+            "$attempt" >"$out"
+        foreign="$(python3 -c 'import json,sys; print(int(100 * json.load(open(sys.argv[1]))["foreign_cpu_on_proxy_core"]))' "$out")"
+        # Only the proxy core alone is judged (elsewhere the load generator is "foreign").
+        if [[ "$core" != "$PROXY_CORE" ]] || ((${BENCH_MAX_FOREIGN:-0} == 0 ||
+            foreign <= BENCH_MAX_FOREIGN || attempt > ${BENCH_RETRIES:-2})); then
+            return 0
+        fi
+        bench_log "other processes took ${foreign}% of CPU $core: measurement repeated"
+        wait_idle 60 || true
+    done
 }
 
 # make_tls_certs KIND: a fresh self-signed certificate for localhost / 127.0.0.1 in

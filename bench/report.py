@@ -8,7 +8,7 @@ has every case with numbers in it (bench/test-quick.sh). Must not touch: process
 anything but the files it is given.
 
 Subcommands:
-  cpu C0 K0 T0 C1 K1 T1 CLK_TCK               → CPU JSON of one measurement (lib.sh `measure`)
+  cpu C0 K0 T0 C1 K1 T1 CLK_TCK [ATTEMPT]     → CPU JSON of one measurement (lib.sh `measure`)
   record --case C --system S --round R [--variant V] [--load LOADGEN.json] [--cpu CPU.json]
          [--set key=value]...                 → one record on stdout, a progress line on stderr
   import-overhead FILE.json --case C           → proxy-overhead.sh rounds as records
@@ -151,7 +151,8 @@ def cmd_cpu(a):
     cpu, core = (c1 - c0) / tck, (k1 - k0) / tck
     print(json.dumps({"proxy_cpu_s": round(cpu, 3), "wall_s": round(wall, 3),
                       "proxy_core_util": round(cpu / wall, 4),
-                      "foreign_cpu_on_proxy_core": round(max(core - cpu, 0.0) / wall, 4)}))
+                      "foreign_cpu_on_proxy_core": round(max(core - cpu, 0.0) / wall, 4),
+                      "attempts": int(a[7]) if len(a) > 7 else 1}))
 
 
 def from_loadgen(lg):

@@ -22,10 +22,12 @@
 # ratios are taken between systems of the same round, then their median over rounds.
 #
 # Usage: bench/run.sh [--quick] [--rounds N] [--duration S] [--cases a,b,..] [--systems a,b,..]
-#          [--out-dir DIR] [--wait-idle MAX_S] [--no-install] [--no-build]
+#          [--out-dir DIR] [--wait-idle MAX_S] [--max-foreign PCT] [--no-install] [--no-build]
 #   --quick      1 round, 1 s measurements, fewer keys, 4 MiB objects, short scenarios: a few
 #                minutes at most; results to /tmp/tollgate-bench-quick unless --out-dir
 #   --wait-idle  wait up to MAX_S seconds for the machine to go below 15% busy first
+#   --max-foreign  repeat a measurement (up to 2 times, after waiting for quiet) during which
+#                other processes took more than PCT% of the proxy core (a shared machine)
 # Defaults: 3 rounds of 10 s, every case and system; ≈35 min on a 2-core VM. Peers are
 # installed from the distribution (bench/install-peers.sh) when missing, tollgate and loadgen
 # built (cargo build --release) when missing. Every process started is killed by PID on exit.
@@ -46,6 +48,7 @@ while (($#)); do
     --systems) SYSTEMS="$2"; shift 2 ;;
     --out-dir) OUT_DIR="$2"; shift 2 ;;
     --wait-idle) WAIT_IDLE="$2"; shift 2 ;;
+    --max-foreign) export BENCH_MAX_FOREIGN="$2"; shift 2 ;;
     --no-install) INSTALL=0; shift ;;
     --no-build) BUILD=0; shift ;;
     -h | --help) usage 0 ;;
@@ -98,14 +101,19 @@ systems_for() {
 
 # run_case NAME ARGS...: bench/cases/NAME.sh with the common options, records into RECORDS.
 run_case() {
-    local name="$1" t sys
+    local name="$1" t sys pid
     shift
     sys="$(systems_for "$name")"
     local -a common=(--out "$RECORDS" --rounds "$ROUNDS" --duration "$DURATION" ${sys:+--systems "$sys"})
     ((QUICK)) && common+=(--quick)
     t="$(date +%s)"
     bench_log "=== case $name (load average $(cut -d' ' -f1-3 /proc/loadavg))"
-    "$BENCH_DIR/cases/$name.sh" "${common[@]}" "$@"
+    # In the background and tracked, so that stopping run.sh stops the case (and its processes).
+    "$BENCH_DIR/cases/$name.sh" "${common[@]}" "$@" &
+    pid=$!
+    bench_track_pid "$pid"
+    wait "$pid" || bench_die "case $name failed"
+    bench_stop_pid "$pid"
     CASE_SECONDS[$name]=$(($(date +%s) - t))
 }
 
@@ -144,7 +152,7 @@ done
 # ---- the report -------------------------------------------------------------------------------
 python3 - "$RUN_DIR/params.json" "$QUICK" "$ROUNDS" "$DURATION" "$CASES" "$SYSTEMS" "$STARTED" \
     "$(($(date +%s) - T0))" "$(cat /proc/loadavg)" "$BUSY0" "$SAT" "$(uptime)" \
-    "$(declare -p CASE_SECONDS)" <<'PY'
+    "$(declare -p CASE_SECONDS)" "${BENCH_MAX_FOREIGN:-}" <<'PY'
 import json, re, sys
 a = sys.argv[1:]
 secs = dict(re.findall(r'\[([\w-]+)\]="(\d+)"', a[12]))
@@ -153,7 +161,8 @@ json.dump({"quick": a[1] == "1", "rounds": int(a[2]), "duration_s": float(a[3]),
            "elapsed_s": int(a[7]), "loadavg_at_end": a[8], "machine_busy_pct_at_start": int(a[9]),
            "haproxy_seed_saturation_rps": int(a[10]) if a[10] else None, "uptime_at_end": a[11],
            "case_seconds": {k: int(v) for k, v in secs.items()},
-           "layout": "proxy alone on CPU %s, loadgen + origin on CPU %s" % (0, 1)},
+           "layout": "proxy alone on CPU %s, loadgen + origin on CPU %s" % (0, 1),
+           "max_foreign_pct": int(a[13]) if a[13] else 0},
           open(a[0], "w"), indent=1)
 PY
 # Each case's method: its script's header, as written there.

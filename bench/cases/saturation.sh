@@ -16,6 +16,7 @@ IFS=,
 "$BENCH_DIR/proxy-overhead.sh" --client loadgen --modes 1000keys --systems "${SYSTEMS[*]}" \
     --rounds "$ROUNDS" --duration "$DURATION" --warmup "$WARMUP" \
     --connections "${OPT[connections]:-64}" --proxy-core "$PROXY_CORE" --load-core "$LOAD_CORE" \
+    --max-foreign "${BENCH_MAX_FOREIGN:-0}" --retries "${BENCH_RETRIES:-2}" \
     --save-json "$RUN_DIR/overhead.json" >"$RUN_DIR/overhead.md"
 unset IFS
 python3 "$BENCH_DIR/report.py" import-overhead "$RUN_DIR/overhead.json" --case saturation >>"$OUT"
