@@ -107,6 +107,40 @@ pub struct BenchResult {
 }
 
 impl BenchResult {
+    /// What every run fills the same way; counts, rates and latencies still zero.
+    fn new(o: &BenchOpts, mode: &'static str, driver: String, elapsed: Duration) -> BenchResult {
+        BenchResult {
+            format: "loadgen-bench",
+            version: 1,
+            url: o.url.clone(),
+            mode,
+            driver,
+            threads: o.threads,
+            connections: o.connections,
+            pipeline: o.pipeline,
+            rate: None,
+            keys: o.keys,
+            new_conn: o.new_conn,
+            tls_resume: o.tls_resume,
+            duration_s: o.duration.as_secs_f64(),
+            elapsed_s: elapsed.as_secs_f64(),
+            requests: 0,
+            rps: 0.0,
+            status_classes: [0; 6],
+            transport_errors: 0,
+            timeouts: 0,
+            dropped: 0,
+            late: 0,
+            connections_opened: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            latency_ms: Percentiles::default(),
+            service_ms: Percentiles::default(),
+            send_lag_ms: None,
+            client_cpu_s: own_cpu_s(),
+        }
+    }
+
     pub fn to_text(&self) -> String {
         let non2xx: u64 = self
             .status_classes
@@ -233,22 +267,15 @@ pub fn run(o: &BenchOpts) -> Result<BenchResult, BenchError> {
     }
 }
 
-fn run_rate(o: &BenchOpts, rate: f64) -> Result<BenchResult, BenchError> {
-    if o.pipeline != 1 {
-        return Err(BenchError::Option(
-            "--pipeline is for closed-loop runs (without --rate)".into(),
-        ));
-    }
-    let target = Target::parse(&o.url)?;
-    let tls = tls_for(&target, o)?;
-    let set = request_set(&target, o);
+/// One engine key per thread, each offering rate / threads from its own place in the set.
+fn rate_keys(o: &BenchOpts, set: &RequestSet, rate: f64) -> Vec<KeyWork> {
     let profile = Arc::new(Profile::constant(
         rate / o.threads as f64,
         o.duration.as_secs_f64(),
     ));
     let mix = Arc::new(Mix::new([1, 0, 0, 0], 1, vec![0]));
     let n = set.reqs.len();
-    let keys: Vec<KeyWork> = (0..o.threads)
+    (0..o.threads)
         .map(|i| KeyWork {
             idx: i,
             // Threads start at different keys, so they do not send the same key together.
@@ -267,7 +294,19 @@ fn run_rate(o: &BenchOpts, rate: f64) -> Result<BenchResult, BenchError> {
             seed: i as u64,
             limited: [false; 4],
         })
-        .collect();
+        .collect()
+}
+
+fn run_rate(o: &BenchOpts, rate: f64) -> Result<BenchResult, BenchError> {
+    if o.pipeline != 1 {
+        return Err(BenchError::Option(
+            "--pipeline is for closed-loop runs (without --rate)".into(),
+        ));
+    }
+    let target = Target::parse(&o.url)?;
+    let tls = tls_for(&target, o)?;
+    let set = request_set(&target, o);
+    let keys = rate_keys(o, &set, rate);
     let cfg = EngineConfig {
         target,
         tls,
@@ -290,36 +329,21 @@ fn run_rate(o: &BenchOpts, rate: f64) -> Result<BenchResult, BenchError> {
     for (s, n) in &all.statuses {
         classes[(*s as usize / 100).min(5)] += n;
     }
-    let requests = all.sent;
     Ok(BenchResult {
-        format: "loadgen-bench",
-        version: 1,
-        url: o.url.clone(),
-        mode: "fixed-rate",
-        driver: out.driver,
-        threads: o.threads,
-        connections: o.connections,
-        pipeline: 1,
         rate: Some(rate),
-        keys: o.keys,
-        new_conn: false,
-        tls_resume: o.tls_resume,
-        duration_s: o.duration.as_secs_f64(),
-        elapsed_s: out.elapsed.as_secs_f64(),
-        requests,
-        rps: requests as f64 / o.duration.as_secs_f64(),
+        requests: all.sent,
+        rps: all.sent as f64 / o.duration.as_secs_f64(),
         status_classes: classes,
         transport_errors: all.transport,
         timeouts: all.timeouts,
         dropped: all.dropped,
         late: all.late,
-        connections_opened: None,
         bytes_in: all.bytes_in,
         bytes_out: all.bytes_out,
         latency_ms: Percentiles::of(&all.latency),
         service_ms: Percentiles::of(&all.service),
         send_lag_ms: Some(Percentiles::of(&out.send_lag)),
-        client_cpu_s: own_cpu_s(),
+        ..BenchResult::new(o, "fixed-rate", out.driver, out.elapsed)
     })
 }
 
@@ -599,33 +623,16 @@ fn run_closed(o: &BenchOpts) -> Result<BenchResult, BenchError> {
     let hist = all.hist.take().expect("merged histogram");
     let requests: u64 = all.classes.iter().sum();
     Ok(BenchResult {
-        format: "loadgen-bench",
-        version: 1,
-        url: o.url.clone(),
-        mode: "closed-loop",
-        driver: drivers.join(","),
-        threads: o.threads,
-        connections: o.connections,
-        pipeline: o.pipeline,
-        rate: None,
-        keys: o.keys,
-        new_conn: o.new_conn,
-        tls_resume: o.tls_resume,
-        duration_s: o.duration.as_secs_f64(),
-        elapsed_s: elapsed.as_secs_f64(),
         requests,
         rps: requests as f64 / elapsed.as_secs_f64(),
         status_classes: all.classes,
         transport_errors: all.transport,
         timeouts: all.timeouts,
-        dropped: 0,
-        late: 0,
         connections_opened: Some(all.connections),
         bytes_in: all.bytes_in,
         bytes_out: all.bytes_out,
         latency_ms: Percentiles::of(&hist),
         service_ms: Percentiles::of(&hist),
-        send_lag_ms: None,
-        client_cpu_s: own_cpu_s(),
+        ..BenchResult::new(o, "closed-loop", drivers.join(","), elapsed)
     })
 }
