@@ -143,7 +143,10 @@ mod tests {
     #[test]
     fn one_mechanism_each() {
         assert!(matches!(detect_of("/b/k", &[V4]), Ok(Auth::V4Header(_))));
-        assert!(matches!(detect_of("/b/k", &["AWS K:c2ln"]), Ok(Auth::V2Header(b" K:c2ln"))));
+        assert!(matches!(
+            detect_of("/b/k", &["AWS K:c2ln"]),
+            Ok(Auth::V2Header(b" K:c2ln"))
+        ));
         assert!(matches!(detect_of("/b/k", &["Bearer x"]), Ok(Auth::None)));
         assert!(matches!(detect_of("/b/k?x=1", &[]), Ok(Auth::None)));
         let Ok(Auth::V4Query(q)) = detect_of("/b?X-Amz-Credential=K%2F&X-Amz-Signature=00", &[])
@@ -167,7 +170,11 @@ mod tests {
             ("/b?AWSAccessKeyId=K&X-Amz-Credential=K", &[][..]),
             ("/b", &[V4, V4][..]),
         ] {
-            assert_eq!(detect_of(target, auth), Err(ONE_MECHANISM), "{target} {auth:?}");
+            assert_eq!(
+                detect_of(target, auth),
+                Err(ONE_MECHANISM),
+                "{target} {auth:?}"
+            );
         }
         for target in [
             "/b?X-Amz-Credential=a&x-amz-credential=b",
@@ -182,7 +189,10 @@ mod tests {
     #[test]
     fn other_v4_algorithms_are_refused() {
         assert!(matches!(
-            detect_of("/", &["AWS4-ECDSA-P256-SHA256 Credential=K/20130524/s3/aws4_request"]),
+            detect_of(
+                "/",
+                &["AWS4-ECDSA-P256-SHA256 Credential=K/20130524/s3/aws4_request"]
+            ),
             Err(VerifyError::AuthorizationHeaderMalformed(_))
         ));
     }

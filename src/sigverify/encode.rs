@@ -162,17 +162,50 @@ pub(crate) fn canonical_query_part(raw: &[u8]) -> Encode<Decode<'_>> {
     Encode::new(Decode::query(raw), false)
 }
 
+/// Only unreserved bytes: its own canonical query form (the common case, written as is).
+pub(crate) fn is_plain(raw: &[u8]) -> bool {
+    raw.iter().all(|&b| is_unreserved(b))
+}
+
+/// Writes the canonical query form of `raw`.
+pub(crate) fn put_query_part(sink: &mut impl Sink, raw: &[u8]) {
+    if is_plain(raw) {
+        sink.put(raw);
+    } else {
+        put_stream(sink, canonical_query_part(raw));
+    }
+}
+
+/// Orders two raw query parts by their canonical forms.
+pub(crate) fn cmp_query_parts(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    if is_plain(a) && is_plain(b) {
+        a.cmp(b)
+    } else {
+        canonical_query_part(a).cmp(canonical_query_part(b))
+    }
+}
+
+/// Whether `path` is its own AWS-normalised form.
+pub(crate) fn path_is_normalised(path: &[u8]) -> bool {
+    path.iter().all(|&b| is_unreserved(b) || b == b'/')
+        || normalised_path(path).eq(path.iter().copied())
+}
+
 /// The AWS-normalised form of a path: decoded, then encoded with `/` kept.
 pub(crate) fn normalised_path(raw: &[u8]) -> Encode<Decode<'_>> {
     Encode::new(Decode::path(raw), true)
 }
 
-/// Whether the percent-decoded `raw` equals `want` ignoring ASCII case.
+/// Whether the percent-decoded `raw` equals `want` (no spaces in it) ignoring ASCII case.
 pub(crate) fn decoded_eq_ignore_case(raw: &[u8], want: &[u8]) -> bool {
-    raw.len() >= want.len()
-        && Decode::query(raw)
+    match raw.len().cmp(&want.len()) {
+        std::cmp::Ordering::Less => false,
+        // Same length: nothing is escaped, and a `+` (a space) cannot match.
+        std::cmp::Ordering::Equal => raw.eq_ignore_ascii_case(want),
+        std::cmp::Ordering::Greater => Decode::query(raw)
             .map(|b| b.to_ascii_lowercase())
-            .eq(want.iter().map(|b| b.to_ascii_lowercase()))
+            .eq(want.iter().map(|b| b.to_ascii_lowercase())),
+    }
 }
 
 /// Percent-decodes `raw` into `buf`; `None` when it does not fit.
@@ -210,15 +243,53 @@ mod tests {
 
     #[test]
     fn encoding() {
-        assert_eq!(s(canonical_query_part(b"a b/c~d+e%2f")), "a%20b%2Fc~d%20e%2F");
-        assert_eq!(s(normalised_path("/ሴ x/%7e".as_bytes())), "/%E1%88%B4%20x/~");
-        assert_eq!(s(Encode::new(b"!'()*".iter().copied(), false)), "%21%27%28%29%2A");
+        assert_eq!(
+            s(canonical_query_part(b"a b/c~d+e%2f")),
+            "a%20b%2Fc~d%20e%2F"
+        );
+        assert_eq!(
+            s(normalised_path("/ሴ x/%7e".as_bytes())),
+            "/%E1%88%B4%20x/~"
+        );
+        assert_eq!(
+            s(Encode::new(b"!'()*".iter().copied(), false)),
+            "%21%27%28%29%2A"
+        );
+    }
+
+    #[test]
+    fn fast_paths_agree_with_the_slow_ones() {
+        let parts: [&[u8]; 7] = [b"abc", b"ab%41", b"a b", b"A", b"~", b"a+b", b""];
+        for a in parts {
+            let mut fast = Vec::new();
+            put_query_part(&mut fast, a);
+            assert_eq!(fast, canonical_query_part(a).collect::<Vec<_>>());
+            for b in parts {
+                let slow = canonical_query_part(a).cmp(canonical_query_part(b));
+                assert_eq!(cmp_query_parts(a, b), slow);
+            }
+        }
+        for (path, normalised) in [
+            (&b"/a/b-c"[..], true),
+            (b"/a%20b", true),
+            (b"/a%2a", false),
+            (b"/a$b", false),
+            (b"/a%41", false),
+        ] {
+            assert_eq!(path_is_normalised(path), normalised, "{path:?}");
+        }
     }
 
     #[test]
     fn names_and_buffers() {
-        assert!(decoded_eq_ignore_case(b"x-amz-%53ignature", b"X-Amz-Signature"));
-        assert!(!decoded_eq_ignore_case(b"X-Amz-Signatur", b"X-Amz-Signature"));
+        assert!(decoded_eq_ignore_case(
+            b"x-amz-%53ignature",
+            b"X-Amz-Signature"
+        ));
+        assert!(!decoded_eq_ignore_case(
+            b"X-Amz-Signatur",
+            b"X-Amz-Signature"
+        ));
         let mut buf = [0u8; 4];
         assert_eq!(decode_into(b"a%2Fb", &mut buf), Some(&b"a/b"[..]));
         assert_eq!(decode_into(b"abcde", &mut buf), None);

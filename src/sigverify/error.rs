@@ -95,7 +95,11 @@ mod tests {
     #[test]
     fn codes_statuses_messages() {
         let cases = [
-            (VerifyError::SignatureDoesNotMatch, "SignatureDoesNotMatch", 403),
+            (
+                VerifyError::SignatureDoesNotMatch,
+                "SignatureDoesNotMatch",
+                403,
+            ),
             (VerifyError::InvalidAccessKeyId, "InvalidAccessKeyId", 403),
             (
                 VerifyError::AuthorizationHeaderMalformed("x"),
@@ -107,7 +111,11 @@ mod tests {
                 "AuthorizationQueryParametersError",
                 400,
             ),
-            (VerifyError::RequestTimeTooSkewed, "RequestTimeTooSkewed", 403),
+            (
+                VerifyError::RequestTimeTooSkewed,
+                "RequestTimeTooSkewed",
+                403,
+            ),
             (VerifyError::Expired, "AccessDenied", 403),
             (VerifyError::NotYetValid, "AccessDenied", 403),
             (VerifyError::MissingDate, "AccessDenied", 403),

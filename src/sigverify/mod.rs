@@ -36,6 +36,8 @@ mod v2;
 mod v4;
 
 #[cfg(test)]
+mod roundtrip_tests;
+#[cfg(test)]
 mod tests;
 
 use std::borrow::Cow;

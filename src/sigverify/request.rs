@@ -260,6 +260,9 @@ mod tests {
         let p = RequestParts::from_head(raw, &head);
         assert_eq!((p.method, p.target), (&b"PUT"[..], &b"/b/k?x=1"[..]));
         assert_eq!(p.headers.len(), 2);
-        assert_eq!(p.headers.get(1), (&b"X-Amz-Date"[..], &b"20130524T000000Z"[..]));
+        assert_eq!(
+            p.headers.get(1),
+            (&b"X-Amz-Date"[..], &b"20130524T000000Z"[..])
+        );
     }
 }

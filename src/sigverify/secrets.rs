@@ -120,10 +120,16 @@ impl Secrets {
         let mut pairs = Vec::new();
         for (name, value) in root.get_ref() {
             let DeValue::Table(table) = value.get_ref() else {
-                return Err(err(name.span().start, "expected only a [secrets] table".into()));
+                return Err(err(
+                    name.span().start,
+                    "expected only a [secrets] table".into(),
+                ));
             };
             if name.get_ref() != "secrets" {
-                return Err(err(name.span().start, format!("unknown table [{}]", name.get_ref())));
+                return Err(err(
+                    name.span().start,
+                    format!("unknown table [{}]", name.get_ref()),
+                ));
             }
             for (key, secret) in table {
                 let at = key.span().start;
@@ -131,7 +137,9 @@ impl Secrets {
                 let DeValue::String(secret) = secret.get_ref() else {
                     return Err(err(at, format!("the secret of {key:?} must be a string")));
                 };
-                check_key(key).and_then(|()| check_secret(key, secret)).map_err(|m| err(at, m))?;
+                check_key(key)
+                    .and_then(|()| check_secret(key, secret))
+                    .map_err(|m| err(at, m))?;
                 pairs.push((key.to_string(), secret.to_string()));
             }
         }

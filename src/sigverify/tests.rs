@@ -40,7 +40,12 @@ fn check_with(raw: &str, s: &Secrets, cache: &mut SigningKeyCache, now: u64) -> 
     let mut wire = raw.replace('\n', "\r\n").into_bytes();
     wire.extend_from_slice(b"\r\n\r\n");
     let head = parse(&wire);
-    owned(verify(&RequestParts::from_head(&wire, &head), s, cache, now))
+    owned(verify(
+        &RequestParts::from_head(&wire, &head),
+        s,
+        cache,
+        now,
+    ))
 }
 
 fn check(raw: &str, now: u64) -> Outcome {
@@ -83,35 +88,79 @@ fn sha256_hex(body: &[u8]) -> String {
 fn suite_get_requests() {
     let std_h = "host;x-amz-date";
     let cases = [
-        ("/", std_h, "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"),
-        ("/?Param1=value2&Param1=Value1", std_h, "eedbc4e291e521cf13422ffca22be7d2eb8146eecf653089df300a15b2382bd1"),
-        ("/?Param2=value2&Param1=value1", std_h, "b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500"),
-        ("/?Param1=value2&Param1=value1", std_h, "5772eed61e12b33fae39ee5e7012498b51d56abc0abb7c60486157bd471c4694"),
-        ("/?Param1=value1", std_h, "a67d582fa61cc504c4bae71f336f98b97f1ea3c7a6bfe1b6e45aec72011b9aeb"),
-        ("/-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", std_h, "07ef7494c76fa4850883e2b006601f940f8a34d404d0cfa977f52a65bbf5f24f"),
-        ("/?-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz=-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", std_h, "9c3e54bfcdf0b19771a7f523ee5669cdf59bc7cc0884027167c21bb143a40197"),
+        (
+            "/",
+            std_h,
+            "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
+        ),
+        (
+            "/?Param1=value2&Param1=Value1",
+            std_h,
+            "eedbc4e291e521cf13422ffca22be7d2eb8146eecf653089df300a15b2382bd1",
+        ),
+        (
+            "/?Param2=value2&Param1=value1",
+            std_h,
+            "b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500",
+        ),
+        (
+            "/?Param1=value2&Param1=value1",
+            std_h,
+            "5772eed61e12b33fae39ee5e7012498b51d56abc0abb7c60486157bd471c4694",
+        ),
+        (
+            "/?Param1=value1",
+            std_h,
+            "a67d582fa61cc504c4bae71f336f98b97f1ea3c7a6bfe1b6e45aec72011b9aeb",
+        ),
+        (
+            "/-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
+            std_h,
+            "07ef7494c76fa4850883e2b006601f940f8a34d404d0cfa977f52a65bbf5f24f",
+        ),
+        (
+            "/?-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz=-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
+            std_h,
+            "9c3e54bfcdf0b19771a7f523ee5669cdf59bc7cc0884027167c21bb143a40197",
+        ),
     ];
     for (target, signed, sig) in cases {
         let raw = format!(
             "GET {target} HTTP/1.1\nHost:example.amazonaws.com\nX-Amz-Date:20150830T123600Z\n{}",
             suite_auth(signed, sig)
         );
-        assert_eq!(check(&raw, SUITE_NOW), ok(SUITE_KEY, AuthMethod::V4), "{target}");
+        assert_eq!(
+            check(&raw, SUITE_NOW),
+            ok(SUITE_KEY, AuthMethod::V4),
+            "{target}"
+        );
     }
 }
 
 #[test]
 fn suite_raw_utf8_and_space_use_the_encoded_path_and_query() {
     for (target, sig) in [
-        ("/ሴ", "8318018e0b0f223aa2bbf98705b62bb787dc9c0e678f255a891fd03141be5d85"),
-        ("/example space/", "652487583200325589f1fba4c7e578f72c47cb61beeca81406b39ddec1366741"),
-        ("/?ሴ=bar", "2cdec8eed098649ff3a119c94853b13c643bcf08f8b0a1d91e12c9027818dd04"),
+        (
+            "/ሴ",
+            "8318018e0b0f223aa2bbf98705b62bb787dc9c0e678f255a891fd03141be5d85",
+        ),
+        (
+            "/example space/",
+            "652487583200325589f1fba4c7e578f72c47cb61beeca81406b39ddec1366741",
+        ),
+        (
+            "/?ሴ=bar",
+            "2cdec8eed098649ff3a119c94853b13c643bcf08f8b0a1d91e12c9027818dd04",
+        ),
     ] {
         let auth = suite_auth("host;x-amz-date", sig);
         let headers = [
             ("Host", "example.amazonaws.com"),
             ("X-Amz-Date", "20150830T123600Z"),
-            ("Authorization", auth.strip_prefix("Authorization: ").unwrap()),
+            (
+                "Authorization",
+                auth.strip_prefix("Authorization: ").unwrap(),
+            ),
         ];
         let got = check_parts("GET", target, &headers, SUITE_NOW);
         assert_eq!(got, ok(SUITE_KEY, AuthMethod::V4), "{target}");
@@ -122,13 +171,29 @@ fn suite_raw_utf8_and_space_use_the_encoded_path_and_query() {
 fn suite_header_canonicalisation() {
     let h = "Host:example.amazonaws.com\nX-Amz-Date:20150830T123600Z";
     let cases = [
-        ("My-Header1:value2\nMy-Header1:value2\nMy-Header1:value1", "host;my-header1;x-amz-date", "c9d5ea9f3f72853aea855b47ea873832890dbdd183b4468f858259531a5138ea"),
-        ("My-Header1:value4\nMy-Header1:value1\nMy-Header1:value3\nMy-Header1:value2", "host;my-header1;x-amz-date", "08c7e5a9acfcfeb3ab6b2185e75ce8b1deb5e634ec47601a50643f830c755c01"),
-        ("My-Header1: value1 \nMy-Header2: \"a   b   c\"", "host;my-header1;my-header2;x-amz-date", "acc3ed3afb60bb290fc8d2dd0098b9911fcaa05412b367055dee359757a9c736"),
+        (
+            "My-Header1:value2\nMy-Header1:value2\nMy-Header1:value1",
+            "host;my-header1;x-amz-date",
+            "c9d5ea9f3f72853aea855b47ea873832890dbdd183b4468f858259531a5138ea",
+        ),
+        (
+            "My-Header1:value4\nMy-Header1:value1\nMy-Header1:value3\nMy-Header1:value2",
+            "host;my-header1;x-amz-date",
+            "08c7e5a9acfcfeb3ab6b2185e75ce8b1deb5e634ec47601a50643f830c755c01",
+        ),
+        (
+            "My-Header1: value1 \nMy-Header2: \"a   b   c\"",
+            "host;my-header1;my-header2;x-amz-date",
+            "acc3ed3afb60bb290fc8d2dd0098b9911fcaa05412b367055dee359757a9c736",
+        ),
     ];
     for (extra, signed, sig) in cases {
         let raw = format!("GET / HTTP/1.1\n{h}\n{extra}\n{}", suite_auth(signed, sig));
-        assert_eq!(check(&raw, SUITE_NOW), ok(SUITE_KEY, AuthMethod::V4), "{extra}");
+        assert_eq!(
+            check(&raw, SUITE_NOW),
+            ok(SUITE_KEY, AuthMethod::V4),
+            "{extra}"
+        );
     }
 }
 
@@ -136,22 +201,53 @@ fn suite_header_canonicalisation() {
 fn suite_post_requests() {
     let body = b"Param1=value1";
     let body_hash = sha256_hex(body);
-    assert_eq!(body_hash, "9095672bbd1f56dfc5b65f3e153adc8731a4a654192329106275f4c7b24d0b6e");
+    assert_eq!(
+        body_hash,
+        "9095672bbd1f56dfc5b65f3e153adc8731a4a654192329106275f4c7b24d0b6e"
+    );
     let h = "Host:example.amazonaws.com\nX-Amz-Date:20150830T123600Z";
     // The body is not read: its digest is given in an unsigned x-amz-content-sha256.
     let payload = format!("x-amz-content-sha256: {body_hash}");
     let sts = "X-Amz-Security-Token:AQoDYXdzEPT//////////wEXAMPLEtc764bNrC9SAPBSM22wDOk4x4HIZ8j4FZTwdQWLWsKWHGBuFqwAeMicRXmxfpSPfIeoIYRqTflfKD8YUuwthAx7mSEI/qkPpKPi/kMcGdQrmGdeehM4IC1NtBmUpp2wUE8phUZampKsburEDy0KPkyQDYwT7WZ0wq5VSXDvp75YU9HFvlRd8Tx6q6fE8YQcHNVXAkiY9q6d+xo0rKwT38xVqr7ZD0u0iPPkUL64lIZbqBAz+scqKmlzm8FDrypNC9Yjc8fPOLn9FX9KSYvKTr4rvx3iSIlTJabIQwj2ICCR/oLxBA==";
     let cases = [
-        (String::new(), "host;x-amz-date", "5da7c1a2acd57cee7505fc6676e4e544621c30862966e37dddb68e92efbe5d6b"),
-        ("My-Header1:value1".into(), "host;my-header1;x-amz-date", "c5410059b04c1ee005303aed430f6e6645f61f4dc9e1461ec8f8916fdf18852c"),
-        (sts.into(), "host;x-amz-date;x-amz-security-token", "85d96828115b5dc0cfc3bd16ad9e210dd772bbebba041836c64533a82be05ead"),
-        (format!("Content-Type:application/x-www-form-urlencoded\n{payload}"), "content-type;host;x-amz-date", "ff11897932ad3f4e8b18135d722051e5ac45fc38421b1da7b9d196a0fe09473a"),
-        (format!("Content-Type:application/x-www-form-urlencoded; charset=utf8\n{payload}"), "content-type;host;x-amz-date", "1a72ec8f64bd914b0e42e42607c7fbce7fb2c7465f63e3092b3b0d39fa77a6fe"),
+        (
+            String::new(),
+            "host;x-amz-date",
+            "5da7c1a2acd57cee7505fc6676e4e544621c30862966e37dddb68e92efbe5d6b",
+        ),
+        (
+            "My-Header1:value1".into(),
+            "host;my-header1;x-amz-date",
+            "c5410059b04c1ee005303aed430f6e6645f61f4dc9e1461ec8f8916fdf18852c",
+        ),
+        (
+            sts.into(),
+            "host;x-amz-date;x-amz-security-token",
+            "85d96828115b5dc0cfc3bd16ad9e210dd772bbebba041836c64533a82be05ead",
+        ),
+        (
+            format!("Content-Type:application/x-www-form-urlencoded\n{payload}"),
+            "content-type;host;x-amz-date",
+            "ff11897932ad3f4e8b18135d722051e5ac45fc38421b1da7b9d196a0fe09473a",
+        ),
+        (
+            format!("Content-Type:application/x-www-form-urlencoded; charset=utf8\n{payload}"),
+            "content-type;host;x-amz-date",
+            "1a72ec8f64bd914b0e42e42607c7fbce7fb2c7465f63e3092b3b0d39fa77a6fe",
+        ),
     ];
     for (extra, signed, sig) in cases {
-        let extra = if extra.is_empty() { extra } else { format!("{extra}\n") };
+        let extra = if extra.is_empty() {
+            extra
+        } else {
+            format!("{extra}\n")
+        };
         let raw = format!("POST / HTTP/1.1\n{h}\n{extra}{}", suite_auth(signed, sig));
-        assert_eq!(check(&raw, SUITE_NOW), ok(SUITE_KEY, AuthMethod::V4), "{signed} {sig}");
+        assert_eq!(
+            check(&raw, SUITE_NOW),
+            ok(SUITE_KEY, AuthMethod::V4),
+            "{signed} {sig}"
+        );
     }
 }
 
@@ -232,16 +328,32 @@ fn s3_put_object_path_as_sent_or_encoded() {
 fn s3_bucket_lifecycle_and_list_objects() {
     let signed = "host;x-amz-content-sha256;x-amz-date";
     for (target, sig) in [
-        ("/?lifecycle", "fea454ca298b7da1c68078a5d1bdbfbbe0d65c699e0f91ac7a200a0136783543"),
-        ("/?lifecycle=", "fea454ca298b7da1c68078a5d1bdbfbbe0d65c699e0f91ac7a200a0136783543"),
-        ("/?max-keys=2&prefix=J", "34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7"),
-        ("/?prefix=%4a&max-keys=2", "34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7"),
+        (
+            "/?lifecycle",
+            "fea454ca298b7da1c68078a5d1bdbfbbe0d65c699e0f91ac7a200a0136783543",
+        ),
+        (
+            "/?lifecycle=",
+            "fea454ca298b7da1c68078a5d1bdbfbbe0d65c699e0f91ac7a200a0136783543",
+        ),
+        (
+            "/?max-keys=2&prefix=J",
+            "34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7",
+        ),
+        (
+            "/?prefix=%4a&max-keys=2",
+            "34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7",
+        ),
     ] {
         let raw = format!(
             "GET {target} HTTP/1.1\nHost: examplebucket.s3.amazonaws.com\nx-amz-date: 20130524T000000Z\nx-amz-content-sha256: {EMPTY}\n{}",
             doc_auth(signed, sig)
         );
-        assert_eq!(check(&raw, DOC_NOW), ok(DOC_KEY, AuthMethod::V4), "{target}");
+        assert_eq!(
+            check(&raw, DOC_NOW),
+            ok(DOC_KEY, AuthMethod::V4),
+            "{target}"
+        );
     }
 }
 
@@ -272,9 +384,15 @@ fn s3_presigned_url_and_its_validity() {
     let valid = ok(DOC_KEY, AuthMethod::V4Query);
     assert_eq!(check(PRESIGNED, DOC_NOW + 3600), valid);
     assert_eq!(check(PRESIGNED, DOC_NOW + 86_400), valid);
-    assert_eq!(check(PRESIGNED, DOC_NOW + 86_401), Err(VerifyError::Expired));
+    assert_eq!(
+        check(PRESIGNED, DOC_NOW + 86_401),
+        Err(VerifyError::Expired)
+    );
     assert_eq!(check(PRESIGNED, DOC_NOW - 900), valid);
-    assert_eq!(check(PRESIGNED, DOC_NOW - 901), Err(VerifyError::NotYetValid));
+    assert_eq!(
+        check(PRESIGNED, DOC_NOW - 901),
+        Err(VerifyError::NotYetValid)
+    );
     // Parameter order on the wire does not matter; the signature parameter is left out.
     let reordered = PRESIGNED.replace(
         "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential",
@@ -283,7 +401,10 @@ fn s3_presigned_url_and_its_validity() {
     let reordered = reordered.replace(" HTTP/1.1", "&X-Amz-Algorithm=AWS4-HMAC-SHA256 HTTP/1.1");
     assert_eq!(check(&reordered, DOC_NOW), valid);
     // Unsigned headers may change.
-    assert_eq!(check(&format!("{PRESIGNED}\nUser-Agent: curl"), DOC_NOW), valid);
+    assert_eq!(
+        check(&format!("{PRESIGNED}\nUser-Agent: curl"), DOC_NOW),
+        valid
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -298,16 +419,58 @@ fn s3_v2_header_examples() {
     let vhost = "Host: awsexamplebucket1.us-west-1.s3.amazonaws.com";
     let vhost2 = "Host: awsexamplebucket1.s3.us-west-1.amazonaws.com";
     let cases = [
-        ("GET /photos/puppy.jpg", vhost, "", "Tue, 27 Mar 2007 19:36:42 +0000", "qgk2+6Sv9/oM7G3qLEjTH1a1l1g="),
-        ("PUT /photos/puppy.jpg", vhost2, "Content-Type: image/jpeg\nContent-Length: 94328\n", "Tue, 27 Mar 2007 21:15:45 +0000", "iqRzw+ileNPu1fhspnRs8nOjjIA="),
-        ("GET /?prefix=photos&max-keys=50&marker=puppy", vhost, "User-Agent: Mozilla/5.0\n", "Tue, 27 Mar 2007 19:42:41 +0000", "m0WP8eCtspQl5Ahe6L1SozdX9YA="),
-        ("GET /?acl", vhost, "", "Tue, 27 Mar 2007 19:44:46 +0000", "82ZHiFIjc+WbcwFKGUVEQspPn+0="),
-        ("GET /", "Host: s3.us-west-1.amazonaws.com", "", "Wed, 28 Mar 2007 01:29:59 +0000", "qGdzdERIC03wnaRNKh6OqZehG9s="),
-        ("GET /dictionary/fran%C3%A7ais/pr%c3%a9f%c3%a8re", "Host: s3.us-west-1.amazonaws.com", "", "Wed, 28 Mar 2007 01:49:49 +0000", "DNEZGsoieTZ92F3bUfSPQcbGmlM="),
+        (
+            "GET /photos/puppy.jpg",
+            vhost,
+            "",
+            "Tue, 27 Mar 2007 19:36:42 +0000",
+            "qgk2+6Sv9/oM7G3qLEjTH1a1l1g=",
+        ),
+        (
+            "PUT /photos/puppy.jpg",
+            vhost2,
+            "Content-Type: image/jpeg\nContent-Length: 94328\n",
+            "Tue, 27 Mar 2007 21:15:45 +0000",
+            "iqRzw+ileNPu1fhspnRs8nOjjIA=",
+        ),
+        (
+            "GET /?prefix=photos&max-keys=50&marker=puppy",
+            vhost,
+            "User-Agent: Mozilla/5.0\n",
+            "Tue, 27 Mar 2007 19:42:41 +0000",
+            "m0WP8eCtspQl5Ahe6L1SozdX9YA=",
+        ),
+        (
+            "GET /?acl",
+            vhost,
+            "",
+            "Tue, 27 Mar 2007 19:44:46 +0000",
+            "82ZHiFIjc+WbcwFKGUVEQspPn+0=",
+        ),
+        (
+            "GET /",
+            "Host: s3.us-west-1.amazonaws.com",
+            "",
+            "Wed, 28 Mar 2007 01:29:59 +0000",
+            "qGdzdERIC03wnaRNKh6OqZehG9s=",
+        ),
+        (
+            "GET /dictionary/fran%C3%A7ais/pr%c3%a9f%c3%a8re",
+            "Host: s3.us-west-1.amazonaws.com",
+            "",
+            "Wed, 28 Mar 2007 01:49:49 +0000",
+            "DNEZGsoieTZ92F3bUfSPQcbGmlM=",
+        ),
     ];
     for (line, host, extra, date, sig) in cases {
-        let raw = format!("{line} HTTP/1.1\n{extra}{host}\nDate: {date}\nAuthorization: AWS {DOC_KEY}:{sig}");
-        assert_eq!(check(&raw, v2_now(date)), ok(DOC_KEY, AuthMethod::V2), "{line}");
+        let raw = format!(
+            "{line} HTTP/1.1\n{extra}{host}\nDate: {date}\nAuthorization: AWS {DOC_KEY}:{sig}"
+        );
+        assert_eq!(
+            check(&raw, v2_now(date)),
+            ok(DOC_KEY, AuthMethod::V2),
+            "{line}"
+        );
     }
 }
 
@@ -330,7 +493,12 @@ fn s3_v2_upload_to_a_cname_bucket() {
     let head = parse(&wire);
     let req = RequestParts::from_head(&wire, &head);
     assert_eq!(
-        v2::string_to_sign_text(&req, b"Tue, 27 Mar 2007 21:06:08 +0000", false, Some(b"static.awsexamplebucket1.net")),
+        v2::string_to_sign_text(
+            &req,
+            b"Tue, 27 Mar 2007 21:06:08 +0000",
+            false,
+            Some(b"static.awsexamplebucket1.net")
+        ),
         "PUT\n4gJE4saaMU4BqNR0kLY+lw==\napplication/x-download\nTue, 27 Mar 2007 21:06:08 +0000\nx-amz-acl:public-read\nx-amz-meta-checksumalgorithm:crc32\nx-amz-meta-filechecksum:0x02661779\nx-amz-meta-reviewedby:joe@awsexamplebucket1.net,jane@awsexamplebucket1.net\n/static.awsexamplebucket1.net/db-backup.dat.gz"
     );
     let now = v2_now("Tue, 27 Mar 2007 21:06:08 +0000");
@@ -344,10 +512,16 @@ fn s3_v2_upload_to_a_cname_bucket() {
 fn s3_v2_presigned_url() {
     let raw = "GET /photos/puppy.jpg?AWSAccessKeyId=AKIAIOSFODNN7EXAMPLE&Signature=NpgCjnDzrM%2BWFzoENXmpNDUsSn8%3D&Expires=1175139620 HTTP/1.1\nHost: johnsmith.s3.amazonaws.com";
     let renamed = "GET /photos/puppy.jpg?AWSAccessKeyId=AKIAIOSFODNN7EXAMPLE&Signature=1No4mq5ETf02z8aet9voy6gui6E%3D&Expires=1175139620 HTTP/1.1\nHost: awsexamplebucket1.s3.us-west-1.amazonaws.com";
-    assert_eq!(check(renamed, 1_175_139_620), ok(DOC_KEY, AuthMethod::V2Query));
+    assert_eq!(
+        check(renamed, 1_175_139_620),
+        ok(DOC_KEY, AuthMethod::V2Query)
+    );
     assert_eq!(check(raw, 1_175_139_620), ok(DOC_KEY, AuthMethod::V2Query));
     assert_eq!(check(raw, 1_175_139_621), Err(VerifyError::Expired));
     // An unencoded `+` in the signature reads as a space and is still accepted.
     let plus = raw.replace("%2B", "+");
-    assert_eq!(check(&plus, 1_175_139_000), ok(DOC_KEY, AuthMethod::V2Query));
+    assert_eq!(
+        check(&plus, 1_175_139_000),
+        ok(DOC_KEY, AuthMethod::V2Query)
+    );
 }

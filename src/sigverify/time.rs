@@ -96,13 +96,18 @@ fn month_of(name: &[u8]) -> Option<u32> {
         b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov",
         b"dec",
     ];
-    let pos = MONTHS.iter().position(|m| name.eq_ignore_ascii_case(&m[..]))?;
+    let pos = MONTHS
+        .iter()
+        .position(|m| name.eq_ignore_ascii_case(&m[..]))?;
     Some(pos as u32 + 1)
 }
 
 /// Zone offset in seconds east of UTC: `GMT`, `UTC`, `Z`, `+hhmm` or `-hhmm`.
 fn zone_offset(z: &[u8]) -> Option<i64> {
-    if [&b"GMT"[..], b"UTC", b"Z"].iter().any(|n| z.eq_ignore_ascii_case(n)) {
+    if [&b"GMT"[..], b"UTC", b"Z"]
+        .iter()
+        .any(|n| z.eq_ignore_ascii_case(n))
+    {
         return Some(0);
     }
     let (sign, rest) = match z.split_first()? {
@@ -162,7 +167,12 @@ mod tests {
             b"2013052aT000000Z",
             b"19690101T000000Z",
         ] {
-            assert_eq!(parse_amz_date(bad), None, "{:?}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                parse_amz_date(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -195,7 +205,12 @@ mod tests {
             b"Tue, 27 Mar 2007 19:36:42 +2500",
             b"",
         ] {
-            assert_eq!(parse_http_date(bad), None, "{:?}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                parse_http_date(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

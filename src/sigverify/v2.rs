@@ -195,10 +195,14 @@ fn with_shared_parts<R>(
         index: 0,
     }; 32];
     let mut amz_heap = Vec::new();
-    let amz_fields = req.headers.iter().enumerate().filter_map(|(index, (name, value))| {
-        let amz = name.len() > 6 && name[..6].eq_ignore_ascii_case(b"x-amz-");
-        amz.then_some(AmzField { name, value, index })
-    });
+    let amz_fields = req
+        .headers
+        .iter()
+        .enumerate()
+        .filter_map(|(index, (name, value))| {
+            let amz = name.len() > 6 && name[..6].eq_ignore_ascii_case(b"x-amz-");
+            amz.then_some(AmzField { name, value, index })
+        });
     let amz = gather(amz_fields, &mut amz_stack, &mut amz_heap);
     amz.sort_unstable_by(|a, b| cmp_lower(a.name, b.name).then(a.index.cmp(&b.index)));
 
@@ -282,7 +286,11 @@ pub(crate) fn verify_header<'a>(
         ))?;
     let (key, sig) = (&params[..colon], trim(&params[colon + 1..]));
     let secret = secrets.secret(key).ok_or(VerifyError::InvalidAccessKeyId)?;
-    let single = |name| req.headers.single(name).map_err(|()| VerifyError::MissingDate);
+    let single = |name| {
+        req.headers
+            .single(name)
+            .map_err(|()| VerifyError::MissingDate)
+    };
     let (amz_date, date) = (single(b"x-amz-date")?, single(b"date")?);
     let t = amz_date
         .or(date)

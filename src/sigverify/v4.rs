@@ -22,8 +22,8 @@ use sha2::{Digest, Sha256};
 use super::auth::V4Query;
 use super::cache::SigningKeyCache;
 use super::encode::{
-    HmacSha256, Sink, borrow_if_unencoded, canonical_query_part, decode_into, decoded_eq_ignore_case, normalised_path,
-    put_stream,
+    HmacSha256, Sink, borrow_if_unencoded, cmp_query_parts, decode_into, decoded_eq_ignore_case,
+    normalised_path, path_is_normalised, put_query_part, put_stream,
 };
 use super::error::VerifyError;
 use super::request::{Param, RequestParts, gather, is_ws, params};
@@ -126,17 +126,15 @@ fn write_canonical_query(sink: &mut impl Sink, query: &[u8], presigned: bool) {
     let mut heap = Vec::new();
     let list = gather(params(query).filter(keep), &mut stack, &mut heap);
     list.sort_unstable_by(|a, b| {
-        canonical_query_part(a.name)
-            .cmp(canonical_query_part(b.name))
-            .then_with(|| canonical_query_part(a.value).cmp(canonical_query_part(b.value)))
+        cmp_query_parts(a.name, b.name).then_with(|| cmp_query_parts(a.value, b.value))
     });
     for (i, p) in list.iter().enumerate() {
         if i > 0 {
             sink.put(b"&");
         }
-        put_stream(sink, canonical_query_part(p.name));
+        put_query_part(sink, p.name);
         sink.put(b"=");
-        put_stream(sink, canonical_query_part(p.value));
+        put_query_part(sink, p.value);
     }
 }
 
@@ -189,18 +187,12 @@ fn signature_matches(c: &Claim<'_, '_>, mac: &HmacSha256, normalise_path: bool) 
 
 /// Checks `c` with the (cached or derived) signing key of its scope; a derived key is
 /// cached once it verified a signature.
-fn check(
-    c: &Claim<'_, '_>,
-    secret: &[u8],
-    cache: &mut SigningKeyCache,
-) -> Result<(), VerifyError> {
+fn check(c: &Claim<'_, '_>, secret: &[u8], cache: &mut SigningKeyCache) -> Result<(), VerifyError> {
     let cached = cache.get(&c.scope);
     let hit = cached.is_some();
     let mac = cached.unwrap_or_else(|| signing_mac(secret, &c.scope));
-    let path = c.req.path();
-    let path_is_canonical = normalised_path(path).eq(path.iter().copied());
     let ok = signature_matches(c, &mac, false)
-        || (!path_is_canonical && signature_matches(c, &mac, true));
+        || (!path_is_normalised(c.req.path()) && signature_matches(c, &mac, true));
     if !ok {
         return Err(VerifyError::SignatureDoesNotMatch);
     }
@@ -223,7 +215,9 @@ fn parse_header_params(params: &[u8]) -> Result<[&[u8]; 3], VerifyError> {
         "The authorization header is malformed; it must hold Credential, SignedHeaders and Signature, each once",
     );
     let mut found: [Option<&[u8]>; 3] = [None; 3];
-    let tokens = params.split(|&b| b == b',' || is_ws(b)).filter(|t| !t.is_empty());
+    let tokens = params
+        .split(|&b| b == b',' || is_ws(b))
+        .filter(|t| !t.is_empty());
     for tok in tokens {
         let eq = tok.iter().position(|&b| b == b'=').ok_or(MALFORMED)?;
         let slot = match &tok[..eq] {
@@ -244,7 +238,11 @@ fn parse_header_params(params: &[u8]) -> Result<[&[u8]; 3], VerifyError> {
 
 /// The request time of a header-signed request: `x-amz-date`, else `Date`.
 fn header_time(req: &RequestParts<'_>) -> Result<(u64, [u8; 16]), VerifyError> {
-    let single = |name| req.headers.single(name).map_err(|()| VerifyError::MissingDate);
+    let single = |name| {
+        req.headers
+            .single(name)
+            .map_err(|()| VerifyError::MissingDate)
+    };
     if let Some(v) = single(b"x-amz-date")? {
         let t = parse_amz_date(v).ok_or(VerifyError::MissingDate)?;
         return Ok((t, v.try_into().unwrap_or_default()));
