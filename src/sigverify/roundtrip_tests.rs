@@ -495,3 +495,66 @@ fn a_rotated_secret_is_not_served_from_the_cache() {
         ok(AuthMethod::V4)
     );
 }
+
+#[test]
+fn presigned_parameter_errors() {
+    let raw = presigned(60);
+    let query_error =
+        |r: Outcome| matches!(r, Err(VerifyError::AuthorizationQueryParametersError(_)));
+    for (from, to) in [
+        (
+            "X-Amz-Algorithm=AWS4-HMAC-SHA256",
+            "X-Amz-Algorithm=AWS4-HMAC-SHA1",
+        ),
+        ("X-Amz-Expires=60", "X-Amz-Expires=soon"),
+        ("X-Amz-Credential=GK", "X-Amz-Credential=%2FGK"),
+    ] {
+        assert!(query_error(check(&tampered(&raw, from, to), NOW)), "{to}");
+    }
+    let amz = Civil::from_unix(NOW).amz_date();
+    let bad_date = tampered(&raw, &format!("X-Amz-Date={amz}"), "X-Amz-Date=20231114");
+    assert!(query_error(check(&bad_date, NOW)));
+    let unknown = tampered(
+        &raw,
+        &format!("X-Amz-Credential={KEY}"),
+        "X-Amz-Credential=GKnobody",
+    );
+    assert_eq!(check(&unknown, NOW), Err(VerifyError::InvalidAccessKeyId));
+    let v2 =
+        format!("GET /b/k?AWSAccessKeyId=GKnobody&Expires=1&Signature=x HTTP/1.1\nHost: {HOST}");
+    assert_eq!(check(&v2, NOW), Err(VerifyError::InvalidAccessKeyId));
+    let date = Civil::from_unix(NOW).http_date();
+    let v2 =
+        format!("GET / HTTP/1.1\nHost: {HOST}\nDate: {date}\nAuthorization: AWS GKnobody:c2ln");
+    assert_eq!(check(&v2, NOW), Err(VerifyError::InvalidAccessKeyId));
+}
+
+#[test]
+fn many_parameters_and_amz_fields_spill_to_the_heap_and_still_verify() {
+    let names: Vec<String> = (0..40).map(|i| format!("p{i:02}")).collect();
+    let wire_query: Vec<String> = names.iter().rev().map(|n| format!("{n}=v")).collect();
+    let canonical: Vec<String> = names.iter().map(|n| format!("{n}=v")).collect();
+    let raw = v4_get(
+        "/b/k",
+        "/b/k",
+        &wire_query.join("&"),
+        &canonical.join("&"),
+        EMPTY_SHA256,
+    );
+    assert_eq!(check(&raw, NOW), ok(AuthMethod::V4));
+
+    let date = Civil::from_unix(NOW).http_date();
+    let fields: Vec<String> = (0..40)
+        .rev()
+        .map(|i| format!("x-amz-meta-f{i:02}:{i}"))
+        .collect();
+    let mut sorted = fields.clone();
+    sorted.sort();
+    let sts = format!("PUT\n\n\n{date}\n{}\n/b/k", sorted.join("\n"));
+    let sig = v2_signature(SECRET, &sts);
+    let raw = format!(
+        "PUT /b/k HTTP/1.1\nHost: {HOST}\nDate: {date}\n{}\nContent-Length: 0\nAuthorization: AWS {KEY}:{sig}",
+        fields.join("\n").replace(':', ": ")
+    );
+    assert_eq!(check(&raw, NOW), ok(AuthMethod::V2));
+}

@@ -307,7 +307,7 @@ fn query_error(m: &'static str) -> VerifyError {
     VerifyError::AuthorizationQueryParametersError(m)
 }
 
-/// Decoded copies of the presigned parameters (bounded; too long → `None`).
+/// Decoded copies of the presigned parameters (bounded; too long → refused).
 struct QueryBufs {
     algorithm: [u8; 32],
     credential: [u8; 512],
@@ -316,6 +316,20 @@ struct QueryBufs {
     signed_headers: [u8; 1024],
     signature: [u8; 64],
     content_sha256: [u8; 128],
+}
+
+impl QueryBufs {
+    fn new() -> Self {
+        QueryBufs {
+            algorithm: [0; 32],
+            credential: [0; 512],
+            date: [0; 16],
+            expires: [0; 16],
+            signed_headers: [0; 1024],
+            signature: [0; 64],
+            content_sha256: [0; 128],
+        }
+    }
 }
 
 fn parse_expires(raw: &[u8], buf: &mut [u8; 16]) -> Result<u64, VerifyError> {
@@ -333,15 +347,19 @@ fn parse_expires(raw: &[u8], buf: &mut [u8; 16]) -> Result<u64, VerifyError> {
     Ok(secs)
 }
 
-/// Verifies a presigned V4 request.
-pub(crate) fn verify_query<'a>(
-    req: &RequestParts<'a>,
-    q: &V4Query<'a>,
-    secrets: &dyn SecretLookup,
-    cache: &mut SigningKeyCache,
-    now: u64,
-) -> Result<Verified<'a>, VerifyError> {
-    let (Some(alg), Some(cred_raw), Some(date), Some(expires), Some(signed), Some(sig)) = (
+/// The decoded presigned parameters.
+struct Presigned<'b> {
+    scope: Scope<'b>,
+    amz_date: [u8; 16],
+    time: u64,
+    expires: u64,
+    signed_headers: &'b [u8],
+    signature: &'b [u8],
+    payload_hash: &'b [u8],
+}
+
+fn read_presigned<'b>(q: &V4Query<'_>, b: &'b mut QueryBufs) -> Result<Presigned<'b>, VerifyError> {
+    let (Some(alg), Some(cred), Some(date), Some(expires), Some(signed), Some(sig)) = (
         q.algorithm,
         q.credential,
         q.date,
@@ -351,66 +369,73 @@ pub(crate) fn verify_query<'a>(
     ) else {
         return Err(MISSING_QUERY);
     };
-    let mut b = QueryBufs {
-        algorithm: [0; 32],
-        credential: [0; 512],
-        date: [0; 16],
-        expires: [0; 16],
-        signed_headers: [0; 1024],
-        signature: [0; 64],
-        content_sha256: [0; 128],
-    };
     if decode_into(alg, &mut b.algorithm) != Some(ALGORITHM) {
         return Err(query_error(
             "X-Amz-Algorithm only supports \"AWS4-HMAC-SHA256\"",
         ));
     }
-    let credential = decode_into(cred_raw, &mut b.credential);
-    let scope = credential.and_then(parse_scope).ok_or(query_error(
+    let scope = decode_into(cred, &mut b.credential).and_then(parse_scope).ok_or(query_error(
         "Error parsing the X-Amz-Credential parameter; it must be KEY/yyyymmdd/region/service/aws4_request",
     ))?;
-    let amz_date: [u8; 16] = decode_into(date, &mut b.date)
-        .filter(|d| parse_amz_date(d).is_some())
-        .and_then(|d| d.try_into().ok())
-        .ok_or(query_error(
+    let date = decode_into(date, &mut b.date).unwrap_or_default();
+    let (Some(time), Ok(amz_date)) = (parse_amz_date(date), <[u8; 16]>::try_from(date)) else {
+        return Err(query_error(
             "X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"",
-        ))?;
-    let t = parse_amz_date(&amz_date).unwrap_or_default();
+        ));
+    };
     if amz_date[..8] != *scope.date {
         return Err(query_error(
             "Invalid credential date. Date is not the same as X-Amz-Date.",
         ));
     }
-    let expires = parse_expires(expires, &mut b.expires)?;
-    let secret = secrets
-        .secret(scope.access_key)
-        .ok_or(VerifyError::InvalidAccessKeyId)?;
-    if now > t + expires {
-        return Err(VerifyError::Expired);
-    }
-    if t > now + MAX_SKEW_SECS {
-        return Err(VerifyError::NotYetValid);
-    }
-    let signed_headers = decode_into(signed, &mut b.signed_headers)
-        .ok_or(query_error("X-Amz-SignedHeaders is too long"))?;
-    let signature = decode_into(sig, &mut b.signature).ok_or(VerifyError::SignatureDoesNotMatch)?;
-    let payload_hash = match q.content_sha256 {
-        Some(raw) => decode_into(raw, &mut b.content_sha256)
-            .ok_or(query_error("X-Amz-Content-Sha256 is too long"))?,
-        None => UNSIGNED_PAYLOAD,
-    };
-    let claim = Claim {
-        req,
+    Ok(Presigned {
         scope,
         amz_date,
-        signed_headers,
-        payload_hash,
-        signature: decode_signature(signature)?,
+        time,
+        expires: parse_expires(expires, &mut b.expires)?,
+        signed_headers: decode_into(signed, &mut b.signed_headers)
+            .ok_or(query_error("X-Amz-SignedHeaders is too long"))?,
+        signature: decode_into(sig, &mut b.signature).ok_or(VerifyError::SignatureDoesNotMatch)?,
+        payload_hash: match q.content_sha256 {
+            Some(raw) => decode_into(raw, &mut b.content_sha256)
+                .ok_or(query_error("X-Amz-Content-Sha256 is too long"))?,
+            None => UNSIGNED_PAYLOAD,
+        },
+    })
+}
+
+/// Verifies a presigned V4 request.
+pub(crate) fn verify_query<'a>(
+    req: &RequestParts<'a>,
+    q: &V4Query<'a>,
+    secrets: &dyn SecretLookup,
+    cache: &mut SigningKeyCache,
+    now: u64,
+) -> Result<Verified<'a>, VerifyError> {
+    let mut bufs = QueryBufs::new();
+    let p = read_presigned(q, &mut bufs)?;
+    let secret = secrets
+        .secret(p.scope.access_key)
+        .ok_or(VerifyError::InvalidAccessKeyId)?;
+    if now > p.time + p.expires {
+        return Err(VerifyError::Expired);
+    }
+    if p.time > now + MAX_SKEW_SECS {
+        return Err(VerifyError::NotYetValid);
+    }
+    let claim = Claim {
+        req,
+        scope: p.scope,
+        amz_date: p.amz_date,
+        signed_headers: p.signed_headers,
+        payload_hash: p.payload_hash,
+        signature: decode_signature(p.signature)?,
         presigned: true,
     };
     check(&claim, secret, cache)?;
+    let raw_credential = q.credential.unwrap_or_default();
     Ok(Verified {
-        access_key: borrow_if_unencoded(cred_raw, scope.access_key),
+        access_key: borrow_if_unencoded(raw_credential, p.scope.access_key),
         method: AuthMethod::V4Query,
     })
 }
