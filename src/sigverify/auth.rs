@@ -1,5 +1,6 @@
-//! Which signature a request carries. Exactly one mechanism or none: an `Authorization`
-//! header together with presigned query parameters, V2 and V4 query parameters together,
+//! Which signature a request carries. Exactly one mechanism or none: an AWS
+//! `Authorization` header (`AWS4-…`, `AWS`) together with presigned query parameters, V2
+//! and V4 query parameters together,
 //! two `Authorization` headers, or an auth parameter named twice (any case, any
 //! percent-encoding of its name) is refused, because the store might read the other one.
 
@@ -77,7 +78,9 @@ fn take<'a>(p: Param<'a>, v4: &mut V4Query<'a>, v2: &mut V2Query<'a>) -> Result<
     Ok(())
 }
 
-/// Finds the one signature mechanism of `req`.
+/// Finds the one signature mechanism of `req`. As in identity extraction, an
+/// `Authorization` header counts as a mechanism when its scheme is an AWS one (`AWS4-…`,
+/// `AWS`); two `Authorization` headers of any scheme are refused.
 pub(crate) fn detect<'a>(req: &RequestParts<'a>) -> Result<Auth<'a>, VerifyError> {
     let (mut v4, mut v2) = (V4Query::default(), V2Query::default());
     for p in params(req.query()) {
@@ -86,34 +89,52 @@ pub(crate) fn detect<'a>(req: &RequestParts<'a>) -> Result<Auth<'a>, VerifyError
     let header = req
         .headers
         .single(b"authorization")
-        .map_err(|()| ONE_MECHANISM)?;
+        .map_err(|()| ONE_MECHANISM)?
+        .map(header_scheme)
+        .filter(|(scheme, _)| *scheme != Scheme::NotAws);
     match (header, v4.present(), v2.present()) {
         (Some(_), true, _) | (Some(_), _, true) | (None, true, true) => Err(ONE_MECHANISM),
-        (Some(h), false, false) => header_auth(h),
+        (Some((Scheme::V4, params)), false, false) => Ok(Auth::V4Header(params)),
+        (Some((Scheme::V2, params)), false, false) => Ok(Auth::V2Header(params)),
+        (Some(_), false, false) => Err(VerifyError::AuthorizationHeaderMalformed(
+            "Unsupported signing algorithm: only AWS4-HMAC-SHA256 and AWS (V2) are verified",
+        )),
         (None, true, false) => Ok(Auth::V4Query(v4)),
         (None, false, true) => Ok(Auth::V2Query(v2)),
         (None, false, false) => Ok(Auth::None),
     }
 }
 
-fn header_auth(value: &[u8]) -> Result<Auth<'_>, VerifyError> {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scheme {
+    /// `AWS4-HMAC-SHA256`.
+    V4,
+    /// Another `AWS4-…` algorithm (SigV4a): not verifiable here.
+    V4Other,
+    /// `AWS` (SigV2).
+    V2,
+    /// `Bearer`, `Basic`, …: not an S3 signature.
+    NotAws,
+}
+
+/// The scheme of an `Authorization` value and the parameters after it.
+fn header_scheme(value: &[u8]) -> (Scheme, &[u8]) {
     let value = trim(value);
     let end = value
         .iter()
         .position(|&b| b == b' ' || b == b'\t')
         .unwrap_or(value.len());
     let (scheme, rest) = value.split_at(end);
-    if scheme.eq_ignore_ascii_case(b"AWS4-HMAC-SHA256") {
-        Ok(Auth::V4Header(rest))
+    let kind = if scheme.eq_ignore_ascii_case(b"AWS4-HMAC-SHA256") {
+        Scheme::V4
     } else if scheme.len() > 5 && scheme[..5].eq_ignore_ascii_case(b"AWS4-") {
-        Err(VerifyError::AuthorizationHeaderMalformed(
-            "Unsupported signing algorithm: only AWS4-HMAC-SHA256 and AWS (V2) are verified",
-        ))
+        Scheme::V4Other
     } else if scheme.eq_ignore_ascii_case(b"AWS") {
-        Ok(Auth::V2Header(rest))
+        Scheme::V2
     } else {
-        Ok(Auth::None)
-    }
+        Scheme::NotAws
+    };
+    (kind, rest)
 }
 
 #[cfg(test)]
@@ -148,6 +169,14 @@ mod tests {
             Ok(Auth::V2Header(b" K:c2ln"))
         ));
         assert!(matches!(detect_of("/b/k", &["Bearer x"]), Ok(Auth::None)));
+        assert!(matches!(
+            detect_of("/b?X-Amz-Signature=00", &["Bearer x"]),
+            Ok(Auth::V4Query(_))
+        ));
+        assert_eq!(
+            detect_of("/b", &["Bearer x", "Bearer y"]),
+            Err(ONE_MECHANISM)
+        );
         assert!(matches!(detect_of("/b/k?x=1", &[]), Ok(Auth::None)));
         let Ok(Auth::V4Query(q)) = detect_of("/b?X-Amz-Credential=K%2F&X-Amz-Signature=00", &[])
         else {
@@ -166,7 +195,7 @@ mod tests {
         for (target, auth) in [
             ("/b?X-Amz-Credential=K%2F", &[V4][..]),
             ("/b?AWSAccessKeyId=K", &["AWS K:s"][..]),
-            ("/b?x-amz-signature=00", &["Bearer x"][..]),
+            ("/b?x-amz-signature=00", &["AWS4-ECDSA-P256-SHA256 x"][..]),
             ("/b?AWSAccessKeyId=K&X-Amz-Credential=K", &[][..]),
             ("/b", &[V4, V4][..]),
         ] {
