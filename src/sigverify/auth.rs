@@ -1,8 +1,8 @@
 //! Which signature a request carries. Exactly one mechanism or none: an AWS
 //! `Authorization` header (`AWS4-…`, `AWS`) together with presigned query parameters, V2
-//! and V4 query parameters together,
-//! two `Authorization` headers, or an auth parameter named twice (any case, any
-//! percent-encoding of its name) is refused, because the store might read the other one.
+//! and V4 query parameters together, two `Authorization` headers, or an auth parameter
+//! named twice (any case, any percent-encoding of its name) is refused, because the store
+//! might read the other one.
 
 use super::encode::decoded_eq_ignore_case;
 use super::error::{ONE_MECHANISM, REPEATED_PARAMETER, VerifyError};
