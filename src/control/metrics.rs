@@ -125,6 +125,7 @@ pub fn stats_json(st: &ControlState) -> Value {
         "bad_requests": sum(s, |c| c.client_errors_400.get()),
         "auth_failures": sum(s, |c| c.auth_failures.get()),
         "penalty_denials": sum(s, |c| c.penalty_denials.get()),
+        "signature_failures": sum(s, |c| c.signature_failures.get()),
         "access_log": {
             "enabled": cfg.access_log.path.is_some(),
             "lines": sum(s, |c| c.access_log_lines.get()),
@@ -324,6 +325,12 @@ const SCALARS: &[Scalar] = &[
         "counter",
         "Requests refused because their client address was over its authentication-failure window.",
         &[("", |c| c.penalty_denials.get())],
+    ),
+    (
+        "tollgate_signature_failures_total",
+        "counter",
+        "Requests refused by [limits.verify] because their signature did not verify.",
+        &[("", |c| c.signature_failures.get())],
     ),
     (
         "tollgate_cross_core_messages_total",
