@@ -37,7 +37,9 @@ pub enum Cut {
         max_piece: usize,
         max_delay: Duration,
     },
-    /// [`MTU_SEGMENT`]-byte segments, [`MTU_GAP`] apart, like a 1,500-byte-MTU path.
+    /// What each read returned, cut into [`MTU_SEGMENT`]-byte segments [`MTU_GAP`] apart,
+    /// like a 1,500-byte-MTU path (a sender's write starts a new segment, so a head that fits
+    /// one segment stays whole wherever it falls in the stream).
     Mtu,
 }
 
@@ -108,6 +110,12 @@ impl Cutter {
             offset: 0,
             delays: 0,
         }
+    }
+
+    /// Whether pieces restart at each read of the source (a read's first piece starts
+    /// there, with no gap) instead of at fixed stream offsets.
+    pub fn restarts_per_read(&self) -> bool {
+        matches!(self.cut, Cut::Mtu)
     }
 
     /// The next piece of the stream.
@@ -288,6 +296,9 @@ mod tests {
         );
         assert!(pieces(Cut::Bytes, 0, Dir::Up, 5).iter().all(|p| p.len == 1));
         assert_eq!(pieces(Cut::Whole, 0, Dir::Up, 1)[0].len, usize::MAX);
+        let restarts = |cut| Cutter::new(cut, 0, Dir::Up).restarts_per_read();
+        assert!(restarts(Cut::Mtu));
+        assert!(!restarts(Cut::Bytes) && !restarts(Cut::Whole) && !restarts(random(1)));
     }
 
     #[test]

@@ -298,7 +298,8 @@ fn direction(
 }
 
 /// Reads `src` and writes what it read to `dst` in the cutter's pieces, each at least its
-/// gap after the previous write.
+/// gap after the previous write (for a cutter that restarts per read, a read's first piece
+/// goes out at once).
 fn pump(
     mut src: &TcpStream,
     mut dst: &TcpStream,
@@ -317,11 +318,18 @@ fn pump(
             Err(_) => return End::ReadFailed,
         };
         let mut data = &buf[..n];
+        let mut read_start = cutter.restarts_per_read();
+        if read_start {
+            left = 0;
+        }
         while !data.is_empty() {
             if left == 0 {
                 let piece = cutter.next_piece();
                 left = piece.len;
-                wait_gap(last_write, piece.gap);
+                if !read_start {
+                    wait_gap(last_write, piece.gap);
+                }
+                read_start = false;
             }
             let k = left.min(data.len());
             if dst.write_all(&data[..k]).is_err() {

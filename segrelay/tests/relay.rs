@@ -130,6 +130,19 @@ fn a_large_write_arrives_in_many_pieces() {
         (bytes.stats().pieces_up, bytes.stats().pieces_down),
         (3000, 3000)
     );
+    // MTU: one 3,000-byte write (one read) is 1448 + 1448 + 104; then each small write of
+    // a ping-pong starts its own segment, wherever it falls in the stream.
+    let mtu = Relay::start(to, Cut::Mtu).unwrap();
+    let mut c = timed(TcpStream::connect(mtu.addr()).unwrap());
+    c.write_all(&pattern(3000, 3)).unwrap();
+    let mut back = vec![0u8; 3000];
+    c.read_exact(&mut back).unwrap();
+    assert_eq!(mtu.stats().pieces_up, 3);
+    for i in 0..4 {
+        c.write_all(&[b'x'; 1000]).unwrap();
+        c.read_exact(&mut back[..1000]).unwrap();
+        assert_eq!(mtu.stats().pieces_up, 4 + i, "a small write is one segment");
+    }
     let whole = Relay::start(to, Cut::Whole).unwrap();
     exchange(whole.addr(), pattern(3000, 2));
     assert!(whole.stats().pieces_up <= 3, "{:?}", whole.stats());

@@ -1,6 +1,13 @@
 //! Helpers for integration tests: start the real `tollgate` binary on free ports with a
 //! generated config, a scriptable fake upstream, and raw-socket HTTP clients.
 //! Every process started here is killed by PID on drop.
+//!
+//! With `TOLLGATE_TEST_RELAY` set (`whole`, `bytes`, `mtu`, `random` or `random:SEED`), a
+//! segmenting relay (the `segrelay` crate) re-cuts every byte stream: one in front of each
+//! tollgate (`Proxy.addr` is the relay's; the admin address stays direct) and one in front of
+//! each fake upstream (`FakeUpstream.addr` is the relay's; dropping the upstream drops its
+//! relay, so a killed node still refuses connects and cuts its connections). Relayed
+//! connections come from the client's own IP. The mode and seed are printed once per process.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -8,8 +15,46 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use segrelay::{Cut, Relay};
+
+/// The relay mode of this test process, from `TOLLGATE_TEST_RELAY` (None: no relay);
+/// `random` alone takes a seed from the clock. Printed once, with how to replay it.
+pub fn relay_cut() -> Option<Cut> {
+    static CUT: OnceLock<Option<Cut>> = OnceLock::new();
+    *CUT.get_or_init(|| {
+        let spec = std::env::var("TOLLGATE_TEST_RELAY").ok()?;
+        if spec.is_empty() {
+            return None;
+        }
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let cut = Cut::from_spec(&spec, clock ^ u64::from(std::process::id()))
+            .unwrap_or_else(|e| panic!("TOLLGATE_TEST_RELAY: {e}"));
+        let replay = match cut {
+            Cut::Random { seed, .. } => format!("random:{seed}"),
+            _ => spec,
+        };
+        // Straight to stderr, past the test harness's capture: shown whichever test fails.
+        let _ = writeln!(
+            std::io::stderr(),
+            "tests/common: segmenting relay {cut:?} (replay: TOLLGATE_TEST_RELAY={replay})"
+        );
+        Some(cut)
+    })
+}
+
+/// A relay in front of `target` on `listen` when this process runs through one.
+fn relay_to(listen: SocketAddr, target: SocketAddr) -> Option<Relay> {
+    let cut = relay_cut()?;
+    Some(
+        Relay::start_on(listen, target, cut)
+            .unwrap_or_else(|e| panic!("relay on {listen} to {target}: {e}")),
+    )
+}
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -35,7 +80,12 @@ pub fn tmpdir(tag: &str) -> PathBuf {
 /// A running tollgate process.
 pub struct Proxy {
     pub child: Child,
+    /// Where clients connect: tollgate's listener, or the relay in front of it.
     pub addr: SocketAddr,
+    /// tollgate's own listener.
+    pub direct: SocketAddr,
+    /// The segmenting relay in front of `direct`, if this process runs through one.
+    pub relay: Option<Relay>,
     pub admin: Option<SocketAddr>,
     pub dir: PathBuf,
     pub log: PathBuf,
@@ -100,9 +150,11 @@ pub fn start_proxy(
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("start tollgate");
-    let p = Proxy {
+    let mut p = Proxy {
         child,
         addr,
+        direct: addr,
+        relay: None,
         admin: Some(admin),
         dir,
         log,
@@ -116,6 +168,10 @@ pub fn start_proxy(
         wait_port(admin, Duration::from_secs(5)),
         "admin did not listen"
     );
+    p.relay = relay_to("127.0.0.1:0".parse().unwrap(), addr);
+    if let Some(r) = &p.relay {
+        p.addr = r.addr();
+    }
     p
 }
 
@@ -130,7 +186,12 @@ pub type Handler = Arc<dyn Fn(&Seen) -> Vec<u8> + Send + Sync>;
 
 /// A scriptable HTTP/1.1 upstream on its own threads (keep-alive, CL and chunked bodies).
 pub struct FakeUpstream {
+    /// Where tollgate connects: the fake's listener, or the relay in front of it.
     pub addr: SocketAddr,
+    /// The fake's own listener.
+    pub direct: SocketAddr,
+    /// The segmenting relay in front of `direct`, if this process runs through one.
+    pub relay: Option<Relay>,
     pub seen: Arc<Mutex<Vec<Seen>>>,
     pub connections: Arc<AtomicUsize>,
     stop: Arc<std::sync::atomic::AtomicBool>,
@@ -144,8 +205,9 @@ impl Drop for FakeUpstream {
     /// Kills the node: the listener is closed (new connections are refused) and every
     /// accepted connection is shut down, before this returns.
     fn drop(&mut self) {
+        drop(self.relay.take());
         self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(100));
+        let _ = TcpStream::connect_timeout(&self.direct, Duration::from_millis(100));
         if let Some(t) = self.acceptor.take() {
             let _ = t.join();
         }
@@ -164,9 +226,15 @@ impl FakeUpstream {
         Self::start_on("127.0.0.1:0".parse().unwrap(), handler)
     }
 
+    /// Listens on `addr` (a fixed port restarts a node where it was); through a relay, the
+    /// relay takes `addr` and the fake a fresh port behind it.
     pub fn start_on(addr: SocketAddr, handler: Handler) -> FakeUpstream {
-        let l = TcpListener::bind(addr).unwrap();
-        let addr = l.local_addr().unwrap();
+        let own = match relay_cut() {
+            Some(_) => "127.0.0.1:0".parse().unwrap(),
+            None => addr,
+        };
+        let l = TcpListener::bind(own).unwrap();
+        let direct = l.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -192,8 +260,11 @@ impl FakeUpstream {
                 std::thread::spawn(move || serve_fake(conn, h, s, st3));
             }
         });
+        let relay = relay_to(addr, direct);
         FakeUpstream {
-            addr,
+            addr: relay.as_ref().map_or(direct, Relay::addr),
+            direct,
+            relay,
             seen,
             connections,
             stop,
@@ -413,6 +484,25 @@ impl Client {
     }
     pub fn send(&mut self, raw: &[u8]) {
         self.w.write_all(raw).unwrap();
+    }
+    /// Writes `raw` split at the offsets `cuts` (strictly ascending, inside `raw`), one
+    /// write per piece with `pause` between writes.
+    pub fn send_pieces(&mut self, raw: &[u8], cuts: &[usize], pause: Duration) {
+        assert!(
+            cuts.windows(2).all(|w| w[0] < w[1])
+                && cuts.first().is_none_or(|&c| c > 0)
+                && cuts.last().is_none_or(|&c| c < raw.len()),
+            "cuts must be strictly ascending offsets inside the {} bytes: {cuts:?}",
+            raw.len()
+        );
+        let mut from = 0;
+        for &at in cuts.iter().chain([raw.len()].iter()) {
+            if from > 0 {
+                std::thread::sleep(pause);
+            }
+            self.w.write_all(&raw[from..at]).unwrap();
+            from = at;
+        }
     }
     pub fn recv(&mut self) -> Resp {
         read_response(&mut self.r, false).unwrap()
