@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -30,7 +30,7 @@ pub struct Stats {
     /// Accepted connections closed because the outbound connect failed.
     pub failed_connects: u64,
     /// Writes towards the target / towards the clients (one per piece, plus one more
-    /// wherever a piece straddles two reads).
+    /// wherever a piece straddles two reads), counted just before each write.
     pub pieces_up: u64,
     pub pieces_down: u64,
     pub bytes_up: u64,
@@ -136,7 +136,7 @@ impl Drop for Relay {
         // Wake the acceptor (it sees `stopped` and returns, closing the listener).
         let mut wake = self.addr;
         if wake.ip().is_unspecified() {
-            wake.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            wake.set_ip(Ipv4Addr::LOCALHOST.into());
         }
         let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
         let conns = self
@@ -216,18 +216,23 @@ fn serve(inbound: TcpStream, id: u64, shared: Arc<Shared>) {
 }
 
 /// Connects to `target` from the accepted peer's IP (port 0), so per-address limits behind
-/// the relay still tell 127.0.0.1 from 127.0.0.2. A peer IP that is not local to this host
-/// (a remote client of the binary) falls back to an unbound connect.
+/// the relay still tell 127.0.0.1 from 127.0.0.2. A peer on the loopback address of a
+/// loopback target needs no bind (the kernel picks that source itself, and an unbound
+/// connect takes its port at connect time instead of reserving one at bind time, as
+/// `bind` does, where a test may be about to listen). A peer IP that is not local to this
+/// host (a remote client of the binary) falls back to an unbound connect.
 fn connect_from(inbound: &TcpStream, target: SocketAddr) -> io::Result<TcpStream> {
     use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-    let peer = inbound.peer_addr()?;
+    let peer = inbound.peer_addr()?.ip();
     let sock = Socket::new(
         Domain::for_address(target),
         Type::STREAM,
         Some(Protocol::TCP),
     )?;
-    if peer.is_ipv4() == target.is_ipv4() {
-        match sock.bind(&SockAddr::from(SocketAddr::new(peer.ip(), 0))) {
+    let kernel_picks_it =
+        target.ip().is_loopback() && (peer == Ipv4Addr::LOCALHOST || peer == Ipv6Addr::LOCALHOST);
+    if peer.is_ipv4() == target.is_ipv4() && !kernel_picks_it {
+        match sock.bind(&SockAddr::from(SocketAddr::new(peer, 0))) {
             Err(e) if e.kind() != io::ErrorKind::AddrNotAvailable => return Err(e),
             _ => {}
         }
@@ -332,14 +337,15 @@ fn pump(
                 read_start = false;
             }
             let k = left.min(data.len());
+            // Counted first, so whoever has received the bytes sees them counted.
+            counters.pieces[dir as usize].fetch_add(1, Ordering::SeqCst);
+            counters.bytes[dir as usize].fetch_add(k as u64, Ordering::SeqCst);
             if dst.write_all(&data[..k]).is_err() {
                 return End::WriteFailed;
             }
             last_write = Some(Instant::now());
             left -= k;
             data = &data[k..];
-            counters.pieces[dir as usize].fetch_add(1, Ordering::Relaxed);
-            counters.bytes[dir as usize].fetch_add(k as u64, Ordering::Relaxed);
         }
     }
 }

@@ -57,11 +57,13 @@ fn relay_to(listen: SocketAddr, target: SocketAddr) -> Option<Relay> {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_ports::<1>()[0]
+}
+
+/// `N` distinct free ports of 127.0.0.1 (all held until all are chosen).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: [TcpListener; N] = std::array::from_fn(|_| TcpListener::bind("127.0.0.1:0").unwrap());
+    held.map(|l| l.local_addr().unwrap().port())
 }
 
 pub fn tmpdir(tag: &str) -> PathBuf {
@@ -119,8 +121,7 @@ pub fn start_proxy(
     keys: Option<&str>,
 ) -> Proxy {
     let dir = tmpdir(tag);
-    let port = free_port();
-    let admin_port = free_port();
+    let [port, admin_port] = free_ports();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
     let mut cfg = format!(
@@ -217,8 +218,17 @@ impl Drop for FakeUpstream {
     }
 }
 
+/// 200 with body "ok" (headers only for HEAD: an upstream that sent body bytes after a
+/// HEAD answer would leave them on the pooled connection, where a relay that delivers them
+/// in a later read makes them the start of the next response).
 pub fn ok_handler() -> Handler {
-    Arc::new(|_s: &Seen| b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Up: 1\r\n\r\nok".to_vec())
+    Arc::new(|s: &Seen| {
+        let mut r = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Up: 1\r\n\r\nok".to_vec();
+        if s.head.starts_with(b"HEAD ") {
+            r.truncate(r.len() - 2);
+        }
+        r
+    })
 }
 
 impl FakeUpstream {
