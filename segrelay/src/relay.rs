@@ -3,6 +3,9 @@
 //! [`Cutter`] gives. Owns the listener, the live-connection registry (so `Drop` can cut
 //! them) and the counters. How pieces are chosen is `cut`'s business, not this module's.
 //!
+//! Threads: one acceptor; per connection, one for each direction (blocking std I/O — a test
+//! tool, not a data path). A failed outbound connect closes the accepted socket at once.
+//!
 //! Endings, per direction: EOF from the source → `shutdown(Write)` towards the other side
 //! (a half-close; the other direction keeps flowing). A read error (a reset) or a write
 //! error ends the connection as a reset: every byte read before it has been written on, the

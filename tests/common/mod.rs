@@ -199,8 +199,12 @@ pub struct FakeUpstream {
     /// Accepted connections, shut down on drop (a killed node drops its keep-alive
     /// connections too).
     live: Arc<Mutex<Vec<TcpStream>>>,
+    /// Offsets at which each response is split, and the pause between its writes.
+    split: Arc<Mutex<Split>>,
     acceptor: Option<std::thread::JoinHandle<()>>,
 }
+
+type Split = (Vec<usize>, Duration);
 
 impl Drop for FakeUpstream {
     /// Kills the node: the listener is closed (new connections are refused) and every
@@ -249,11 +253,13 @@ impl FakeUpstream {
         let connections = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let live = Arc::new(Mutex::new(Vec::new()));
-        let (s2, c2, st2, l2) = (
+        let split: Arc<Mutex<Split>> = Arc::default();
+        let (s2, c2, st2, l2, sp2) = (
             seen.clone(),
             connections.clone(),
             stop.clone(),
             live.clone(),
+            split.clone(),
         );
         let acceptor = std::thread::spawn(move || {
             for conn in l.incoming() {
@@ -266,8 +272,8 @@ impl FakeUpstream {
                     l2.lock().unwrap().push(c);
                 }
                 let (h, s) = (handler.clone(), s2.clone());
-                let st3 = st2.clone();
-                std::thread::spawn(move || serve_fake(conn, h, s, st3));
+                let (st3, sp3) = (st2.clone(), sp2.clone());
+                std::thread::spawn(move || serve_fake(conn, h, s, st3, sp3));
             }
         });
         let relay = relay_to(addr, direct);
@@ -279,8 +285,15 @@ impl FakeUpstream {
             connections,
             stop,
             live,
+            split,
             acceptor: Some(acceptor),
         }
+    }
+
+    /// From now on every response is written split at `cuts` (ascending offsets; those not
+    /// inside a response are ignored) with `pause` between its writes.
+    pub fn split_responses(&self, cuts: &[usize], pause: Duration) {
+        *self.split.lock().unwrap() = (cuts.to_vec(), pause);
     }
 
     pub fn seen(&self) -> Vec<Seen> {
@@ -293,6 +306,7 @@ fn serve_fake(
     h: Handler,
     seen: Arc<Mutex<Vec<Seen>>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    split: Arc<Mutex<Split>>,
 ) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
     let mut w = conn.try_clone().unwrap();
@@ -368,7 +382,12 @@ fn serve_fake(
         if resp.is_empty() {
             return; // handler asked to drop the connection
         }
-        if w.write_all(&resp).is_err() {
+        let (cuts, pause) = split.lock().unwrap().clone();
+        let cuts: Vec<usize> = cuts
+            .into_iter()
+            .filter(|&c| c > 0 && c < resp.len())
+            .collect();
+        if write_pieces(&mut w, &resp, &cuts, pause).is_err() {
             return;
         }
     }
@@ -463,6 +482,32 @@ pub fn read_response(r: &mut BufReader<TcpStream>, head_request: bool) -> std::i
     }
 }
 
+/// Writes `raw` split at the offsets `cuts` (strictly ascending, inside `raw`), one write
+/// per piece with `pause` between writes.
+pub fn write_pieces(
+    w: &mut impl Write,
+    raw: &[u8],
+    cuts: &[usize],
+    pause: Duration,
+) -> std::io::Result<()> {
+    assert!(
+        cuts.windows(2).all(|p| p[0] < p[1])
+            && cuts.first().is_none_or(|&c| c > 0)
+            && cuts.last().is_none_or(|&c| c < raw.len()),
+        "cuts must be strictly ascending offsets inside the {} bytes: {cuts:?}",
+        raw.len()
+    );
+    let mut from = 0;
+    for &at in cuts.iter().chain([raw.len()].iter()) {
+        if from > 0 {
+            std::thread::sleep(pause);
+        }
+        w.write_all(&raw[from..at])?;
+        from = at;
+    }
+    Ok(())
+}
+
 /// A raw keep-alive client connection.
 pub struct Client {
     pub w: TcpStream,
@@ -498,21 +543,7 @@ impl Client {
     /// Writes `raw` split at the offsets `cuts` (strictly ascending, inside `raw`), one
     /// write per piece with `pause` between writes.
     pub fn send_pieces(&mut self, raw: &[u8], cuts: &[usize], pause: Duration) {
-        assert!(
-            cuts.windows(2).all(|w| w[0] < w[1])
-                && cuts.first().is_none_or(|&c| c > 0)
-                && cuts.last().is_none_or(|&c| c < raw.len()),
-            "cuts must be strictly ascending offsets inside the {} bytes: {cuts:?}",
-            raw.len()
-        );
-        let mut from = 0;
-        for &at in cuts.iter().chain([raw.len()].iter()) {
-            if from > 0 {
-                std::thread::sleep(pause);
-            }
-            self.w.write_all(&raw[from..at]).unwrap();
-            from = at;
-        }
+        write_pieces(&mut self.w, raw, cuts, pause).unwrap();
     }
     pub fn recv(&mut self) -> Resp {
         read_response(&mut self.r, false).unwrap()
