@@ -39,11 +39,11 @@ timeout 1200 bash scripts/run-s3-tests.sh
 # tollgate -> upstream. A failure prints its seed; replay with RELAY_SEED=N scripts/test.sh or
 # TOLLGATE_TEST_RELAY=random:N cargo test --release --test NAME.
 relay="random:${RELAY_SEED:-20261201}"
-say "proxy, rate-limit and access-log suites through the segmenting relay (TOLLGATE_TEST_RELAY=$relay)"
+say "proxy, rate-limit, access-log suites through a segmenting relay (TOLLGATE_TEST_RELAY=$relay)"
 TOLLGATE_TEST_RELAY="$relay" timeout 600 cargo test --release --test proxy --test ratelimit \
     --test access_log -- --test-threads=2
 
-say "real S3 clients through segmenting relays before and behind tollgate (TOLLGATE_TEST_RELAY=$relay)"
+say "real S3 clients, segmenting relays before and behind tollgate (TOLLGATE_TEST_RELAY=$relay)"
 TOLLGATE_TEST_RELAY="$relay" timeout 1200 bash scripts/run-s3-tests.sh
 
 say "the README's demo command, scaled to 6 s of load (DEMO_SCALE=0.05)"

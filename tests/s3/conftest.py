@@ -15,7 +15,7 @@ Environment:
   TOLLGATE_TEST_RELAY=whole|bytes|mtu|random[:SEED]  put a segmenting relay (`segrelay`, from
                       $SEGRELAY_BIN or <target>/release/segrelay) in front of every tollgate
                       listener and every backend, so each byte stream is re-cut on its way
-                      (tests see the relays' ports). The mode and seed are printed after the results.
+                      (tests see the relays' ports); mode and seed are printed after the results.
 
 Helpers for other tests (e.g. rate-limit tests): `start_tollgate(...)` below and the
 `tollgate_factory` fixture start extra tollgate instances with their own tiers/keys.
