@@ -290,8 +290,14 @@ start_system() {
         taskset -c "$core" nginx -p "$RUN_DIR" -e "$RUN_DIR/nginx-limit.error.log" \
             -c "$RUN_DIR/nginx-limit.conf" >"$RUN_DIR/$name.out" 2>&1 &
         ;;
-    tollgate | tollgate-plain | tollgate-log)
+    tollgate | tollgate-plain | tollgate-log | tollgate-base)
         bin="$(tollgate_bin)" || return 2
+        # tollgate-base: the same configuration on a baseline build ($TOLLGATE_BASE_BIN), for
+        # a change's before/after ratio measured in one run.
+        if [[ "$name" == tollgate-base ]]; then
+            [[ -x "${TOLLGATE_BASE_BIN:-}" ]] || return 2
+            bin="$TOLLGATE_BASE_BIN"
+        fi
         if [[ "$name" == tollgate-plain ]]; then profile=plain; fi
         write_tollgate_config "$port" "$origin" "$profile" "$RUN_DIR/tollgate.toml"
         if [[ "$name" == tollgate-log ]]; then
@@ -300,8 +306,10 @@ start_system() {
             rm -f "$RUN_DIR/access.log"
             printf '\n[access_log]\npath = "%s"\n' "$RUN_DIR/access.log" >>"$RUN_DIR/tollgate.toml"
         fi
-        taskset -c "$core" "$bin" run --config "$RUN_DIR/tollgate.toml" --workers 1 \
-            >"$RUN_DIR/$name.out" 2>&1 &
+        # BENCH_WRAP: a command the binary runs under (bench/instructions.sh: callgrind).
+        # shellcheck disable=SC2086
+        taskset -c "$core" ${BENCH_WRAP:-} "$bin" run --config "$RUN_DIR/tollgate.toml" \
+            --workers 1 >"$RUN_DIR/$name.out" 2>&1 &
         ;;
     *)
         bench_die "unknown system: $name"
@@ -309,7 +317,7 @@ start_system() {
     esac
     SYS_PID=$!
     bench_track_pid "$SYS_PID"
-    if ! wait_http "$port" 10 "$SYS_PID"; then
+    if ! wait_http "$port" "${BENCH_START_TIMEOUT:-10}" "$SYS_PID"; then
         bench_log "$name did not answer on port $port; its output:"
         tail -n 20 "$RUN_DIR/$name.out" >&2 || true
         bench_stop_pid "$SYS_PID"

@@ -3,7 +3,9 @@
 #
 # For each system under test (tollgate when built, tollgate-plain = tollgate with rate limiting
 # off, haproxy-plain, haproxy-seed, nginx-limit; and, only when named in --systems,
-# tollgate-log = tollgate with its access log written to a file):
+# tollgate-log = tollgate with its access log written to a file; tollgate-base = tollgate's
+# configuration on the baseline build $TOLLGATE_BASE_BIN, for a change's before/after ratio in
+# one run):
 # start it with ONE worker pinned to the proxy core, drive it with wrk (closed loop, keep-alive,
 # -t1 -c64) through to an nginx `return 200` origin, and measure
 #   req/s                      wrk's completed requests / wrk's duration
@@ -91,6 +93,11 @@ for s in "${SYS_LIST[@]}"; do
     if [[ "$s" == tollgate* ]] && ! tollgate_bin >/dev/null; then
         bench_log "$s: SKIPPED — no binary (looked for \$TOLLGATE_BIN, $REPO_DIR/target/release/tollgate, \$CARGO_TARGET_DIR/release/tollgate); build it with cargo build --release"
         SKIPPED+=("$s: not built")
+        continue
+    fi
+    if [[ "$s" == tollgate-base && ! -x "${TOLLGATE_BASE_BIN:-}" ]]; then
+        bench_log "$s: SKIPPED — set TOLLGATE_BASE_BIN to a baseline build of tollgate"
+        SKIPPED+=("$s: no TOLLGATE_BASE_BIN")
         continue
     fi
     RUNNABLE+=("$s")
@@ -284,7 +291,8 @@ if discarded:
 # median: less sensitive to a machine that drifts between rounds than a ratio of medians.
 pairs = [("tollgate", "haproxy-seed"), ("tollgate", "haproxy-plain"),
          ("tollgate-plain", "haproxy-plain"), ("tollgate", "nginx-limit"),
-         ("tollgate-log", "tollgate"), ("tollgate-log", "haproxy-seed")]
+         ("tollgate-log", "tollgate"), ("tollgate-log", "haproxy-seed"),
+         ("tollgate", "tollgate-base"), ("tollgate-base", "haproxy-seed")]
 by = {(r["system"], r["mode"], r["round"]): r["cpu_us_per_req"] for r in runs}
 ratios = []
 for mode in modes:

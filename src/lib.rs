@@ -4,7 +4,7 @@
 //!
 //! - [`config`]: raw TOML mirror → validated immutable `Config`; keys file and its CLI.
 //! - [`http`]: the HTTP/1.1 codec on httparse: request/response heads, body framing,
-//!   chunked scanning, smuggling rejection, S3 XML error bodies. No I/O.
+//!   chunked scanning, smuggling rejection, S3 XML error bodies, request methods. No I/O.
 //! - [`identity`]: API-key extraction (5 methods, first match wins) → (key, auth method).
 //! - [`limit`]: the exact trailing-window algorithm (`window`), the per-core shard
 //!   (`table`) and key → owner-core routing (`route`). No I/O, time passed in.
@@ -16,6 +16,9 @@
 //! - [`stats`]: per-core counters (written by their core only) and their aggregation.
 
 #![forbid(unsafe_code)]
+// No `Mutex`/`RwLock` in the library (clippy.toml): the data path takes no locks. Test code is
+// exempt (it is not the data path); so are the binary and the integration tests (Cargo.toml).
+#![cfg_attr(not(test), deny(clippy::disallowed_types))]
 
 pub mod config;
 pub mod control;

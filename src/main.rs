@@ -229,6 +229,16 @@ fn run(path: PathBuf, overrides: Overrides) -> Result<()> {
     let (meshes, handle) = runtime::mesh::build(n);
     let stats: Vec<Arc<CoreStats>> = (0..n).map(|_| Arc::new(CoreStats::default())).collect();
     let hasher = std::hash::RandomState::new();
+    let connection_budget = runtime::connection_budget(n);
+    if cfg.http.max_connections > connection_budget {
+        log::warn!(
+            "http.max_connections = {} per worker does not fit the open-file limit \
+             (RLIMIT_NOFILE, with one upstream connection per client connection): using {} per \
+             worker; raise the limit (systemd: LimitNOFILE=) to allow more",
+            cfg.http.max_connections,
+            connection_budget
+        );
+    }
     let shared = Arc::new(Shared {
         config: cfg.clone(),
         stats: stats.clone(),
@@ -241,6 +251,7 @@ fn run(path: PathBuf, overrides: Overrides) -> Result<()> {
             hasher.hash_one(std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64)
         },
         access_log: access_log.as_ref().map(|w| w.tx.clone()),
+        connection_budget,
     });
     let inits = meshes
         .into_iter()
@@ -274,7 +285,7 @@ fn run(path: PathBuf, overrides: Overrides) -> Result<()> {
     });
     control::start(state.clone())?;
     if let Some(a) = cfg.admin.listen {
-        let bound = control::admin::start(state.clone(), a)
+        let bound = control::admin::start_with(state.clone(), a, cfg.admin.allowed_hosts.clone())
             .with_context(|| format!("admin listener {a}"))?;
         log::info!("admin on http://{bound}");
     }

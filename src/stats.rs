@@ -1,20 +1,19 @@
-//! Per-core statistics counters and their aggregation.
+//! Per-core statistics counters.
 //!
-//! Owns: `CoreStats` (one per worker core, written only by that core) and `Totals`
-//! (the control thread's sum). The data path never contends on these: every field
-//! is updated by exactly one thread with a relaxed load + store (a plain store on
-//! x86-64, no locked instruction); the control thread only reads.
+//! Owns: `CoreStats` (one per worker core, written only by that core) and the names of
+//! its per-method and per-auth-method slots; the control thread reads and sums them
+//! (`control::metrics`). The data path never contends on these: every field is updated
+//! by exactly one thread with a relaxed load + store (a plain store on x86-64, no locked
+//! instruction); the control thread only reads.
 //! Must not touch: I/O, HTTP parsing.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Max tiers tracked in stats (validated at config load).
 pub const MAX_TIERS: usize = 32;
-/// Methods tracked: GET PUT POST HEAD DELETE OPTIONS PATCH other.
-pub const METHODS: usize = 8;
-pub const METHOD_NAMES: [&str; METHODS] = [
-    "GET", "PUT", "POST", "HEAD", "DELETE", "OPTIONS", "PATCH", "OTHER",
-];
+/// Methods tracked (GET PUT POST HEAD DELETE OPTIONS PATCH other) and their counter index:
+/// one table with the limited methods, in `http::method`.
+pub use crate::http::{METHOD_NAMES, METHODS, method_index};
 
 /// A counter written by one thread only.
 #[derive(Default, Debug)]
@@ -70,9 +69,25 @@ pub struct CoreStats {
     /// its answer was relayed and both connections closed.
     pub upstream_early_responses: Counter,
     pub upstream_connects: Counter,
+    /// Upstream connects that failed for lack of a local resource (EMFILE, ENOBUFS …): not
+    /// counted against the node.
+    pub upstream_local_errors: Counter,
+    /// Pooled upstream connections closed instead of reused: expired, or no longer clean
+    /// (readable or closed while idle). A gauge, published by housekeeping.
+    pub upstream_pool_discarded: Counter,
     pub client_errors_400: Counter,
+    /// Upstream answers saying a request was not authenticated (its slot given back, the
+    /// client address charged a failure).
+    pub auth_failures: Counter,
+    /// Requests refused because their client address was over its failure window.
+    pub penalty_denials: Counter,
+    /// New subjects refused because the table was full of entries that would deny
+    /// (a gauge, published by housekeeping).
+    pub table_refused: Counter,
     pub connections_accepted: Counter,
     pub connections_active: Counter,
+    /// Connections closed at once because the worker was at `http.max_connections`.
+    pub connections_refused: Counter,
     pub tls_handshakes: Counter,
     pub tls_handshake_errors: Counter,
     pub bytes_from_client: Counter,
@@ -107,9 +122,15 @@ impl Default for CoreStats {
             upstream_retries: Default::default(),
             upstream_early_responses: Default::default(),
             upstream_connects: Default::default(),
+            upstream_local_errors: Default::default(),
+            upstream_pool_discarded: Default::default(),
             client_errors_400: Default::default(),
+            auth_failures: Default::default(),
+            penalty_denials: Default::default(),
+            table_refused: Default::default(),
             connections_accepted: Default::default(),
             connections_active: Default::default(),
+            connections_refused: Default::default(),
             tls_handshakes: Default::default(),
             tls_handshake_errors: Default::default(),
             bytes_from_client: Default::default(),
@@ -127,20 +148,6 @@ impl Default for CoreStats {
             access_log_lines: Default::default(),
             access_log_dropped: Default::default(),
         }
-    }
-}
-
-/// Index of a method in the per-method arrays.
-pub fn method_index(m: &[u8]) -> usize {
-    match m {
-        b"GET" => 0,
-        b"PUT" => 1,
-        b"POST" => 2,
-        b"HEAD" => 3,
-        b"DELETE" => 4,
-        b"OPTIONS" => 5,
-        b"PATCH" => 6,
-        _ => 7,
     }
 }
 

@@ -5,9 +5,8 @@
 
 use crate::client::{Conn, TlsSetup};
 use crate::engine::{self, EngineConfig, KeyWork, ReqSource};
-use crate::plan::{Arrival, KeyPlan, Mix, Profile};
+use crate::plan::{Arrival, KeyPlan, Mix, Mode, Profile};
 use crate::request::Target;
-use crate::scenario::Mode;
 use crate::stats::{KeyStats, Percentiles, new_hist};
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -142,24 +141,11 @@ fn request_bytes(t: &Target, o: &BenchOpts) -> Vec<u8> {
     b
 }
 
-fn tls_for(
-    t: &Target,
-    o: &BenchOpts,
-) -> Result<
-    Option<(
-        Arc<rustls::ClientConfig>,
-        rustls_pki_types::ServerName<'static>,
-    )>,
-    BenchError,
-> {
-    if !t.tls {
-        return Ok(None);
-    }
-    let cfg =
-        crate::client::tls_config(o.ca_file.as_deref(), o.insecure).map_err(BenchError::Tls)?;
-    let sn = rustls_pki_types::ServerName::try_from(t.host.clone())
-        .map_err(|e| BenchError::Tls(e.to_string()))?;
-    Ok(Some((cfg, sn)))
+fn tls_for(t: &Target, o: &BenchOpts) -> Result<Option<TlsSetup>, BenchError> {
+    t.tls
+        .then(|| TlsSetup::new(o.ca_file.as_deref(), o.insecure, &t.host))
+        .transpose()
+        .map_err(BenchError::Tls)
 }
 
 pub fn run(o: &BenchOpts) -> Result<BenchResult, BenchError> {
@@ -267,6 +253,72 @@ struct ClosedState {
     bytes_in: u64,
 }
 
+/// One closed-loop worker thread's share of the run: its connections, each sending `req`
+/// back to back (`pipeline` in flight) until `deadline`.
+struct ClosedThread {
+    ti: usize,
+    conns: usize,
+    req: Vec<u8>,
+    tls: Option<TlsSetup>,
+    addr: std::net::SocketAddr,
+    pin: Vec<usize>,
+    pipeline: usize,
+    head: bool,
+    deadline: Instant,
+    timeout: Duration,
+    count: Arc<AtomicU64>,
+}
+
+impl ClosedThread {
+    fn run(self) -> Result<(ClosedState, &'static str), BenchError> {
+        if let Some(&core) = self.pin.get(self.ti % self.pin.len().max(1)) {
+            core_affinity::set_for_current(core_affinity::CoreId { id: core });
+        }
+        let (mut rt, driver) = engine::build_runtime(true).map_err(BenchError::Runtime)?;
+        let st = Rc::new(RefCell::new(ClosedState {
+            hist: new_hist(),
+            classes: [0; 6],
+            transport: 0,
+            timeouts: 0,
+            bytes_in: 0,
+        }));
+        let tls = self.tls.map(Rc::new);
+        let req = Rc::new(self.req);
+        let st2 = st.clone();
+        let (deadline, timeout) = (self.deadline, self.timeout);
+        rt.block_on(async move {
+            let mut hs = Vec::new();
+            for _ in 0..self.conns {
+                let f = closed_conn(
+                    self.addr,
+                    tls.clone(),
+                    req.clone(),
+                    self.pipeline,
+                    self.head,
+                    deadline,
+                    st2.clone(),
+                    self.count.clone(),
+                );
+                let st3 = st2.clone();
+                let limit = deadline.saturating_duration_since(Instant::now()) + timeout;
+                hs.push(monoio::spawn(async move {
+                    if monoio::time::timeout(limit, f).await.is_err() {
+                        st3.borrow_mut().timeouts += 1;
+                    }
+                }));
+            }
+            for h in hs {
+                h.await;
+            }
+        });
+        let st = Rc::try_unwrap(st)
+            .ok()
+            .expect("tasks finished")
+            .into_inner();
+        Ok((st, driver))
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn closed_conn(
     addr: std::net::SocketAddr,
@@ -342,62 +394,20 @@ fn run_closed(o: &BenchOpts) -> Result<BenchResult, BenchError> {
         .collect();
     let mut handles = Vec::new();
     for (ti, counter) in counters.iter().enumerate() {
-        let conns = o.connections / o.threads + usize::from(ti < o.connections % o.threads);
-        let (req, tls, addr, pin) = (req.clone(), tls.clone(), target.addr, o.pin_cores.clone());
-        let (pipeline, timeout, count) = (o.pipeline, o.timeout, counter.clone());
-        handles.push(std::thread::spawn(
-            move || -> Result<(ClosedState, &'static str), BenchError> {
-                if let Some(&core) = pin.get(ti % pin.len().max(1)) {
-                    core_affinity::set_for_current(core_affinity::CoreId { id: core });
-                }
-                let (mut rt, driver) = engine::build_runtime(true).map_err(BenchError::Runtime)?;
-                let st = Rc::new(RefCell::new(ClosedState {
-                    hist: new_hist(),
-                    classes: [0; 6],
-                    transport: 0,
-                    timeouts: 0,
-                    bytes_in: 0,
-                }));
-                let tls = tls.map(|(c, n)| {
-                    Rc::new(TlsSetup {
-                        connector: monoio_rustls::TlsConnector::from(c),
-                        server_name: n,
-                    })
-                });
-                let req = Rc::new(req);
-                let st2 = st.clone();
-                rt.block_on(async move {
-                    let mut hs = Vec::new();
-                    for _ in 0..conns {
-                        let f = closed_conn(
-                            addr,
-                            tls.clone(),
-                            req.clone(),
-                            pipeline,
-                            head,
-                            deadline,
-                            st2.clone(),
-                            count.clone(),
-                        );
-                        let st3 = st2.clone();
-                        let limit = deadline.saturating_duration_since(Instant::now()) + timeout;
-                        hs.push(monoio::spawn(async move {
-                            if monoio::time::timeout(limit, f).await.is_err() {
-                                st3.borrow_mut().timeouts += 1;
-                            }
-                        }));
-                    }
-                    for h in hs {
-                        h.await;
-                    }
-                });
-                let st = Rc::try_unwrap(st)
-                    .ok()
-                    .expect("tasks finished")
-                    .into_inner();
-                Ok((st, driver))
-            },
-        ));
+        let t = ClosedThread {
+            ti,
+            conns: o.connections / o.threads + usize::from(ti < o.connections % o.threads),
+            req: req.clone(),
+            tls: tls.clone(),
+            addr: target.addr,
+            pin: o.pin_cores.clone(),
+            pipeline: o.pipeline,
+            head,
+            deadline,
+            timeout: o.timeout,
+            count: counter.clone(),
+        };
+        handles.push(std::thread::spawn(move || t.run()));
     }
     if o.progress {
         let mut last = 0;

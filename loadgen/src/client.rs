@@ -265,6 +265,31 @@ pub struct TlsSetup {
     pub server_name: rustls_pki_types::ServerName<'static>,
 }
 
+impl std::fmt::Debug for TlsSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSetup")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsSetup {
+    /// Client TLS for `server_name`, verified against `ca_file` (or not at all: `insecure`).
+    pub fn new(
+        ca_file: Option<&str>,
+        insecure: bool,
+        server_name: &str,
+    ) -> Result<TlsSetup, String> {
+        let cfg = tls_config(ca_file, insecure)?;
+        let server_name = rustls_pki_types::ServerName::try_from(server_name.to_string())
+            .map_err(|e| e.to_string())?;
+        Ok(TlsSetup {
+            connector: monoio_rustls::TlsConnector::from(cfg),
+            server_name,
+        })
+    }
+}
+
 enum Stream {
     Tcp(TcpStream),
     Tls(Box<monoio_rustls::ClientTlsStream<TcpStream>>),

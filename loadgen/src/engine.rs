@@ -3,12 +3,12 @@
 //! sleeps precisely until each key's next intended time and hands due requests to its runtime
 //! (monoio's timer only has 1 ms ticks); any free connection sends the oldest due request, and
 //! latency is measured from the intended time. Closed loop: each connection sends back-to-back.
-//! Owns threads, sockets and the progress counters; knows nothing about reports or scenarios.
+//! Owns threads, sockets and the progress counters; knows nothing about reports or scenarios: it
+//! runs [`KeyWork`]s (request source, plan, limited ops) under an [`EngineConfig`].
 
 use crate::client::{ClientError, Conn, TlsSetup};
-use crate::plan::{KeyPlan, Mix, Op, Rng};
+use crate::plan::{KeyPlan, Mix, Mode, Op, Rng};
 use crate::request::{BODY_CHUNK, RequestBuilder, Target, body_source};
-use crate::scenario::Mode;
 use crate::stats::{KeyStats, Outcome, Sample, Timeline, new_hist};
 use hdrhistogram::Histogram;
 use std::cell::{Cell, RefCell};
@@ -17,8 +17,13 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
+#[allow(
+    clippy::disallowed_types,
+    reason = "the clock thread's hand-off, see Handoff"
+)]
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -57,10 +62,7 @@ pub struct KeyWork {
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub target: Target,
-    pub tls: Option<(
-        Arc<rustls::ClientConfig>,
-        rustls_pki_types::ServerName<'static>,
-    )>,
+    pub tls: Option<TlsSetup>,
     pub threads: usize,
     pub conns_per_thread: usize,
     pub pin_cores: Vec<usize>,
@@ -160,8 +162,14 @@ struct HandoffInner {
     done: bool,
 }
 
-/// Clock thread → runtime hand-off (one per worker).
+/// Clock thread → runtime hand-off (one per worker). A lock, taken once per batch of due
+/// requests: the clock thread is a plain OS thread sleeping precisely, so it cannot use the
+/// runtime's own (`!Send`) queues.
 #[derive(Default)]
+#[allow(
+    clippy::disallowed_types,
+    reason = "loadgen's clock thread → runtime hand-off, one lock per batch"
+)]
 struct Handoff(Mutex<HandoffInner>);
 
 struct TakeJobs<'a>(&'a Handoff, Vec<Job>);
@@ -327,7 +335,34 @@ impl Local {
         p.max_latency_us.fetch_max(lat_us, Relaxed);
     }
 
-    /// Next job for a connection: queued (open loop) or generated (closed loop).
+    /// Next job for a connection: queued by the clock thread (open loop) or generated now
+    /// (closed loop); None when the run is over.
+    async fn next_job(&self) -> Option<Job> {
+        match self.cfg.mode {
+            Mode::Open => NextJob(self).await,
+            Mode::Closed => self.next_closed(),
+        }
+    }
+
+    /// The head of `job`'s request into `wbuf` (cleared first): (body bytes still to send,
+    /// HEAD request, body length).
+    fn build_request(&self, job: &Job, wbuf: &mut Vec<u8>) -> (u64, bool, u64) {
+        wbuf.clear();
+        let unix = (self.unix0 + job.intended_ns as f64 / 1e9) as u64;
+        let mut sources = self.sources.borrow_mut();
+        match &mut sources[job.key as usize] {
+            ReqSource::S3(b) => {
+                let rest = b.build(job.op, job.obj, job.size_idx, unix, wbuf);
+                (rest, job.op == Op::Head, b.body_len(job.op, job.size_idx))
+            }
+            ReqSource::Fixed { bytes, head } => {
+                wbuf.extend_from_slice(bytes);
+                (0, *head, 0)
+            }
+        }
+    }
+
+    /// A generated closed-loop job (round robin over the keys), or None after the run.
     fn next_closed(&self) -> Option<Job> {
         let now = self.now_ns();
         if now >= self.cfg.total.as_nanos() as u64 {
@@ -399,17 +434,7 @@ async fn connection(local: Rc<Local>, tls: Option<Rc<TlsSetup>>) {
     let timeout_ns = cfg.timeout.as_nanos() as u64;
     let mut conn: Option<Conn> = None;
     let mut wbuf: Vec<u8> = Vec::with_capacity(16 * 1024);
-    loop {
-        let job = match cfg.mode {
-            Mode::Open => match NextJob(&local).await {
-                Some(j) => j,
-                None => break,
-            },
-            Mode::Closed => match local.next_closed() {
-                Some(j) => j,
-                None => break,
-            },
-        };
+    while let Some(job) = local.next_job().await {
         let now = local.now_ns();
         if now > job.intended_ns + timeout_ns {
             // Waited for a connection longer than the timeout: never sent.
@@ -418,10 +443,10 @@ async fn connection(local: Rc<Local>, tls: Option<Rc<TlsSetup>>) {
             }
             continue;
         }
-        let deadline = cfg.timeout;
         if conn.is_none() {
-            let r = monoio::time::timeout(deadline, Conn::connect(cfg.target.addr, tls.as_deref()))
-                .await;
+            let r =
+                monoio::time::timeout(cfg.timeout, Conn::connect(cfg.target.addr, tls.as_deref()))
+                    .await;
             match r {
                 Ok(Ok(c)) => conn = Some(c),
                 Ok(Err(_)) | Err(_) => {
@@ -440,47 +465,20 @@ async fn connection(local: Rc<Local>, tls: Option<Rc<TlsSetup>>) {
             }
         }
         let c = conn.as_mut().expect("connected");
-        wbuf.clear();
-        let unix = (local.unix0 + job.intended_ns as f64 / 1e9) as u64;
-        let (rest, is_head, bytes_out) = {
-            let mut sources = local.sources.borrow_mut();
-            match &mut sources[job.key as usize] {
-                ReqSource::S3(b) => {
-                    let rest = b.build(job.op, job.obj, job.size_idx, unix, &mut wbuf);
-                    (rest, job.op == Op::Head, b.body_len(job.op, job.size_idx))
-                }
-                ReqSource::Fixed { bytes, head } => {
-                    wbuf.extend_from_slice(bytes);
-                    (0, *head, 0)
-                }
-            }
-        };
+        let (rest, is_head, bytes_out) = local.build_request(&job, &mut wbuf);
         let sent_ns = local.now_ns();
         local
             .state
             .borrow_mut()
             .send_lag
             .saturating_record((sent_ns.saturating_sub(job.intended_ns) / 1000).max(1));
-        let buf = std::mem::take(&mut wbuf);
-        let exchange = async {
-            let (r, b) = c.write(buf).await;
-            let back = b;
-            if let Err(e) = r {
-                return (Err(e), back);
-            }
-            let mut left = rest;
-            while left > 0 {
-                let n = left.min(BODY_CHUNK as u64) as usize;
-                if let Err(e) = c.write_static(&body_source()[..n]).await {
-                    return (Err(e), back);
-                }
-                left -= n as u64;
-            }
-            (c.read_response(is_head).await, back)
-        };
         // The timeout runs from the actual send; time spent queued shows in the latency, and
         // a request queued longer than the timeout is dropped above.
-        let res = monoio::time::timeout(cfg.timeout, exchange).await;
+        let res = monoio::time::timeout(
+            cfg.timeout,
+            exchange(c, std::mem::take(&mut wbuf), rest, is_head),
+        )
+        .await;
         let done_ns = local.now_ns();
         match res {
             Ok((Ok(resp), b)) => {
@@ -504,6 +502,29 @@ async fn connection(local: Rc<Local>, tls: Option<Rc<TlsSetup>>) {
             }
         }
     }
+}
+
+/// Writes one request (head in `buf`, then `rest` body bytes) and reads its response; the
+/// write buffer comes back for reuse.
+async fn exchange(
+    c: &mut Conn,
+    buf: Vec<u8>,
+    rest: u64,
+    is_head: bool,
+) -> (Result<crate::client::Response, ClientError>, Vec<u8>) {
+    let (r, back) = c.write(buf).await;
+    if let Err(e) = r {
+        return (Err(e), back);
+    }
+    let mut left = rest;
+    while left > 0 {
+        let n = left.min(BODY_CHUNK as u64) as usize;
+        if let Err(e) = c.write_static(&body_source()[..n]).await {
+            return (Err(e), back);
+        }
+        left -= n as u64;
+    }
+    (c.read_response(is_head).await, back)
 }
 
 struct WorkerOut {
@@ -553,12 +574,7 @@ fn worker(
         }),
         progress: progress.clone(),
     });
-    let tls = cfg.tls.as_ref().map(|(c, name)| {
-        Rc::new(TlsSetup {
-            connector: monoio_rustls::TlsConnector::from(c.clone()),
-            server_name: name.clone(),
-        })
-    });
+    let tls = cfg.tls.clone().map(Rc::new);
     let l2 = local.clone();
     std::thread::sleep(t0.saturating_duration_since(Instant::now()));
     rt.block_on(async move {
@@ -645,37 +661,8 @@ pub fn run(
                 .expect("spawn worker thread"),
         );
     }
-    // Progress loop.
     let start = Instant::now();
-    let mut last = ProgressSnapshot::default();
-    let mut next_tick = t0 + Duration::from_secs(1);
-    while !progresses.iter().all(|p| p.done.load(Relaxed)) {
-        let now = Instant::now();
-        if now >= next_tick {
-            let mut s = ProgressSnapshot::default();
-            for p in &progresses {
-                s.sent += p.sent.load(Relaxed);
-                s.ok += p.ok.load(Relaxed);
-                s.denied += p.denied.load(Relaxed);
-                s.errors += p.errors.load(Relaxed);
-                s.max_latency_us = s.max_latency_us.max(p.max_latency_us.swap(0, Relaxed));
-            }
-            s.delta_sent = s.sent - last.sent;
-            s.delta_ok = s.ok - last.ok;
-            s.delta_denied = s.denied - last.denied;
-            s.delta_errors = s.errors - last.errors;
-            if cfg.progress {
-                on_tick(next_tick.saturating_duration_since(t0), &s);
-            }
-            last = s;
-            next_tick += Duration::from_secs(1);
-        }
-        std::thread::sleep(
-            Duration::from_millis(20)
-                .min(next_tick.saturating_duration_since(Instant::now()))
-                .max(Duration::from_millis(1)),
-        );
-    }
+    progress_loop(&progresses, t0, cfg.progress, &mut on_tick);
     let mut out = RunOutput {
         keys: (0..nkeys).map(|_| KeyStats::default()).collect(),
         timeline: Timeline::default(),
@@ -716,6 +703,45 @@ pub fn run(
         .elapsed()
         .saturating_sub(t0.saturating_duration_since(start));
     Ok(out)
+}
+
+/// Until every worker is done: about once a second, sums the workers' live counters and
+/// (when `show`) hands them to `on_tick`.
+fn progress_loop(
+    progresses: &[Arc<Progress>],
+    t0: Instant,
+    show: bool,
+    on_tick: &mut impl FnMut(Duration, &ProgressSnapshot),
+) {
+    let mut last = ProgressSnapshot::default();
+    let mut next_tick = t0 + Duration::from_secs(1);
+    while !progresses.iter().all(|p| p.done.load(Relaxed)) {
+        let now = Instant::now();
+        if now >= next_tick {
+            let mut s = ProgressSnapshot::default();
+            for p in progresses {
+                s.sent += p.sent.load(Relaxed);
+                s.ok += p.ok.load(Relaxed);
+                s.denied += p.denied.load(Relaxed);
+                s.errors += p.errors.load(Relaxed);
+                s.max_latency_us = s.max_latency_us.max(p.max_latency_us.swap(0, Relaxed));
+            }
+            s.delta_sent = s.sent - last.sent;
+            s.delta_ok = s.ok - last.ok;
+            s.delta_denied = s.denied - last.denied;
+            s.delta_errors = s.errors - last.errors;
+            if show {
+                on_tick(next_tick.saturating_duration_since(t0), &s);
+            }
+            last = s;
+            next_tick += Duration::from_secs(1);
+        }
+        std::thread::sleep(
+            Duration::from_millis(20)
+                .min(next_tick.saturating_duration_since(Instant::now()))
+                .max(Duration::from_millis(1)),
+        );
+    }
 }
 
 /// Summed live counters.

@@ -2,11 +2,26 @@
 //! [`simulate`] replays an intended schedule through the exact sliding-window rule (admitted iff,
 //! after admitting, every trailing window holds ≤ limit; denials are not counted).
 //! [`accuracy`] finds the most admissions of one identity in any trailing window from the
-//! measured (send, response) intervals. Pure functions over timestamps; no I/O.
+//! measured (send, response) intervals. Owns the limit being checked ([`Window`]) and one key's
+//! expected outcome ([`KeyExpect`]). Pure functions over timestamps; no I/O.
 
-use crate::scenario::Window;
 use serde::Serialize;
 use std::collections::VecDeque;
+
+/// One sliding window of a tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Window {
+    pub limit: u32,
+    pub window_ns: u64,
+}
+
+/// Expected outcome of one key's measured-phase requests under the exact semantics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct KeyExpect {
+    pub offered: u64,
+    pub admitted: u64,
+    pub denied: u64,
+}
 
 /// Exact sliding-window admission over sorted request times (ns). Returns one flag per request.
 pub fn simulate(times: &[u64], windows: &[Window]) -> Vec<bool> {

@@ -1,9 +1,19 @@
 //! The offered load, as pure functions of time: rate profiles (constant, ramp/hold stages),
 //! per-key arrival schedules (uniform with a random phase, or Poisson) and the per-request
 //! choice of operation, object and body size. Deterministic from a seed so the expectation
-//! simulator can replay exactly what the engine sends. Owns no I/O and no clock.
+//! simulator can replay exactly what the engine sends; and the loop [`Mode`] (open: these
+//! schedules; closed: back-to-back). Owns no I/O and no clock.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+/// Open loop (scheduled arrivals per key) or closed loop (saturation: send as fast as answered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Open,
+    Closed,
+}
 
 /// SplitMix64: small, fast, deterministic (reproducible across versions, unlike library RNGs).
 #[derive(Clone, Debug)]
@@ -204,7 +214,7 @@ impl Profile {
 }
 
 /// How arrivals are placed on the profile.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Arrival {
     /// Evenly spaced (in cumulative-rate space) with a random phase per key.

@@ -1,11 +1,14 @@
 //! Reports: the [`Report`] value (serialised as versioned JSON), the final text tables (per tier
 //! and per key, with the expected outcome beside the measured one and the accuracy check), and a
-//! self-contained HTML page with inline SVG charts. Pure formatting; writes files only via main.
+//! self-contained HTML page with inline SVG charts. [`Report::build`] turns the engine's
+//! measurements and the expectation into rows (per key, per tier, overall) and judges the run's
+//! validity from the send lag; it evaluates no asserts (`run` fills [`Report::asserts`] via
+//! [`crate::asserts`]). No I/O: main writes the files.
 
 use crate::engine::RunOutput;
-use crate::expect::Accuracy;
-use crate::run::KeyExpect;
-use crate::scenario::{Mode, Scenario};
+use crate::expect::{Accuracy, KeyExpect};
+use crate::plan::Mode;
+use crate::scenario::Scenario;
 use crate::stats::{KeyStats, OUTCOME_NAMES, Percentiles};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -120,6 +123,101 @@ pub struct AssertResult {
     pub detail: String,
 }
 
+/// One row per key, one per tier (sorted by name) and the overall row, each with its expected
+/// outcome when there is an expectation.
+fn rows(
+    sc: &Scenario,
+    out: &RunOutput,
+    expected: Option<&[KeyExpect]>,
+) -> (Vec<Row>, Vec<Row>, Row) {
+    let secs = sc.duration.as_secs_f64();
+    let mut overall = KeyStats::default();
+    let mut tiers: BTreeMap<String, (KeyStats, Option<KeyExpect>)> = BTreeMap::new();
+    let mut keys = Vec::new();
+    let mut overall_exp = expected.map(|_| KeyExpect::default());
+    for (i, k) in sc.keys.iter().enumerate() {
+        let s = &out.keys[i];
+        let tier = &sc.groups[k.group].tier;
+        let e = expected.map(|e| e[i]);
+        keys.push(Row::from_stats(&k.id, tier, s, secs, e));
+        overall.merge(s);
+        let entry = tiers
+            .entry(tier.clone())
+            .or_insert_with(|| (KeyStats::default(), expected.map(|_| KeyExpect::default())));
+        entry.0.merge(s);
+        if let (Some(acc), Some(e)) = (entry.1.as_mut(), e) {
+            acc.offered += e.offered;
+            acc.admitted += e.admitted;
+            acc.denied += e.denied;
+        }
+        if let (Some(acc), Some(e)) = (overall_exp.as_mut(), e) {
+            acc.offered += e.offered;
+            acc.admitted += e.admitted;
+            acc.denied += e.denied;
+        }
+    }
+    let tiers: Vec<Row> = tiers
+        .iter()
+        .map(|(n, (s, e))| Row::from_stats(n, n, s, secs, *e))
+        .collect();
+    let overall = Row::from_stats("overall", "*", &overall, secs, overall_exp);
+    (keys, tiers, overall)
+}
+
+/// The per-second timeline points.
+fn timeline(out: &RunOutput) -> Vec<Point> {
+    out.timeline
+        .seconds
+        .iter()
+        .enumerate()
+        .map(|(t, s)| {
+            let p = Percentiles::of(&s.latency);
+            Point {
+                t: t as u64,
+                ok: s.counts[0],
+                denied: s.counts[1],
+                other: s.counts[2],
+                transport: s.counts[3],
+                timeout: s.counts[4],
+                p50_ms: p.p50,
+                p90_ms: p.p90,
+                p99_ms: p.p99,
+                max_ms: p.max,
+            }
+        })
+        .collect()
+}
+
+/// A table of rows (tiers or keys) with their expectation and latency percentiles.
+fn html_table(h: &mut String, title: &str, rows: &[&Row]) {
+    let _ = write!(
+        h,
+        "<h2>{title}</h2><table><tr><th>name</th><th>sent</th><th>admitted</th><th>denied</th><th>errors</th><th>req/s</th><th>exp. passed</th><th>exp. denied</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th><th>service p99</th></tr>"
+    );
+    for r in rows {
+        let p = &r.latency_ms;
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td></tr>",
+            esc(&r.name),
+            r.sent,
+            r.admitted,
+            r.denied,
+            r.errors,
+            r.rps,
+            r.expected.map_or("-".into(), |e| e.admitted.to_string()),
+            r.expected.map_or("-".into(), |e| e.denied.to_string()),
+            p.p50,
+            p.p90,
+            p.p99,
+            p.p999,
+            p.max,
+            r.service_ms.p99
+        );
+    }
+    h.push_str("</table>");
+}
+
 /// The whole result of a run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -158,36 +256,7 @@ impl Report {
         accuracy: Vec<Accuracy>,
     ) -> Report {
         let secs = sc.duration.as_secs_f64();
-        let mut overall = KeyStats::default();
-        let mut tiers: BTreeMap<String, (KeyStats, Option<KeyExpect>)> = BTreeMap::new();
-        let mut keys = Vec::new();
-        let mut overall_exp = expected.map(|_| KeyExpect::default());
-        for (i, k) in sc.keys.iter().enumerate() {
-            let s = &out.keys[i];
-            let tier = &sc.groups[k.group].tier;
-            let e = expected.map(|e| e[i]);
-            keys.push(Row::from_stats(&k.id, tier, s, secs, e));
-            overall.merge(s);
-            let entry = tiers
-                .entry(tier.clone())
-                .or_insert_with(|| (KeyStats::default(), expected.map(|_| KeyExpect::default())));
-            entry.0.merge(s);
-            if let (Some(acc), Some(e)) = (entry.1.as_mut(), e) {
-                acc.offered += e.offered;
-                acc.admitted += e.admitted;
-                acc.denied += e.denied;
-            }
-            if let (Some(acc), Some(e)) = (overall_exp.as_mut(), e) {
-                acc.offered += e.offered;
-                acc.admitted += e.admitted;
-                acc.denied += e.denied;
-            }
-        }
-        let tiers: Vec<Row> = tiers
-            .iter()
-            .map(|(n, (s, e))| Row::from_stats(n, n, s, secs, *e))
-            .collect();
-        let overall = Row::from_stats("overall", "*", &overall, secs, overall_exp);
+        let (keys, tiers, overall) = rows(sc, out, expected);
         let dispatch = Percentiles::of(&out.dispatch_lag);
         let limit_ms = sc.max_send_lag_p99.as_secs_f64() * 1000.0;
         let (valid, invalid_reason) = if sc.mode == Mode::Open && dispatch.p99 > limit_ms {
@@ -201,30 +270,10 @@ impl Report {
         } else {
             (true, None)
         };
-        let timeline = out
-            .timeline
-            .seconds
-            .iter()
-            .enumerate()
-            .map(|(t, s)| {
-                let p = Percentiles::of(&s.latency);
-                Point {
-                    t: t as u64,
-                    ok: s.counts[0],
-                    denied: s.counts[1],
-                    other: s.counts[2],
-                    transport: s.counts[3],
-                    timeout: s.counts[4],
-                    p50_ms: p.p50,
-                    p90_ms: p.p90,
-                    p99_ms: p.p99,
-                    max_ms: p.max,
-                }
-            })
-            .collect();
+        let timeline = timeline(out);
         let accuracy_pass = accuracy.iter().all(|a| a.pass);
         let identity_ok = keys.iter().all(|k| k.identity_ok) && overall.identity_ok;
-        let mut r = Report {
+        Report {
             format: REPORT_FORMAT,
             version: REPORT_VERSION,
             scenario: sc.name.clone(),
@@ -250,9 +299,7 @@ impl Report {
             identity_ok,
             timeline,
             asserts: Vec::new(),
-        };
-        r.asserts = crate::asserts::evaluate(&sc.asserts, &r);
-        r
+        }
     }
 
     pub fn asserts_pass(&self) -> bool {
@@ -282,6 +329,36 @@ impl Report {
                 String::new()
             }
         );
+        self.text_tables(&mut s);
+        self.text_details(&mut s);
+        self.text_accuracy(&mut s);
+        let _ = writeln!(
+            s,
+            "accounting sent = admitted + denied + errors: {}",
+            if self.identity_ok { "holds" } else { "BROKEN" }
+        );
+        if !self.asserts.is_empty() {
+            s.push_str("\nasserts:\n");
+            for a in &self.asserts {
+                let _ = writeln!(
+                    s,
+                    "  [{}] {} ({}) = {} {}",
+                    if a.pass { "pass" } else { "FAIL" },
+                    a.metric,
+                    a.scope,
+                    a.value.map_or("n/a".into(), |v| format!("{v:.4}")),
+                    a.detail
+                );
+            }
+        }
+        if let Some(r) = &self.invalid_reason {
+            let _ = writeln!(s, "\nRUN INVALID: {r}");
+        }
+        s
+    }
+
+    /// The tier table (with the overall row) and the key table.
+    fn text_tables(&self, s: &mut String) {
         let has_exp = self.overall.expected.is_some();
         let header = |s: &mut String, first: &str| {
             let _ = write!(
@@ -329,16 +406,21 @@ impl Report {
             );
         };
         s.push('\n');
-        header(&mut s, "tier");
+        header(s, "tier");
         for r in &self.tiers {
-            line(&mut s, r);
+            line(s, r);
         }
-        line(&mut s, &self.overall);
+        line(s, &self.overall);
         s.push('\n');
-        header(&mut s, "key");
+        header(s, "key");
         for r in &self.keys {
-            line(&mut s, r);
+            line(s, r);
         }
+    }
+
+    /// Service time, errors, statuses, Retry-After, send lag and the expectation, overall.
+    fn text_details(&self, s: &mut String) {
+        let has_exp = self.overall.expected.is_some();
         let o = &self.overall;
         let _ = writeln!(
             s,
@@ -393,6 +475,10 @@ impl Report {
                 }
             );
         }
+    }
+
+    /// The accuracy check per identity (nothing when there is none).
+    fn text_accuracy(&self, s: &mut String) {
         if !self.accuracy.is_empty() {
             let _ = writeln!(
                 s,
@@ -428,29 +514,6 @@ impl Report {
                 if self.accuracy_pass { "PASS" } else { "FAIL" }
             );
         }
-        let _ = writeln!(
-            s,
-            "accounting sent = admitted + denied + errors: {}",
-            if self.identity_ok { "holds" } else { "BROKEN" }
-        );
-        if !self.asserts.is_empty() {
-            s.push_str("\nasserts:\n");
-            for a in &self.asserts {
-                let _ = writeln!(
-                    s,
-                    "  [{}] {} ({}) = {} {}",
-                    if a.pass { "pass" } else { "FAIL" },
-                    a.metric,
-                    a.scope,
-                    a.value.map_or("n/a".into(), |v| format!("{v:.4}")),
-                    a.detail
-                );
-            }
-        }
-        if let Some(r) = &self.invalid_reason {
-            let _ = writeln!(s, "\nRUN INVALID: {r}");
-        }
-        s
     }
 
     /// Self-contained HTML: inline CSS and SVG, no scripts, no external resources.
@@ -485,38 +548,18 @@ td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}}th{{background:#f
         h.push_str(&self.svg_rps());
         h.push_str("<h2>Latency percentiles over time (ms, from intended send, log scale)</h2>");
         h.push_str(&self.svg_latency());
-        let table = |h: &mut String, title: &str, rows: &[&Row]| {
-            let _ = write!(
-                h,
-                "<h2>{title}</h2><table><tr><th>name</th><th>sent</th><th>admitted</th><th>denied</th><th>errors</th><th>req/s</th><th>exp. passed</th><th>exp. denied</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th><th>service p99</th></tr>"
-            );
-            for r in rows {
-                let p = &r.latency_ms;
-                let _ = write!(
-                    h,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td></tr>",
-                    esc(&r.name),
-                    r.sent,
-                    r.admitted,
-                    r.denied,
-                    r.errors,
-                    r.rps,
-                    r.expected.map_or("-".into(), |e| e.admitted.to_string()),
-                    r.expected.map_or("-".into(), |e| e.denied.to_string()),
-                    p.p50,
-                    p.p90,
-                    p.p99,
-                    p.p999,
-                    p.max,
-                    r.service_ms.p99
-                );
-            }
-            h.push_str("</table>");
-        };
         let mut tiers: Vec<&Row> = self.tiers.iter().collect();
         tiers.push(&self.overall);
-        table(&mut h, "Tiers", &tiers);
-        table(&mut h, "Keys", &self.keys.iter().collect::<Vec<_>>());
+        html_table(&mut h, "Tiers", &tiers);
+        html_table(&mut h, "Keys", &self.keys.iter().collect::<Vec<_>>());
+        self.html_accuracy(&mut h);
+        self.html_asserts(&mut h);
+        h.push_str("</body></html>\n");
+        h
+    }
+
+    /// The accuracy check, one row per identity and window (nothing when there is none).
+    fn html_accuracy(&self, h: &mut String) {
         if !self.accuracy.is_empty() {
             h.push_str("<h2>Accuracy check</h2><table><tr><th>identity</th><th>window</th><th>limit</th><th>max certain</th><th>max by response time</th><th>tolerance ms</th><th>verdict</th></tr>");
             for a in &self.accuracy {
@@ -537,6 +580,9 @@ td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}}th{{background:#f
             }
             h.push_str("</table>");
         }
+    }
+
+    fn html_asserts(&self, h: &mut String) {
         if !self.asserts.is_empty() {
             h.push_str("<h2>Asserts</h2><table><tr><th>metric</th><th>scope</th><th>value</th><th>verdict</th></tr>");
             for a in &self.asserts {
@@ -552,8 +598,6 @@ td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}}th{{background:#f
             }
             h.push_str("</table>");
         }
-        h.push_str("</body></html>\n");
-        h
     }
 
     fn svg_rps(&self) -> String {

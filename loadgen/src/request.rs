@@ -1,13 +1,40 @@
 //! Target URLs and request bytes. [`Target`] parses and resolves `http(s)://host:port[/base]`;
 //! [`RequestBuilder`] turns (key, op, object, size, wall-clock second) into the exact bytes of a
-//! path-style S3 request signed in the group's auth style. Pure apart from name resolution.
+//! path-style S3 request signed in the group's auth style ([`AuthStyle`]). Pure apart from name
+//! resolution.
 
 use crate::plan::Op;
-use crate::scenario::AuthStyle;
 use crate::sign::{
     Civil, EMPTY_SHA256, UNSIGNED_PAYLOAD, V4Signer, uri_encode, v2_signature, v2_string_to_sign,
 };
+use serde::{Deserialize, Serialize};
 use std::net::{SocketAddr, ToSocketAddrs};
+
+/// How a group's requests identify their key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthStyle {
+    Sigv4,
+    Sigv2,
+    PresignV4,
+    PresignV2,
+    XApiKey,
+    None,
+    Malformed,
+}
+
+impl AuthStyle {
+    /// Whether the proxy sees a key (false: the request is anonymous to the limiter).
+    pub fn identifies_key(self) -> bool {
+        !matches!(self, AuthStyle::None | AuthStyle::Malformed)
+    }
+    pub fn needs_secret(self) -> bool {
+        matches!(
+            self,
+            AuthStyle::Sigv4 | AuthStyle::Sigv2 | AuthStyle::PresignV4 | AuthStyle::PresignV2
+        )
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {

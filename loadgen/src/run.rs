@@ -1,14 +1,18 @@
 //! Glue between a validated scenario and the engine: builds each key's work (request builder,
 //! schedule, limited methods), runs the engine, computes the expectation and the accuracy check,
-//! and assembles the [`Report`]. Owns no sockets itself.
+//! assembles the [`Report`] and evaluates the scenario's asserts on it. A run's sockets are the
+//! engine's; [`prefill`] opens its own single connection (sequential PUTs through
+//! [`crate::client::Conn`]) to create the objects a scenario reads.
 
+use crate::asserts;
+use crate::client::TlsSetup;
 use crate::engine::{self, EngineConfig, KeyWork, ProgressSnapshot, ReqSource};
+pub use crate::expect::KeyExpect;
 use crate::expect::{Accuracy, accuracy, simulate};
-use crate::plan::{KeyPlan, Op, mix_seed};
+use crate::plan::{KeyPlan, Mode, Op, mix_seed};
 use crate::report::Report;
-use crate::request::{RequestBuilder, Target};
-use crate::scenario::{Mode, Scenario};
-use std::collections::BTreeMap;
+use crate::request::{AuthStyle, RequestBuilder, Target};
+use crate::scenario::Scenario;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,14 +24,6 @@ pub enum RunError {
     Tls(String),
     #[error(transparent)]
     Engine(#[from] engine::EngineError),
-}
-
-/// Expected outcome of one key's measured-phase requests under the exact semantics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-pub struct KeyExpect {
-    pub offered: u64,
-    pub admitted: u64,
-    pub denied: u64,
 }
 
 pub fn key_seed(sc: &Scenario, i: usize) -> u64 {
@@ -61,13 +57,7 @@ fn limited_ops(sc: &Scenario, i: usize) -> [bool; 4] {
 pub fn expectation(sc: &Scenario) -> Vec<KeyExpect> {
     let warm_ns = sc.warmup.as_nanos() as u64;
     let mut out = vec![KeyExpect::default(); sc.keys.len()];
-    let mut by_identity: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for (i, k) in sc.keys.iter().enumerate() {
-        by_identity
-            .entry(sc.limiter_identity(k))
-            .or_default()
-            .push(i);
-    }
+    let by_identity = sc.keys_by_identity();
     for keys in by_identity.values() {
         let windows = sc
             .limiter_tier(&sc.keys[keys[0]])
@@ -108,13 +98,7 @@ pub fn expectation(sc: &Scenario) -> Vec<KeyExpect> {
 
 /// Accuracy check per limiter identity, from the measured admitted intervals.
 pub fn accuracy_checks(sc: &Scenario, admitted: &[Vec<(u64, u64)>]) -> Vec<Accuracy> {
-    let mut by_identity: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for (i, k) in sc.keys.iter().enumerate() {
-        by_identity
-            .entry(sc.limiter_identity(k))
-            .or_default()
-            .push(i);
-    }
+    let by_identity = sc.keys_by_identity();
     let mut out = Vec::new();
     for (id, keys) in by_identity {
         let Some(tier) = sc.limiter_tier(&sc.keys[keys[0]]) else {
@@ -132,19 +116,20 @@ pub fn accuracy_checks(sc: &Scenario, admitted: &[Vec<(u64, u64)>]) -> Vec<Accur
     out
 }
 
+/// Client TLS for an HTTPS target (`server_name`, else the target's host), None for HTTP.
+fn tls_setup(sc: &Scenario, target: &Target) -> Result<Option<TlsSetup>, RunError> {
+    let name = sc.server_name.as_deref().unwrap_or(&target.host);
+    target
+        .tls
+        .then(|| TlsSetup::new(sc.ca_file.as_deref(), sc.insecure, name))
+        .transpose()
+        .map_err(RunError::Tls)
+}
+
 /// Builds the engine configuration and per-key work for a scenario.
 pub fn prepare(sc: &Scenario, progress: bool) -> Result<(EngineConfig, Vec<KeyWork>), RunError> {
     let target = Target::parse(&sc.target)?;
-    let tls = if target.tls {
-        let cfg =
-            crate::client::tls_config(sc.ca_file.as_deref(), sc.insecure).map_err(RunError::Tls)?;
-        let name = sc.server_name.clone().unwrap_or(target.host.clone());
-        let sn = rustls_pki_types::ServerName::try_from(name)
-            .map_err(|e| RunError::Tls(e.to_string()))?;
-        Some((cfg, sn))
-    } else {
-        None
-    };
+    let tls = tls_setup(sc, &target)?;
     let mut work = Vec::new();
     for (i, k) in sc.keys.iter().enumerate() {
         let g = &sc.groups[k.group];
@@ -205,7 +190,9 @@ pub fn run_scenario(sc: &Scenario, progress: bool) -> Result<Report, RunError> {
     let out = engine::run(cfg, work, print_progress)?;
     let admitted: Vec<Vec<(u64, u64)>> = out.keys.iter().map(|k| k.admitted.clone()).collect();
     let acc = accuracy_checks(sc, &admitted);
-    Ok(Report::build(sc, &out, expected.as_deref(), acc))
+    let mut report = Report::build(sc, &out, expected.as_deref(), acc);
+    report.asserts = asserts::evaluate(&sc.asserts, &report);
+    Ok(report)
 }
 
 /// Outcome of [`prefill`].
@@ -223,19 +210,7 @@ pub struct PrefillResult {
 pub fn prefill(sc: &Scenario) -> Result<PrefillResult, RunError> {
     use crate::client::Conn;
     let target = Target::parse(&sc.target)?;
-    let tls = if target.tls {
-        let cfg =
-            crate::client::tls_config(sc.ca_file.as_deref(), sc.insecure).map_err(RunError::Tls)?;
-        let name = sc.server_name.clone().unwrap_or(target.host.clone());
-        let sn = rustls_pki_types::ServerName::try_from(name)
-            .map_err(|e| RunError::Tls(e.to_string()))?;
-        Some(crate::client::TlsSetup {
-            connector: monoio_rustls::TlsConnector::from(cfg),
-            server_name: sn,
-        })
-    } else {
-        None
-    };
+    let tls = tls_setup(sc, &target)?;
     let mut jobs: Vec<(RequestBuilder, u32, String)> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (gi, g) in sc.groups.iter().enumerate() {
@@ -245,8 +220,8 @@ pub fn prefill(sc: &Scenario) -> Result<PrefillResult, RunError> {
         let Some(k) = sc.keys.iter().find(|k| k.group == gi) else {
             continue;
         };
-        let auth = if g.auth == crate::scenario::AuthStyle::Malformed {
-            crate::scenario::AuthStyle::None
+        let auth = if g.auth == AuthStyle::Malformed {
+            AuthStyle::None
         } else {
             g.auth
         };

@@ -1,7 +1,13 @@
 //! Scenario files: the raw TOML mirror (unknown fields are errors), defaults, validation into a
-//! [`Scenario`], command-line overrides and `--scale`. Owns no I/O beyond reading the file.
+//! [`Scenario`] (section by section: top-level durations, tiers, groups with their keys, stages
+//! and mix, asserts), command-line overrides and `--scale`, and the assert vocabulary
+//! ([`Metric`], [`Scope`]; `asserts` evaluates them). `Mode`, `AuthStyle` and `Window` belong to
+//! `plan`, `request` and `expect` and are re-exported here. Owns no I/O beyond reading the file.
 
+pub use crate::expect::Window;
+pub use crate::plan::Mode;
 use crate::plan::{Arrival, Mix, Op, Profile, Stage};
+pub use crate::request::AuthStyle;
 use crate::units::{UnitError, parse_duration, parse_rate, parse_size};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -147,48 +153,6 @@ pub struct RawAssert {
 
 // ---------------------------------------------------------------- validated scenario
 
-/// Open loop (scheduled arrivals per key) or closed loop (saturation: send as fast as answered).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    #[default]
-    Open,
-    Closed,
-}
-
-/// How a group's requests identify their key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Hash)]
-#[serde(rename_all = "kebab-case")]
-pub enum AuthStyle {
-    Sigv4,
-    Sigv2,
-    PresignV4,
-    PresignV2,
-    XApiKey,
-    None,
-    Malformed,
-}
-
-impl AuthStyle {
-    /// Whether the proxy sees a key (false: the request is anonymous to the limiter).
-    pub fn identifies_key(self) -> bool {
-        !matches!(self, AuthStyle::None | AuthStyle::Malformed)
-    }
-    pub fn needs_secret(self) -> bool {
-        matches!(
-            self,
-            AuthStyle::Sigv4 | AuthStyle::Sigv2 | AuthStyle::PresignV4 | AuthStyle::PresignV2
-        )
-    }
-}
-
-/// One sliding window of a tier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Window {
-    pub limit: u32,
-    pub window_ns: u64,
-}
-
 /// A tier's limits as the scenario declares them (must match the proxy's config).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Tier {
@@ -249,12 +213,134 @@ pub struct Group {
     pub region: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One `[[assert]]`: `metric` over the rows `scope` selects must lie within `min..=max`
+/// (a boolean metric with neither bound must be true).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Assert {
-    pub metric: String,
-    pub scope: String,
+    pub metric: Metric,
+    pub scope: Scope,
     pub min: Option<f64>,
     pub max: Option<f64>,
+}
+
+/// Defines `Metric` with its `ALL` list and names from one table.
+macro_rules! metrics {
+    ($($variant:ident => $name:literal,)+) => {
+        /// What an assert measures. Latencies are in ms; ratios in 0..1; booleans are 1 (true)
+        /// or 0 (false).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Metric {
+            $($variant,)+
+        }
+
+        impl Metric {
+            /// Every metric, in the order error messages list them.
+            pub const ALL: &[Metric] = &[$(Metric::$variant,)+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Metric::$variant => $name,)+
+                }
+            }
+        }
+    };
+}
+
+metrics! {
+    Sent => "sent",
+    Admitted => "admitted",
+    Denied => "denied",
+    Errors => "errors",
+    Timeouts => "timeouts",
+    Transport => "transport",
+    Dropped => "dropped",
+    Late => "late",
+    Rps => "rps",
+    P50 => "p50",
+    P90 => "p90",
+    P99 => "p99",
+    P999 => "p999",
+    Max => "max",
+    ServiceP50 => "service_p50",
+    ServiceP99 => "service_p99",
+    ServiceMax => "service_max",
+    ErrorRatio => "error_ratio",
+    DeniedRatio => "denied_ratio",
+    AdmittedRatio => "admitted_ratio",
+    Passed => "passed",
+    PassedVsExpected => "passed_vs_expected",
+    DeniedVsExpected => "denied_vs_expected",
+    RetryAfterSeen => "retry_after_seen",
+    Valid => "valid",
+    Accuracy => "accuracy",
+    Identity => "identity",
+}
+
+impl Metric {
+    /// 1 (true) or 0 (false); with neither `min` nor `max` it must be true.
+    pub fn is_boolean(self) -> bool {
+        matches!(self, Metric::Valid | Metric::Accuracy | Metric::Identity)
+    }
+}
+
+impl std::str::FromStr for Metric {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Metric, String> {
+        Metric::ALL
+            .iter()
+            .copied()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| {
+                let known: Vec<&str> = Metric::ALL.iter().map(|m| m.as_str()).collect();
+                format!("unknown metric {s:?}; known: {}", known.join(", "))
+            })
+    }
+}
+
+/// Which rows of the report an assert looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    Overall,
+    EachKey,
+    EachTier,
+    /// `tier:NAME`.
+    Tier(String),
+    /// `key:NAME`.
+    Key(String),
+}
+
+impl std::str::FromStr for Scope {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Scope, String> {
+        Ok(match s {
+            "overall" => Scope::Overall,
+            "each_key" => Scope::EachKey,
+            "each_tier" => Scope::EachTier,
+            s => {
+                if let Some(t) = s.strip_prefix("tier:") {
+                    Scope::Tier(t.into())
+                } else if let Some(k) = s.strip_prefix("key:") {
+                    Scope::Key(k.into())
+                } else {
+                    return Err(format!(
+                        "unknown scope {s:?} (overall, each_key, each_tier, tier:NAME, key:NAME)"
+                    ));
+                }
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::Overall => f.write_str("overall"),
+            Scope::EachKey => f.write_str("each_key"),
+            Scope::EachTier => f.write_str("each_tier"),
+            Scope::Tier(t) => write!(f, "tier:{t}"),
+            Scope::Key(k) => write!(f, "key:{k}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -327,6 +413,8 @@ impl Scenario {
         Self::from_raw(raw, ov)
     }
 
+    /// Validates a raw scenario section by section (top-level durations, tiers, groups,
+    /// asserts), reporting the first error in that order.
     pub fn from_raw(raw: RawScenario, ov: &Overrides) -> Result<Scenario, ScenarioError> {
         let scale = ov.scale.unwrap_or(1.0);
         if !(scale > 0.0 && scale.is_finite()) {
@@ -337,21 +425,7 @@ impl Scenario {
             .clone()
             .or(raw.target.clone())
             .ok_or_else(|| invalid("target", "no target (set `target` or pass --target)"))?;
-        let mut duration = dur(
-            "duration",
-            raw.duration.as_deref().unwrap_or(DEFAULT_DURATION),
-        )?;
-        duration = ov.duration.unwrap_or(scale_d(duration, scale));
-        if duration.is_zero() {
-            return Err(invalid("duration", "must be > 0"));
-        }
-        let warmup = scale_d(dur("warmup", raw.warmup.as_deref().unwrap_or("0s"))?, scale);
-        let timeout = dur("timeout", raw.timeout.as_deref().unwrap_or(DEFAULT_TIMEOUT))?;
-        if timeout.is_zero() {
-            return Err(invalid("timeout", "must be > 0"));
-        }
-        let total = (warmup + duration).as_secs_f64();
-
+        let (duration, warmup, timeout) = durations(&raw, ov, scale)?;
         let tiers = if raw.tiers.is_empty() {
             Tier::defaults()
         } else {
@@ -361,226 +435,16 @@ impl Scenario {
             }
             v
         };
-
-        let default_arrival = raw.arrival.unwrap_or_default();
-        let region = raw.region.clone().unwrap_or(DEFAULT_REGION.into());
-        let bucket = raw.bucket.clone().unwrap_or(DEFAULT_BUCKET.into());
-        let mut groups = Vec::new();
-        let mut keys = Vec::new();
-        if raw.groups.is_empty() {
-            return Err(invalid("group", "at least one [[group]] is required"));
-        }
-        for (gi, g) in raw.groups.iter().enumerate() {
-            let f = |s: &str| format!("group[{gi}].{s}");
-            let name = g.name.clone().unwrap_or(format!("group{gi}"));
-            let tier = g.tier.clone().unwrap_or("unknown".into());
-            if !tiers.iter().any(|t| t.name == tier) {
-                return Err(invalid(f("tier"), format!("unknown tier {tier:?}")));
-            }
-            let auth = g.auth.unwrap_or(AuthStyle::XApiKey);
-            // keys
-            let mut gkeys: Vec<(String, Option<String>)> = Vec::new();
-            if let Some(list) = &g.keys {
-                for k in list {
-                    match k {
-                        RawKey::Id(id) => gkeys.push((id.clone(), None)),
-                        RawKey::WithSecret { id, secret } => {
-                            gkeys.push((id.clone(), Some(secret.clone())))
-                        }
-                    }
-                }
-            }
-            if let Some(prefix) = &g.key_prefix {
-                let n = g.key_count.unwrap_or(1);
-                for i in 0..n {
-                    gkeys.push((format!("{prefix}{i:04}"), None));
-                }
-            } else if g.key_count.is_some() && g.keys.is_none() {
-                return Err(invalid(f("key_count"), "needs key_prefix"));
-            }
-            if gkeys.is_empty() {
-                return Err(invalid(
-                    f("keys"),
-                    "no keys (give `keys` or `key_prefix` + `key_count`)",
-                ));
-            }
-            for (id, secret) in gkeys {
-                let secret = secret.or(g.secret.clone()).unwrap_or_default();
-                if auth.needs_secret() && secret.is_empty() {
-                    return Err(invalid(
-                        f("secret"),
-                        format!("auth {auth:?} needs a secret for key {id}"),
-                    ));
-                }
-                if keys.iter().any(|k: &KeySpec| k.id == id) && auth.identifies_key() {
-                    return Err(invalid(f("keys"), format!("key {id} appears twice")));
-                }
-                keys.push(KeySpec {
-                    id,
-                    secret,
-                    group: gi,
-                });
-            }
-            // rate / stages
-            let initial_rate = match &g.rate {
-                Some(r) => rate(&f("rate"), r)?,
-                None if g.stages.is_some() => 0.0,
-                None if raw.mode == Some(Mode::Closed) => 0.0,
-                None => return Err(invalid(f("rate"), "give `rate` or `stages`")),
-            };
-            let mut stages = Vec::new();
-            for (si, s) in g.stages.iter().flatten().enumerate() {
-                let sf = |x: &str| format!("group[{gi}].stages[{si}].{x}");
-                if let Some(n) = s.pulses {
-                    if s.ramp.is_some() || s.hold.is_some() || s.to.is_some() {
-                        return Err(invalid(
-                            sf("pulses"),
-                            "a pulse train takes `on`, `off` and `rate` only",
-                        ));
-                    }
-                    let on = dur(
-                        &sf("on"),
-                        s.on.as_deref()
-                            .ok_or_else(|| invalid(sf("on"), "pulses need `on`"))?,
-                    )?;
-                    let off = dur(&sf("off"), s.off.as_deref().unwrap_or("0s"))?;
-                    let r = rate(
-                        &sf("rate"),
-                        s.rate
-                            .as_deref()
-                            .ok_or_else(|| invalid(sf("rate"), "pulses need `rate`"))?,
-                    )?;
-                    for _ in 0..n {
-                        stages.push(Stage::Hold {
-                            secs: on.as_secs_f64() * scale,
-                            rate: Some(r),
-                        });
-                        if !off.is_zero() {
-                            stages.push(Stage::Hold {
-                                secs: off.as_secs_f64() * scale,
-                                rate: Some(0.0),
-                            });
-                        }
-                    }
-                    continue;
-                }
-                match (&s.ramp, &s.hold) {
-                    (Some(r), None) => {
-                        let to =
-                            s.to.as_deref()
-                                .ok_or_else(|| invalid(sf("to"), "a ramp needs `to`"))?;
-                        if s.rate.is_some() {
-                            return Err(invalid(sf("rate"), "a ramp takes `to`, not `rate`"));
-                        }
-                        stages.push(Stage::Ramp {
-                            secs: dur(&sf("ramp"), r)?.as_secs_f64() * scale,
-                            to: rate(&sf("to"), to)?,
-                        });
-                    }
-                    (None, Some(h)) => {
-                        if s.to.is_some() {
-                            return Err(invalid(sf("to"), "a hold takes `rate`, not `to`"));
-                        }
-                        stages.push(Stage::Hold {
-                            secs: dur(&sf("hold"), h)?.as_secs_f64() * scale,
-                            rate: s
-                                .rate
-                                .as_deref()
-                                .map(|r| rate(&sf("rate"), r))
-                                .transpose()?,
-                        });
-                    }
-                    _ => {
-                        return Err(invalid(
-                            sf("ramp"),
-                            "each stage is a `ramp`, a `hold` or `pulses`",
-                        ));
-                    }
-                }
-            }
-            let repeat = g.repeat.unwrap_or(1);
-            if repeat == 0 {
-                return Err(invalid(f("repeat"), "must be ≥ 1"));
-            }
-            let one = stages.clone();
-            for _ in 1..repeat {
-                stages.extend(one.iter().cloned());
-            }
-            let profile = Profile::staged(initial_rate, &stages, total);
-            // ops
-            let mut weights = [0u32; 4];
-            match &g.ops {
-                None => weights[0] = 100,
-                Some(m) => {
-                    for (k, w) in m {
-                        let op = Op::from_method(k).ok_or_else(|| {
-                            invalid(f("ops"), format!("unknown op {k:?} (GET PUT HEAD DELETE)"))
-                        })?;
-                        weights[Op::ALL.iter().position(|o| *o == op).unwrap()] = *w;
-                    }
-                }
-            }
-            if weights.iter().sum::<u32>() == 0 {
-                return Err(invalid(f("ops"), "weights sum to 0"));
-            }
-            let mut sizes = Vec::new();
-            for s in g.put_sizes.iter().flatten() {
-                sizes.push(parse_size(s).map_err(|source| ScenarioError::Unit {
-                    field: f("put_sizes"),
-                    source,
-                })?);
-            }
-            if sizes.is_empty() {
-                sizes.push(1024);
-            }
-            groups.push(Group {
-                name,
-                tier,
-                auth,
-                profile,
-                initial_rate,
-                stages,
-                arrival: g.arrival.unwrap_or(default_arrival),
-                mix: Mix::new(weights, g.objects.unwrap_or(DEFAULT_OBJECTS), sizes),
-                object_prefix: g
-                    .object_prefix
-                    .clone()
-                    .unwrap_or(DEFAULT_OBJECT_PREFIX.into()),
-                bucket: g.bucket.clone().unwrap_or(bucket.clone()),
-                region: g.region.clone().unwrap_or(region.clone()),
-            });
-        }
-        if groups
-            .iter()
-            .map(|g| g.name.as_str())
-            .collect::<std::collections::HashSet<_>>()
-            .len()
-            != groups.len()
-        {
-            return Err(invalid("group.name", "group names must be unique"));
-        }
-        let mut asserts = Vec::new();
-        for (i, a) in raw.asserts.iter().enumerate() {
-            if !crate::asserts::METRICS.contains(&a.metric.as_str()) {
-                return Err(invalid(
-                    format!("assert[{i}].metric"),
-                    format!(
-                        "unknown metric {:?}; known: {}",
-                        a.metric,
-                        crate::asserts::METRICS.join(", ")
-                    ),
-                ));
-            }
-            let scope = a.scope.clone().unwrap_or("overall".into());
-            crate::asserts::check_scope(&scope)
-                .map_err(|m| invalid(format!("assert[{i}].scope"), m))?;
-            asserts.push(Assert {
-                metric: a.metric.clone(),
-                scope,
-                min: a.min,
-                max: a.max,
-            });
-        }
+        let defaults = GroupDefaults {
+            arrival: raw.arrival.unwrap_or_default(),
+            region: raw.region.clone().unwrap_or(DEFAULT_REGION.into()),
+            bucket: raw.bucket.clone().unwrap_or(DEFAULT_BUCKET.into()),
+            closed: raw.mode == Some(Mode::Closed),
+            scale,
+            total_secs: (warmup + duration).as_secs_f64(),
+        };
+        let (groups, keys) = groups_from_raw(&raw.groups, &tiers, &defaults)?;
+        let asserts = asserts_from_raw(&raw.asserts)?;
         let anonymous_tier = raw.anonymous_tier.clone().unwrap_or("unknown".into());
         let threads = ov.threads.or(raw.threads).unwrap_or(1).max(1);
         Ok(Scenario {
@@ -615,6 +479,19 @@ impl Scenario {
             keys,
             asserts,
         })
+    }
+
+    /// Key indices grouped by the identity the proxy counts them under (anonymous styles share
+    /// one), identities sorted.
+    pub fn keys_by_identity(&self) -> BTreeMap<String, Vec<usize>> {
+        let mut by_identity: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, k) in self.keys.iter().enumerate() {
+            by_identity
+                .entry(self.limiter_identity(k))
+                .or_default()
+                .push(i);
+        }
+        by_identity
     }
 
     pub fn tier(&self, name: &str) -> Option<&Tier> {
@@ -679,6 +556,305 @@ impl Scenario {
         }
         s
     }
+}
+
+/// `duration` (scaled unless `--duration` is given), `warmup` (scaled) and `timeout`.
+fn durations(
+    raw: &RawScenario,
+    ov: &Overrides,
+    scale: f64,
+) -> Result<(Duration, Duration, Duration), ScenarioError> {
+    let duration = dur(
+        "duration",
+        raw.duration.as_deref().unwrap_or(DEFAULT_DURATION),
+    )?;
+    let duration = ov.duration.unwrap_or(scale_d(duration, scale));
+    if duration.is_zero() {
+        return Err(invalid("duration", "must be > 0"));
+    }
+    let warmup = scale_d(dur("warmup", raw.warmup.as_deref().unwrap_or("0s"))?, scale);
+    let timeout = dur("timeout", raw.timeout.as_deref().unwrap_or(DEFAULT_TIMEOUT))?;
+    if timeout.is_zero() {
+        return Err(invalid("timeout", "must be > 0"));
+    }
+    Ok((duration, warmup, timeout))
+}
+
+/// What a group takes from the top level unless it says otherwise.
+struct GroupDefaults {
+    arrival: Arrival,
+    region: String,
+    bucket: String,
+    /// Closed loop: a group needs no rate.
+    closed: bool,
+    scale: f64,
+    /// Warm-up + measured seconds (the length of every profile).
+    total_secs: f64,
+}
+
+fn groups_from_raw(
+    raw: &[RawGroup],
+    tiers: &[Tier],
+    d: &GroupDefaults,
+) -> Result<(Vec<Group>, Vec<KeySpec>), ScenarioError> {
+    if raw.is_empty() {
+        return Err(invalid("group", "at least one [[group]] is required"));
+    }
+    let mut groups = Vec::new();
+    let mut keys = Vec::new();
+    for (gi, g) in raw.iter().enumerate() {
+        groups.push(group_from_raw(gi, g, tiers, d, &mut keys)?);
+    }
+    if groups
+        .iter()
+        .map(|g| g.name.as_str())
+        .collect::<std::collections::HashSet<_>>()
+        .len()
+        != groups.len()
+    {
+        return Err(invalid("group.name", "group names must be unique"));
+    }
+    Ok((groups, keys))
+}
+
+/// Group `gi`; its keys are appended to `keys` (which holds the earlier groups' keys).
+fn group_from_raw(
+    gi: usize,
+    g: &RawGroup,
+    tiers: &[Tier],
+    d: &GroupDefaults,
+    keys: &mut Vec<KeySpec>,
+) -> Result<Group, ScenarioError> {
+    let f = |s: &str| format!("group[{gi}].{s}");
+    let name = g.name.clone().unwrap_or(format!("group{gi}"));
+    let tier = g.tier.clone().unwrap_or("unknown".into());
+    if !tiers.iter().any(|t| t.name == tier) {
+        return Err(invalid(f("tier"), format!("unknown tier {tier:?}")));
+    }
+    let auth = g.auth.unwrap_or(AuthStyle::XApiKey);
+    group_keys(gi, g, auth, keys)?;
+    let initial_rate = match &g.rate {
+        Some(r) => rate(&f("rate"), r)?,
+        None if g.stages.is_some() => 0.0,
+        None if d.closed => 0.0,
+        None => return Err(invalid(f("rate"), "give `rate` or `stages`")),
+    };
+    let mut stages = Vec::new();
+    for (si, s) in g.stages.iter().flatten().enumerate() {
+        stage_from_raw(gi, si, s, d.scale, &mut stages)?;
+    }
+    let repeat = g.repeat.unwrap_or(1);
+    if repeat == 0 {
+        return Err(invalid(f("repeat"), "must be ≥ 1"));
+    }
+    let one = stages.clone();
+    for _ in 1..repeat {
+        stages.extend(one.iter().cloned());
+    }
+    let profile = Profile::staged(initial_rate, &stages, d.total_secs);
+    Ok(Group {
+        name,
+        tier,
+        auth,
+        profile,
+        initial_rate,
+        stages,
+        arrival: g.arrival.unwrap_or(d.arrival),
+        mix: group_mix(gi, g)?,
+        object_prefix: g
+            .object_prefix
+            .clone()
+            .unwrap_or(DEFAULT_OBJECT_PREFIX.into()),
+        bucket: g.bucket.clone().unwrap_or(d.bucket.clone()),
+        region: g.region.clone().unwrap_or(d.region.clone()),
+    })
+}
+
+/// Group `gi`'s keys (listed, then `key_prefix` + `key_count`), appended to `keys`.
+fn group_keys(
+    gi: usize,
+    g: &RawGroup,
+    auth: AuthStyle,
+    keys: &mut Vec<KeySpec>,
+) -> Result<(), ScenarioError> {
+    let f = |s: &str| format!("group[{gi}].{s}");
+    let mut gkeys: Vec<(String, Option<String>)> = Vec::new();
+    if let Some(list) = &g.keys {
+        for k in list {
+            match k {
+                RawKey::Id(id) => gkeys.push((id.clone(), None)),
+                RawKey::WithSecret { id, secret } => gkeys.push((id.clone(), Some(secret.clone()))),
+            }
+        }
+    }
+    if let Some(prefix) = &g.key_prefix {
+        let n = g.key_count.unwrap_or(1);
+        for i in 0..n {
+            gkeys.push((format!("{prefix}{i:04}"), None));
+        }
+    } else if g.key_count.is_some() && g.keys.is_none() {
+        return Err(invalid(f("key_count"), "needs key_prefix"));
+    }
+    if gkeys.is_empty() {
+        return Err(invalid(
+            f("keys"),
+            "no keys (give `keys` or `key_prefix` + `key_count`)",
+        ));
+    }
+    for (id, secret) in gkeys {
+        let secret = secret.or(g.secret.clone()).unwrap_or_default();
+        if auth.needs_secret() && secret.is_empty() {
+            return Err(invalid(
+                f("secret"),
+                format!("auth {auth:?} needs a secret for key {id}"),
+            ));
+        }
+        if keys.iter().any(|k: &KeySpec| k.id == id) && auth.identifies_key() {
+            return Err(invalid(f("keys"), format!("key {id} appears twice")));
+        }
+        keys.push(KeySpec {
+            id,
+            secret,
+            group: gi,
+        });
+    }
+    Ok(())
+}
+
+/// Stage `si` of group `gi` (a ramp, a hold, or a pulse train of holds), appended to `stages`.
+fn stage_from_raw(
+    gi: usize,
+    si: usize,
+    s: &RawStage,
+    scale: f64,
+    stages: &mut Vec<Stage>,
+) -> Result<(), ScenarioError> {
+    let sf = |x: &str| format!("group[{gi}].stages[{si}].{x}");
+    if let Some(n) = s.pulses {
+        if s.ramp.is_some() || s.hold.is_some() || s.to.is_some() {
+            return Err(invalid(
+                sf("pulses"),
+                "a pulse train takes `on`, `off` and `rate` only",
+            ));
+        }
+        let on = dur(
+            &sf("on"),
+            s.on.as_deref()
+                .ok_or_else(|| invalid(sf("on"), "pulses need `on`"))?,
+        )?;
+        let off = dur(&sf("off"), s.off.as_deref().unwrap_or("0s"))?;
+        let r = rate(
+            &sf("rate"),
+            s.rate
+                .as_deref()
+                .ok_or_else(|| invalid(sf("rate"), "pulses need `rate`"))?,
+        )?;
+        for _ in 0..n {
+            stages.push(Stage::Hold {
+                secs: on.as_secs_f64() * scale,
+                rate: Some(r),
+            });
+            if !off.is_zero() {
+                stages.push(Stage::Hold {
+                    secs: off.as_secs_f64() * scale,
+                    rate: Some(0.0),
+                });
+            }
+        }
+        return Ok(());
+    }
+    match (&s.ramp, &s.hold) {
+        (Some(r), None) => {
+            let to =
+                s.to.as_deref()
+                    .ok_or_else(|| invalid(sf("to"), "a ramp needs `to`"))?;
+            if s.rate.is_some() {
+                return Err(invalid(sf("rate"), "a ramp takes `to`, not `rate`"));
+            }
+            stages.push(Stage::Ramp {
+                secs: dur(&sf("ramp"), r)?.as_secs_f64() * scale,
+                to: rate(&sf("to"), to)?,
+            });
+        }
+        (None, Some(h)) => {
+            if s.to.is_some() {
+                return Err(invalid(sf("to"), "a hold takes `rate`, not `to`"));
+            }
+            stages.push(Stage::Hold {
+                secs: dur(&sf("hold"), h)?.as_secs_f64() * scale,
+                rate: s
+                    .rate
+                    .as_deref()
+                    .map(|r| rate(&sf("rate"), r))
+                    .transpose()?,
+            });
+        }
+        _ => {
+            return Err(invalid(
+                sf("ramp"),
+                "each stage is a `ramp`, a `hold` or `pulses`",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Group `gi`'s operation weights (`ops`, default all GET), objects and PUT sizes.
+fn group_mix(gi: usize, g: &RawGroup) -> Result<Mix, ScenarioError> {
+    let f = |s: &str| format!("group[{gi}].{s}");
+    let mut weights = [0u32; 4];
+    match &g.ops {
+        None => weights[0] = 100,
+        Some(m) => {
+            for (k, w) in m {
+                let op = Op::from_method(k).ok_or_else(|| {
+                    invalid(f("ops"), format!("unknown op {k:?} (GET PUT HEAD DELETE)"))
+                })?;
+                weights[Op::ALL.iter().position(|o| *o == op).unwrap()] = *w;
+            }
+        }
+    }
+    if weights.iter().sum::<u32>() == 0 {
+        return Err(invalid(f("ops"), "weights sum to 0"));
+    }
+    let mut sizes = Vec::new();
+    for s in g.put_sizes.iter().flatten() {
+        sizes.push(parse_size(s).map_err(|source| ScenarioError::Unit {
+            field: f("put_sizes"),
+            source,
+        })?);
+    }
+    if sizes.is_empty() {
+        sizes.push(1024);
+    }
+    Ok(Mix::new(
+        weights,
+        g.objects.unwrap_or(DEFAULT_OBJECTS),
+        sizes,
+    ))
+}
+
+fn asserts_from_raw(raw: &[RawAssert]) -> Result<Vec<Assert>, ScenarioError> {
+    let mut asserts = Vec::new();
+    for (i, a) in raw.iter().enumerate() {
+        let metric = a
+            .metric
+            .parse()
+            .map_err(|m| invalid(format!("assert[{i}].metric"), m))?;
+        let scope = a
+            .scope
+            .as_deref()
+            .unwrap_or("overall")
+            .parse()
+            .map_err(|m| invalid(format!("assert[{i}].scope"), m))?;
+        asserts.push(Assert {
+            metric,
+            scope,
+            min: a.min,
+            max: a.max,
+        });
+    }
+    Ok(asserts)
 }
 
 fn tier_from_raw(name: &str, t: &RawTier) -> Result<Tier, ScenarioError> {
@@ -818,6 +994,51 @@ put_sizes = ["1KiB", "4KiB"]
         assert_eq!(s.keys[1].secret, "s");
         assert!((s.groups[0].profile.total() - 75.0).abs() < 1e-6);
         assert_eq!(s.groups[0].mix.put_sizes, vec![1024, 4096]);
+    }
+
+    #[test]
+    fn assert_vocabulary_round_trips() {
+        for &m in Metric::ALL {
+            assert_eq!(m.as_str().parse::<Metric>(), Ok(m));
+        }
+        assert_eq!(Metric::ALL.len(), 27);
+        let booleans: Vec<&str> = Metric::ALL
+            .iter()
+            .filter(|m| m.is_boolean())
+            .map(|m| m.as_str())
+            .collect();
+        assert_eq!(booleans, ["valid", "accuracy", "identity"]);
+        for s in [
+            "overall",
+            "each_key",
+            "each_tier",
+            "tier:gold",
+            "key:K:1",
+            "tier:",
+        ] {
+            assert_eq!(s.parse::<Scope>().unwrap().to_string(), s);
+        }
+        assert_eq!("key:K:1".parse(), Ok(Scope::Key("K:1".into())));
+        let e = "tiers".parse::<Scope>().unwrap_err();
+        assert!(e.starts_with("unknown scope \"tiers\""), "{e}");
+    }
+
+    #[test]
+    fn keys_by_identity_groups_anonymous_keys() {
+        let text = format!(
+            "{BASIC}[[group]]\nname = \"anon\"\nkeys = [\"X\", \"Y\"]\nrate = \"1/s\"\nauth = \"none\"\n"
+        );
+        let s = Scenario::from_toml(&text, "t", &Overrides::default()).unwrap();
+        let by: Vec<(String, Vec<usize>)> = s.keys_by_identity().into_iter().collect();
+        assert_eq!(
+            by,
+            [
+                ("(anonymous)".to_string(), vec![3, 4]),
+                ("K0000".to_string(), vec![0]),
+                ("K0001".to_string(), vec![1]),
+                ("K0002".to_string(), vec![2]),
+            ]
+        );
     }
 
     #[test]

@@ -45,12 +45,14 @@ pub const DEFAULT_CLIENT_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_X_FORWARDED_FOR: bool = false;
 /// 0 = unlimited keep-alive requests per client connection.
 pub const DEFAULT_MAX_REQUESTS_PER_CONNECTION: u64 = 0;
+pub const DEFAULT_MAX_CONNECTIONS: u64 = 10_000;
 
 // ----- [upstream] -----
 
 pub const DEFAULT_BALANCE: RawBalance = RawBalance::RoundRobin;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_RESPONSE_HEAD_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_EXPECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_POOL_MAX_IDLE: u64 = 64;
 pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -80,7 +82,11 @@ pub const DEFAULT_ACCESS_LOG_QUEUE: u64 = 64;
 
 pub const DEFAULT_DEFAULT_TIER: &str = "unknown";
 pub const DEFAULT_ANONYMOUS_TIER: &str = "unknown";
-pub const DEFAULT_UNLISTED_KEYS: RawUnlistedKeys = RawUnlistedKeys::PerKey;
+pub const DEFAULT_UNLISTED_KEYS: RawUnlistedKeys = RawUnlistedKeys::PerAddress;
+pub const DEFAULT_REFUND_ON_AUTH_FAILURE: bool = true;
+pub const DEFAULT_PENALTY_FAILURES: u64 = 20;
+pub const DEFAULT_PENALTY_WINDOW: Duration = Duration::from_secs(60);
+pub const DEFAULT_ALLOW_PUBLIC_WITHOUT_TOKEN: bool = false;
 pub const DEFAULT_METHODS: &[&str] = &["GET", "PUT"];
 pub const DEFAULT_ENFORCE: bool = true;
 pub const DEFAULT_DENY_STATUS: u64 = 429;
@@ -104,8 +110,6 @@ pub const DEFAULT_HEADERS_ON_ALLOWED: bool = true;
 pub const SHORTHAND_SUSTAINED_WINDOW: Duration = Duration::from_secs(60);
 /// Length of the window set by the `per_second` shorthand.
 pub const SHORTHAND_BURST_WINDOW: Duration = Duration::from_secs(1);
-/// Largest accepted limit of one window.
-pub const MAX_WINDOW_LIMIT: u64 = 65535;
 /// A tier enforces by default (`enforce = false` = shadow mode for that tier).
 pub const DEFAULT_TIER_ENFORCE: bool = true;
 
@@ -288,6 +292,8 @@ pub struct RawCert {
 pub struct RawAdmin {
     pub listen: Option<String>,
     pub token: Option<String>,
+    pub allowed_hosts: Option<Vec<String>>,
+    pub allow_public_without_token: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -299,6 +305,8 @@ pub struct RawHttp {
     pub client_head_timeout: Option<RawDuration>,
     pub x_forwarded_for: Option<bool>,
     pub max_requests_per_connection: Option<u64>,
+    pub max_connections: Option<u64>,
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -307,6 +315,7 @@ pub struct RawUpstream {
     pub balance: Option<RawBalance>,
     pub connect_timeout: Option<RawDuration>,
     pub response_head_timeout: Option<RawDuration>,
+    pub expect_timeout: Option<RawDuration>,
     pub idle_timeout: Option<RawDuration>,
     pub pool_max_idle: Option<u64>,
     pub pool_idle_timeout: Option<RawDuration>,
@@ -368,8 +377,19 @@ pub struct RawLimits {
     pub table_cap: Option<u64>,
     pub expect_denied: Option<RawExpectDenied>,
     pub expect_drain_max: Option<u64>,
+    pub refund_on_auth_failure: Option<bool>,
+    #[serde(default)]
+    pub penalty: RawPenalty,
     #[serde(default)]
     pub headers: RawHeaders,
+}
+
+/// `[limits.penalty]`: authentication failures per client address.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPenalty {
+    pub failures: Option<u64>,
+    pub window: Option<RawDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

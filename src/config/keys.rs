@@ -1,20 +1,107 @@
-//! Keys file management behind `tollgate keys list | add | remove | set | backups | restore`.
+//! The keys file: reading it for the config (`load_keys*`: key → tier index, every key and
+//! tier checked, errors as `FILE:LINE: keys.KEY: message`) and managing it behind
+//! `tollgate keys list | add | remove | set | backups | restore`.
 //!
-//! Owns: reading and rewriting the keys file (`[keys]` table of `"KEY" = "tier"`). Every change
-//! is validated, written to a temporary file in the same directory, fsynced and renamed over
-//! the old file (atomic), and the previous file is kept as a timestamped backup next to it
-//! (`keys.toml.bak.20261123T101502.123Z`, newest `MAX_BACKUPS` kept). Keys are written sorted
-//! so diffs stay stable; the comment block at the top of the file is kept, other comments are not.
-//! Must not touch: the running proxy (it picks changes up by reload), the main config file.
+//! Owns: the key format (`check_key`), reading the `[keys]` table of `"KEY" = "tier"`, and
+//! rewriting it. Every change is validated, written to a temporary file in the same directory,
+//! fsynced and renamed over the old file (atomic), and the previous file is kept as a
+//! timestamped backup next to it (`keys.toml.bak.20261123T101502.123Z`, newest `MAX_BACKUPS`
+//! kept). Keys are written sorted so diffs stay stable; the comment block at the top of the
+//! file is kept, other comments are not.
+//! Must not touch: the running proxy (it picks changes up by reload), the main config file
+//! (`validate` reads it and calls `load_keys_checked` with its tiers).
 
-use super::file::MAX_KEY_LEN_CAP;
-use super::validate::{ConfigError, check_key, parse_keys_text};
-use std::collections::BTreeMap;
+use super::doc::{Seg, parse_doc, read_text};
+use super::error::ConfigError;
+use super::file::{MAX_KEY_LEN_CAP, RawKeysFile};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+// ---------------------------------------------------------------------------------------------
+// Reading a keys file.
+
+/// Load a keys file: key → tier index. Keys are checked against the largest accepted
+/// `max_key_len` (255); use `load_keys_checked` to apply a configured one.
+pub fn load_keys(
+    path: &Path,
+    tier_index: &HashMap<String, usize>,
+) -> Result<HashMap<Box<[u8]>, usize>, ConfigError> {
+    load_keys_checked(path, tier_index, MAX_KEY_LEN_CAP)
+}
+
+/// `load_keys` with the configured `limits.max_key_len` (a longer key could never match).
+pub fn load_keys_checked(
+    path: &Path,
+    tier_index: &HashMap<String, usize>,
+    max_key_len: usize,
+) -> Result<HashMap<Box<[u8]>, usize>, ConfigError> {
+    let text = read_text(path)?;
+    load_keys_str(&text, path, tier_index, max_key_len)
+}
+
+/// `load_keys_checked` on text already read (the path names the file in messages).
+pub fn load_keys_str(
+    text: &str,
+    path: &Path,
+    tier_index: &HashMap<String, usize>,
+    max_key_len: usize,
+) -> Result<HashMap<Box<[u8]>, usize>, ConfigError> {
+    let (doc, raw) = parse_doc::<RawKeysFile>(text, path)?;
+    let mut keys = HashMap::with_capacity(raw.keys.len());
+    for (key, tier) in &raw.keys {
+        let at = [Seg::key("keys"), Seg::key(key)];
+        check_key(key, max_key_len).map_err(|m| doc.error_at(&at, m))?;
+        let &t = tier_index
+            .get(tier.as_str())
+            .ok_or_else(|| doc.error_at(&at, unknown_tier_message(tier, tier_index)))?;
+        keys.insert(Box::<[u8]>::from(key.as_bytes()), t);
+    }
+    Ok(keys)
+}
+
+/// Parse a keys file into its raw form (key → tier name) and check every key's format.
+/// Tier names are not checked (that needs the config); used by the keys CLI.
+pub fn parse_keys_text(text: &str, path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
+    let (doc, raw) = parse_doc::<RawKeysFile>(text, path)?;
+    for key in raw.keys.keys() {
+        check_key(key, MAX_KEY_LEN_CAP)
+            .map_err(|m| doc.error_at(&[Seg::key("keys"), Seg::key(key)], m))?;
+    }
+    Ok(raw.keys)
+}
+
+/// A key is 1..=max_len printable ASCII characters without spaces (0x21..=0x7E).
+pub fn check_key(key: &str, max_len: usize) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("empty key".to_string());
+    }
+    if let Some(c) = key.bytes().find(|b| !(0x21..=0x7e).contains(b)) {
+        return Err(format!(
+            "malformed key {key:?}: byte 0x{c:02x} is not printable ASCII (0x21..=0x7E)"
+        ));
+    }
+    if key.len() > max_len {
+        return Err(format!(
+            "malformed key {key:?}: {} bytes is longer than max_key_len {max_len}",
+            key.len()
+        ));
+    }
+    Ok(())
+}
+
+/// `unknown tier "x" (tiers: a, b)`, the names sorted.
+pub(super) fn unknown_tier_message<V>(tier: &str, tier_index: &HashMap<String, V>) -> String {
+    let mut names: Vec<&str> = tier_index.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    format!("unknown tier {tier:?} (tiers: {})", names.join(", "))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Managing a keys file.
 
 /// Number of backups kept per keys file; older ones are deleted after each change.
 pub const MAX_BACKUPS: usize = 50;
@@ -410,37 +497,9 @@ pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use crate::config::load;
+    use crate::config::testutil::{SERVERS, TempDir};
     use std::time::Duration;
-
-    struct TempDir(PathBuf);
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let p = std::env::temp_dir().join(format!(
-                "tollgate-keys-{tag}-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = fs::remove_dir_all(&p);
-            fs::create_dir_all(&p).unwrap();
-            TempDir(p)
-        }
-        /// Names of all files in the directory, sorted.
-        fn files(&self) -> Vec<String> {
-            let mut v: Vec<String> = fs::read_dir(&self.0)
-                .unwrap()
-                .map(|e| e.unwrap().file_name().into_string().unwrap())
-                .collect();
-            v.sort();
-            v
-        }
-    }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
 
     fn tiers() -> Vec<String> {
         ["premium", "standard", "basic", "unknown"]
@@ -670,5 +729,99 @@ mod tests {
         // A file that does not parse is never overwritten by a change.
         assert!(add_at(&kp, "C", "basic", &tiers(), t0()).is_err());
         assert!(backups(&kp).is_empty());
+    }
+
+    #[test]
+    fn keys_file_is_loaded_and_checked() {
+        let dir = TempDir::new("keys");
+        let cfg = format!("{SERVERS}[limits]\nkeys_file = \"keys.toml\"\nmax_key_len = 20\n");
+        let path = dir.write("t.toml", &cfg);
+        dir.write(
+            "keys.toml",
+            "# comment\n[keys]\n\"AKIAPREMIUM0000001\" = \"premium\"\n\"GK0123456789abcdef\" = \"basic\"\n",
+        );
+        let c = load(&path).unwrap();
+        assert_eq!(c.limits.keys_file, Some(dir.0.join("keys.toml")));
+        assert_eq!(c.limits.keys.len(), 2);
+        assert_eq!(c.limits.tier_of_key(b"AKIAPREMIUM0000001"), (0, true));
+        assert_eq!(c.limits.tier_of_key(b"GK0123456789abcdef"), (2, true));
+        assert_eq!(c.limits.tier_of_key(b"other"), (3, false));
+
+        // Unknown tier: the error names the keys file, its line and the key.
+        dir.write(
+            "keys.toml",
+            "[keys]\n\"AKIA1\" = \"basic\"\n\"AKIA2\" = \"gold\"\n",
+        );
+        let e = load(&path).unwrap_err();
+        let kf = dir.0.join("keys.toml");
+        assert_eq!(e.file(), Some(kf.as_path()));
+        assert_eq!((e.line(), e.field()), (Some(3), Some("keys.AKIA2")), "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}:3: keys.AKIA2: unknown tier \"gold\" (tiers: basic, premium, standard, unknown)",
+                kf.display()
+            )
+        );
+
+        // Malformed keys: non-printable / space, and longer than max_key_len (20).
+        dir.write(
+            "keys.toml",
+            "[keys]\n\"AKIA1\" = \"basic\"\n\n\"AK IA\" = \"basic\"\n",
+        );
+        let e = load(&path).unwrap_err();
+        assert_eq!(
+            (e.line(), e.field()),
+            (Some(4), Some("keys.\"AK IA\"")),
+            "{e}"
+        );
+        assert!(e.to_string().contains("malformed key"), "{e}");
+        dir.write(
+            "keys.toml",
+            "[keys]\n\"AKIA123456789012345678\" = \"basic\"\n",
+        );
+        let e = load(&path).unwrap_err();
+        assert_eq!(
+            (e.line(), e.field()),
+            (Some(2), Some("keys.AKIA123456789012345678")),
+            "{e}"
+        );
+        assert!(e.to_string().contains("longer than max_key_len 20"), "{e}");
+        // ... but load_keys alone accepts up to 255 bytes.
+        let idx = c.limits.tier_index.clone();
+        assert_eq!(load_keys(&kf, &idx).unwrap().len(), 1);
+
+        // Unknown fields and wrong types in the keys file.
+        dir.write("keys.toml", "[keys]\n\"A\" = \"basic\"\n[other]\n");
+        let e = load(&path).unwrap_err();
+        assert_eq!((e.line(), e.field()), (Some(3), Some("other")), "{e}");
+        dir.write("keys.toml", "[keys]\n\"A\" = 1\n");
+        let e = load(&path).unwrap_err();
+        assert_eq!((e.line(), e.field()), (Some(2), Some("keys.A")), "{e}");
+
+        // A missing keys file is reported at limits.keys_file in the main file.
+        std::fs::remove_file(&kf).unwrap();
+        let e = load(&path).unwrap_err();
+        assert_eq!(e.file(), Some(path.as_path()));
+        assert_eq!(
+            (e.line(), e.field()),
+            (Some(4), Some("limits.keys_file")),
+            "{e}"
+        );
+        assert!(matches!(
+            load_keys(&kf, &idx),
+            Err(ConfigError::Read { .. })
+        ));
+    }
+
+    #[test]
+    fn check_key_rules() {
+        assert!(check_key("GK0123", 10).is_ok());
+        assert!(check_key("!~", 2).is_ok());
+        assert!(check_key("", 10).is_err());
+        assert!(check_key("a b", 10).is_err());
+        assert!(check_key("a\tb", 10).is_err());
+        assert!(check_key("é", 10).is_err());
+        assert!(check_key("abc", 2).is_err());
     }
 }

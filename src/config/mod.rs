@@ -3,13 +3,20 @@
 //! Owns: the shape of a running configuration (`Config`) and the tier/key tables
 //! (`LimitsConfig`). Loading happens in two layers: `file` is a raw serde mirror of
 //! the TOML with `deny_unknown_fields` and the `DEFAULT_*` constants; `validate`
-//! turns it into these types and names the file, line and field of any error.
-//! `keys` reads/writes the keys file (atomic writes, timestamped backups).
+//! turns it into these types (per section: `validate/{server,upstream,limits}.rs`), and
+//! `doc` maps every error to the file, line and field (`error::ConfigError`).
+//! `keys` reads the keys file for validation and writes it for the keys CLI (atomic
+//! writes, timestamped backups); `summary` is what `tollgate check` prints.
 //! Must not touch: sockets, runtimes, anything on the data path. A `Config` is
 //! built off the data path and handed to cores as an `Arc` snapshot.
 
+mod doc;
+mod error;
 pub mod file;
 pub mod keys;
+mod summary;
+#[cfg(test)]
+mod testutil;
 pub mod validate;
 
 use std::collections::HashMap;
@@ -17,6 +24,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::http::{Method, MethodSet};
 pub use validate::{ConfigError, load, load_str};
 
 /// A whole validated configuration (main file + keys file).
@@ -65,6 +73,10 @@ pub struct AdminConfig {
     pub listen: Option<SocketAddr>,
     /// Optional bearer token required on every admin request.
     pub token: Option<String>,
+    /// `Host` values accepted besides the listener's own address and `localhost` (names a
+    /// proxy or a DNS name in front of the admin API uses). Anything else is refused, so a
+    /// web page cannot reach the API by DNS rebinding.
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -81,6 +93,20 @@ pub struct HttpConfig {
     pub x_forwarded_for: bool,
     /// Max keep-alive requests per client connection (0 = unlimited). Default 0.
     pub max_requests_per_connection: u64,
+    /// Max open client connections per worker; over it a new connection is closed at once
+    /// (and counted). Also bounded by the file-descriptor limit at start. Default 10,000.
+    pub max_connections: usize,
+    /// Peers whose `X-Forwarded-For` is believed (load balancers in front of tollgate):
+    /// theirs is kept and extended, and the client address for per-address counting is the
+    /// last address in it that is not itself trusted. Default: none.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl HttpConfig {
+    /// Whether `ip` is a configured trusted proxy.
+    pub fn is_trusted_proxy(&self, ip: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|n| n.contains(&ip))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +122,9 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// From the last request byte sent to the first response-head byte... whole head. Default 60 s.
     pub response_head_timeout: Duration,
+    /// How long a request body held for the client's `Expect: 100-continue` waits for the
+    /// upstream's `100 Continue` before it is sent anyway (RFC 9110 §10.1.1). Default 1 s.
+    pub expect_timeout: Duration,
     /// Max inactivity while streaming a body either way. Default 60 s.
     pub idle_timeout: Duration,
     /// Idle keep-alive connections kept per server per core. Default 64.
@@ -157,69 +186,6 @@ pub struct AccessLogConfig {
     pub queue: usize,
 }
 
-/// Which request methods count against limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Method {
-    Get,
-    Put,
-    Post,
-    Head,
-    Delete,
-    Options,
-    Patch,
-}
-
-impl Method {
-    pub fn from_bytes(b: &[u8]) -> Option<Method> {
-        Some(match b {
-            b"GET" => Method::Get,
-            b"PUT" => Method::Put,
-            b"POST" => Method::Post,
-            b"HEAD" => Method::Head,
-            b"DELETE" => Method::Delete,
-            b"OPTIONS" => Method::Options,
-            b"PATCH" => Method::Patch,
-            _ => return None,
-        })
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::Get => "GET",
-            Method::Put => "PUT",
-            Method::Post => "POST",
-            Method::Head => "HEAD",
-            Method::Delete => "DELETE",
-            Method::Options => "OPTIONS",
-            Method::Patch => "PATCH",
-        }
-    }
-    pub const ALL: [Method; 7] = [
-        Method::Get,
-        Method::Put,
-        Method::Post,
-        Method::Head,
-        Method::Delete,
-        Method::Options,
-        Method::Patch,
-    ];
-    pub fn bit(self) -> u8 {
-        1 << (self as u8)
-    }
-}
-
-/// A set of methods as a bitmask (cheap to test on the data path).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct MethodSet(pub u8);
-
-impl MethodSet {
-    pub fn contains(self, m: Method) -> bool {
-        self.0 & m.bit() != 0
-    }
-    pub fn insert(&mut self, m: Method) {
-        self.0 |= m.bit();
-    }
-}
-
 /// How keys that are not in the keys file are counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnlistedKeys {
@@ -229,14 +195,8 @@ pub enum UnlistedKeys {
     PerAddress,
 }
 
-/// One sliding window of a tier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WindowConfig {
-    /// Window length in milliseconds (60_000 for per-minute, 1_000 for per-second).
-    pub length_ms: u32,
-    /// Max admitted requests in any trailing window of that length.
-    pub limit: u32,
-}
+/// One sliding window of a tier (owned by the algorithm, `limit::window`).
+pub use crate::limit::WindowConfig;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TierConfig {
@@ -294,6 +254,14 @@ pub struct LimitsConfig {
     pub table_cap: usize,
     pub headers: HeaderGroups,
     pub expect_denied: ExpectDenied,
+    /// An upstream 403 saying the request was not authenticated (SignatureDoesNotMatch,
+    /// InvalidAccessKeyId, …) gives the admitted slot back to the key and counts a failure
+    /// against the client address. Default true.
+    pub refund_on_auth_failure: bool,
+    /// Authentication failures allowed per client address in the window; over it, the
+    /// address is refused before it touches any key's counters. `limit` 0 = off.
+    /// Default 20 per 60 s.
+    pub penalty: WindowConfig,
     /// A monotonically increasing version of the limits (bumped on every successful reload).
     pub version: u64,
 }

@@ -1,66 +1,210 @@
-//! The admin HTTP listener (default 127.0.0.1:8404, optional bearer token), served by
-//! a control-plane thread with blocking std sockets — never on a data core.
+//! The admin HTTP listener (default 127.0.0.1:8404, optional bearer token), served on
+//! control-plane threads with blocking std sockets — never on a data core.
 //!
 //! Routes: GET /health, GET /stats (JSON; `?human` or `Accept: text/html` for a page),
 //! GET /metrics (Prometheus), GET /config/version, GET /table?key=K|addr=IP,
 //! GET /table/top?n=N, POST /table/clear[?key=K|addr=IP], POST /reload.
+//!
+//! Hostile clients (SPEC §8a): one thread per connection, at most [`MAX_CONNECTIONS`]
+//! at once (more get 503 at once), so a slow client delays nobody else; a request head
+//! must arrive within [`HEAD_TIMEOUT`] of the accept, with no gap over
+//! [`IDLE_TIMEOUT`]; a handler that panics ends only its own connection. Requests
+//! whose `Host` is not this listener are refused (DNS rebinding), the token is compared
+//! in constant time, and a table subject that does not parse is a 400, never "all".
 //! Must not touch: the data path; table operations go to the owner core as messages.
+
+mod parse;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::limit::{EntrySnapshot, Router, addr_subject};
+use crate::limit::{EntrySnapshot, PENALTY_PREFIX, Router};
 use crate::runtime::msg::{ControlMsg, TableOp, TableReply};
 
 use super::ControlState;
 use super::metrics;
+use parse::{AdminRequest, MAX_HEAD, Parsed};
 
-/// Binds and serves the admin API on its own thread. Returns the bound address.
+/// Connections served at once; more are answered 503 and closed.
+pub const MAX_CONNECTIONS: usize = 16;
+/// The whole request head must arrive within this time of the accept.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest silence while a head is arriving.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time allowed to write a response.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What every connection thread shares.
+struct Admin {
+    state: Arc<ControlState>,
+    /// Extra `Host` values accepted besides this listener's own names.
+    allowed_hosts: Vec<String>,
+    active: AtomicUsize,
+    /// Reloads asked through the API run one at a time.
+    reload: Mutex<()>,
+}
+
+/// Binds and serves the admin API on its own threads. Returns the bound address.
 pub fn start(state: Arc<ControlState>, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    start_with(state, addr, Vec::new())
+}
+
+/// [`start`], accepting the `Host` values in `allowed_hosts` too.
+pub fn start_with(
+    state: Arc<ControlState>,
+    addr: SocketAddr,
+    allowed_hosts: Vec<String>,
+) -> std::io::Result<SocketAddr> {
     let l = TcpListener::bind(addr)?;
     let bound = l.local_addr()?;
+    let admin = Arc::new(Admin {
+        state,
+        allowed_hosts,
+        active: AtomicUsize::new(0),
+        reload: Mutex::new(()),
+    });
     std::thread::Builder::new()
         .name("tollgate-admin".into())
-        .spawn(move || {
-            for s in l.incoming().flatten() {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
-                if let Err(e) = serve(&state, s) {
-                    log::debug!("admin: {e}");
-                }
-            }
-        })?;
+        .spawn(move || accept_loop(&admin, &l))?;
     Ok(bound)
 }
 
-fn pct_decode(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
+fn accept_loop(admin: &Arc<Admin>, l: &TcpListener) {
+    for s in l.incoming() {
+        let s = match s {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("admin: accept: {e}");
+                std::thread::sleep(Duration::from_millis(50));
                 continue;
             }
+        };
+        let _ = s.set_write_timeout(Some(WRITE_TIMEOUT));
+        if admin.active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+            admin.active.fetch_sub(1, Ordering::SeqCst);
+            let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
+            let mut s = s;
+            let _ = respond(&mut s, 503, "text/plain", "too many admin connections\n");
+            continue;
         }
-        out.push(if b[i] == b'+' { b' ' } else { b[i] });
-        i += 1;
+        let a = admin.clone();
+        let spawned = std::thread::Builder::new()
+            .name("tollgate-admin-conn".into())
+            .spawn(move || {
+                let _slot = Slot(&a.active);
+                if let Err(e) = serve(&a, s) {
+                    log::debug!("admin: {e}");
+                }
+            });
+        if let Err(e) = spawned {
+            log::warn!("admin: cannot start a connection thread: {e}");
+        }
     }
-    out
 }
 
-fn query_param(query: &str, name: &str) -> Option<Vec<u8>> {
-    query.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (k == name).then(|| pct_decode(v))
-    })
+/// Frees a connection slot when its thread ends (also when a handler panics).
+struct Slot<'a>(&'a AtomicUsize);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// How reading a request head ended without a request.
+enum HeadEnd {
+    Closed,
+    TimedOut,
+    Bad,
+}
+
+/// Reads one request head within [`HEAD_TIMEOUT`] (no gap over [`IDLE_TIMEOUT`]).
+fn read_head(s: &mut TcpStream) -> Result<AdminRequest, HeadEnd> {
+    let deadline = Instant::now() + HEAD_TIMEOUT;
+    let mut buf = vec![0u8; MAX_HEAD];
+    let mut n = 0;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(HeadEnd::TimedOut);
+        }
+        let _ = s.set_read_timeout(Some(left.min(IDLE_TIMEOUT)));
+        match s.read(&mut buf[n..]) {
+            Ok(0) => return Err(HeadEnd::Closed),
+            Ok(r) => n += r,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(HeadEnd::TimedOut);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(HeadEnd::Closed),
+        }
+        match parse::parse_head(&buf[..n]) {
+            Parsed::Complete(req) => return Ok(req),
+            Parsed::Partial => {}
+            Parsed::Bad => return Err(HeadEnd::Bad),
+        }
+    }
+}
+
+/// One response: status, content type, body.
+struct Reply {
+    status: u16,
+    ctype: &'static str,
+    body: String,
+}
+
+impl Reply {
+    fn text(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            ctype: "text/plain",
+            body: body.to_string(),
+        }
+    }
+    fn json(status: u16, v: &serde_json::Value) -> Reply {
+        Reply {
+            status,
+            ctype: "application/json",
+            body: v.to_string(),
+        }
+    }
+}
+
+fn serve(admin: &Admin, mut s: TcpStream) -> std::io::Result<()> {
+    let req = match read_head(&mut s) {
+        Ok(r) => r,
+        Err(HeadEnd::Closed) => return Ok(()),
+        Err(HeadEnd::TimedOut) => {
+            return respond(&mut s, 408, "text/plain", "request head timeout\n");
+        }
+        Err(HeadEnd::Bad) => return respond(&mut s, 400, "text/plain", "bad request\n"),
+    };
+    let local = s.local_addr()?;
+    let r = if !parse::host_allowed(req.host.as_deref(), local, &admin.allowed_hosts) {
+        Reply::text(403, "Host is not this admin listener\n")
+    } else if !token_ok(&admin.state, &req) {
+        Reply::text(401, "missing or wrong bearer token\n")
+    } else {
+        route(admin, &req)
+    };
+    respond(&mut s, r.status, r.ctype, &r.body)
+}
+
+fn token_ok(state: &ControlState, req: &AdminRequest) -> bool {
+    match &state.current().admin.token {
+        Some(token) => parse::token_matches(req.authorization.as_deref(), token),
+        None => true,
+    }
 }
 
 fn respond(s: &mut TcpStream, status: u16, ctype: &str, body: &str) -> std::io::Result<()> {
@@ -72,22 +216,98 @@ fn respond(s: &mut TcpStream, status: u16, ctype: &str, body: &str) -> std::io::
     )
 }
 
+fn route(admin: &Admin, req: &AdminRequest) -> Reply {
+    let state = &admin.state;
+    match (req.method.as_str(), req.path.as_slice()) {
+        ("GET", b"/health") => {
+            if state.shutting_down.load(Ordering::SeqCst) {
+                Reply::text(503, "shutting down\n")
+            } else {
+                Reply::text(200, "ok\n")
+            }
+        }
+        ("GET", b"/stats") => stats(state, req),
+        ("GET", b"/metrics") => Reply {
+            status: 200,
+            ctype: "text/plain; version=0.0.4",
+            body: metrics::prometheus(state),
+        },
+        ("GET", b"/config/version") => config_version(state),
+        ("POST", b"/reload") => {
+            let _one = admin.reload.lock().unwrap_or_else(|e| e.into_inner());
+            match state.reload("admin") {
+                Ok(v) => Reply::json(200, &json!({"version": v})),
+                Err(e) => Reply::json(422, &json!({"error": e})),
+            }
+        }
+        ("GET", b"/table") => table_one(state, &req.query),
+        ("GET", b"/table/top") => table_top(state, &req.query),
+        ("POST", b"/table/clear") => table_clear(state, &req.query),
+        _ => Reply::text(404, "not found\n"),
+    }
+}
+
+fn stats(state: &ControlState, req: &AdminRequest) -> Reply {
+    let human = req.query.split(|&b| b == b'&').any(|q| q == b"human");
+    if req.accept_html || human {
+        return Reply {
+            status: 200,
+            ctype: "text/html; charset=utf-8",
+            body: metrics::stats_html(state),
+        };
+    }
+    Reply {
+        status: 200,
+        ctype: "application/json",
+        body: serde_json::to_string_pretty(&metrics::stats_json(state)).unwrap_or_default(),
+    }
+}
+
+fn config_version(state: &ControlState) -> Reply {
+    let cfg = state.current();
+    let last_error = state
+        .last_reload_error
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    Reply::json(
+        200,
+        &json!({
+            "version": cfg.limits.version,
+            "reloads": state.reloads.load(Ordering::Relaxed),
+            "reload_failures": state.reload_failures.load(Ordering::Relaxed),
+            "last_reload_error": last_error,
+            "source": cfg.source.display().to_string(),
+            "keys": cfg.limits.keys.len(),
+        }),
+    )
+}
+
+fn ip_of(v6: &[u8]) -> IpAddr {
+    let mut a = [0u8; 16];
+    a.copy_from_slice(&v6[..16]);
+    let ip = std::net::Ipv6Addr::from(a);
+    ip.to_ipv4_mapped()
+        .map(IpAddr::V4)
+        .unwrap_or(IpAddr::V6(ip))
+}
+
 fn entry_json(e: &EntrySnapshot, tiers: &[crate::config::TierConfig]) -> serde_json::Value {
-    let subject = if e.subject.first() == Some(&0) && e.subject.len() == 17 {
-        let mut a = [0u8; 16];
-        a.copy_from_slice(&e.subject[1..]);
-        let ip = std::net::Ipv6Addr::from(a);
-        let ip: IpAddr = ip
-            .to_ipv4_mapped()
-            .map(IpAddr::V4)
-            .unwrap_or(IpAddr::V6(ip));
-        json!({"addr": ip.to_string()})
-    } else {
-        json!({"key": String::from_utf8_lossy(&e.subject)})
+    let subject = match e.subject.first() {
+        Some(&0) if e.subject.len() == 17 => json!({"addr": ip_of(&e.subject[1..]).to_string()}),
+        Some(&PENALTY_PREFIX) if e.subject.len() == 17 => {
+            json!({"penalty": ip_of(&e.subject[1..]).to_string()})
+        }
+        _ => json!({"key": String::from_utf8_lossy(&e.subject)}),
+    };
+    let tier = match tiers.get(e.tier as usize) {
+        Some(t) => t.name.as_str(),
+        None if e.tier == crate::limit::PENALTY_TIER => "penalty",
+        None => "?",
     };
     json!({
         "subject": subject,
-        "tier": tiers.get(e.tier as usize).map(|t| t.name.as_str()).unwrap_or("?"),
+        "tier": tier,
         "sustained_count": e.sustained_count,
         "burst_count": e.burst_count,
         "idle": e.idle,
@@ -103,182 +323,66 @@ fn table_ask(state: &ControlState, core: usize, op: TableOp) -> Option<TableRepl
     rx.recv_timeout(Duration::from_secs(2)).ok()
 }
 
-fn subject_of(query: &str) -> Option<Vec<u8>> {
-    if let Some(k) = query_param(query, "key") {
-        return Some(k);
-    }
-    let a = query_param(query, "addr")?;
-    let ip: IpAddr = std::str::from_utf8(&a).ok()?.parse().ok()?;
-    Some(addr_subject(ip).to_vec())
+fn owner(state: &ControlState, subject: &[u8]) -> usize {
+    Router::new(state.cores.cores(), state.hasher.clone()).owner(subject)
 }
 
-fn serve(state: &ControlState, mut s: TcpStream) -> std::io::Result<()> {
-    let mut buf = vec![0u8; 8192];
-    let mut n = 0;
-    let (method, path, query, auth, accept_html) = loop {
-        let r = s.read(&mut buf[n..])?;
-        if r == 0 {
-            return Ok(());
-        }
-        n += r;
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&buf[..n]) {
-            Ok(httparse::Status::Complete(_)) => {
-                let target = req.path.unwrap_or("/").to_string();
-                let (p, q) = target.split_once('?').unwrap_or((&target, ""));
-                let auth = req
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("authorization"))
-                    .map(|h| String::from_utf8_lossy(h.value).to_string());
-                let html = req.headers.iter().any(|h| {
-                    h.name.eq_ignore_ascii_case("accept")
-                        && String::from_utf8_lossy(h.value).contains("text/html")
-                });
-                break (
-                    req.method.unwrap_or("GET").to_string(),
-                    p.to_string(),
-                    q.to_string(),
-                    auth,
-                    html,
-                );
-            }
-            Ok(httparse::Status::Partial) if n < buf.len() => continue,
-            _ => return respond(&mut s, 400, "text/plain", "bad request\n"),
-        }
+fn table_one(state: &ControlState, query: &[u8]) -> Reply {
+    let subject = match parse::subject_query(query) {
+        Ok(Some(s)) => s,
+        Ok(None) => return Reply::text(400, "need ?key=K or ?addr=IP\n"),
+        Err(e) => return Reply::json(400, &json!({"error": e})),
     };
-    let cfg = state.current();
-    if let Some(token) = &cfg.admin.token {
-        let ok = auth
-            .as_deref()
-            .and_then(|a| a.strip_prefix("Bearer "))
-            .is_some_and(|t| t.trim() == token);
-        if !ok {
-            return respond(&mut s, 401, "text/plain", "missing or wrong bearer token\n");
+    let core = owner(state, &subject);
+    match table_ask(state, core, TableOp::Inspect(subject)) {
+        Some(TableReply::Entries(e)) if !e.is_empty() => {
+            let mut v = entry_json(&e[0], &state.current().limits.tiers);
+            v["core"] = json!(core);
+            Reply::json(200, &v)
+        }
+        Some(_) => Reply::json(404, &json!({"error": "not tracked"})),
+        None => Reply::json(503, &json!({"error": "core did not answer"})),
+    }
+}
+
+fn table_top(state: &ControlState, query: &[u8]) -> Reply {
+    let n = parse::query_param(query, "n")
+        .and_then(|v| String::from_utf8(v).ok()?.parse().ok())
+        .unwrap_or(10usize)
+        .min(10_000);
+    let mut all: Vec<EntrySnapshot> = Vec::new();
+    for core in 0..state.cores.cores() {
+        if let Some(TableReply::Entries(e)) = table_ask(state, core, TableOp::Top(n)) {
+            all.extend(e);
         }
     }
-    let json_ct = "application/json";
-    match (method.as_str(), path.as_str()) {
-        ("GET", "/health") => {
-            if state.shutting_down.load(Ordering::SeqCst) {
-                respond(&mut s, 503, "text/plain", "shutting down\n")
-            } else {
-                respond(&mut s, 200, "text/plain", "ok\n")
+    // Penalty entries live on every core: show each address once.
+    let mut seen = std::collections::HashSet::new();
+    all.retain(|e| e.subject.first() != Some(&PENALTY_PREFIX) || seen.insert(e.subject.clone()));
+    all.sort_by_key(|e| std::cmp::Reverse(e.sustained_count));
+    all.truncate(n);
+    let tiers = &state.current().limits.tiers;
+    let v: Vec<_> = all.iter().map(|e| entry_json(e, tiers)).collect();
+    Reply::json(200, &serde_json::Value::Array(v))
+}
+
+fn table_clear(state: &ControlState, query: &[u8]) -> Reply {
+    let mut removed = 0;
+    match parse::subject_query(query) {
+        Err(e) => return Reply::json(400, &json!({"error": e})),
+        Ok(Some(subject)) => {
+            let core = owner(state, &subject);
+            if let Some(TableReply::Removed(r)) = table_ask(state, core, TableOp::Remove(subject)) {
+                removed += r;
             }
         }
-        ("GET", "/stats") => {
-            if accept_html || query.split('&').any(|q| q == "human") {
-                respond(
-                    &mut s,
-                    200,
-                    "text/html; charset=utf-8",
-                    &metrics::stats_html(state),
-                )
-            } else {
-                let body =
-                    serde_json::to_string_pretty(&metrics::stats_json(state)).unwrap_or_default();
-                respond(&mut s, 200, json_ct, &body)
-            }
-        }
-        ("GET", "/metrics") => respond(
-            &mut s,
-            200,
-            "text/plain; version=0.0.4",
-            &metrics::prometheus(state),
-        ),
-        ("GET", "/config/version") => {
-            let body = json!({
-                "version": cfg.limits.version,
-                "reloads": state.reloads.load(Ordering::Relaxed),
-                "reload_failures": state.reload_failures.load(Ordering::Relaxed),
-                "last_reload_error": *state.last_reload_error.lock().unwrap_or_else(|e| e.into_inner()),
-                "source": cfg.source.display().to_string(),
-                "keys": cfg.limits.keys.len(),
-            });
-            respond(&mut s, 200, json_ct, &body.to_string())
-        }
-        ("POST", "/reload") => match state.reload("admin") {
-            Ok(v) => respond(&mut s, 200, json_ct, &json!({"version": v}).to_string()),
-            Err(e) => respond(&mut s, 422, json_ct, &json!({"error": e}).to_string()),
-        },
-        ("GET", "/table") => {
-            let Some(subject) = subject_of(&query) else {
-                return respond(&mut s, 400, "text/plain", "need ?key=K or ?addr=IP\n");
-            };
-            let router = Router::new(state.cores.cores(), state.hasher.clone());
-            let core = router.owner(&subject);
-            match table_ask(state, core, TableOp::Inspect(subject)) {
-                Some(TableReply::Entries(e)) if !e.is_empty() => {
-                    let mut v = entry_json(&e[0], &cfg.limits.tiers);
-                    v["core"] = json!(core);
-                    respond(&mut s, 200, json_ct, &v.to_string())
-                }
-                Some(_) => respond(&mut s, 404, json_ct, "{\"error\":\"not tracked\"}"),
-                None => respond(&mut s, 503, json_ct, "{\"error\":\"core did not answer\"}"),
-            }
-        }
-        ("GET", "/table/top") => {
-            let n = query_param(&query, "n")
-                .and_then(|v| String::from_utf8(v).ok()?.parse().ok())
-                .unwrap_or(10usize)
-                .min(10_000);
-            let mut all: Vec<EntrySnapshot> = Vec::new();
+        Ok(None) => {
             for core in 0..state.cores.cores() {
-                if let Some(TableReply::Entries(e)) = table_ask(state, core, TableOp::Top(n)) {
-                    all.extend(e);
-                }
-            }
-            all.sort_by_key(|e| std::cmp::Reverse(e.sustained_count));
-            all.truncate(n);
-            let v: Vec<_> = all
-                .iter()
-                .map(|e| entry_json(e, &cfg.limits.tiers))
-                .collect();
-            respond(
-                &mut s,
-                200,
-                json_ct,
-                &serde_json::Value::Array(v).to_string(),
-            )
-        }
-        ("POST", "/table/clear") => {
-            let mut removed = 0;
-            if let Some(subject) = subject_of(&query) {
-                let router = Router::new(state.cores.cores(), state.hasher.clone());
-                let core = router.owner(&subject);
-                if let Some(TableReply::Removed(r)) =
-                    table_ask(state, core, TableOp::Remove(subject))
-                {
+                if let Some(TableReply::Removed(r)) = table_ask(state, core, TableOp::Clear) {
                     removed += r;
                 }
-            } else {
-                for core in 0..state.cores.cores() {
-                    if let Some(TableReply::Removed(r)) = table_ask(state, core, TableOp::Clear) {
-                        removed += r;
-                    }
-                }
             }
-            respond(
-                &mut s,
-                200,
-                json_ct,
-                &json!({"removed": removed}).to_string(),
-            )
         }
-        _ => respond(&mut s, 404, "text/plain", "not found\n"),
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_params_are_percent_decoded() {
-        assert_eq!(query_param("a=1&key=AK%2FB+C", "key").unwrap(), b"AK/B C");
-        assert_eq!(query_param("n=5", "n").unwrap(), b"5");
-        assert!(query_param("n=5", "key").is_none());
-        assert_eq!(pct_decode("%zz%41"), b"%zzA");
-    }
+    Reply::json(200, &json!({"removed": removed}))
 }

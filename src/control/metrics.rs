@@ -8,12 +8,28 @@ use std::sync::atomic::Ordering;
 
 use serde_json::{Value, json};
 
-use crate::stats::{AUTH_NAMES, CoreStats, METHOD_NAMES, METHODS};
+use crate::stats::{AUTH_NAMES, CoreStats, METHOD_NAMES, METHODS, TierMethod};
 
 use super::ControlState;
 
 fn sum(stats: &[std::sync::Arc<CoreStats>], f: impl Fn(&CoreStats) -> u64) -> u64 {
     stats.iter().map(|s| f(s)).sum()
+}
+
+/// One per-tier counter of tier `ti` of `n` configured. Stats hold `stats::MAX_TIERS`
+/// slots and the data path folds every tier past them into the last one, so with more
+/// tiers than slots the last slot and the tiers past it report 0 rather than a mix.
+fn tier_stat(
+    c: &CoreStats,
+    (ti, n): (usize, usize),
+    mi: usize,
+    f: impl Fn(&TierMethod) -> u64,
+) -> u64 {
+    let last = crate::stats::MAX_TIERS - 1;
+    match c.tiers.get(ti).and_then(|t| t.get(mi)) {
+        Some(x) if ti < last || n <= crate::stats::MAX_TIERS => f(x),
+        _ => 0,
+    }
 }
 
 pub fn stats_json(st: &ControlState) -> Value {
@@ -23,9 +39,17 @@ pub fn stats_json(st: &ControlState) -> Value {
     for (ti, t) in cfg.limits.tiers.iter().enumerate() {
         let mut methods = serde_json::Map::new();
         for (mi, name) in METHOD_NAMES.iter().enumerate() {
-            let a = sum(s, |c| c.tiers[ti][mi].admitted.get());
-            let d = sum(s, |c| c.tiers[ti][mi].denied.get());
-            let sd = sum(s, |c| c.tiers[ti][mi].shadow_denied.get());
+            let a = sum(s, |c| {
+                tier_stat(c, (ti, cfg.limits.tiers.len()), mi, |x| x.admitted.get())
+            });
+            let d = sum(s, |c| {
+                tier_stat(c, (ti, cfg.limits.tiers.len()), mi, |x| x.denied.get())
+            });
+            let sd = sum(s, |c| {
+                tier_stat(c, (ti, cfg.limits.tiers.len()), mi, |x| {
+                    x.shadow_denied.get()
+                })
+            });
             if a + d + sd > 0 {
                 methods.insert(
                     name.to_string(),
@@ -88,14 +112,19 @@ pub fn stats_json(st: &ControlState) -> Value {
             "retries": sum(s, |c| c.upstream_retries.get()),
             "early_responses": sum(s, |c| c.upstream_early_responses.get()),
             "connects": sum(s, |c| c.upstream_connects.get()),
+            "local_errors": sum(s, |c| c.upstream_local_errors.get()),
+            "pool_discarded": sum(s, |c| c.upstream_pool_discarded.get()),
         },
         "connections": {
             "accepted": sum(s, |c| c.connections_accepted.get()),
             "active": sum(s, |c| c.connections_active.get()),
+            "refused": sum(s, |c| c.connections_refused.get()),
             "tls_handshakes": sum(s, |c| c.tls_handshakes.get()),
             "tls_handshake_errors": sum(s, |c| c.tls_handshake_errors.get()),
         },
         "bad_requests": sum(s, |c| c.client_errors_400.get()),
+        "auth_failures": sum(s, |c| c.auth_failures.get()),
+        "penalty_denials": sum(s, |c| c.penalty_denials.get()),
         "access_log": {
             "enabled": cfg.access_log.path.is_some(),
             "lines": sum(s, |c| c.access_log_lines.get()),
@@ -107,6 +136,7 @@ pub fn stats_json(st: &ControlState) -> Value {
             "cap_per_core": cfg.limits.table_cap,
             "evictions": sum(s, |c| c.table_evictions.get()),
             "forced_evictions": sum(s, |c| c.table_forced_evictions.get()),
+            "refused": sum(s, |c| c.table_refused.get()),
             "expired": sum(s, |c| c.table_expired.get()),
         },
         "cross_core": {
@@ -202,8 +232,9 @@ pub fn prometheus(st: &ControlState) -> String {
         for (mi, m) in METHOD_NAMES.iter().enumerate().take(METHODS) {
             for (label, f) in [("admitted", 0usize), ("denied", 1), ("shadow_denied", 2)] {
                 let v = sum(s, |c| {
-                    let x = &c.tiers[ti][mi];
-                    [x.admitted.get(), x.denied.get(), x.shadow_denied.get()][f]
+                    tier_stat(c, (ti, cfg.limits.tiers.len()), mi, |x| {
+                        [x.admitted.get(), x.denied.get(), x.shadow_denied.get()][f]
+                    })
                 });
                 if v > 0 || (mi < 2 && f < 2) {
                     let _ = writeln!(
@@ -333,6 +364,39 @@ pub fn prometheus(st: &ControlState) -> String {
     );
     family(
         &mut o,
+        "tollgate_upstream_local_errors_total",
+        "counter",
+        "Upstream connects that failed for lack of a local resource (file descriptors, buffers); not counted against the node.",
+    );
+    let _ = writeln!(
+        o,
+        "tollgate_upstream_local_errors_total {}",
+        sum(s, |c| c.upstream_local_errors.get())
+    );
+    family(
+        &mut o,
+        "tollgate_upstream_pool_discarded_total",
+        "counter",
+        "Pooled upstream connections closed instead of reused (expired, or readable or closed while idle).",
+    );
+    let _ = writeln!(
+        o,
+        "tollgate_upstream_pool_discarded_total {}",
+        sum(s, |c| c.upstream_pool_discarded.get())
+    );
+    family(
+        &mut o,
+        "tollgate_connections_refused_total",
+        "counter",
+        "Client connections closed at once because the worker was at http.max_connections.",
+    );
+    let _ = writeln!(
+        o,
+        "tollgate_connections_refused_total {}",
+        sum(s, |c| c.connections_refused.get())
+    );
+    family(
+        &mut o,
         "tollgate_connections_active",
         "gauge",
         "Open client connections.",
@@ -385,6 +449,39 @@ pub fn prometheus(st: &ControlState) -> String {
         o,
         "tollgate_table_forced_evictions_total {}",
         sum(s, |c| c.table_forced_evictions.get())
+    );
+    family(
+        &mut o,
+        "tollgate_table_refused_total",
+        "counter",
+        "New subjects denied untracked because a full shard held only entries that would deny.",
+    );
+    let _ = writeln!(
+        o,
+        "tollgate_table_refused_total {}",
+        sum(s, |c| c.table_refused.get())
+    );
+    family(
+        &mut o,
+        "tollgate_auth_failures_total",
+        "counter",
+        "Upstream answers saying a request was not authenticated: its slot was given back and the client address charged a failure.",
+    );
+    let _ = writeln!(
+        o,
+        "tollgate_auth_failures_total {}",
+        sum(s, |c| c.auth_failures.get())
+    );
+    family(
+        &mut o,
+        "tollgate_penalty_denials_total",
+        "counter",
+        "Requests refused because their client address was over its authentication-failure window.",
+    );
+    let _ = writeln!(
+        o,
+        "tollgate_penalty_denials_total {}",
+        sum(s, |c| c.penalty_denials.get())
     );
     family(
         &mut o,

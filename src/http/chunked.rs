@@ -15,6 +15,8 @@ pub const MAX_TRAILER_BYTES: usize = 16384;
 pub enum ChunkError {
     #[error("invalid chunk size")]
     BadSize,
+    #[error("whitespace between the chunk size and its CRLF")]
+    SpaceBeforeCrlf,
     #[error("chunk size has more than 16 hex digits")]
     SizeOverflow,
     #[error("bare LF in chunked framing")]
@@ -137,6 +139,34 @@ impl ChunkedScanner {
         Ok(i)
     }
 
+    /// Like [`feed`](Self::feed), but also moves the chunk *data* among the consumed bytes
+    /// to the front of `data` (the body without its chunk framing). Returns (consumed, data
+    /// bytes now at the front).
+    pub fn feed_data(&mut self, data: &mut [u8]) -> Result<(usize, usize), ChunkError> {
+        let mut i = 0;
+        let mut kept = 0;
+        while i < data.len() {
+            match self.state {
+                State::Done => return Ok((i, kept)),
+                State::Data => {
+                    let n = self.remaining.min((data.len() - i) as u64) as usize;
+                    data.copy_within(i..i + n, kept);
+                    kept += n;
+                    i += n;
+                    self.remaining -= n as u64;
+                    if self.remaining == 0 {
+                        self.state = State::DataCr;
+                    }
+                }
+                _ => {
+                    self.step(data[i])?;
+                    i += 1;
+                }
+            }
+        }
+        Ok((i, kept))
+    }
+
     fn size_line_byte(&mut self) -> Result<(), ChunkError> {
         self.line_len += 1;
         if self.line_len > MAX_CHUNK_LINE {
@@ -178,10 +208,12 @@ impl ChunkedScanner {
             }
             State::SizeWs => {
                 self.size_line_byte()?;
+                // RFC 9112 §7.1.1 allows whitespace only before a `;` extension: a size line
+                // ending in whitespace is read differently by different parsers.
                 self.state = match b {
                     b' ' | b'\t' => State::SizeWs,
                     b';' => State::Ext,
-                    b'\r' => State::SizeLf,
+                    b'\r' => return Err(ChunkError::SpaceBeforeCrlf),
                     b'\n' => return Err(ChunkError::BareLf),
                     _ => return Err(ChunkError::BadSize),
                 };
@@ -365,6 +397,8 @@ mod tests {
             (b"-1\r\n", ChunkError::BadSize),
             (b"0x5\r\n", ChunkError::BadSize),
             (b"5 5\r\n", ChunkError::BadSize),
+            (b"5 \r\nhello\r\n", ChunkError::SpaceBeforeCrlf),
+            (b"5\t\r\nhello\r\n", ChunkError::SpaceBeforeCrlf),
             (b";ext\r\n", ChunkError::BadSize),
             (b"5\nhello\r\n", ChunkError::BareLf),
             (b"5;a\nhello\r\n", ChunkError::BareLf),

@@ -145,6 +145,48 @@ pub(crate) struct Summary {
     pub host: Option<Range<usize>>,
     pub expect_continue: bool,
     pub x_request_id: Option<Range<usize>>,
+    /// Transfer-Encoding field lines.
+    pub te_lines: u32,
+    /// The only Transfer-Encoding line says exactly `chunked` (any case, OWS trimmed).
+    pub te_just_chunked: bool,
+    /// Content-Length field lines.
+    pub cl_lines: u32,
+    /// One Content-Length line holding one plain number: it can be sent on as it came.
+    pub cl_plain: bool,
+    /// An `Upgrade` field is present.
+    pub upgrade: bool,
+    /// A field whose name contains `_` and reads as a framing, routing or hop-by-hop name
+    /// when `_` is taken for `-` (as CGI-style servers do).
+    pub underscore_alias: bool,
+}
+
+/// Names a next hop may read a `_`-spelled field as (CGI maps `-` and `_` both to `_`).
+const ALIASABLE: [&[u8]; 9] = [
+    b"content-length",
+    b"transfer-encoding",
+    b"host",
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"te",
+    b"trailer",
+    b"upgrade",
+];
+
+/// Whether `name` contains `_` and equals a name of [`ALIASABLE`] with `_` read as `-`.
+/// (Runs for most fields of every head: a length compare rejects nearly all of them.)
+fn is_underscore_alias(name: &[u8]) -> bool {
+    ALIASABLE.iter().any(|a| {
+        if a.len() != name.len() {
+            return false;
+        }
+        let mut underscore = false;
+        a.iter().zip(name).all(|(&a, &n)| {
+            underscore |= n == b'_';
+            let n = if n == b'_' { b'-' } else { n };
+            a == n.to_ascii_lowercase()
+        }) && underscore
+    })
 }
 
 /// Parses a Content-Length value (`1*DIGIT`, or a list of identical such values).
@@ -217,6 +259,12 @@ pub(crate) fn summarize(buf: &[u8], headers: &[HeaderPos]) -> Result<Summary, He
         host: None,
         expect_continue: false,
         x_request_id: None,
+        te_lines: 0,
+        te_just_chunked: false,
+        cl_lines: 0,
+        cl_plain: false,
+        upgrade: false,
+        underscore_alias: false,
     };
     let mut te_present = false;
     let mut chunked_count = 0u32;
@@ -226,9 +274,17 @@ pub(crate) fn summarize(buf: &[u8], headers: &[HeaderPos]) -> Result<Summary, He
         let value = &buf[h.value.clone()];
         if name.eq_ignore_ascii_case(b"content-length") {
             content_length_value(value, &mut s.content_length)?;
+            s.cl_lines += 1;
+            s.cl_plain = s.cl_lines == 1 && value.iter().all(u8::is_ascii_digit);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             te_present = true;
+            s.te_lines += 1;
+            s.te_just_chunked = s.te_lines == 1 && value.eq_ignore_ascii_case(b"chunked");
             transfer_encoding_value(value, &mut chunked_count, &mut last_chunked)?;
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            s.upgrade = true;
+        } else if is_underscore_alias(name) {
+            s.underscore_alias = true;
         } else if name.eq_ignore_ascii_case(b"connection") {
             for token in list_elements(value) {
                 if token.eq_ignore_ascii_case(b"close") {
@@ -426,6 +482,28 @@ mod tests {
         assert!(signed_list_contains(l, b"host"));
         assert!(!signed_list_contains(l, b"connection"));
         assert!(!signed_list_contains(l, b"hos"));
+    }
+
+    #[test]
+    fn underscore_aliases_of_framing_names() {
+        for n in [
+            &b"Transfer_Encoding"[..],
+            b"content_length",
+            b"CONTENT_LENGTH",
+            b"Proxy_Connection",
+            b"keep_alive",
+        ] {
+            assert!(is_underscore_alias(n), "{}", String::from_utf8_lossy(n));
+        }
+        for n in [
+            &b"x_amz_meta"[..],
+            b"Content-Length",
+            b"content_lengthx",
+            b"te",
+            b"t_e",
+        ] {
+            assert!(!is_underscore_alias(n), "{}", String::from_utf8_lossy(n));
+        }
     }
 
     #[test]

@@ -4,24 +4,34 @@
 //! ([`request`], [`response`]), request-smuggling rejection (RFC 9110/9112 framing rules),
 //! hop-by-hop classification, writing the heads sent on (raw lines verbatim, so the bytes a
 //! client signed survive: target, case and order), passing chunked bodies through while
-//! finding where they end ([`chunked`]), and S3-style XML error responses ([`s3error`]).
+//! finding where they end ([`chunked`]), S3-style XML error responses ([`s3error`]), and
+//! request methods with their counter index, matched once per request ([`method`]).
 //!
 //! Must not touch: sockets, buffers pools, time, the rate limiter or configuration types.
 //! Parsing reuses the caller's `Vec`s and allocates nothing in steady state; errors are
 //! `Copy` values with `&'static str` details.
 
+mod body;
 mod chunked;
 mod fields;
+mod method;
 mod request;
 mod response;
 mod s3error;
+#[cfg(test)]
+mod split_tests;
 
 use std::ops::Range;
 
+pub use body::BodyProgress;
 pub use chunked::{ChunkError, ChunkedScanner, MAX_CHUNK_LINE, MAX_TRAILER_BYTES};
-pub use request::{RequestHead, parse_request, write_request_head};
+pub use method::{METHOD_NAMES, METHODS, Method, MethodSet, method_index};
+pub use request::{RequestHead, parse_request, signed_hop_by_hop, write_request_head};
 pub use response::{ConnHeader, ResponseHead, parse_response, write_response_head};
-pub use s3error::{ErrorBody, reason_phrase, write_error_response};
+pub use s3error::{
+    AUTH_FAILURE_SCAN, AuthFailure, ErrorBody, auth_failure_code, reason_phrase,
+    write_error_response,
+};
 
 /// Upper bound on header fields parsed without allocating (a stack array of this many
 /// `httparse::Header`s). A `max_headers` above it still works but allocates a scratch array
@@ -116,6 +126,10 @@ pub enum HeadError {
     /// An HTTP version other than 1.0 and 1.1.
     #[error("HTTP version not supported")]
     Version,
+    /// A valid request this proxy does not carry (CONNECT, protocol upgrades, transfer
+    /// codings other than `chunked`).
+    #[error("not implemented: {0}")]
+    NotImplemented(&'static str),
 }
 
 impl HeadError {
@@ -125,6 +139,7 @@ impl HeadError {
             HeadError::TooLarge | HeadError::TooManyHeaders => 431,
             HeadError::Malformed(_) | HeadError::Smuggling(_) => 400,
             HeadError::Version => 505,
+            HeadError::NotImplemented(_) => 501,
         }
     }
 
@@ -134,6 +149,7 @@ impl HeadError {
             HeadError::TooLarge | HeadError::TooManyHeaders => "RequestHeaderSectionTooLarge",
             HeadError::Malformed(_) | HeadError::Smuggling(_) => "BadRequest",
             HeadError::Version => "HttpVersionNotSupported",
+            HeadError::NotImplemented(_) => "NotImplemented",
         }
     }
 
@@ -142,7 +158,7 @@ impl HeadError {
         match self {
             HeadError::TooLarge => "Your request header section exceeds the maximum allowed size.",
             HeadError::TooManyHeaders => "Your request has more header fields than allowed.",
-            HeadError::Malformed(m) | HeadError::Smuggling(m) => m,
+            HeadError::Malformed(m) | HeadError::Smuggling(m) | HeadError::NotImplemented(m) => m,
             HeadError::Version => "Only HTTP/1.0 and HTTP/1.1 are supported.",
         }
     }

@@ -204,16 +204,20 @@ pub enum ConnHeader {
 /// too), then `extra`, then
 /// `Connection: close|keep-alive` per `conn`, then the final CRLF. An upstream header with
 /// the name of one in `extra` is left out: the proxy's own (request id, rate-limit headers)
-/// replaces it rather than going out twice with two values.
+/// replaces it rather than going out twice with two values. `unchunked`: the chunked body
+/// goes on without its chunk framing (to an HTTP/1.0 client, which cannot read it, ending
+/// at close), so Transfer-Encoding and Trailer are left out too.
 pub fn write_response_head(
     buf: &[u8],
     head: &ResponseHead,
     extra: &[(&[u8], &[u8])],
     conn: ConnHeader,
+    unchunked: bool,
     out: &mut Vec<u8>,
 ) {
     out.extend_from_slice(&buf[head.status_line.clone()]);
-    let coded_body = matches!(head.framing, BodyFraming::Chunked | BodyFraming::UntilClose);
+    let coded_body =
+        !unchunked && matches!(head.framing, BodyFraming::Chunked | BodyFraming::UntilClose);
     for h in &head.headers {
         let name = &buf[h.name.clone()];
         let keep = if name.eq_ignore_ascii_case(b"content-length") {
@@ -315,7 +319,7 @@ mod tests {
         assert!(h.keep_alive);
         // And the Content-Length is forwarded untouched.
         let mut out = Vec::new();
-        write_response_head(buf, &h, &[], ConnHeader::Omit, &mut out);
+        write_response_head(buf, &h, &[], ConnHeader::Omit, false, &mut out);
         assert_eq!(&out[..], &buf[..]);
         let h = complete(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -330,7 +334,7 @@ mod tests {
         let h = complete(buf, false);
         let mut out = Vec::new();
         let extra: [(&[u8], &[u8]); 2] = [(b"X-Request-ID", b"p-1"), (b"RateLimit", b"r=1")];
-        write_response_head(buf, &h, &extra, ConnHeader::Omit, &mut out);
+        write_response_head(buf, &h, &extra, ConnHeader::Omit, false, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\nETag: \"e\"\r\nX-Request-IDs: other\r\nContent-Length: 0\r\n\
@@ -374,7 +378,7 @@ mod tests {
         assert_eq!(h.framing, BodyFraming::Chunked);
         assert!(h.keep_alive);
         let mut out = Vec::new();
-        write_response_head(buf, &h, &[], ConnHeader::Omit, &mut out);
+        write_response_head(buf, &h, &[], ConnHeader::Omit, false, &mut out);
         assert_eq!(&out[..], &buf[..]);
 
         let buf = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n";
@@ -385,7 +389,7 @@ mod tests {
             "CL+TE upstream connection must not be reused"
         );
         out.clear();
-        write_response_head(buf, &h, &[], ConnHeader::Close, &mut out);
+        write_response_head(buf, &h, &[], ConnHeader::Close, false, &mut out);
         assert_eq!(
             &out[..],
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\nConnection: close\r\n\r\n"
@@ -466,6 +470,7 @@ mod tests {
             &h,
             &[(b"RateLimit", b"limit=10, remaining=9")],
             ConnHeader::KeepAlive,
+            false,
             &mut out,
         );
         assert_eq!(
@@ -480,7 +485,7 @@ mod tests {
         let h = complete(buf, false);
         assert_eq!(h.framing, BodyFraming::UntilClose);
         let mut out = Vec::new();
-        write_response_head(buf, &h, &[], ConnHeader::Close, &mut out);
+        write_response_head(buf, &h, &[], ConnHeader::Close, false, &mut out);
         assert_eq!(
             &out[..],
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nConnection: close\r\n\r\n"
@@ -489,7 +494,7 @@ mod tests {
         let buf = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
         let h = complete(buf, true);
         out.clear();
-        write_response_head(buf, &h, &[], ConnHeader::Omit, &mut out);
+        write_response_head(buf, &h, &[], ConnHeader::Omit, false, &mut out);
         assert_eq!(&out[..], b"HTTP/1.1 200 OK\r\n\r\n");
     }
 }

@@ -2,6 +2,8 @@
 //! 502/503/504 for upstream failures): status line, `Content-Type: application/xml`,
 //! Content-Length, caller-supplied headers, and the XML `<Error>` body with every field
 //! escaped. Must not decide which error applies or touch I/O; it only appends bytes.
+//! Also reads one thing back: [`auth_failure_code`], whether an upstream error body says
+//! the request was not authenticated (bounded, pure).
 
 use super::fields::{push_decimal, push_header};
 
@@ -146,9 +148,94 @@ pub fn write_error_response(
     }
 }
 
+/// An upstream's "this request is not authenticated" answer (SPEC §3 borrowed keys).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthFailure {
+    SignatureDoesNotMatch,
+    InvalidAccessKeyId,
+    AuthorizationHeaderMalformed,
+    RequestTimeTooSkewed,
+    ExpiredToken,
+}
+
+/// Bytes of an error body examined at most by [`auth_failure_code`].
+pub const AUTH_FAILURE_SCAN: usize = 4096;
+
+/// Whether `body` (the start of an upstream error response) is an S3 `<Error>` whose
+/// `<Code>` says the request was not authenticated: one of the [`AuthFailure`] codes
+/// (AWS, MinIO, s3s), or Garage's `AccessDenied` with the message of a bad signature,
+/// an unknown key or an expired key (Garage has no distinct codes for these). Reads at
+/// most [`AUTH_FAILURE_SCAN`] bytes; never panics.
+pub fn auth_failure_code(body: &[u8]) -> Option<AuthFailure> {
+    let body = &body[..body.len().min(AUTH_FAILURE_SCAN)];
+    let after_root = &body[find(body, b"<Error>")? + 7..];
+    let code = trim_xml(element(after_root, b"Code")?);
+    let failure = match code {
+        b"SignatureDoesNotMatch" => AuthFailure::SignatureDoesNotMatch,
+        b"InvalidAccessKeyId" => AuthFailure::InvalidAccessKeyId,
+        b"AuthorizationHeaderMalformed" => AuthFailure::AuthorizationHeaderMalformed,
+        b"RequestTimeTooSkewed" => AuthFailure::RequestTimeTooSkewed,
+        b"ExpiredToken" => AuthFailure::ExpiredToken,
+        b"AccessDenied" => return garage_auth_failure(element(after_root, b"Message")?),
+        _ => return None,
+    };
+    Some(failure)
+}
+
+/// Garage 2.x answers authentication failures with 403 `AccessDenied` and one of these
+/// messages (`garage_api_common::signature::payload::verify_v4`); any other
+/// `AccessDenied` is an authorization failure of an authenticated key.
+fn garage_auth_failure(message: &[u8]) -> Option<AuthFailure> {
+    let m = trim_xml(message).strip_prefix(b"Forbidden: ")?;
+    if m == b"Invalid signature" {
+        Some(AuthFailure::SignatureDoesNotMatch)
+    } else if m.starts_with(b"No such key: ") {
+        Some(AuthFailure::InvalidAccessKeyId)
+    } else if m.starts_with(b"Access key ") && m.ends_with(b" has expired") {
+        Some(AuthFailure::ExpiredToken)
+    } else {
+        None
+    }
+}
+
+/// The text of the first `<name>…</name>` in `xml`.
+fn element<'a>(xml: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let mut open = [0u8; 16];
+    let n = name.len();
+    if n + 3 > open.len() {
+        return None;
+    }
+    open[0] = b'<';
+    open[1..=n].copy_from_slice(name);
+    open[n + 1] = b'>';
+    let start = find(xml, &open[..n + 2])? + n + 2;
+    open[1] = b'/';
+    open[2..n + 2].copy_from_slice(name);
+    open[n + 2] = b'>';
+    let len = find(&xml[start..], &open[..n + 3])?;
+    Some(&xml[start..start + len])
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn trim_xml(v: &[u8]) -> &[u8] {
+    let start = v
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &v[start..end]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn escaped(text: &[u8]) -> String {
         let mut v = Vec::new();
@@ -237,5 +324,86 @@ mod tests {
         assert_eq!(reason_phrase(504), "Gateway Timeout");
         assert_eq!(reason_phrase(599), "Server Error");
         assert_eq!(reason_phrase(999), "Unknown");
+    }
+
+    #[test]
+    fn auth_failures_of_real_stores_are_recognised() {
+        use AuthFailure::*;
+        // MinIO (cmd/api-errors.go shapes), with an XML declaration and a newline.
+        let minio = |code: &str, msg: &str| {
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{msg}</Message><Key>o.bin</Key><BucketName>b</BucketName><Resource>/b/o.bin</Resource><RequestId>17F1C0B1E9D0A2B3</RequestId><HostId>dd9025bab4ad464b049177c95eb6ebf374d3b3fd1af9251148b658df7ac2e3e8</HostId></Error>"
+            )
+        };
+        let cases = [
+            (minio("SignatureDoesNotMatch", "The request signature we calculated does not match the signature you provided. Check your key and signing method."), Some(SignatureDoesNotMatch)),
+            (minio("InvalidAccessKeyId", "The Access Key Id you provided does not exist in our records."), Some(InvalidAccessKeyId)),
+            (minio("AuthorizationHeaderMalformed", "The authorization header is malformed; the region is wrong; expecting &#39;us-east-1&#39;."), Some(AuthorizationHeaderMalformed)),
+            (minio("RequestTimeTooSkewed", "The difference between the request time and the server&#39;s time is too large."), Some(RequestTimeTooSkewed)),
+            (minio("ExpiredToken", "The provided token has expired."), Some(ExpiredToken)),
+            (minio("AccessDenied", "Access Denied."), None),
+            (minio("NoSuchKey", "The specified key does not exist."), None),
+            // Garage 2.5 (garage_api_s3 xml::Error: Code, Message, Resource, Region).
+            ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>Forbidden: Invalid signature</Message><Resource>/b/o.bin</Resource><Region>garage</Region></Error>".into(), Some(SignatureDoesNotMatch)),
+            ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>Forbidden: No such key: GK31c2f218a2e44f485b94239e</Message><Resource>/b/o.bin</Resource><Region>garage</Region></Error>".into(), Some(InvalidAccessKeyId)),
+            ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>Forbidden: Access key GK31c2f218a2e44f485b94239e has expired</Message><Resource>/b</Resource><Region>garage</Region></Error>".into(), Some(ExpiredToken)),
+            ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>Forbidden: Operation is not allowed for this key.</Message><Resource>/b</Resource><Region>garage</Region></Error>".into(), None),
+            ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AuthorizationHeaderMalformed</Code><Message>Authorization header malformed, unexpected scope: 'x', expected: 'y'</Message><Resource>/b</Resource><Region>garage</Region></Error>".into(), Some(AuthorizationHeaderMalformed)),
+            // AWS S3, pretty-printed, with the long StringToSign fields after the code.
+            (format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error>\n  <Code> SignatureDoesNotMatch </Code>\n  <Message>The request signature we calculated does not match the signature you provided.</Message>\n  <AWSAccessKeyId>AKIAIOSFODNN7EXAMPLE</AWSAccessKeyId>\n  <StringToSign>{}</StringToSign>\n</Error>", "41 57 ".repeat(400)), Some(SignatureDoesNotMatch)),
+        ];
+        for (body, want) in &cases {
+            assert_eq!(auth_failure_code(body.as_bytes()), *want, "{body}");
+        }
+    }
+
+    #[test]
+    fn auth_failure_needs_an_error_document_within_the_bound() {
+        assert_eq!(auth_failure_code(b""), None);
+        assert_eq!(
+            auth_failure_code(b"<Code>SignatureDoesNotMatch</Code>"),
+            None,
+            "no <Error> root"
+        );
+        assert_eq!(
+            auth_failure_code(b"<Error><Code>SignatureDoesNotMatch"),
+            None,
+            "unterminated"
+        );
+        assert_eq!(
+            auth_failure_code(b"<Error><Code>signaturedoesnotmatch</Code></Error>"),
+            None
+        );
+        assert_eq!(auth_failure_code(b"<html>403 Forbidden</html>"), None);
+        let late = format!(
+            "<Error><Message>{}</Message><Code>ExpiredToken</Code></Error>",
+            "x".repeat(AUTH_FAILURE_SCAN)
+        );
+        assert_eq!(auth_failure_code(late.as_bytes()), None, "past the bound");
+        let early = format!(
+            "<Error><Code>ExpiredToken</Code><Message>{}</Message></Error>",
+            "x".repeat(10 * AUTH_FAILURE_SCAN)
+        );
+        assert_eq!(
+            auth_failure_code(early.as_bytes()),
+            Some(AuthFailure::ExpiredToken)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn auth_failure_code_never_panics(
+            prefix in prop::collection::vec(any::<u8>(), 0..64),
+            mid in prop::sample::select(vec!["<Error>", "<Code>", "</Code>", "<Message>", "</Message>", "AccessDenied", "Forbidden: ", "ExpiredToken", ""]),
+            tail in prop::collection::vec(any::<u8>(), 0..64),
+            cut in 0usize..200,
+        ) {
+            let mut body = prefix;
+            body.extend_from_slice(b"<Error><Code>");
+            body.extend_from_slice(mid.as_bytes());
+            body.extend_from_slice(&tail);
+            body.truncate(cut);
+            let _ = auth_failure_code(&body);
+        }
     }
 }

@@ -1,8 +1,9 @@
 //! Rate limiting: the exact-bounded trailing-window algorithm and its per-core tables.
 //!
-//! Owns: [`window`] (pure algorithm: [`TierLimits`], [`WindowState`], [`Decision`];
-//! time passed in), [`table`] (one core's [`Shard`] of subjects → counters, with idle
-//! expiry and a size cap) and [`route`] (subject → owner core, [`Router`]).
+//! Owns: [`window`] (pure algorithm: [`WindowConfig`], [`TierLimits`], [`WindowState`],
+//! [`Decision`], refunds; time passed in), [`table`] (one core's [`Shard`] of subjects →
+//! counters, with idle expiry, a size cap that never evicts a denying entry, and
+//! per-address penalty windows) and [`route`] (subject → owner core, [`Router`]).
 //! Must not touch: I/O, clocks, threads, cross-core messaging, configuration loading —
 //! callers pass `now_ms` and the validated limits, and route requests to the owner.
 
@@ -11,5 +12,8 @@ pub mod table;
 pub mod window;
 
 pub use route::Router;
-pub use table::{EntrySnapshot, Shard, addr_subject};
-pub use window::{Decision, MAX_LIMIT, TierLimits, WindowState};
+pub use table::{
+    DEFAULT_PENALTY, EntrySnapshot, PENALTY_PREFIX, PENALTY_TIER, Shard, addr_subject,
+    penalty_subject,
+};
+pub use window::{Decision, MAX_LIMIT, RefundToken, TierLimits, WindowConfig, WindowState};

@@ -1,9 +1,10 @@
 //! One core's shard of the counter table: subject → [`WindowState`], with idle expiry,
 //! a hard size cap and bounded work per operation.
 //!
-//! Owns: the [`Shard`] (its own hash index, entry slab and layout registry) and
-//! [`addr_subject`]. Must not touch: other cores' shards (a subject lives on its owner
-//! core only, see `route`), clocks (time is passed in), I/O.
+//! Owns: the [`Shard`] (its own hash index, entry slab and layout registry),
+//! [`addr_subject`] and [`penalty_subject`]. Must not touch: other cores' shards (a
+//! subject lives on its owner core only, see `route`; penalty subjects are the
+//! exception — the caller counts them on every core), clocks (time is passed in), I/O.
 //!
 //! # Structure and memory
 //!
@@ -46,17 +47,35 @@
 //!
 //! The shard never holds more than `cap` entries. Inserting into a full shard first
 //! examines up to 32 entries from the sweep cursor and removes the idle ones (both
-//! windows empty: nothing is lost); if none was idle, it evicts the least recently
-//! checked of those 32 and counts a **forced eviction: that subject's counters are
-//! forgotten, so it may be over-admitted afterwards**. Size `table_cap` above the
-//! number of subjects active within the sustained window (per core) so this never
-//! happens; the forced-eviction counter is exported for that purpose.
+//! windows empty: nothing is lost). If none was idle, it evicts the least recently
+//! checked of those that would **admit** their next request, and counts a **forced
+//! eviction** (`forced_evictions`): that subject's counters are forgotten, so it may be
+//! over-admitted afterwards by up to its limit in each window. **An entry that would
+//! deny its next request is never evicted to make room**: while every entry examined
+//! would deny, the scan goes on, up to 512 entries (the whole shard if smaller); if
+//! none of those would admit, the *new* subject is denied untracked (retry in 1 s) and
+//! counted (`refused`) — a flood of fresh subjects cannot reset a subject at its
+//! limit. Remaining bound: a shard over 512 entries whose 512 entries from the cursor
+//! would all deny refuses a newcomer even if an admitting entry exists further on (the
+//! cursor moves on, so the next newcomer looks elsewhere). Shrinking the cap
+//! (`set_cap`) must drop entries: idle first, then admitting, then denying ones, least
+//! recently checked first; all but the idle ones count as forced. Size `table_cap`
+//! above the number of subjects active within the sustained window (per core) so no
+//! eviction is ever forced.
+//!
+//! # Penalty windows
+//!
+//! A client address's authentication failures are counted in a tier-less entry of its
+//! own ([`penalty_subject`]: prefix `0x01`, tier [`PENALTY_TIER`], limits set by
+//! [`Shard::set_penalty`], default [`DEFAULT_PENALTY`] = 20 per minute), beside the
+//! keys, under the same cap and eviction rules. `check_penalty` costs nothing while
+//! the shard holds no penalty entry.
 
 use std::collections::BinaryHeap;
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::net::IpAddr;
 
-use super::window::{Decision, TierLimits, WindowState};
+use super::window::{Decision, RefundToken, TierLimits, WindowConfig, WindowState};
 
 /// Keys up to this length are stored inside the entry (no heap allocation).
 const INLINE: usize = 21;
@@ -81,6 +100,8 @@ const CODE: [u8; 256] = {
 };
 /// Entries examined to make room when a full shard receives a new subject.
 const EVICT_SCAN: usize = 32;
+/// Entries examined at most while every one examined would deny its next request.
+const EVICT_SCAN_MAX: usize = 512;
 const MIN_INDEX: usize = 16;
 /// An index cell is `(hash tag << SLOT_BITS) | (slot + 1)`; 0 = empty.
 const SLOT_BITS: u32 = 24;
@@ -98,6 +119,29 @@ pub fn addr_subject(ip: IpAddr) -> [u8; 17] {
     let mut out = [0u8; 17];
     out[1..].copy_from_slice(&v6.octets());
     out
+}
+
+/// A subject for the failure (penalty) window of a client address: `0x01` + the
+/// 16-byte IPv6 (or IPv4-mapped) address. Distinct from keys and [`addr_subject`].
+pub fn penalty_subject(ip: IpAddr) -> [u8; 17] {
+    let mut out = addr_subject(ip);
+    out[0] = PENALTY_PREFIX;
+    out
+}
+
+/// First byte of a [`penalty_subject`].
+pub const PENALTY_PREFIX: u8 = 0x01;
+/// The `tier` of penalty entries (no configured tier has this index).
+pub const PENALTY_TIER: u16 = u16::MAX;
+/// Default failure window of a client address: 20 authentication failures per minute.
+pub const DEFAULT_PENALTY: WindowConfig = WindowConfig {
+    length_ms: 60_000,
+    limit: 20,
+};
+
+/// A failure window as tier limits (both windows the same).
+fn penalty_limits(w: WindowConfig) -> TierLimits {
+    TierLimits::new(w, w)
 }
 
 /// What the admin API shows of one entry.
@@ -242,22 +286,18 @@ pub struct Shard {
     cursor: usize,
     evictions: u64,
     forced: u64,
+    /// New subjects turned away because every entry examined would deny.
+    refused: u64,
+    /// Limits of the per-address failure windows (`None` = penalties off).
+    penalty: Option<TierLimits>,
+    /// Live penalty entries (0 = `check_penalty` needs no lookup).
+    penalties: usize,
 }
 
-/// Decision for a request that cannot be tracked (more than 65535 distinct live
-/// limit configurations in one shard — not reachable with a sane config): deny.
-fn untracked_decision() -> Decision {
-    Decision {
-        admitted: false,
-        sustained_count: 0,
-        burst_count: 0,
-        sustained_remaining: 0,
-        burst_remaining: 0,
-        retry_after_ms: 1000,
-        burst_binds: false,
-        reset_ms: 1000,
-    }
-}
+/// Retry hint for a subject that cannot be tracked: the shard is full of entries that
+/// would deny (see the module docs), or it holds 65535 distinct live limit
+/// configurations (not reachable with a sane config).
+const UNTRACKED_RETRY_MS: u64 = 1000;
 
 impl Shard {
     /// An empty shard holding at most `cap` subjects (clamped to 1..=[`MAX_ENTRIES`]).
@@ -275,6 +315,9 @@ impl Shard {
             cursor: 0,
             evictions: 0,
             forced: 0,
+            refused: 0,
+            penalty: Some(penalty_limits(DEFAULT_PENALTY)),
+            penalties: 0,
         }
     }
 
@@ -482,6 +525,7 @@ impl Shard {
         self.metas.push(meta);
         self.states.push(WindowState::default());
         self.layouts[layout as usize].refs += 1;
+        self.penalties += usize::from(tier == PENALTY_TIER);
         self.index_insert(h32, s);
         s
     }
@@ -511,6 +555,7 @@ impl Shard {
             self.long_free.push(i as u32);
         }
         self.layouts[gone.layout as usize].refs -= 1;
+        self.penalties -= usize::from(gone.tier == PENALTY_TIER);
     }
 
     // ---- layouts ----------------------------------------------------------------
@@ -548,14 +593,18 @@ impl Shard {
 
     // ---- eviction ---------------------------------------------------------------
 
-    /// Frees at least one entry of a full shard: idle entries among the next
-    /// `EVICT_SCAN` from the cursor, else the least recently checked of them (forced).
-    fn make_room(&mut self, now: u64) {
-        let scan = EVICT_SCAN.min(self.metas.len());
-        let mut removed = 0;
+    /// Frees room for one entry in a full shard; false if it found none to free.
+    /// Examines entries from the cursor: idle ones are removed (nothing is lost); if
+    /// none was idle, the least recently checked of those that would *admit* their next
+    /// request is removed (a forced eviction). An entry that would deny is never
+    /// removed here: past `EVICT_SCAN` entries the scan goes on while every entry seen
+    /// would deny, up to `EVICT_SCAN_MAX` (the whole shard if smaller).
+    fn make_room(&mut self, now: u64) -> bool {
+        let limit = EVICT_SCAN_MAX.min(self.metas.len());
+        let mut removed = false;
         let mut oldest: Option<(u64, usize)> = None;
-        for _ in 0..scan {
-            if self.metas.is_empty() {
+        for seen in 0..limit {
+            if self.metas.is_empty() || (seen >= EVICT_SCAN && (removed || oldest.is_some())) {
                 break;
             }
             if self.cursor >= self.metas.len() {
@@ -565,21 +614,26 @@ impl Shard {
             if self.is_idle(i, now) {
                 self.remove_at(i);
                 self.evictions += 1;
-                removed += 1;
-            } else {
+                removed = true;
+                continue;
+            }
+            if self.states[i].would_admit(self.own_limits(i), now) {
                 let age = now.saturating_sub(self.states[i].last_update());
                 if oldest.is_none_or(|(a, _)| age > a) {
                     oldest = Some((age, i));
                 }
-                self.cursor += 1;
             }
+            self.cursor += 1;
         }
-        if removed == 0
-            && let Some((_, i)) = oldest
-        {
-            self.remove_at(i);
-            self.forced += 1;
+        if removed {
+            return true;
         }
+        let Some((_, i)) = oldest else {
+            return false;
+        };
+        self.remove_at(i);
+        self.forced += 1;
+        true
     }
 
     // ---- public API -------------------------------------------------------------
@@ -599,11 +653,12 @@ impl Shard {
         let s = match self.find(&key, h32) {
             Some((_, s)) => s,
             None => {
-                if self.metas.len() >= self.cap {
-                    self.make_room(now_ms);
+                if self.metas.len() >= self.cap && !self.make_room(now_ms) {
+                    self.refused += 1;
+                    return Decision::untracked(UNTRACKED_RETRY_MS);
                 }
                 let Some(layout) = self.layout_id(limits) else {
-                    return untracked_decision();
+                    return Decision::untracked(UNTRACKED_RETRY_MS);
                 };
                 self.insert(&key, h32, tier, layout)
             }
@@ -611,7 +666,7 @@ impl Shard {
         let cur = self.metas[s].layout as usize;
         if self.layouts[cur].limits != *limits {
             let Some(new) = self.layout_id(limits) else {
-                return untracked_decision();
+                return Decision::untracked(UNTRACKED_RETRY_MS);
             };
             let (layouts, state) = (&mut self.layouts, &mut self.states[s]);
             state.rebase(&layouts[cur].limits, limits, now_ms);
@@ -619,7 +674,9 @@ impl Shard {
             layouts[new as usize].refs += 1;
             self.metas[s].layout = new;
         }
-        self.metas[s].tier = tier;
+        let old_tier = std::mem::replace(&mut self.metas[s].tier, tier);
+        self.penalties += usize::from(tier == PENALTY_TIER);
+        self.penalties -= usize::from(old_tier == PENALTY_TIER);
         self.states[s].check(limits, now_ms)
     }
 
@@ -688,18 +745,20 @@ impl Shard {
     }
 
     /// Changes the cap (clamped to 1..=[`MAX_ENTRIES`]). Shrinking below the current size
-    /// removes idle entries first, then the least recently checked ones (counted as forced).
+    /// removes idle entries first, then those that would admit their next request, then
+    /// (only if still over the cap) those that would deny; least recently checked first
+    /// within each kind, counted as forced. Without a clock the newest check time in the
+    /// shard stands for "now" (an earlier time: an entry idle or admitting then still is).
     pub fn set_cap(&mut self, cap: usize) {
         self.set_cap_at(cap, None);
     }
 
-    /// [`set_cap`](Self::set_cap) with a clock, so idle entries can be told apart.
+    /// [`set_cap`](Self::set_cap) at `now_ms` (`None`: the newest check time).
     pub fn set_cap_at(&mut self, cap: usize, now_ms: Option<u64>) {
         self.cap = cap.clamp(1, MAX_ENTRIES);
-        if self.metas.len() <= self.cap {
-            return;
-        }
-        if let Some(now) = now_ms {
+        if self.metas.len() > self.cap {
+            let newest = self.states.iter().map(|s| s.last_update()).max();
+            let now = now_ms.or(newest).unwrap_or(0);
             let mut i = 0;
             while i < self.metas.len() && self.metas.len() > self.cap {
                 if self.is_idle(i, now) {
@@ -709,37 +768,40 @@ impl Shard {
                     i += 1;
                 }
             }
-        }
-        let need = self.metas.len().saturating_sub(self.cap);
-        if need > 0 {
-            // Least recently checked first, in O(len): find the cut-off age, then remove
-            // everything older, then ties until enough.
-            let newest = self
-                .states
-                .iter()
-                .map(|s| s.last_update())
-                .max()
-                .unwrap_or(0);
-            let age = |s: &WindowState| newest.saturating_sub(s.last_update());
-            let mut ages: Vec<u64> = self.states.iter().map(age).collect();
-            let (_, &mut cut, _) = ages.select_nth_unstable_by(need - 1, |a, b| b.cmp(a));
-            let mut removed = 0;
-            for strictly_older in [true, false] {
-                let mut i = 0;
-                while i < self.metas.len() && removed < need {
-                    let a = age(&self.states[i]);
-                    if a > cut || (!strictly_older && a == cut) {
-                        self.remove_at(i);
-                        removed += 1;
-                    } else {
-                        i += 1;
-                    }
-                }
+            let need = self.metas.len().saturating_sub(self.cap);
+            if need > 0 {
+                self.shed(need, now);
             }
-            self.forced += removed as u64;
         }
         self.cursor = 0;
         self.release_unused_layouts();
+    }
+
+    /// Removes the `need` entries that lose least (admitting before denying, then least
+    /// recently checked), in O(len): find the cut-off rank, remove everything above it,
+    /// then ties until enough. Counted as forced.
+    fn shed(&mut self, need: usize, now: u64) {
+        // Higher rank = removed first: 2^63 for "would admit", plus the age (< 2^48).
+        let rank = |t: &Shard, i: usize| -> u64 {
+            let admits = t.states[i].would_admit(t.own_limits(i), now);
+            (u64::from(admits) << 63) | now.saturating_sub(t.states[i].last_update())
+        };
+        let mut ranks: Vec<u64> = (0..self.metas.len()).map(|i| rank(self, i)).collect();
+        let (_, &mut cut, _) = ranks.select_nth_unstable_by(need - 1, |a, b| b.cmp(a));
+        let mut removed = 0;
+        for strictly_above in [true, false] {
+            let mut i = 0;
+            while i < self.metas.len() && removed < need {
+                let r = rank(self, i);
+                if r > cut || (!strictly_above && r == cut) {
+                    self.remove_at(i);
+                    removed += 1;
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        self.forced += removed as u64;
     }
 
     /// Idle entries removed to make room for new subjects (nothing lost).
@@ -747,9 +809,55 @@ impl Shard {
         self.evictions
     }
 
-    /// Non-idle entries removed because the shard was full: their counters were lost.
+    /// Non-idle entries removed because the shard was full (or its cap shrank): their
+    /// counters were lost.
     pub fn forced_evictions(&self) -> u64 {
         self.forced
+    }
+
+    /// New subjects denied because the shard was full of entries that would deny.
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// Gives back the admission `token` names (from a [`Decision`] of `check` for this
+    /// subject), if the subject is still tracked; see [`WindowState::refund`] for when
+    /// nothing can be given back. Returns whether a slot was given back.
+    pub fn refund(&mut self, subject: &[u8], token: RefundToken, now_ms: u64) -> bool {
+        let key = Probe::new(subject);
+        let Some((_, s)) = self.find(&key, self.probe_hash(&key)) else {
+            return false;
+        };
+        let layout = self.metas[s].layout as usize;
+        self.states[s].refund(&self.layouts[layout].limits, token, now_ms)
+    }
+
+    // ---- penalty windows (per client address, tier-less) -------------------------
+
+    /// Sets the failure window of [`add_penalty`](Self::add_penalty) (`limit` 0 turns
+    /// penalties off). Entries built under other limits are rebased when next touched.
+    pub fn set_penalty(&mut self, w: WindowConfig) {
+        self.penalty = (w.limit > 0).then(|| penalty_limits(w));
+    }
+
+    /// Is the address of `subject` (a [`penalty_subject`]) over its failure window at
+    /// `now_ms`? `Some` (a denial, with its retry time) if so. No lookup at all while
+    /// the shard tracks no penalty.
+    pub fn check_penalty(&self, subject: &[u8], now_ms: u64) -> Option<Decision> {
+        if self.penalties == 0 {
+            return None;
+        }
+        let limits = self.penalty.as_ref()?;
+        self.peek(subject, limits, now_ms).filter(|d| !d.admitted)
+    }
+
+    /// Counts one failure against the address of `subject` (a [`penalty_subject`]).
+    /// Returns true if it was counted (false: penalties off, already over, or no room).
+    pub fn add_penalty(&mut self, subject: &[u8], now_ms: u64) -> bool {
+        let Some(limits) = self.penalty.clone() else {
+            return false;
+        };
+        self.check(subject, PENALTY_TIER, &limits, now_ms).admitted
     }
 
     /// Forgets `subject`; true if it was tracked.
@@ -775,6 +883,7 @@ impl Shard {
         self.home_shift = 32 - MIN_INDEX.trailing_zeros();
         self.layouts.clear();
         self.cursor = 0;
+        self.penalties = 0;
     }
 
     fn snapshot_of<'a>(
@@ -874,587 +983,4 @@ impl Shard {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::WindowConfig;
-    use proptest::prelude::*;
-    use std::collections::HashMap;
-    use std::net::{Ipv4Addr, Ipv6Addr};
-
-    fn tier(s_lim: u32, s_len: u32, b_lim: u32, b_len: u32) -> TierLimits {
-        TierLimits::new(
-            WindowConfig {
-                length_ms: s_len,
-                limit: s_lim,
-            },
-            WindowConfig {
-                length_ms: b_len,
-                limit: b_lim,
-            },
-        )
-    }
-
-    fn key(i: usize) -> Vec<u8> {
-        format!("AKIA{i:016}").into_bytes()
-    }
-
-    #[test]
-    fn sizes() {
-        println!(
-            "size_of::<WindowState>() = {}, size_of::<Meta>() = {}, entry = {}",
-            std::mem::size_of::<WindowState>(),
-            std::mem::size_of::<Meta>(),
-            Shard::entry_bytes(),
-        );
-        assert_eq!(std::mem::size_of::<WindowState>(), 48);
-        assert_eq!(
-            std::mem::size_of::<Meta>(),
-            26,
-            "no padding in the metadata slab"
-        );
-        assert_eq!(Shard::entry_bytes(), 74);
-    }
-
-    #[test]
-    fn check_peek_and_counts() {
-        let lim = tier(10, 60_000, 3, 1000);
-        let mut sh = Shard::new(100);
-        assert!(sh.peek(b"k", &lim, 0).is_none());
-        for i in 0..3 {
-            let d = sh.check(b"k", 2, &lim, 1000 + i);
-            assert!(d.admitted);
-            assert_eq!(d.burst_count, i as u32 + 1);
-        }
-        assert!(!sh.check(b"k", 2, &lim, 1003).admitted);
-        assert!(!sh.peek(b"k", &lim, 1004).unwrap().admitted);
-        assert!(sh.check(b"other", 2, &lim, 1004).admitted);
-        assert_eq!(sh.len(), 2);
-        let snap = sh.snapshot(b"k", 1005, |_| Some(&lim)).unwrap();
-        assert_eq!(snap.sustained_count, 3);
-        assert_eq!(snap.tier, 2);
-        assert!(!snap.idle);
-        assert!(sh.remove(b"k"));
-        assert!(!sh.remove(b"k"));
-        assert_eq!(sh.len(), 1);
-        sh.clear();
-        assert_eq!(sh.len(), 0);
-        assert!(sh.check(b"k", 2, &lim, 2000).admitted);
-    }
-
-    #[test]
-    fn long_keys_are_stored_and_found() {
-        let lim = tier(2, 60_000, 2, 1000);
-        let mut sh = Shard::new(10);
-        let long = vec![b'x'; 200];
-        let mut long2 = long.clone();
-        long2[199] = b'y';
-        assert!(sh.check(&long, 0, &lim, 10).admitted);
-        assert!(sh.check(&long, 0, &lim, 11).admitted);
-        assert!(!sh.check(&long, 0, &lim, 12).admitted);
-        assert!(sh.check(&long2, 0, &lim, 12).admitted);
-        assert_eq!(sh.snapshot(&long, 12, |_| None).unwrap().subject, long);
-    }
-
-    fn garage_key(i: u64) -> Vec<u8> {
-        // "GK" + 24 lowercase hex digits, like a Garage access key id.
-        let x = u128::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
-        format!("GK{:024x}", x & ((1 << 96) - 1)).into_bytes()
-    }
-
-    #[test]
-    fn pack_round_trips_and_rejects_other_bytes() {
-        for n in PACK_MIN..=PACK_MAX {
-            for start in 0..64 {
-                let k: Vec<u8> = (0..n).map(|i| ALPHABET[(start + 7 * i) % 64]).collect();
-                let p = pack(&k).expect("alphabet key packs");
-                assert_eq!(unpack(&p)[..n], k);
-            }
-            let zeros = vec![b'0'; n];
-            assert_eq!(pack(&zeros), Some([0; INLINE]));
-        }
-        for b in 0..=255u8 {
-            let mut k = garage_key(1);
-            k[25] = b;
-            assert_eq!(pack(&k).is_some(), ALPHABET.contains(&b), "byte {b:#04x}");
-            k[25] = b'a';
-            k[0] = b;
-            assert_eq!(pack(&k).is_some(), ALPHABET.contains(&b), "byte {b:#04x}");
-        }
-    }
-
-    #[test]
-    fn garage_keys_are_stored_inline() {
-        let lim = tier(2, 60_000, 2, 1000);
-        let mut sh = Shard::new(10_000);
-        let keys: Vec<Vec<u8>> = (0..5000).map(garage_key).collect();
-        for k in &keys {
-            assert_eq!(k.len(), 26);
-            assert!(sh.check(k, 3, &lim, 10).admitted);
-        }
-        assert!(sh.check(&keys[7], 3, &lim, 11).admitted);
-        assert!(!sh.check(&keys[7], 3, &lim, 12).admitted);
-        assert_eq!(sh.len(), keys.len());
-        assert!(sh.long.is_empty(), "no Garage key in the side slab");
-        assert!(sh.metas.iter().all(|m| m.len == PACKED | 26));
-        // Nothing beyond the slabs, the index and the layout registry.
-        let held = sh.metas.capacity() * std::mem::size_of::<Meta>()
-            + sh.states.capacity() * std::mem::size_of::<WindowState>()
-            + sh.index.len() * 4
-            + sh.layouts.capacity() * std::mem::size_of::<Layout>();
-        assert_eq!(sh.memory_bytes(), held);
-        let snap = sh.snapshot(&keys[7], 12, |_| Some(&lim)).unwrap();
-        assert_eq!(snap.subject, keys[7]);
-        assert_eq!((snap.tier, snap.sustained_count), (3, 2));
-        for k in &keys {
-            assert_eq!(sh.snapshot(k, 12, |_| None).unwrap().subject, *k);
-        }
-        assert_eq!(sh.top(1, 12, |_| None)[0].subject, keys[7]);
-        // One character off: another subject. Not in the alphabet: the side slab.
-        let mut other = keys[7].clone();
-        other[25] = if other[25] == b'a' { b'b' } else { b'a' };
-        assert!(sh.peek(&other, &lim, 12).is_none());
-        other[25] = b'.';
-        assert!(sh.check(&other, 3, &lim, 12).admitted);
-        assert_eq!(sh.long.iter().flatten().count(), 1);
-        assert_eq!(sh.snapshot(&other, 12, |_| None).unwrap().subject, other);
-        // Removal re-hashes moved entries (decoded from their packed form).
-        for k in keys.iter().step_by(2) {
-            assert!(sh.remove(k));
-        }
-        for (i, k) in keys.iter().enumerate() {
-            assert_eq!(sh.peek(k, &lim, 12).is_some(), i % 2 == 1, "key {i}");
-        }
-    }
-
-    #[test]
-    fn packed_raw_and_long_forms_are_distinct() {
-        let lim = tier(1, 60_000, 1, 1000);
-        let mut sh = Shard::new(100);
-        // A raw 21-byte key equal to a packed key's buffer, and keys that differ only by a
-        // trailing '0' (code 0, like the zero fill): all different subjects.
-        let a = b"GKabcdefghijklmnopqrstuvwxyz".to_vec(); // 28, packable
-        let raw = pack(&a[..22]).unwrap().to_vec();
-        let mut subjects = vec![a.clone(), a[..22].to_vec(), raw];
-        let mut z = a[..22].to_vec();
-        for _ in 0..6 {
-            z.push(b'0');
-            subjects.push(z.clone()); // 23..=28 packed, then 29: long
-        }
-        assert_eq!(z.len(), 28);
-        z.push(b'0');
-        subjects.push(z);
-        let mut dotted = a.clone();
-        dotted[27] = b'.';
-        subjects.push(dotted);
-        for (i, k) in subjects.iter().enumerate() {
-            assert!(
-                sh.check(k, 0, &lim, 100).admitted,
-                "subject {i} seen as another"
-            );
-        }
-        assert_eq!(sh.len(), subjects.len());
-        assert_eq!(sh.long.iter().flatten().count(), 2);
-        for k in &subjects {
-            assert!(!sh.check(k, 0, &lim, 101).admitted);
-            assert_eq!(sh.snapshot(k, 101, |_| None).unwrap().subject, *k);
-        }
-        // The entry comparison itself, without the hash tag and probe chain in front of it.
-        for (i, ki) in subjects.iter().enumerate() {
-            let probe = Probe::new(ki);
-            let (_, s) = sh.find(&probe, sh.probe_hash(&probe)).unwrap();
-            for (j, kj) in subjects.iter().enumerate() {
-                assert_eq!(sh.holds(s, &Probe::new(kj)), i == j, "{i} vs {j}");
-            }
-        }
-        let mut shown: Vec<Vec<u8>> = sh
-            .top(100, 101, |_| None)
-            .into_iter()
-            .map(|e| e.subject)
-            .collect();
-        shown.sort();
-        subjects.sort();
-        assert_eq!(shown, subjects);
-    }
-
-    #[test]
-    fn cap_is_never_exceeded() {
-        let lim = tier(100, 60_000, 10, 1000);
-        let cap = 1000;
-        let mut sh = Shard::new(cap);
-        for i in 0..10 * cap {
-            sh.check(&key(i), 0, &lim, 1_000_000 + i as u64);
-            assert!(sh.len() <= cap);
-        }
-        assert_eq!(sh.len(), cap);
-        // All entries were active (within the window): every eviction was forced.
-        assert_eq!(sh.forced_evictions(), 9 * cap as u64);
-        assert_eq!(sh.evictions(), 0);
-        assert!(sh.metas.capacity() <= cap.max(16));
-        assert!(sh.states.capacity() <= cap.max(16));
-        // Forced evictions pick the least recently seen of a sample: the survivors are
-        // mostly recent subjects.
-        let recent = (9 * cap..10 * cap)
-            .filter(|&i| {
-                sh.peek(&key(i), &lim, 1_000_000 + 10 * cap as u64)
-                    .is_some()
-            })
-            .count();
-        assert!(recent > cap / 2, "{recent}");
-    }
-
-    #[test]
-    fn idle_entries_are_evicted_first() {
-        let lim = tier(100, 60_000, 10, 1000);
-        let cap = 200;
-        let mut sh = Shard::new(cap);
-        let t0 = 10_000_000;
-        for i in 0..cap {
-            sh.check(&key(i), 0, &lim, t0);
-        }
-        // Half of them stay active.
-        let t1 = t0 + 50_000;
-        for i in (0..cap).step_by(2) {
-            sh.check(&key(i), 0, &lim, t1);
-        }
-        let t2 = t0 + 70_000; // odd keys idle now, even ones not
-        for j in 0..cap / 2 {
-            sh.check(&key(10_000 + j), 0, &lim, t2);
-            assert!(sh.len() <= cap);
-        }
-        assert_eq!(sh.forced_evictions(), 0);
-        assert_eq!(sh.evictions(), cap as u64 / 2);
-        for i in (0..cap).step_by(2) {
-            assert!(
-                sh.peek(&key(i), &lim, t2).is_some(),
-                "active key {i} evicted"
-            );
-        }
-        // Now full of active entries: the next one forces an eviction.
-        sh.check(b"one-more", 0, &lim, t2);
-        assert_eq!(sh.forced_evictions(), 1);
-    }
-
-    #[test]
-    fn sweep_expires_idle_entries_with_bounded_work() {
-        let lim = tier(100, 60_000, 10, 1000);
-        let mut sh = Shard::new(10_000);
-        for i in 0..1000 {
-            sh.check(&key(i), 0, &lim, 1_000_000);
-        }
-        for i in 0..100 {
-            sh.check(&key(i), 0, &lim, 1_050_000);
-        }
-        let now = 1_070_000;
-        assert_eq!(sh.sweep(now, 0, |_| Some(&lim)), 0);
-        let first = sh.sweep(now, 50, |_| Some(&lim));
-        assert!(first <= 50);
-        let mut total = first;
-        for _ in 0..100 {
-            total += sh.sweep(now, 50, |_| Some(&lim));
-        }
-        assert_eq!(total, 900);
-        assert_eq!(sh.len(), 100);
-        for i in 0..100 {
-            assert!(sh.peek(&key(i), &lim, now).is_some());
-        }
-        // Later everything is idle.
-        assert_eq!(sh.sweep(now + 100_000, 1000, |_| Some(&lim)), 100);
-        assert!(sh.is_empty());
-        assert!(sh.layouts.is_empty());
-    }
-
-    #[test]
-    fn tier_change_rebases_conservatively() {
-        let gold = tier(1000, 60_000, 50, 1000);
-        let basic = tier(100, 60_000, 10, 1000);
-        let mut sh = Shard::new(10);
-        let t0 = 2_000_000;
-        let mut n = 0;
-        for k in 0..200 {
-            if sh.check(b"k", 0, &gold, t0 + k * 10).admitted {
-                n += 1;
-            }
-        }
-        assert_eq!(n, 100);
-        // Moved to basic: 100 were admitted in the last 2 s, so nothing more now …
-        let d = sh.check(b"k", 1, &basic, t0 + 2000);
-        assert!(!d.admitted);
-        assert!(d.sustained_count >= 100);
-        assert_eq!(
-            sh.snapshot(b"k", t0 + 2000, |_| Some(&basic)).unwrap().tier,
-            1
-        );
-        // … the peek under the old limits would say yes once its burst second is over …
-        assert!(!sh.peek(b"k", &gold, t0 + 2001).unwrap().admitted);
-        assert!(sh.peek(b"k", &gold, t0 + 4000).unwrap().admitted);
-        // … and the key is admitted again once the window has passed.
-        assert!(sh.check(b"k", 1, &basic, t0 + 65_000).admitted);
-        // The old layout was released from the registry once unreferenced.
-        sh.sweep(t0 + 65_000, 10, |_| Some(&basic));
-        assert_eq!(sh.layouts.iter().filter(|l| l.refs > 0).count(), 1);
-    }
-
-    #[test]
-    fn reload_with_new_limits_rebases() {
-        let v1 = tier(10, 60_000, 10, 1000);
-        let v2 = tier(5, 60_000, 10, 1000);
-        let mut sh = Shard::new(10);
-        for k in 0..8 {
-            assert!(sh.check(b"k", 0, &v1, 100_000 + k).admitted);
-        }
-        // Same tier, lower limit after a reload: 8 already admitted ≥ 5.
-        assert!(!sh.check(b"k", 0, &v2, 100_010).admitted);
-        let top = sh.top(5, 100_010, |_| Some(&v2));
-        assert_eq!(top.len(), 1);
-        assert!(top[0].sustained_count >= 8);
-    }
-
-    #[test]
-    fn top_orders_by_sustained_count() {
-        let lim = tier(1000, 60_000, 1000, 1000);
-        let mut sh = Shard::new(100);
-        for i in 0..20usize {
-            for _ in 0..i {
-                sh.check(&key(i), 0, &lim, 500_000);
-            }
-        }
-        let top = sh.top(3, 500_001, |_| Some(&lim));
-        let counts: Vec<u32> = top.iter().map(|e| e.sustained_count).collect();
-        assert_eq!(counts, vec![19, 18, 17]);
-        assert_eq!(top[0].subject, key(19));
-        assert!(sh.top(0, 500_001, |_| None).is_empty());
-        assert_eq!(sh.top(1000, 500_001, |_| None).len(), 19);
-    }
-
-    #[test]
-    fn set_cap_shrinks_idle_first() {
-        let lim = tier(100, 60_000, 10, 1000);
-        let mut sh = Shard::new(100);
-        for i in 0..100 {
-            sh.check(&key(i), 0, &lim, 1_000_000);
-        }
-        for i in 0..10 {
-            sh.check(&key(i), 0, &lim, 1_060_000);
-        }
-        sh.set_cap_at(20, Some(1_070_000));
-        assert_eq!(sh.len(), 20);
-        assert_eq!(sh.forced_evictions(), 0);
-        for i in 0..10 {
-            assert!(sh.peek(&key(i), &lim, 1_070_000).is_some());
-        }
-        // Without a clock: least recently seen first (the 10 idle ones, then 5 active).
-        sh.set_cap(5);
-        assert_eq!(sh.len(), 5);
-        assert_eq!(sh.forced_evictions(), 15);
-        assert_eq!(sh.cap(), 5);
-        let active = (0..10)
-            .filter(|&i| sh.peek(&key(i), &lim, 1_070_000).is_some())
-            .count();
-        assert_eq!(active, 5);
-    }
-
-    #[test]
-    fn addr_subjects() {
-        let a = addr_subject(IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)));
-        let b = addr_subject(IpAddr::V6(Ipv4Addr::new(10, 1, 2, 3).to_ipv6_mapped()));
-        let c = addr_subject(IpAddr::V6(Ipv6Addr::LOCALHOST));
-        assert_eq!(a, b);
-        assert_ne!(a, c);
-        assert_eq!(a[0], 0);
-        assert_eq!(&a[13..], &[10, 1, 2, 3]);
-        let lim = tier(1, 60_000, 1, 1000);
-        let mut sh = Shard::new(10);
-        assert!(sh.check(&a, 0, &lim, 5).admitted);
-        assert!(!sh.check(&b, 0, &lim, 6).admitted);
-        assert!(sh.check(&c, 0, &lim, 6).admitted);
-    }
-
-    #[derive(Debug, Clone)]
-    enum Op {
-        Check(u8, u64),
-        Remove(u8),
-        Sweep(u64, usize),
-    }
-
-    fn op() -> impl Strategy<Value = Op> {
-        prop_oneof![
-            8 => (any::<u8>(), 0u64..3000).prop_map(|(k, dt)| Op::Check(k, dt)),
-            1 => any::<u8>().prop_map(Op::Remove),
-            1 => (0u64..70_000, 0usize..64).prop_map(|(dt, b)| Op::Sweep(dt, b)),
-        ]
-    }
-
-    fn subject(k: u8) -> Vec<u8> {
-        // Short, raw 21-byte, packable 22..=28-byte (Garage-style), unpackable 22..=28-byte
-        // and long keys, many sharing prefixes; packable ones differ only in the last
-        // character or by a trailing '0', unpackable ones have one byte outside the alphabet
-        // (often the last: otherwise the twin of a packable key).
-        const BODY: &[u8; 29] = b"GK3f9a0c1d2e4b5a6c7d8e9f000-_";
-        let j = usize::from(k / 8); // 0..32
-        let n = 22 + j % 7;
-        match k % 8 {
-            0 => {
-                let mut v = vec![b'L'; 40];
-                v.push(k);
-                v
-            }
-            1..=3 => {
-                let mut v = BODY[..n - 1].to_vec();
-                v.push([b'0', b'a', b'_', b'-', b'Z', b'9'][(j / 7 + usize::from(k % 8)) % 6]);
-                v
-            }
-            4 => {
-                let mut v = BODY[..n].to_vec();
-                let at = if j % 3 == 0 { n - 1 } else { j * 5 % n };
-                v[at] = [b'.', b'=', 0xC3, b'/', 0][j % 5];
-                v
-            }
-            5 => {
-                let mut v = BODY[..if j % 2 == 0 { 21 } else { 29 }].to_vec();
-                let last = v.len() - 1;
-                v[last] = ALPHABET[j * 3 % 64];
-                v
-            }
-            _ => vec![b'k', k],
-        }
-    }
-
-    proptest! {
-        /// The shard behaves exactly like a HashMap of WindowStates (cap not reached),
-        /// through inserts, removals, sweeps, index growth and backward-shift deletes.
-        #[test]
-        fn shard_matches_model(ops in prop::collection::vec(op(), 1..600)) {
-            let lim = tier(20, 60_000, 4, 1000);
-            let mut sh = Shard::new(1_000);
-            let mut model: HashMap<Vec<u8>, WindowState> = HashMap::new();
-            let mut now = 1_000_000u64;
-            for o in ops {
-                match o {
-                    Op::Check(k, dt) => {
-                        now += dt;
-                        let s = subject(k);
-                        let d = sh.check(&s, 0, &lim, now);
-                        let m = model.entry(s).or_default().check(&lim, now);
-                        prop_assert_eq!(d, m);
-                    }
-                    Op::Remove(k) => {
-                        let s = subject(k);
-                        prop_assert_eq!(sh.remove(&s), model.remove(&s).is_some());
-                    }
-                    Op::Sweep(dt, b) => {
-                        now += dt;
-                        sh.sweep(now, b, |_| Some(&lim));
-                        // Whatever the sweep removed was idle; drop idle ones in the model
-                        // that the shard no longer has.
-                        model.retain(|k, st| {
-                            sh.peek(k, &lim, now).is_some() || !st.is_idle(&lim, now)
-                        });
-                    }
-                }
-                prop_assert_eq!(sh.len(), model.len());
-                for (k, st) in &model {
-                    let p = sh.peek(k, &lim, now);
-                    prop_assert_eq!(p, Some(st.peek(&lim, now)));
-                }
-                // The index holds exactly one cell per slot.
-                prop_assert_eq!(sh.index.iter().filter(|&&e| e != 0).count(), sh.len());
-            }
-        }
-    }
-
-    fn vm_rss_kib() -> Option<u64> {
-        let s = std::fs::read_to_string("/proc/self/status").ok()?;
-        let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-        line.split_whitespace().nth(1)?.parse().ok()
-    }
-
-    /// The RSS tests measure the whole process: they take turns.
-    static RSS_ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-    /// Run alone (RSS is per process), in release: `scripts/test.sh` does
-    /// `cargo test --release --lib limit::table::tests::rss_one_million_keys -- --ignored --exact --nocapture`
-    #[test]
-    #[ignore = "run alone by scripts/test.sh: RSS of the whole test process"]
-    fn rss_one_million_keys() {
-        let _alone = RSS_ALONE.lock().unwrap_or_else(|e| e.into_inner());
-        const N: usize = 1_000_000;
-        let lim = tier(1000, 60_000, 50, 1000);
-        let before = vm_rss_kib().unwrap_or(0);
-        let mut sh = Shard::new(N);
-        let t0 = std::time::Instant::now();
-        for i in 0..N {
-            let k = format!("AKIA{i:016}"); // 20 bytes, like an AWS access key id
-            assert!(
-                sh.check(k.as_bytes(), 0, &lim, 1_000_000 + (i as u64 >> 10))
-                    .admitted
-            );
-        }
-        let build = t0.elapsed();
-        let after = vm_rss_kib().unwrap_or(0);
-        assert_eq!(sh.len(), N);
-        assert_eq!(sh.forced_evictions(), 0);
-        let grown = (after - before) * 1024;
-        println!(
-            "1M keys in one shard: VmRSS {before} KiB -> {after} KiB (+{} MiB), {:.1} bytes/key; \
-             shard accounts {} bytes ({:.1}/key); entry {} B, WindowState {} B; build {:?} ({:.0} ns/insert)",
-            grown >> 20,
-            grown as f64 / N as f64,
-            sh.memory_bytes(),
-            sh.memory_bytes() as f64 / N as f64,
-            Shard::entry_bytes(),
-            std::mem::size_of::<WindowState>(),
-            build,
-            build.as_nanos() as f64 / N as f64,
-        );
-        // Issue target: at most 64 bytes per key beyond the 20-byte key itself, by the
-        // shard's own count of its allocations; the process's RSS growth must agree within
-        // 2 bytes per key (allocator and page granularity).
-        let accounted = sh.memory_bytes() as f64 / N as f64;
-        assert!(accounted - 20.0 <= 64.0, "{accounted:.1} bytes per key");
-        let rss = grown as f64 / N as f64;
-        assert!(rss - 20.0 <= 66.0, "RSS grew {rss:.1} bytes per key");
-    }
-
-    /// Like `rss_one_million_keys` with 26-byte Garage-style keys (`GK` + 24 hex digits),
-    /// which are packed inline: `cargo test --release --lib limit::table::tests::rss --
-    /// --ignored --nocapture` runs both.
-    #[test]
-    #[ignore = "RSS of the whole test process; run in release"]
-    fn rss_one_million_garage_keys() {
-        let _alone = RSS_ALONE.lock().unwrap_or_else(|e| e.into_inner());
-        const N: usize = 1_000_000;
-        const KEY: f64 = 26.0;
-        let lim = tier(1000, 60_000, 50, 1000);
-        let before = vm_rss_kib().unwrap_or(0);
-        let mut sh = Shard::new(N);
-        let t0 = std::time::Instant::now();
-        for i in 0..N {
-            let k = garage_key(i as u64);
-            assert!(sh.check(&k, 0, &lim, 1_000_000 + (i as u64 >> 10)).admitted);
-        }
-        let build = t0.elapsed();
-        let after = vm_rss_kib().unwrap_or(0);
-        assert_eq!(sh.len(), N);
-        assert_eq!(sh.forced_evictions(), 0);
-        assert!(sh.long.is_empty(), "Garage keys went to the side slab");
-        let grown = (after - before) * 1024;
-        println!(
-            "1M 26-byte Garage keys in one shard: VmRSS {before} KiB -> {after} KiB (+{} MiB), \
-             {:.1} bytes/key; shard accounts {} bytes ({:.1}/key); entry {} B; build {:?} \
-             ({:.0} ns/insert)",
-            grown >> 20,
-            grown as f64 / N as f64,
-            sh.memory_bytes(),
-            sh.memory_bytes() as f64 / N as f64,
-            Shard::entry_bytes(),
-            build,
-            build.as_nanos() as f64 / N as f64,
-        );
-        // At most 64 bytes per key beyond the 26-byte key by the shard's own count; RSS
-        // growth within 2 more bytes per key.
-        let accounted = sh.memory_bytes() as f64 / N as f64;
-        assert!(accounted - KEY <= 64.0, "{accounted:.1} bytes per key");
-        let rss = grown as f64 / N as f64;
-        assert!(rss - KEY <= 66.0, "RSS grew {rss:.1} bytes per key");
-    }
-}
+mod tests;

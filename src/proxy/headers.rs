@@ -67,6 +67,15 @@ impl Extra {
     }
 }
 
+/// The SlowDown `<Message>` for a tier denied by window `w`.
+pub fn deny_message(tier: &str, w: WindowConfig) -> String {
+    format!(
+        "Rate limit exceeded for tier {tier} ({} requests per {})",
+        w.limit,
+        window_words(w)
+    )
+}
+
 /// Appends `n` in decimal (what `write!(s, "{n}")` does, without the formatting machinery).
 pub fn put_u64(s: &mut String, mut n: u64) {
     let mut buf = [0u8; 20];

@@ -2,6 +2,10 @@
 //! and asking the subject's owner core — a plain call when this core owns it, one
 //! message + reply over the mesh otherwise (batched per event-loop turn).
 //!
+//! Also the fire-and-forget updates: [`refund`] (to the owner core) and the per-address
+//! penalty window, [`add_penalty`] (counted on every core) / [`check_penalty`] (local,
+//! no message: every core holds the same failure counts).
+//!
 //! Owns: `Pending` (this core's table of requests waiting for a remote decision).
 //! Must not touch: sockets. The reply path of each request is its slot index.
 
@@ -11,8 +15,9 @@ use std::task::{Poll, Waker};
 
 use crate::config::{LimitsConfig, UnlistedKeys};
 use crate::identity::Identified;
-use crate::limit::{Decision, addr_subject};
-use crate::runtime::msg::{CoreMsg, Subject};
+use crate::limit::{Decision, RefundToken, Shard, addr_subject, penalty_subject};
+use crate::runtime::mesh::RING_SLOTS;
+use crate::runtime::msg::{CoreMsg, LimitUpdate, Subject};
 
 use super::Worker;
 
@@ -115,21 +120,6 @@ impl Drop for SlotGuard<'_> {
     }
 }
 
-/// A decision for a tier index that no longer exists (reload raced with a message):
-/// deny nothing, count nothing.
-pub fn unknown_tier_decision() -> Decision {
-    Decision {
-        admitted: true,
-        sustained_count: 0,
-        burst_count: 0,
-        sustained_remaining: 0,
-        burst_remaining: 0,
-        retry_after_ms: 0,
-        burst_binds: false,
-        reset_ms: 0,
-    }
-}
-
 /// Asks the owner core of `subject` to check-and-admit one request.
 pub async fn check(w: &Worker, subject: &[u8], tier: u16) -> Decision {
     let owner = w.router.owner(subject);
@@ -139,7 +129,7 @@ pub async fn check(w: &Worker, subject: &[u8], tier: u16) -> Decision {
         let now = w.now_ms();
         return match snap.tiers.get(tier as usize) {
             Some(l) => w.shard.borrow_mut().check(subject, tier, l, now),
-            None => unknown_tier_decision(),
+            None => Decision::unlimited(),
         };
     }
     w.stats.remote_checks.inc();
@@ -165,6 +155,65 @@ pub async fn check(w: &Worker, subject: &[u8], tier: u16) -> Decision {
     .await;
     guard.done = true;
     d
+}
+
+/// Gives back the admission `token` (from the [`check`] decision of `subject`) — for
+/// a request the upstream rejected as unauthenticated. Local when this core owns the
+/// subject, else one message to the owner, no reply. True if given back locally or
+/// sent; false if nothing could be given back here or the owner's queue was full
+/// (the slot then stays used: conservative).
+pub fn refund(w: &Worker, subject: &[u8], token: RefundToken) -> bool {
+    let owner = w.router.owner(subject);
+    if owner == w.id {
+        return w.shard.borrow_mut().refund(subject, token, w.now_ms());
+    }
+    let subject = Subject::new(subject);
+    send_update(w, owner, LimitUpdate::Refund { subject, token })
+}
+
+/// Counts one authentication failure of client address `peer` on every core. True if
+/// every core got it (false: a queue was full and that core missed this one).
+pub fn add_penalty(w: &Worker, peer: IpAddr) -> bool {
+    let subject = penalty_subject(peer);
+    w.shard.borrow_mut().add_penalty(&subject, w.now_ms());
+    let mut all = true;
+    for core in (0..w.router.workers()).filter(|&c| c != w.id) {
+        all &= send_update(w, core, LimitUpdate::Penalty { subject });
+    }
+    all
+}
+
+/// `Some(denial)` when `peer` is over its failure window: the request must be refused
+/// before it touches any key's counters. Local lookup only (none while this core
+/// tracks no penalty at all).
+pub fn check_penalty(w: &Worker, peer: IpAddr) -> Option<Decision> {
+    w.shard
+        .borrow()
+        .check_penalty(&penalty_subject(peer), w.now_ms())
+}
+
+/// Applies an update from another core (called by the mesh task).
+pub fn apply_update(shard: &mut Shard, u: LimitUpdate, now: u64) {
+    match u {
+        LimitUpdate::Refund { subject, token } => {
+            shard.refund(subject.as_bytes(), token, now);
+        }
+        LimitUpdate::Penalty { subject } => {
+            shard.add_penalty(&subject, now);
+        }
+    }
+}
+
+/// Queues a fire-and-forget update for `core` unless a ring's worth already waits.
+fn send_update(w: &Worker, core: usize, u: LimitUpdate) -> bool {
+    let mut mesh = w.mesh.borrow_mut();
+    if mesh.queued(core) >= RING_SLOTS {
+        return false;
+    }
+    mesh.send(core, CoreMsg::Update(u));
+    drop(mesh);
+    w.kick_mesh();
+    true
 }
 
 /// What a request counts against.
@@ -222,15 +271,37 @@ mod tests {
 
     fn d(n: u32) -> Decision {
         Decision {
-            admitted: true,
             sustained_count: n,
             burst_count: n,
-            sustained_remaining: 0,
-            burst_remaining: 0,
-            retry_after_ms: 0,
-            burst_binds: false,
-            reset_ms: 0,
+            ..Decision::unlimited()
         }
+    }
+
+    #[test]
+    fn updates_apply_refunds_and_penalties() {
+        use crate::limit::{TierLimits, WindowConfig};
+        let w = |length_ms, limit| WindowConfig { length_ms, limit };
+        let lim = TierLimits::new(w(60_000, 10), w(1000, 1));
+        let mut sh = Shard::new(10);
+        let token = sh.check(b"k", 0, &lim, 100).token.unwrap();
+        assert!(!sh.check(b"k", 0, &lim, 101).admitted);
+        let subject = Subject::new(b"k");
+        apply_update(&mut sh, LimitUpdate::Refund { subject, token }, 102);
+        assert!(sh.check(b"k", 0, &lim, 103).admitted);
+        let p = penalty_subject("2001:db8::1".parse().unwrap());
+        for _ in 0..20 {
+            assert!(sh.check_penalty(&p, 200).is_none());
+            apply_update(&mut sh, LimitUpdate::Penalty { subject: p }, 200);
+        }
+        assert!(sh.check_penalty(&p, 201).is_some());
+    }
+
+    #[test]
+    fn updates_do_not_grow_ring_messages() {
+        // A ring slot is one CoreMsg: the new variant must not make every slot bigger.
+        println!("size_of::<CoreMsg>() = {}", std::mem::size_of::<CoreMsg>());
+        assert!(std::mem::size_of::<LimitUpdate>() <= std::mem::size_of::<CoreMsg>());
+        assert!(std::mem::size_of::<CoreMsg>() <= 64);
     }
 
     #[test]

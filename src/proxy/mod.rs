@@ -2,12 +2,14 @@
 //! (config snapshot, limiter shard, upstream pools, buffer pool, TLS acceptor, stats)
 //! and is handed to connection tasks as `Rc` — no locks, no shared atomics per request.
 //!
-//! Owns: accept loops (`serve`), the connection loop (`conn`), limit decisions
-//! (`limiter`: owner-local call or cross-core message), upstream handling
-//! (`upstream`), TLS (`tls`), response headers (`headers`).
+//! Owns: accept loops (`serve`), the connection loop (`conn`), buffers and socket I/O
+//! (`bufio`), limit decisions (`limiter`: owner-local call or cross-core message), upstream
+//! handling (`upstream`), TLS (`tls`), response headers (`headers`), the access log.
 //! Must not touch: the control plane (`control`); it only receives `ControlMsg`s.
 
 pub mod access_log;
+pub mod bufio;
+pub mod client_addr;
 pub mod conn;
 pub mod headers;
 pub mod limiter;
@@ -32,6 +34,7 @@ use crate::runtime::WorkerInit;
 use crate::runtime::msg::{ControlMsg, CoreMsg, TableOp, TableReply};
 use crate::stats::CoreStats;
 
+use bufio::BufPool;
 use limiter::Pending;
 use upstream::{UpstreamTls, Upstreams};
 
@@ -48,12 +51,18 @@ pub struct Shared {
     pub instance: u64,
     /// The access-log writer's queue, when the log is on.
     pub access_log: Option<std::sync::mpsc::SyncSender<access_log::Msg>>,
+    /// Client connections per worker that the open-file limit allows
+    /// (`runtime::connection_budget`); `http.max_connections` is capped by it.
+    pub connection_budget: usize,
 }
 
 /// A core's view of the configuration, rebuilt on every reload (cheap `Rc` clones).
 pub struct Snapshot {
     pub cfg: Arc<Config>,
     pub tiers: Vec<TierLimits>,
+    /// Per tier, the SlowDown `<Message>` naming the sustained and the burst window (index
+    /// `Decision::burst_binds as usize`), rendered once here so a denial allocates nothing.
+    pub deny_messages: Vec<[String; 2]>,
 }
 
 /// A one-shot local event (shutdown): wakes every waiter when set.
@@ -158,35 +167,6 @@ impl Drop for EventWait<'_> {
     }
 }
 
-/// Per-core pool of fixed-size I/O buffers (64 KiB): steady state allocates nothing.
-pub struct BufPool {
-    free: Vec<Vec<u8>>,
-    size: usize,
-    max_free: usize,
-}
-
-impl BufPool {
-    pub const SIZE: usize = 64 * 1024;
-    pub fn new(size: usize, max_free: usize) -> BufPool {
-        BufPool {
-            free: Vec::new(),
-            size,
-            max_free,
-        }
-    }
-    pub fn get(&mut self) -> Vec<u8> {
-        self.free
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(self.size))
-    }
-    pub fn put(&mut self, mut b: Vec<u8>) {
-        if b.capacity() >= self.size && self.free.len() < self.max_free {
-            b.clear();
-            self.free.push(b);
-        }
-    }
-}
-
 pub struct Worker {
     pub id: usize,
     pub snap: RefCell<Rc<Snapshot>>,
@@ -200,10 +180,13 @@ pub struct Worker {
     pub stats: Arc<CoreStats>,
     pub epoch: Instant,
     pub upstreams: RefCell<Upstreams>,
-    pub pool: RefCell<BufPool>,
+    pub pool: BufPool,
     pub tls: RefCell<Option<monoio_rustls::TlsAcceptor>>,
     pub shutdown: Event,
+    /// Open client connections on this core.
     pub active: Cell<usize>,
+    /// See [`Shared::connection_budget`].
+    connection_budget: usize,
     req_counter: Cell<u64>,
     instance: u64,
     /// This core's access-log buffer (None = log off).
@@ -217,6 +200,16 @@ impl Worker {
 
     pub fn snapshot(&self) -> Rc<Snapshot> {
         self.snap.borrow().clone()
+    }
+
+    /// `http.max_connections`, capped by what the open-file limit allows.
+    pub fn max_connections(&self) -> usize {
+        self.snap
+            .borrow()
+            .cfg
+            .http
+            .max_connections
+            .min(self.connection_budget)
     }
 
     /// A process-unique request id: instance prefix, core, counter.
@@ -243,8 +236,13 @@ impl Worker {
     }
 
     fn apply_config(&self, cfg: Arc<Config>) {
+        self.upstreams.borrow_mut().set_config(cfg.clone());
         let snap = build_snapshot(cfg);
-        self.shard.borrow_mut().set_cap(snap.cfg.limits.table_cap);
+        {
+            let mut shard = self.shard.borrow_mut();
+            shard.set_cap_at(snap.cfg.limits.table_cap, Some(self.now_ms()));
+            shard.set_penalty(snap.cfg.limits.penalty);
+        }
         self.stats.config_version.set(snap.cfg.limits.version);
         *self.snap.borrow_mut() = Rc::new(snap);
     }
@@ -279,7 +277,17 @@ pub fn build_snapshot(cfg: Arc<Config>) -> Snapshot {
         .iter()
         .map(|t| TierLimits::new(t.sustained, t.burst))
         .collect();
-    Snapshot { cfg, tiers }
+    let deny_messages = cfg
+        .limits
+        .tiers
+        .iter()
+        .map(|t| [t.sustained, t.burst].map(|w| headers::deny_message(&t.name, w)))
+        .collect();
+    Snapshot {
+        cfg,
+        tiers,
+        deny_messages,
+    }
 }
 
 /// A worker core's whole life: accept loops, mesh task, housekeeping, until shutdown.
@@ -299,7 +307,11 @@ pub async fn run_worker(init: WorkerInit, shared: Arc<Shared>) {
     let w = Rc::new(Worker {
         id: init.index,
         snap: RefCell::new(Rc::new(build_snapshot(cfg.clone()))),
-        shard: RefCell::new(Shard::new(cfg.limits.table_cap)),
+        shard: RefCell::new({
+            let mut s = Shard::new(cfg.limits.table_cap);
+            s.set_penalty(cfg.limits.penalty);
+            s
+        }),
         router: Router::new(workers, shared.hasher.clone()),
         mesh: RefCell::new(init.mesh),
         pending: RefCell::new(Pending::default()),
@@ -307,11 +319,12 @@ pub async fn run_worker(init: WorkerInit, shared: Arc<Shared>) {
         mesh_kicked: Cell::new(false),
         stats,
         epoch: shared.epoch,
-        upstreams: RefCell::new(Upstreams::new(&cfg.upstream, up_tls)),
-        pool: RefCell::new(BufPool::new(BufPool::SIZE, 1024)),
+        upstreams: RefCell::new(Upstreams::new(cfg.clone(), up_tls)),
+        pool: BufPool::new(BufPool::SIZE, 1024),
         tls: RefCell::new(shared.tls.clone().map(monoio_rustls::TlsAcceptor::from)),
         shutdown: Event::default(),
         active: Cell::new(0),
+        connection_budget: shared.connection_budget,
         req_counter: Cell::new(0),
         instance: shared.instance,
         alog: RefCell::new(shared.access_log.clone().map(|tx| {
@@ -372,6 +385,7 @@ async fn accept_loop(w: Rc<Worker>, l: StdListener, tls: bool) {
             return;
         }
     };
+    let mut errors = AcceptErrors::default();
     loop {
         let accepted = monoio::select! {
             r = listener.accept() => Some(r),
@@ -381,22 +395,59 @@ async fn accept_loop(w: Rc<Worker>, l: StdListener, tls: bool) {
         match r {
             Ok((stream, peer)) => {
                 w.stats.connections_accepted.inc();
-                let w2 = w.clone();
-                monoio::spawn(async move {
-                    handle(w2, stream, peer, tls).await;
-                });
+                if w.active.get() >= w.max_connections() {
+                    // Over the cap: closed at once, so the connections already open keep
+                    // their file descriptors and buffers.
+                    w.stats.connections_refused.inc();
+                    drop(stream);
+                    continue;
+                }
+                w.active.set(w.active.get() + 1);
+                monoio::spawn(handle(w.clone(), stream, peer, tls));
             }
             Err(e) => {
-                log::warn!("worker {}: accept: {e}", w.id);
-                monoio::time::sleep(Duration::from_millis(10)).await;
+                let pause = errors.record(w.id, &e, Instant::now());
+                monoio::time::sleep(pause).await;
             }
+        }
+    }
+}
+
+/// Accept failures: logged at most once a second (with how many were not logged), and a
+/// pause before the next accept — longer when the process is out of file descriptors, which
+/// only closing connections can cure.
+#[derive(Default)]
+struct AcceptErrors {
+    last_log: Option<Instant>,
+    unlogged: u64,
+}
+
+impl AcceptErrors {
+    fn record(&mut self, core: usize, e: &std::io::Error, now: Instant) -> Duration {
+        if self
+            .last_log
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            log::warn!(
+                "worker {core}: accept: {e} ({} more since the last such line)",
+                self.unlogged
+            );
+            self.last_log = Some(now);
+            self.unlogged = 0;
+        } else {
+            self.unlogged += 1;
+        }
+        match e.raw_os_error() {
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                Duration::from_millis(50)
+            }
+            _ => Duration::from_millis(10),
         }
     }
 }
 
 async fn handle(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr, tls: bool) {
     let _ = stream.set_nodelay(true);
-    w.active.set(w.active.get() + 1);
     w.stats.connections_active.inc();
     if tls {
         let acceptor = w.tls.borrow().clone();
@@ -448,7 +499,7 @@ async fn mesh_loop(w: Rc<Worker>) {
                         } => {
                             let decision = match snap.tiers.get(tier as usize) {
                                 Some(l) => shard.check(subject.as_bytes(), tier, l, now),
-                                None => limiter::unknown_tier_decision(),
+                                None => crate::limit::Decision::unlimited(),
                             };
                             mesh.send(from, CoreMsg::Decision { slot, decision });
                         }
@@ -456,6 +507,7 @@ async fn mesh_loop(w: Rc<Worker>) {
                         CoreMsg::Health { node, ok } => {
                             w.upstreams.borrow_mut().health_result(node as usize, ok)
                         }
+                        CoreMsg::Update(u) => limiter::apply_update(&mut shard, u, now),
                     }
                 }
             }
@@ -504,6 +556,15 @@ async fn housekeeping(w: Rc<Worker>) {
         w.stats.table_entries.set(shard.len() as u64);
         w.stats.table_evictions.set(shard.evictions());
         w.stats.table_forced_evictions.set(shard.forced_evictions());
+        w.stats.table_refused.set(shard.refused());
+        let discarded = w
+            .upstreams
+            .borrow()
+            .nodes
+            .iter()
+            .map(|n| n.pool_discarded)
+            .sum();
+        w.stats.upstream_pool_discarded.set(discarded);
         let mesh = w.mesh.borrow();
         w.stats.cross_core_sent.set(mesh.sent);
         w.stats.cross_core_received.set(mesh.received);
@@ -521,10 +582,7 @@ async fn health_loop(w: Rc<Worker>, node: usize) {
         let (addr, host, path, interval, timeout, healthy, tls) = {
             let ups = w.upstreams.borrow();
             let c = ups.config();
-            let tls = ups
-                .tls
-                .as_ref()
-                .and_then(|t| ups.server_name_for(node).map(|n| (t.connector.clone(), n)));
+            let tls = ups.tls_for(node);
             (
                 ups.nodes[node].addr,
                 ups.nodes[node].name.clone(),
@@ -535,9 +593,9 @@ async fn health_loop(w: Rc<Worker>, node: usize) {
                 tls,
             )
         };
-        let ok = upstream::probe(addr, &host, &path, timeout, &healthy, tls).await;
-        w.upstreams.borrow_mut().health_result(node, ok);
-        {
+        let outcome = upstream::probe(addr, &host, &path, timeout, tls).await;
+        if let Some(ok) = outcome.verdict(&healthy) {
+            w.upstreams.borrow_mut().health_result(node, ok);
             let mut mesh = w.mesh.borrow_mut();
             for core in (0..mesh.cores()).filter(|&c| c != w.id) {
                 mesh.send(

@@ -9,7 +9,12 @@
 //! A full ring never drops a message: it stays in the outbox for the next turn.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+#[allow(
+    clippy::disallowed_types,
+    reason = "only ControlHandle (the control thread's side) locks"
+)]
+use std::sync::Mutex;
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
@@ -49,14 +54,31 @@ pub struct CoreMesh {
     pub batches: u64,
 }
 
-/// The control plane's handle on every core (cloneable; control plane only).
+/// The control plane's handle on every core (cloneable; control plane only). Its rings sit
+/// behind a `Mutex` because several control threads (signals, poller, admin) share the one
+/// producer end per core; cores never take it.
 #[derive(Clone)]
+#[allow(
+    clippy::disallowed_types,
+    reason = "control plane only: the data path never locks it"
+)]
 pub struct ControlHandle {
     rings: Arc<Vec<Mutex<rtrb::Producer<ControlMsg>>>>,
     doorbells: Vec<Arc<Doorbell>>,
 }
 
+#[allow(
+    clippy::disallowed_types,
+    reason = "control plane only: the data path never locks it"
+)]
 impl ControlHandle {
+    fn new(rings: Vec<rtrb::Producer<ControlMsg>>, doorbells: Vec<Arc<Doorbell>>) -> Self {
+        ControlHandle {
+            rings: Arc::new(rings.into_iter().map(Mutex::new).collect()),
+            doorbells,
+        }
+    }
+
     pub fn cores(&self) -> usize {
         self.doorbells.len()
     }
@@ -105,7 +127,7 @@ pub fn build(n: usize) -> (Vec<CoreMesh>, ControlHandle) {
     let mut control_consumers = Vec::with_capacity(n);
     for _ in 0..n {
         let (p, c) = rtrb::RingBuffer::new(CONTROL_SLOTS);
-        control_producers.push(Mutex::new(p));
+        control_producers.push(p);
         control_consumers.push(c);
     }
     let meshes = outs
@@ -126,13 +148,7 @@ pub fn build(n: usize) -> (Vec<CoreMesh>, ControlHandle) {
             batches: 0,
         })
         .collect();
-    (
-        meshes,
-        ControlHandle {
-            rings: Arc::new(control_producers),
-            doorbells,
-        },
-    )
+    (meshes, ControlHandle::new(control_producers, doorbells))
 }
 
 impl CoreMesh {
@@ -149,6 +165,11 @@ impl CoreMesh {
         debug_assert_ne!(dest, self.id);
         self.outbox[dest].push_back(msg);
         self.dirty = true;
+    }
+
+    /// Messages waiting in the outbox for `dest` (not yet in its ring).
+    pub fn queued(&self, dest: usize) -> usize {
+        self.outbox.get(dest).map_or(0, |q| q.len())
     }
 
     pub fn has_pending_output(&self) -> bool {

@@ -95,6 +95,27 @@ fn new_socket(addr: &SocketAddr, reuse_port: bool) -> io::Result<socket2::Socket
     Ok(sock)
 }
 
+/// File descriptors kept back from client connections: listeners, rings, the admin API,
+/// health probes, the access log, logging.
+const FD_RESERVE: u64 = 64;
+
+/// How many client connections each of `workers` workers can hold without running out of
+/// file descriptors, counting one upstream connection per client connection: the soft
+/// open-file limit is first raised to the hard one. `usize::MAX` when there is no limit.
+pub fn connection_budget(workers: usize) -> usize {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return usize::MAX;
+    };
+    let limit = if hard > soft && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    let per_worker = limit.saturating_sub(FD_RESERVE) / (2 * workers.max(1) as u64);
+    usize::try_from(per_worker).unwrap_or(usize::MAX).max(1)
+}
+
 /// Spawns the worker threads; `run` builds each worker's future on its own thread.
 pub fn spawn_workers<F, Fut>(
     inits: Vec<(CoreMesh, Vec<TcpListener>, Vec<TcpListener>)>,

@@ -1,22 +1,32 @@
 //! Every cross-core message, in one place.
 //!
-//! Owns: the message types carried by the ring mesh (`mesh`) between worker cores
-//! (`ToOwner` requests, `ToOrigin` replies) and from the control thread to a core
-//! (`ControlMsg`). Must not touch: I/O, HTTP. Each type says what happens when the
-//! receiver's ring is full.
+//! Owns: the message types carried by the ring mesh (`mesh`): between worker cores
+//! (`CoreMsg`: a `Check` from the core holding the connection to the subject's owner core,
+//! the owner's `Decision` back, `Update`s (refunds, penalties) and `Health` results from the
+//! core that probes a node) and
+//! from the control thread to a core (`ControlMsg`, with `TableOp` / `TableReply` for the
+//! admin API). Must not touch: I/O, HTTP.
 //!
 //! Ring-full policy:
-//! - `CoreMsg::Check` and `CoreMsg::Decision`: never dropped. The sender keeps the
-//!   message in its per-destination outbox and retries on its next event-loop turn
-//!   (backpressure; the outbox is bounded by the sender's in-flight requests, one
-//!   per connection).
-//! - `ControlMsg`: the control thread retries for up to a second, then reports the
-//!   core as unresponsive (admin answers 503, a reload is retried on the next tick).
+//! - `CoreMsg::Check`, `Decision` and `Health`: never dropped. The sender keeps the message
+//!   in its per-destination outbox (`mesh`) and pushes it again on its next event-loop turn
+//!   (backpressure: checks are bounded by the sender's in-flight requests, one per
+//!   connection; decisions by the checks received; health results by one per node and
+//!   probe interval).
+//! - `CoreMsg::Update` (refunds, penalties; fire-and-forget, no reply): queued like a
+//!   `Check`, unless more than a ring's worth (`mesh::RING_SLOTS`) already waits for that
+//!   core — then it is dropped and the sender is told (`limiter::refund`/`add_penalty`
+//!   return false). Dropping is conservative: an unrefunded slot stays used, an uncounted
+//!   failure only delays a penalty.
+//! - `ControlMsg`: the control thread retries for up to a second (`ControlHandle::send`),
+//!   then gives up on that core for that message, and nothing retries it later: a `Config`
+//!   is logged as not taken (the core keeps its previous snapshot until the next reload), a
+//!   `Table` request is answered 503 by the admin API, a `Tls` or `Shutdown` is dropped.
 
 use std::sync::Arc;
 use std::sync::mpsc::SyncSender;
 
-use crate::limit::{Decision, EntrySnapshot};
+use crate::limit::{Decision, EntrySnapshot, RefundToken};
 
 /// Inline capacity of a subject; longer subjects (keys up to 255 bytes) go to the heap.
 pub const SUBJECT_INLINE: usize = 46;
@@ -69,6 +79,22 @@ pub enum CoreMsg {
     /// One active health-check result for upstream `node`, from the core that probes it
     /// (each node is probed by one core; every core keeps the same up/down view).
     Health { node: u16, ok: bool },
+    /// A limit update that needs no answer.
+    Update(LimitUpdate),
+}
+
+/// Fire-and-forget changes to a core's limit table (see the ring-full policy above).
+#[derive(Debug)]
+pub enum LimitUpdate {
+    /// "Give back the admission `token` of `subject`": to the subject's owner core, after
+    /// the upstream rejected the request as unauthenticated.
+    Refund {
+        subject: Subject,
+        token: RefundToken,
+    },
+    /// "Count one authentication failure of this client address": to every core (each
+    /// keeps the same penalty view, so checking it needs no message).
+    Penalty { subject: [u8; 17] },
 }
 
 /// A table operation asked by the admin API.

@@ -578,7 +578,7 @@ pub fn with_method(raw: &[u8], method: &str) -> Vec<u8> {
 
 pub fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
     let mut c = Client::connect(admin);
-    let r = c.request(format!("GET {path} HTTP/1.1\r\nHost: admin\r\n\r\n").as_bytes());
+    let r = c.request(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes());
     (r.status, String::from_utf8_lossy(&r.body).to_string())
 }
 

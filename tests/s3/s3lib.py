@@ -270,8 +270,10 @@ class RawConn:
 
     def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 30.0,
                  tls: ssl.SSLContext | None = None, server_hostname: str | None = None,
-                 session: ssl.SSLSession | None = None):
-        sock = socket.create_connection((host, port), timeout=timeout)
+                 session: ssl.SSLSession | None = None, source: str | None = None):
+        """`source`: the local address to connect from (e.g. 127.0.0.2: another client)."""
+        sock = socket.create_connection((host, port), timeout=timeout,
+                                        source_address=(source, 0) if source else None)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if tls is not None:
             try:

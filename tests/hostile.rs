@@ -1,0 +1,406 @@
+//! Hostile clients against the data path: connection floods under a low open-file limit,
+//! forged `X-Forwarded-For`. The real binary, raw sockets.
+
+mod common;
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Starts tollgate like `start_proxy`, but under `ulimit -n NOFILE` (soft and hard).
+fn start_limited(tag: &str, upstream: SocketAddr, nofile: u64, body: &str) -> Proxy {
+    let dir = tmpdir(tag);
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let cfg = format!(
+        "workers = 1\npin_workers = false\nlisten = [\"{addr}\"]\nshutdown_grace = \"1s\"\n{body}\n[admin]\nlisten = \"{admin}\"\n[[upstream.servers]]\naddr = \"{upstream}\"\n"
+    );
+    let path = dir.join("tollgate.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let log = dir.join("tollgate.log");
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n {nofile} && exec \"$0\" run --config \"$1\""
+        ))
+        .arg(env!("CARGO_BIN_EXE_tollgate"))
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let p = Proxy {
+        child,
+        addr,
+        admin: Some(admin),
+        dir,
+        log,
+    };
+    assert!(wait_port(addr, Duration::from_secs(10)), "not listening");
+    assert!(wait_port(admin, Duration::from_secs(5)));
+    p
+}
+
+fn stats(p: &Proxy) -> serde_json::Value {
+    let (code, body) = admin_get(p.admin.unwrap(), "/stats");
+    assert_eq!(code, 200);
+    serde_json::from_str(&body).unwrap()
+}
+
+/// A flood of connections against a process with 128 file descriptors: the connections
+/// beyond what fits are closed at once, clients already connected keep being served, the
+/// upstream is never marked down, and new clients are served again right after the flood.
+#[test]
+fn a_connection_flood_under_a_low_open_file_limit_degrades_nothing_else() {
+    let up = FakeUpstream::start(ok_handler());
+    let cfg =
+        "[limits]\nmethods = []\n[upstream.health]\ninterval = \"100ms\"\nfall = 1\nrise = 1\n";
+    let p = start_limited("flood", up.addr, 128, cfg);
+    let log = std::fs::read_to_string(&p.log).unwrap();
+    assert!(log.contains("does not fit the open-file limit"), "{log}");
+    let req = b"GET /b/k HTTP/1.1\r\nHost: s3\r\n\r\n";
+    let mut existing: Vec<Client> = (0..4).map(|_| Client::connect(p.addr)).collect();
+    for c in &mut existing {
+        assert_eq!(c.request(req).status, 200);
+    }
+    // The flood: far more connections than the process has descriptors, held open.
+    let flood: Vec<TcpStream> = (0..400)
+        .filter_map(|_| TcpStream::connect_timeout(&p.addr, Duration::from_secs(2)).ok())
+        .collect();
+    assert!(flood.len() > 100, "the flood connected ({})", flood.len());
+    std::thread::sleep(Duration::from_millis(300));
+    for round in 0..3 {
+        for (i, c) in existing.iter_mut().enumerate() {
+            let r = c.request(req);
+            assert_eq!(
+                r.status, 200,
+                "existing client {i} during the flood, round {round}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let v = stats(&p);
+    assert!(v["connections"]["refused"].as_u64().unwrap() > 0, "{v}");
+    drop(flood);
+    let t0 = Instant::now();
+    let mut served = false;
+    while t0.elapsed() < Duration::from_secs(1) {
+        if let Ok(mut s) = TcpStream::connect(p.addr) {
+            s.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            let _ = std::io::Write::write_all(&mut s, b"GET /b/k HTTP/1.0\r\nHost: s3\r\n\r\n");
+            let mut got = Vec::new();
+            let _ = s.read_to_end(&mut got);
+            if got.starts_with(b"HTTP/1.1 200") {
+                served = true;
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        served,
+        "a new client was served within 1 s of the flood ending"
+    );
+    let log = std::fs::read_to_string(&p.log).unwrap();
+    assert!(
+        !log.contains("is down"),
+        "the upstream was never marked down:\n{log}"
+    );
+    let v = stats(&p);
+    assert_eq!(v["upstream"]["errors_503"], 0, "{v}");
+}
+
+/// A client's own X-Forwarded-For names any address it likes: with `x_forwarded_for = true`
+/// it is replaced, unless the client is a trusted proxy; then it is kept and extended, and
+/// per-address limits count the address it forwarded.
+#[test]
+fn a_forged_x_forwarded_for_is_replaced_unless_the_peer_is_trusted() {
+    let up = FakeUpstream::start(ok_handler());
+    let cfg = r#"
+[http]
+x_forwarded_for = true
+trusted_proxies = ["127.0.0.2"]
+[limits]
+anonymous_tier = "tiny"
+default_tier = "tiny"
+[tiers.tiny]
+per_minute = 100
+per_second = 2
+[upstream.health]
+enabled = false
+"#;
+    let p = start_proxy("xff", &[up.addr], 1, cfg, None);
+    let forged = b"GET /b/k HTTP/1.1\r\nHost: s3\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n";
+    let r = Client::connect_from(p.addr, Some("127.0.0.1")).request(forged);
+    assert_eq!(r.status, 200);
+    let (xff, n) = seen_header(&up.seen()[0], "x-forwarded-for");
+    assert_eq!((xff.as_deref(), n), (Some("127.0.0.1"), 1), "replaced");
+
+    let via_lb = |client: &str| {
+        format!("GET /b/k HTTP/1.1\r\nHost: s3\r\nX-Forwarded-For: {client}\r\n\r\n").into_bytes()
+    };
+    let mut lb = Client::connect_from(p.addr, Some("127.0.0.2"));
+    assert_eq!(lb.request(&via_lb("198.51.100.1")).status, 200);
+    let (xff, n) = seen_header(&up.seen()[1], "x-forwarded-for");
+    assert_eq!(
+        (xff.as_deref(), n),
+        (Some("198.51.100.1, 127.0.0.2"), 1),
+        "kept and extended"
+    );
+    // Per-address counting behind the trusted proxy: each forwarded client has its own 2/s.
+    assert_eq!(lb.request(&via_lb("198.51.100.1")).status, 200);
+    assert_eq!(
+        lb.request(&via_lb("198.51.100.1")).status,
+        429,
+        "third in the second"
+    );
+    assert_eq!(
+        lb.request(&via_lb("198.51.100.2")).status,
+        200,
+        "another client"
+    );
+    // An untrusted client cannot escape its own budget by forging addresses.
+    let mut c = Client::connect_from(p.addr, Some("127.0.0.3"));
+    let statuses: Vec<u16> = (0..3)
+        .map(|i| c.request(&via_lb(&format!("203.0.113.{i}"))).status)
+        .collect();
+    assert_eq!(statuses, vec![200, 200, 429]);
+}
+
+const KEY_TIER: &str = r#"
+[limits]
+keys_file = "keys.toml"
+default_tier = "small"
+anonymous_tier = "small"
+[tiers.small]
+per_minute = 100
+per_second = 5
+[upstream.health]
+enabled = false
+"#;
+
+fn keys_small(keys: &[&str]) -> String {
+    let mut s = String::from("[keys]\n");
+    for k in keys {
+        s.push_str(&format!("{k} = \"small\"\n"));
+    }
+    s
+}
+
+/// Every shape of "tollgate charges one key, the store authenticates another" is refused
+/// with 400 InvalidArgument, and nothing reaches the upstream.
+#[test]
+fn requests_naming_two_keys_are_refused_before_the_upstream() {
+    let up = FakeUpstream::start(ok_handler());
+    let p = start_proxy(
+        "two-keys",
+        &[up.addr],
+        1,
+        KEY_TIER,
+        Some(&keys_small(&["AKIAVICTIM0000000000"])),
+    );
+    let auth = |cred: &str| {
+        format!(
+            "Authorization: AWS4-HMAC-SHA256 {cred}, SignedHeaders=host;x-amz-date, Signature=00\r\n"
+        )
+    };
+    let v4 = "Credential=AKIAVICTIM0000000000/20261201/us-east-1/s3/aws4_request";
+    let decoy = "Credential=AKIADECOY00000000000/20261201/us-east-1/s3/aws4_request";
+    let presigned = "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIADECOY00000000000%2F20261201%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20261201T000000Z&X-Amz-Expires=60&X-Amz-SignedHeaders=host&X-Amz-Signature=00";
+    let shapes: Vec<(&str, String)> = vec![
+        (
+            "two Credential= in one header",
+            format!(
+                "GET /b/o HTTP/1.1\r\nHost: s3\r\n{}\r\n",
+                auth(&format!("{v4}, {decoy}"))
+            ),
+        ),
+        (
+            "header + presigned query",
+            format!(
+                "GET /b/o?{presigned} HTTP/1.1\r\nHost: s3\r\n{}\r\n",
+                auth(v4)
+            ),
+        ),
+        (
+            "lower-case presigned names + header",
+            format!(
+                "GET /b/o?{} HTTP/1.1\r\nHost: s3\r\n{}\r\n",
+                presigned.to_ascii_lowercase(),
+                auth(v4)
+            ),
+        ),
+        (
+            "percent-encoded presigned name + header",
+            format!(
+                "GET /b/o?X%2DAmz%2DCredential=AKIADECOY00000000000%2F20261201%2Fus-east-1%2Fs3%2Faws4_request HTTP/1.1\r\nHost: s3\r\n{}\r\n",
+                auth(v4)
+            ),
+        ),
+        (
+            "presigned V2 + V4 header",
+            format!(
+                "GET /b/o?AWSAccessKeyId=AKIADECOY00000000000&Expires=1900000000&Signature=00 HTTP/1.1\r\nHost: s3\r\n{}\r\n",
+                auth(v4)
+            ),
+        ),
+        (
+            "presigned V2 + presigned V4",
+            format!(
+                "GET /b/o?{presigned}&AWSAccessKeyId=AKIAVICTIM0000000000&Expires=1900000000&Signature=00 HTTP/1.1\r\nHost: s3\r\n\r\n"
+            ),
+        ),
+        (
+            "X-Amz-Credential twice",
+            format!(
+                "GET /b/o?{presigned}&x-amz-credential=AKIAVICTIM0000000000%2F20261201%2Fus-east-1%2Fs3%2Faws4_request HTTP/1.1\r\nHost: s3\r\n\r\n"
+            ),
+        ),
+    ];
+    let mut c = Client::connect(p.addr);
+    for (what, raw) in &shapes {
+        let r = c.request(raw.as_bytes());
+        assert_eq!(r.status, 400, "{what}: {}", r.body_text());
+        let body = r.body_text();
+        assert!(
+            body.contains("<Code>InvalidArgument</Code>"),
+            "{what}: {body}"
+        );
+        assert!(
+            body.contains("Only one auth mechanism allowed"),
+            "{what}: {body}"
+        );
+    }
+    assert!(up.seen().is_empty(), "nothing reached the upstream");
+    // One mechanism still works on the same connection.
+    let r = c.request(format!("GET /b/o HTTP/1.1\r\nHost: s3\r\n{}\r\n", auth(v4)).as_bytes());
+    assert_eq!(r.status, 200);
+}
+
+/// An upstream that authenticates: requests signed "good" pass, others get S3's 403.
+fn authenticating_upstream() -> FakeUpstream {
+    FakeUpstream::start(std::sync::Arc::new(|s: &Seen| {
+        if String::from_utf8_lossy(&s.head).contains("Signature=good") {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec()
+        } else {
+            let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SignatureDoesNotMatch</Code><Message>The request signature we calculated does not match the signature you provided.</Message></Error>";
+            format!("HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+        }
+    }))
+}
+
+fn signed_get(key: &str, sig: &str) -> Vec<u8> {
+    format!("GET /b/private HTTP/1.1\r\nHost: s3\r\nx-amz-date: 20261201T000000Z\r\nAuthorization: AWS4-HMAC-SHA256 Credential={key}/20261201/us-east-1/s3/aws4_request, SignedHeaders=host;x-amz-date, Signature={sig}\r\n\r\n").into_bytes()
+}
+
+/// Quota burn: requests naming a victim's key with a wrong signature are refunded when the
+/// store rejects them, so the victim keeps its full rate; the forger's address is refused
+/// after its penalty limit without reaching the store.
+#[test]
+fn a_stranger_naming_a_victims_key_burns_nothing_and_is_refused_after_its_penalty() {
+    let up = authenticating_upstream();
+    let cfg = format!("{KEY_TIER}\n[limits.penalty]\nfailures = 8\nwindow = \"60s\"\n");
+    let p = start_proxy(
+        "quota-burn",
+        &[up.addr],
+        1,
+        &cfg,
+        Some(&keys_small(&["AKIAVICTIM0000000000"])),
+    );
+    let mut forger = Client::connect_from(p.addr, Some("127.0.0.5"));
+    let forged: Vec<u16> = (0..8)
+        .map(|_| {
+            forger
+                .request(&signed_get("AKIAVICTIM0000000000", "forged"))
+                .status
+        })
+        .collect();
+    assert_eq!(forged, vec![403; 8], "the store's answers, each refunded");
+    let mut victim = Client::connect_from(p.addr, Some("127.0.0.6"));
+    let own: Vec<u16> = (0..5)
+        .map(|_| {
+            victim
+                .request(&signed_get("AKIAVICTIM0000000000", "good"))
+                .status
+        })
+        .collect();
+    assert_eq!(own, vec![200; 5], "the victim has its whole 5/s");
+    assert_eq!(
+        victim
+            .request(&signed_get("AKIAVICTIM0000000000", "good"))
+            .status,
+        429,
+        "and no more"
+    );
+    let seen_before = up.seen().len();
+    let r = forger.request(&signed_get("AKIAOTHER00000000000", "forged"));
+    assert_eq!(
+        r.status, 429,
+        "the forger's address is over its failure window"
+    );
+    assert!(
+        r.body_text().contains("failed authentications"),
+        "{}",
+        r.body_text()
+    );
+    assert_eq!(up.seen().len(), seen_before, "refused before the store");
+    let (_, stats) = admin_get(p.admin.unwrap(), "/stats");
+    let v: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(v["auth_failures"], 8, "{stats}");
+    assert!(v["penalty_denials"].as_u64().unwrap() >= 1, "{stats}");
+}
+
+/// Made-up keys are counted per client address by default: inventing a key per request buys
+/// nothing.
+#[test]
+fn made_up_keys_from_one_address_share_one_budget() {
+    let up = FakeUpstream::start(ok_handler());
+    let p = start_proxy(
+        "made-up",
+        &[up.addr],
+        2,
+        "[upstream.health]\nenabled = false\n",
+        None,
+    );
+    let mut c = Client::connect(p.addr);
+    let statuses: Vec<u16> = (0..40)
+        .map(|i| {
+            c.request(
+                format!("GET /b/o HTTP/1.1\r\nHost: s3\r\nX-API-Key: invented-{i:03}\r\n\r\n")
+                    .as_bytes(),
+            )
+            .status
+        })
+        .collect();
+    let admitted = statuses.iter().filter(|&&s| s == 200).count();
+    assert_eq!(admitted, 5, "the unknown tier's 5/s, once: {statuses:?}");
+}
+
+/// A full table never forgets a key that is over its limit: a flood of fresh keys fills it,
+/// and the denied key is still denied.
+#[test]
+fn a_denied_key_survives_a_flood_of_fresh_keys() {
+    let up = FakeUpstream::start(ok_handler());
+    let cfg = "[limits]\ntable_cap = 16\nunlisted_keys = \"per_key\"\n[upstream.health]\nenabled = false\n";
+    let p = start_proxy("table-flood", &[up.addr], 1, cfg, None);
+    let mut c = Client::connect(p.addr);
+    let key =
+        |k: &str| format!("GET /b/o HTTP/1.1\r\nHost: s3\r\nX-API-Key: {k}\r\n\r\n").into_bytes();
+    let first: Vec<u16> = (0..6)
+        .map(|_| c.request(&key("victim-key")).status)
+        .collect();
+    assert_eq!(first, vec![200, 200, 200, 200, 200, 429]);
+    for i in 0..400 {
+        let _ = c.request(&key(&format!("fresh-{i:04}")));
+    }
+    assert_eq!(
+        c.request(&key("victim-key")).status,
+        429,
+        "still denied after the flood"
+    );
+}
