@@ -13,4 +13,4 @@ mod relay;
 pub use cut::{
     Cut, Cutter, DEFAULT_MAX_DELAY, DEFAULT_MAX_PIECE, Dir, MTU_GAP, MTU_SEGMENT, Piece, SplitMix64,
 };
-pub use relay::{Relay, Stats};
+pub use relay::{RESET_GRACE, Relay, Stats};

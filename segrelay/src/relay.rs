@@ -9,8 +9,9 @@
 //! Endings, per direction: EOF from the source → `shutdown(Write)` towards the other side
 //! (a half-close; the other direction keeps flowing). A read error (a reset) or a write
 //! error ends the connection as a reset: every byte read before it has been written on, the
-//! other direction is woken, and both sockets are closed with `SO_LINGER` 0 (RST) once both
-//! directions are done — like a reset crossing a real path, after the data ahead of it.
+//! other direction is woken, and once both directions are done the sockets stay open, unread,
+//! for [`RESET_GRACE`] (so what their send queues still hold goes out) and are then closed
+//! with `SO_LINGER` 0 (RST) — like a reset crossing a real path, after the data ahead of it.
 #![allow(
     clippy::disallowed_types,
     reason = "a test tool, not tollgate's data path: the registry lock is taken once per \
@@ -21,7 +22,7 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,12 @@ use crate::cut::{Cut, Cutter, Dir};
 
 /// What one read may take from a source before it is cut.
 const READ_BUF: usize = 64 * 1024;
+
+/// How long a reset connection's sockets stay open after both directions ended. Closing a
+/// socket that has unread input resets it at once and drops whatever its send queue has not
+/// sent yet (small pieces can wait there for acknowledgements), so the close waits for
+/// those bytes to go out first — unless the relay is being dropped.
+pub const RESET_GRACE: Duration = Duration::from_millis(100);
 
 /// Counters of a relay, read with [`Relay::stats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -65,6 +72,8 @@ struct Shared {
     cut: Cut,
     counters: Counters,
     registry: Mutex<Registry>,
+    /// Signalled when `registry.stopped` is set (ends a reset connection's grace early).
+    stopping: Condvar,
 }
 
 /// A running relay. Dropping it kills it like a dead node: the listener is closed (new
@@ -91,6 +100,7 @@ impl Relay {
             cut,
             counters: Counters::default(),
             registry: Mutex::new(Registry::default()),
+            stopping: Condvar::new(),
         });
         let s = shared.clone();
         let acceptor = std::thread::Builder::new()
@@ -139,6 +149,7 @@ impl Drop for Relay {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             reg.stopped = true;
+            self.shared.stopping.notify_all();
             std::mem::take(&mut reg.live)
         };
         // Wake the acceptor (it sees `stopped` and returns, closing the listener).
@@ -214,13 +225,19 @@ fn serve(inbound: TcpStream, id: u64, shared: Arc<Shared>) {
         None => reset.store(true, Ordering::SeqCst),
     }
     let mut reg = shared.registry.lock().unwrap_or_else(|e| e.into_inner());
-    reg.live.remove(&id);
-    drop(reg);
     if reset.load(Ordering::SeqCst) {
+        reg = match shared
+            .stopping
+            .wait_timeout_while(reg, RESET_GRACE, |r| !r.stopped)
+        {
+            Ok((g, _)) => g,
+            Err(e) => e.into_inner().0,
+        };
         for s in [&inbound, &outbound] {
             let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
         }
     }
+    reg.live.remove(&id);
 }
 
 /// Connects to `target` from the accepted peer's IP (port 0), so per-address limits behind

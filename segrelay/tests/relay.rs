@@ -247,6 +247,43 @@ fn a_reset_is_passed_on_after_the_bytes_ahead_of_it() {
 }
 
 #[test]
+fn bytes_ahead_of_a_reset_arrive_while_the_client_keeps_sending() {
+    // The target answers, then resets with the client's upload unread. Each of its 2,000
+    // bytes is a piece of its own, so some still wait in the relay's send queue when the
+    // reset is seen there; they must reach the client before the reset does.
+    let answer = pattern(2000, 9);
+    let a = answer.clone();
+    let (to, _peers) = target(move |mut s: TcpStream| {
+        let mut b = [0u8; 4];
+        s.read_exact(&mut b).unwrap();
+        s.write_all(&a).unwrap();
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+    });
+    let relay = Relay::start(to, Cut::Bytes).unwrap();
+    let c = timed(TcpStream::connect(relay.addr()).unwrap());
+    let mut w = c.try_clone().unwrap();
+    let total = 64 << 20;
+    let uploader = std::thread::spawn(move || {
+        let chunk = vec![b'u'; 64 * 1024];
+        let mut sent = 0;
+        while sent < total && w.write_all(&chunk).is_ok() {
+            sent += chunk.len();
+        }
+        sent
+    });
+    let mut got = vec![0u8; answer.len()];
+    (&c).read_exact(&mut got).unwrap();
+    assert!(got == answer, "the answer ahead of the reset arrived whole");
+    let sent = uploader.join().unwrap();
+    assert!(
+        sent < total,
+        "the upload was cut by the reset ({sent} bytes)"
+    );
+}
+
+#[test]
 fn drop_refuses_new_connections_and_cuts_live_ones() {
     let (tx, rx) = mpsc::channel();
     let (to, _peers) = target(move |mut s: TcpStream| {
