@@ -36,6 +36,8 @@ fn start_limited(tag: &str, upstream: SocketAddr, nofile: u64, body: &str) -> Pr
     let p = Proxy {
         child,
         addr,
+        direct: addr,
+        relay: None,
         admin: Some(admin),
         dir,
         log,
