@@ -300,7 +300,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
                 .await
                 .map_err(|_| Fail::Client)?;
             self.w.stats.bytes_from_client.add(n as u64);
-            let take = progress.feed(&buf).map_err(|_| Fail::Client)?;
+            let take = progress.feed(&buf).map_err(|_| Fail::BadBody)?;
             if take < n {
                 self.cbuf.extend_from_slice(&buf[take..n]);
             }
