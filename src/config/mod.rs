@@ -19,6 +19,8 @@ mod summary;
 mod testutil;
 pub mod validate;
 
+pub use summary::status_ranges;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -45,6 +47,9 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub limits: LimitsConfig,
     pub shutdown_grace: Duration,
+    /// After SIGTERM, `/ready` answers 503 for this long while the listeners still accept,
+    /// so a load balancer stops sending first; then `shutdown_grace` runs. Default 0 s.
+    pub shutdown_delay: Duration,
     pub access_log: AccessLogConfig,
     /// How often the control thread polls config/keys files for changes (0 = off).
     pub reload_poll_interval: Duration,
@@ -146,6 +151,10 @@ pub struct UpstreamServer {
     /// As written in config ("host:port"), used in logs and stats.
     pub name: String,
     pub addr: SocketAddr,
+    /// Stable node id: the index at load; a reload keeps the id of a server that stays
+    /// (same name and address) and gives a new one an id no current server holds
+    /// (`control`), so ids that cross cores never change meaning while a node is in use.
+    pub id: u16,
 }
 
 #[derive(Debug, Clone)]

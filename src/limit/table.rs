@@ -151,6 +151,8 @@ pub struct EntrySnapshot {
     pub tier: u16,
     pub sustained_count: u32,
     pub burst_count: u32,
+    /// ms until the next request would be admitted (0: it would be now).
+    pub retry_after_ms: u64,
     pub idle: bool,
 }
 
@@ -910,6 +912,7 @@ impl Shard {
             tier,
             sustained_count: d.sustained_count,
             burst_count: d.burst_count,
+            retry_after_ms: d.retry_after_ms,
             idle,
         }
     }
@@ -921,13 +924,29 @@ impl Shard {
         now_ms: u64,
         limits_of: impl Fn(u16) -> Option<&'a TierLimits>,
     ) -> Vec<EntrySnapshot> {
+        self.top_slots(0, usize::MAX, n, now_ms, limits_of).0
+    }
+
+    /// [`top`](Self::top) of the slots `from..from + scan` only (bounded work, for a scan
+    /// spread over event-loop turns), and the slot to go on from (None: the end). Slots
+    /// move when entries are removed, so a spread scan can miss or repeat an entry.
+    pub fn top_slots<'a>(
+        &self,
+        from: usize,
+        scan: usize,
+        n: usize,
+        now_ms: u64,
+        limits_of: impl Fn(u16) -> Option<&'a TierLimits>,
+    ) -> (Vec<EntrySnapshot>, Option<usize>) {
+        let end = from.saturating_add(scan).min(self.states.len());
+        let next = (end < self.states.len()).then_some(end);
         if n == 0 {
-            return Vec::new();
+            return (Vec::new(), next);
         }
         // Min-heap of (count, slot) keeping the n largest.
         let mut heap: BinaryHeap<std::cmp::Reverse<(u32, usize)>> =
             BinaryHeap::with_capacity(n + 1);
-        for (i, state) in self.states.iter().enumerate() {
+        for (i, state) in self.states.iter().enumerate().take(end).skip(from) {
             let c = state.peek(self.own_limits(i), now_ms).sustained_count;
             if heap.len() < n {
                 heap.push(std::cmp::Reverse((c, i)));
@@ -945,7 +964,7 @@ impl Shard {
                 .cmp(&a.sustained_count)
                 .then_with(|| a.subject.cmp(&b.subject))
         });
-        out
+        (out, next)
     }
 
     /// One entry, if tracked.

@@ -296,11 +296,10 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
     }
 
     fn count_decision(&mut self, req: &ReqInfo, adm: &Admission) {
-        if self.logging {
-            self.rec.tier = Some(adm.tier as u16);
-            self.rec.auth = adm.auth.as_str();
-            self.rec.limit = adm.log_word();
-        }
+        // Kept also when not logging: `Worker::record_request` reads them (three stores).
+        self.rec.tier = Some(adm.tier as u16);
+        self.rec.auth = adm.auth.as_str();
+        self.rec.limit = adm.log_word();
         let Some(d) = adm.decision else { return };
         let tm = &self.w.stats.tiers[adm.tier.min(crate::stats::MAX_TIERS - 1)][req.mi];
         if d.admitted {
