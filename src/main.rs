@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -79,6 +78,21 @@ enum Cmd {
         #[command(flatten)]
         overrides: OverrideArgs,
     },
+    /// Live terminal view of a running tollgate's admin API (q quits).
+    Top {
+        /// The admin listener.
+        #[arg(long, default_value = "127.0.0.1:8404")]
+        admin: SocketAddr,
+        /// The admin bearer token (default: $TOLLGATE_ADMIN_TOKEN).
+        #[arg(long)]
+        token: Option<String>,
+        /// Time between redraws.
+        #[arg(long, default_value = "1s", value_parser = humantime_secs)]
+        interval: std::time::Duration,
+        /// Print one frame and exit (no terminal needed).
+        #[arg(long)]
+        once: bool,
+    },
     /// Manage the keys file named by the config (atomic writes, timestamped backups).
     Keys {
         #[arg(long, short, default_value = "config/tollgate.toml")]
@@ -123,6 +137,16 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Keys { config, op } => keys(config, op),
+        Cmd::Top {
+            admin,
+            token,
+            interval,
+            once,
+        } => {
+            let token = token.or_else(|| std::env::var("TOLLGATE_ADMIN_TOKEN").ok());
+            control::top::run(&control::top::Target { admin, token }, interval, once)
+                .map_err(|e| anyhow::anyhow!(e))
+        }
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -131,6 +155,19 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// "250ms", "1s", "2.5s" → a duration (for `top --interval`).
+fn humantime_secs(s: &str) -> Result<std::time::Duration, String> {
+    let (n, scale) = match s.strip_suffix("ms") {
+        Some(n) => (n, 1e-3),
+        None => (s.strip_suffix('s').unwrap_or(s), 1.0),
+    };
+    n.parse::<f64>()
+        .ok()
+        .filter(|v| *v > 0.0 && v.is_finite())
+        .map(|v| std::time::Duration::from_secs_f64(v * scale))
+        .ok_or_else(|| format!("{s:?}: a duration such as 500ms or 2s"))
 }
 
 fn keys(config: PathBuf, op: KeysOp) -> Result<()> {
@@ -287,19 +324,14 @@ fn run(path: PathBuf, overrides: Overrides) -> Result<()> {
         cfg.limits.keys.len(),
         cfg.limits.version
     );
-    let state = Arc::new(ControlState {
-        config: std::sync::Mutex::new(cfg.clone()),
+    let state = Arc::new(ControlState::new(
+        cfg.clone(),
         overrides,
-        cores: handle,
+        handle,
         stats,
         hasher,
-        tls_builder: Some(builder),
-        reloads: AtomicU64::new(0),
-        reload_failures: AtomicU64::new(0),
-        last_reload_error: std::sync::Mutex::new(None),
-        shutting_down: AtomicBool::new(false),
-        started: Instant::now(),
-    });
+        Some(builder),
+    ));
     control::start(state.clone())?;
     if let Some(a) = cfg.admin.listen {
         let bound = control::admin::start_with(state.clone(), a, cfg.admin.allowed_hosts.clone())

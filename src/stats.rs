@@ -114,6 +114,8 @@ pub struct CoreStats {
     /// Bumped by the core's housekeeping task (every 250 ms): the control thread checks
     /// that it advances (a core whose event loop is stuck stops bumping it).
     pub heartbeat: Counter,
+    /// The I/O driver this core runs (1 io_uring, 2 epoll; 0 not started).
+    pub driver: Counter,
     /// Request durations (head read → response done), by tier (`MAX_TIERS` = no tier:
     /// refused before the limiter) and decision ([`DECISION_NAMES`]).
     pub request_duration: Vec<[Histogram; DECISIONS]>,
@@ -167,6 +169,7 @@ impl Default for CoreStats {
             access_log_lines: Default::default(),
             access_log_dropped: Default::default(),
             heartbeat: Default::default(),
+            driver: Default::default(),
             request_duration: (0..=MAX_TIERS).map(|_| Default::default()).collect(),
             nodes: (0..NODE_SLOTS).map(|_| Default::default()).collect(),
             seen: (0..SEEN_SLOTS).map(|_| Default::default()).collect(),

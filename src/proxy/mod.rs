@@ -382,6 +382,10 @@ fn new_worker(index: usize, mesh: crate::runtime::CoreMesh, shared: &Shared) -> 
 /// A worker core's whole life: accept loops, mesh task, housekeeping, until shutdown.
 pub async fn run_worker(init: WorkerInit, shared: Arc<Shared>) {
     let w = new_worker(init.index, init.mesh, &shared);
+    w.stats.driver.set(match init.driver {
+        crate::runtime::Driver::IoUring => 1,
+        crate::runtime::Driver::Epoll => 2,
+    });
     let mesh_task = monoio::spawn(mesh_loop(w.clone()));
     let _house = monoio::spawn(tasks::housekeeping(w.clone()));
     // Each node is probed by one core (id % workers); the results go to every core over the

@@ -182,6 +182,9 @@ mod tests {
         let long = [b'x'; 100];
         d.add(&long, 0, 5000);
         let t = d.top(100, 5000);
-        assert!(t.iter().any(|e| e.subject == long[..SUBJECT_KEPT]), "kept, cut");
+        assert!(
+            t.iter().any(|e| e.subject == long[..SUBJECT_KEPT]),
+            "kept, cut"
+        );
     }
 }

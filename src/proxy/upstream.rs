@@ -261,10 +261,10 @@ impl Node {
     }
 
     /// Index into `stats::NODE_STATE_NAMES`, as this core sees the node at `now`.
-    fn state_code(&self, now: Instant) -> u64 {
+    fn state_code(&self, now: Instant, health_on: bool) -> u64 {
         match self {
             n if n.removed => 4,
-            n if !n.up => 2,
+            n if !n.up && health_on => 2,
             n if n.ejected_until.is_some_and(|t| now < t) => 3,
             _ => 1,
         }
@@ -305,6 +305,7 @@ impl Upstreams {
     /// Writes this core's per-node gauges into `stats` from now on.
     pub fn with_stats(mut self, stats: Arc<CoreStats>) -> Upstreams {
         self.stats = Some(stats);
+        self.publish(Instant::now());
         self
     }
 
@@ -464,11 +465,12 @@ impl Upstreams {
     /// node that took a drained node's id owns the slot.
     pub fn publish(&self, now: Instant) {
         let Some(stats) = &self.stats else { return };
+        let on = self.cfg.upstream.health.enabled;
         for removed in [true, false] {
             for n in self.nodes.iter().filter(|n| n.removed == removed) {
                 if let Some(s) = stats.nodes.get(n.id as usize) {
                     let drained = n.removed && n.outstanding == 0;
-                    s.state.set(if drained { 0 } else { n.state_code(now) });
+                    s.state.set(if drained { 0 } else { n.state_code(now, on) });
                 }
             }
         }
