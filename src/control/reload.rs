@@ -223,7 +223,11 @@ mod tests {
     use std::path::Path;
 
     fn cfg(extra: &str, servers: &[u16]) -> Config {
-        let workers = if extra.contains("workers") { "" } else { "workers = 2\n" };
+        let workers = if extra.contains("workers") {
+            ""
+        } else {
+            "workers = 2\n"
+        };
         let mut t = format!("{workers}listen = [\"127.0.0.1:8080\"]\n{extra}\n");
         for p in servers {
             t.push_str(&format!("[[upstream.servers]]\naddr = \"127.0.0.1:{p}\"\n"));
