@@ -265,7 +265,10 @@ fn metrics_are_well_formed_prometheus_text() {
         } else if let Some(rest) = line.strip_prefix("# TYPE ") {
             let mut it = rest.split_whitespace();
             let name = it.next().unwrap().to_string();
-            assert!(matches!(it.next(), Some("counter" | "gauge")), "{line}");
+            assert!(
+                matches!(it.next(), Some("counter" | "gauge" | "histogram")),
+                "{line}"
+            );
             assert_eq!(
                 helped.as_deref(),
                 Some(name.as_str()),
@@ -277,8 +280,14 @@ fn metrics_are_well_formed_prometheus_text() {
         } else {
             let (series, value) = line.rsplit_once(' ').expect(line);
             let name = series.split('{').next().unwrap();
+            // A histogram's series carry the family name with a suffix.
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .filter(|f| Some(*f) == current.as_deref())
+                .unwrap_or(name);
             assert_eq!(
-                Some(name),
+                Some(family),
                 current.as_deref(),
                 "sample outside its family: {line}"
             );
