@@ -68,7 +68,10 @@ fn a_dripping_client_does_not_delay_health() {
         let (status, body) = get(admin, "GET", "/health");
         let took = t0.elapsed();
         assert_eq!(status, 200, "{body}");
-        assert!(body.starts_with("{") && body.contains("\"status\":\"ok\""), "{body}");
+        assert!(
+            body.starts_with("{") && body.contains("\"status\":\"ok\""),
+            "{body}"
+        );
         assert!(
             took < Duration::from_secs(1),
             "/health took {took:?} behind a dripping client"

@@ -554,6 +554,29 @@ fn nodes(o: &mut String, st: &ControlState) {
             let _ = writeln!(o, "{name}{{node=\"{node}\"}} {}", node_sum(*id, *f));
         }
     }
+    node_states(o, st);
+    family(
+        o,
+        "tollgate_upstream_response_head_seconds",
+        "histogram",
+        "Time from the last request byte sent to the first response byte, by node.",
+    );
+    for (node, id) in &servers {
+        let mut h = HistogramSnapshot::default();
+        for c in &st.stats {
+            c.nodes[*id].head_time.merge_into(&mut h);
+        }
+        histogram(
+            o,
+            "tollgate_upstream_response_head_seconds",
+            &format!("node=\"{node}\""),
+            &h,
+        );
+    }
+}
+
+/// Each node's usability, state and last check (what `/health` says of it).
+fn node_states(o: &mut String, st: &ControlState) {
     let info: Vec<Value> = super::health::nodes_json(st);
     family(
         o,
@@ -597,24 +620,6 @@ fn nodes(o: &mut String, st: &ControlState) {
             "tollgate_upstream_check_status{{node=\"{}\"}} {}",
             esc(n["node"].as_str().unwrap_or("")),
             n["last_check_status"].as_u64().unwrap_or(0)
-        );
-    }
-    family(
-        o,
-        "tollgate_upstream_response_head_seconds",
-        "histogram",
-        "Time from the last request byte sent to the first response byte, by node.",
-    );
-    for (node, id) in &servers {
-        let mut h = HistogramSnapshot::default();
-        for c in &st.stats {
-            c.nodes[*id].head_time.merge_into(&mut h);
-        }
-        histogram(
-            o,
-            "tollgate_upstream_response_head_seconds",
-            &format!("node=\"{node}\""),
-            &h,
         );
     }
 }
