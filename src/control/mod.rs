@@ -368,3 +368,47 @@ fn poll_files(s: &ControlState) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A core whose control ring is full when a snapshot is sent gets it later from the
+    /// retry (it used to be given up after a second), and only the newest one.
+    #[test]
+    fn a_snapshot_a_core_did_not_take_is_sent_again() {
+        let text = "[[upstream.servers]]\naddr = \"127.0.0.1:9001\"\n";
+        let cfg = crate::config::validate::load_str(text, std::path::Path::new("t.toml")).unwrap();
+        let (mut meshes, handle) = crate::runtime::mesh::build(2);
+        let stats = (0..2).map(|_| Arc::new(CoreStats::default())).collect();
+        let st = ControlState::new(
+            Arc::new(cfg.clone()),
+            Overrides::default(),
+            handle.clone(),
+            stats,
+            std::hash::RandomState::new(),
+            None,
+        );
+        while handle.send(1, ControlMsg::Shutdown, Duration::ZERO).is_ok() {}
+        for v in [7, 8] {
+            let mut c = cfg.clone();
+            c.limits.version = v;
+            let c = Arc::new(c);
+            st.deliver(1, |u| u.config = Some(c));
+        }
+        let drained = std::iter::from_fn(|| meshes[1].pop_control()).count();
+        assert_eq!(
+            drained,
+            crate::runtime::mesh::CONTROL_SLOTS,
+            "only the filler got in"
+        );
+        st.retry_undelivered();
+        match meshes[1].pop_control() {
+            Some(ControlMsg::Config(c)) => assert_eq!(c.limits.version, 8, "the newest"),
+            other => panic!("{other:?}"),
+        }
+        assert!(meshes[1].pop_control().is_none(), "sent once");
+        st.retry_undelivered();
+        assert!(meshes[1].pop_control().is_none(), "nothing left to retry");
+    }
+}

@@ -770,6 +770,69 @@ mod tests {
         assert_eq!(u.pick(&[1], t0), Some(0), "back before the 10 s are over");
     }
 
+    fn servers(ports: &[(u16, u16)]) -> Arc<Config> {
+        let mut t = String::from("[upstream.health]\nrise = 1\nfall = 1\n");
+        for (p, _) in ports {
+            t.push_str(&format!("[[upstream.servers]]\naddr = \"127.0.0.1:{p}\"\n"));
+        }
+        let mut cfg = crate::config::validate::load_str(&t, Path::new("t.toml")).unwrap();
+        for (s, (_, id)) in cfg.upstream.servers.iter_mut().zip(ports) {
+            s.id = *id;
+        }
+        Arc::new(cfg)
+    }
+
+    /// A removed server keeps its slot (the index an in-flight request holds) as a
+    /// tombstone: never picked, pool closed, its connections refused by the pool; a new one
+    /// gets a new slot; health messages find nodes by stable id.
+    #[test]
+    fn reloads_add_nodes_and_tombstone_removed_ones_in_place() {
+        let mut u = Upstreams::new(servers(&[(9001, 0), (9002, 1)]), None);
+        let t0 = Instant::now();
+        u.begin(0);
+        let added = u.set_config(servers(&[(9002, 1), (9003, 2)]));
+        assert_eq!(added, [2], "9003 takes a new slot");
+        assert!(u.nodes[0].removed && u.nodes[0].addr.port() == 9001);
+        assert_eq!(u.nodes[0].outstanding, 1, "its request in flight goes on");
+        let picks: Vec<_> = (0..4).map(|_| u.pick(&[], t0).unwrap()).collect();
+        assert!(!picks.contains(&0), "{picks:?}");
+        assert!(picks.contains(&1) && picks.contains(&2));
+        assert_eq!(
+            (u.slot_of(0), u.slot_of(1), u.slot_of(2)),
+            (None, Some(1), Some(2))
+        );
+        assert_eq!(u.health_result(2, false), Some(Transition::Down));
+        assert_eq!(u.health_result(2, false), None, "one transition");
+        assert_eq!(u.health_result(2, true), Some(Transition::Up));
+        // The same id with another address: the old node is replaced, not renamed.
+        let added = u.set_config(servers(&[(9002, 1), (9004, 2)]));
+        assert_eq!(added, [3]);
+        assert!(u.nodes[2].removed);
+        assert_eq!(u.slot_of(2), Some(3));
+    }
+
+    #[test]
+    fn probe_outcomes_have_verdicts_codes_and_reasons() {
+        let mut u = Upstreams::new(servers(&[(9001, 0)]), None);
+        assert_eq!(
+            u.probe_result(0, Probe::Unreachable(ConnectError::Local), 1),
+            None,
+            "not the node's fault"
+        );
+        assert_eq!(u.probe_result(0, Probe::Status(403), 1), Some(false));
+        assert!(!u.nodes[0].up);
+        assert_eq!(u.probe_result(0, Probe::Status(204), 2), Some(true));
+        assert!(u.nodes[0].up);
+        assert_eq!(Probe::Status(403).code(), 403);
+        assert_eq!(Probe::NoAnswer.code(), stats::PROBE_NO_ANSWER);
+        let r = Probe::Status(404).reason("/minio/health/live", &[200, 201, 202]);
+        assert!(
+            r.starts_with("GET /minio/health/live: status 404 (healthy: 200-202)"),
+            "{r}"
+        );
+        assert!(r.contains("upstream.health.path"), "{r}");
+    }
+
     #[test]
     fn least_outstanding_prefers_the_idler_node() {
         let mut u = ups("balance = \"least_outstanding\"");
