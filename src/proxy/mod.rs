@@ -201,6 +201,9 @@ pub struct Worker {
     pub alog: RefCell<Option<access_log::CoreLog>>,
     /// The subjects this core denied most (`/keys?top=N`'s most denied).
     pub denied: RefCell<observe::DeniedTop>,
+    /// Wall-clock Unix ms, refreshed by housekeeping every 250 ms (the "last seen" times
+    /// need no more precision, and a request then reads no clock for them).
+    pub coarse_unix_ms: Cell<u64>,
 }
 
 impl Worker {
@@ -374,6 +377,7 @@ fn new_worker(index: usize, mesh: crate::runtime::CoreMesh, shared: &Shared) -> 
         sig_cache: RefCell::new(None),
         alog: RefCell::new(alog),
         denied: RefCell::new(observe::DeniedTop::default()),
+        coarse_unix_ms: Cell::new(observe::unix_ms()),
     });
     w.stats.config_version.set(cfg.limits.version);
     w

@@ -46,7 +46,7 @@ impl Worker {
         };
         self.stats.request_duration[tier][d].record(f.elapsed);
         let Some(t) = f.tier else { return };
-        let now = unix_ms();
+        let now = self.coarse_unix_ms.get();
         if !f.key.is_empty() {
             let auth = AUTH_NAMES.iter().position(|&a| a == f.auth).unwrap_or(0);
             self.stats.record_seen(key_hash(f.key), auth as u8, t, now);

@@ -27,6 +27,7 @@ pub async fn housekeeping(w: Rc<Worker>) {
     loop {
         w.stats.heartbeat.inc();
         monoio::time::sleep(Duration::from_millis(250)).await;
+        w.coarse_unix_ms.set(unix_ms());
         let snap = w.snapshot();
         let now = w.now_ms();
         let mut shard = w.shard.borrow_mut();
