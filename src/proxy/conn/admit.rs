@@ -149,6 +149,9 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
     /// is not charged): a hop-by-hop field named in SigV4's `SignedHeaders` (it would be
     /// dropped on the way, breaking the signature).
     pub(super) async fn refuse_unproxiable(&mut self, req: &ReqInfo) -> Option<Result<bool, Fail>> {
+        if !self.head.headers.iter().any(|f| f.hop_by_hop) {
+            return None; // the common case: nothing hop-by-hop, nothing to look up
+        }
         let h = &self.cbuf[self.cstart..self.cstart + req.hl];
         let signed = self
             .head
