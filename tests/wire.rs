@@ -14,13 +14,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const NO_LIMITS: &str = r#"
-[limits]
-methods = []
-[upstream.health]
-enabled = false
-"#;
-
 /// A representative SigV4 PUT: a few `x-amz-meta-*` fields, a security token, a body.
 fn sigv4_put() -> Vec<u8> {
     let token = "FwoGZXIvYXdzEB".repeat(100); // an STS session token is 1.3 KB and more

@@ -61,6 +61,9 @@ pub fn free_port() -> u16 {
 }
 
 /// `N` distinct free ports of 127.0.0.1 (all held until all are chosen).
+/// Config for data-path tests: nothing limited, no health checks.
+pub const NO_LIMITS: &str = "[limits]\nmethods = []\n[upstream.health]\nenabled = false\n";
+
 pub fn free_ports<const N: usize>() -> [u16; N] {
     let held: [TcpListener; N] = std::array::from_fn(|_| TcpListener::bind("127.0.0.1:0").unwrap());
     held.map(|l| l.local_addr().unwrap().port())
