@@ -77,10 +77,12 @@ use std::collections::BinaryHeap;
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::net::IpAddr;
 
+use super::cluster::{Mode, Remote};
 use super::window::{Decision, RefundToken, TierLimits, WideState, WindowConfig, WindowState};
 
 mod counters;
 mod keys;
+mod remote;
 
 #[cfg(test)]
 use keys::{ALPHABET, PACK_MAX, PACK_MIN, pack};
@@ -137,8 +139,11 @@ fn penalty_limits(w: WindowConfig) -> TierLimits {
 pub struct EntrySnapshot {
     pub subject: Vec<u8>,
     pub tier: u16,
+    /// This instance's own admissions in each window.
     pub sustained_count: u32,
     pub burst_count: u32,
+    /// The other instances' admissions as last read (active-active; 0 otherwise).
+    pub others: [u32; 2],
     pub idle: bool,
 }
 
@@ -187,6 +192,14 @@ pub struct Shard {
     penalty: Option<TierLimits>,
     /// Live penalty entries (0 = `check_penalty` needs no lookup).
     penalties: usize,
+    /// Active-active (`remote`): what is counted for the other instances; with anything
+    /// but `Alone`, `remote[i]` is entry `i`'s view and pending admissions.
+    mode: Mode,
+    remote: Vec<Remote>,
+    /// Entries with pending admissions (their `Remote::dirty` is their position here).
+    dirty: Vec<u32>,
+    /// Pending admissions of entries removed before they were handed over.
+    orphans: Vec<(Box<[u8]>, u16, u32)>,
 }
 
 /// Retry hint for a subject that cannot be tracked: the shard is full of entries that
@@ -215,6 +228,10 @@ impl Shard {
             refused: 0,
             penalty: Some(penalty_limits(DEFAULT_PENALTY)),
             penalties: 0,
+            mode: Mode::Alone,
+            remote: Vec::new(),
+            dirty: Vec::new(),
+            orphans: Vec::new(),
         }
     }
 
@@ -287,6 +304,12 @@ impl Shard {
     #[inline]
     fn mask(&self) -> usize {
         self.index.len() - 1
+    }
+
+    /// The slot of `subject`, if tracked.
+    fn find_subject(&self, subject: &[u8]) -> Option<usize> {
+        let key = Probe::new(subject);
+        self.find(&key, self.probe_hash(&key)).map(|(_, s)| s)
     }
 
     /// Index cell and slot of the probed key (whose `probe_hash` is `h32`).
@@ -422,6 +445,9 @@ impl Shard {
         let state = self.fresh_state(self.layouts[layout as usize].limits.is_wide());
         self.metas.push(meta);
         self.states.push(state);
+        if self.mode != Mode::Alone {
+            self.remote.push(Remote::default());
+        }
         self.layouts[layout as usize].refs += 1;
         self.penalties += usize::from(tier == PENALTY_TIER);
         self.index_insert(h32, s);
@@ -446,6 +472,9 @@ impl Shard {
             }
         }
         self.release_state(s);
+        if self.mode != Mode::Alone {
+            self.remote_remove(s, last);
+        }
         let gone = self.metas.swap_remove(s);
         self.states.swap_remove(s);
         if gone.len == LONG {
@@ -542,6 +571,28 @@ impl Shard {
         limits: &TierLimits,
         now_ms: u64,
     ) -> Decision {
+        let s = match self.entry_for(subject, tier, limits, now_ms) {
+            Ok(s) => s,
+            Err(d) => return d,
+        };
+        let extra = self.others_of(s, tier, limits);
+        let d = self.check_at(s, limits, now_ms, extra);
+        if d.admitted && tier != PENALTY_TIER {
+            self.note_admission(s);
+        }
+        d
+    }
+
+    /// The entry of `subject`, created if needed (making room if the shard is full) and
+    /// rebased to `limits` if built under others, with its tier set; `Err(denial)` when
+    /// it cannot be tracked.
+    fn entry_for(
+        &mut self,
+        subject: &[u8],
+        tier: u16,
+        limits: &TierLimits,
+        now_ms: u64,
+    ) -> Result<usize, Decision> {
         let key = Probe::new(subject);
         let h32 = self.probe_hash(&key);
         let s = match self.find(&key, h32) {
@@ -549,10 +600,10 @@ impl Shard {
             None => {
                 if self.metas.len() >= self.cap && !self.make_room(now_ms) {
                     self.refused += 1;
-                    return Decision::untracked(UNTRACKED_RETRY_MS);
+                    return Err(Decision::untracked(UNTRACKED_RETRY_MS));
                 }
                 let Some(layout) = self.layout_id(limits) else {
-                    return Decision::untracked(UNTRACKED_RETRY_MS);
+                    return Err(Decision::untracked(UNTRACKED_RETRY_MS));
                 };
                 self.insert(&key, h32, tier, layout)
             }
@@ -560,14 +611,14 @@ impl Shard {
         let cur = self.metas[s].layout as usize;
         if self.layouts[cur].limits != *limits {
             let Some(new) = self.layout_id(limits) else {
-                return Decision::untracked(UNTRACKED_RETRY_MS);
+                return Err(Decision::untracked(UNTRACKED_RETRY_MS));
             };
             self.rebase_entry(s, new, limits, now_ms);
         }
         let old_tier = std::mem::replace(&mut self.metas[s].tier, tier);
         self.penalties += usize::from(tier == PENALTY_TIER);
         self.penalties -= usize::from(old_tier == PENALTY_TIER);
-        self.check_at(s, limits, now_ms)
+        Ok(s)
     }
 
     /// What `check` would decide for `subject` under `limits`, without changing
@@ -768,6 +819,8 @@ impl Shard {
         self.layouts.clear();
         self.cursor = 0;
         self.penalties = 0;
+        self.remote = Vec::new();
+        self.dirty = Vec::new();
     }
 
     fn snapshot_of<'a>(
@@ -786,6 +839,7 @@ impl Shard {
             tier,
             sustained_count: d.sustained_count,
             burst_count: d.burst_count,
+            others: self.remote.get(s).map_or([0, 0], |r| r.others),
             idle,
         }
     }

@@ -485,14 +485,19 @@ impl<const N: usize> State<N> {
     }
 
     /// Earliest absolute time `>= now` at which ring `i` would admit (no further
-    /// admissions assumed); `now + W` as a hint if its limit is 0. O(nb).
-    fn earliest(&self, lim: &TierLimits, i: usize, v: &View, est_now: u32) -> u64 {
+    /// admissions assumed, `extra` others' admissions constant); `now + W` as a hint if
+    /// its limit is 0, `now + g` if `extra` alone fills it. O(nb).
+    fn earliest(&self, lim: &TierLimits, i: usize, v: &View, est_now: u32, extra: u32) -> u64 {
         let r = &lim.rings[i];
         if r.limit == 0 {
             // Nothing will ever be admitted: hint one window length.
             return v.now + r.w;
         }
-        let room = (r.limit - 1) as u64;
+        let Some(room) = (r.limit - 1).checked_sub(extra) else {
+            // The others' share alone fills the window: it can only change with them.
+            return v.now + r.g;
+        };
+        let room = room as u64;
         if est_now as u64 <= room {
             return v.now;
         }
@@ -588,11 +593,16 @@ impl<const N: usize> State<N> {
         &self,
         lim: &TierLimits,
         v: &View,
-        est: [u32; 2],
+        local: [u32; 2],
+        extra: [u32; 2],
         admitted: bool,
         bumped: bool,
     ) -> Decision {
         let [r0, r1] = &lim.rings;
+        let est = [
+            local[0].saturating_add(extra[0]),
+            local[1].saturating_add(extra[1]),
+        ];
         let rem = [
             r0.limit.saturating_sub(est[0]),
             r1.limit.saturating_sub(est[1]),
@@ -604,8 +614,8 @@ impl<const N: usize> State<N> {
             (0, burst_binds as usize)
         } else {
             let t = [
-                self.earliest(lim, 0, v, est[0]),
-                self.earliest(lim, 1, v, est[1]),
+                self.earliest(lim, 0, v, local[0], extra[0]),
+                self.earliest(lim, 1, v, local[1], extra[1]),
             ];
             let b = (t[1] > t[0]) as usize;
             (t[b].saturating_sub(v.now), b)
@@ -653,32 +663,48 @@ impl<const N: usize> State<N> {
     /// Decides one request at `now_ms` and records it if admitted (denied requests
     /// change nothing but the internal clock, which only moves forward).
     pub fn check(&mut self, limits: &TierLimits, now_ms: u64) -> Decision {
+        self.check_with(limits, now_ms, [0, 0])
+    }
+
+    /// [`check`](Self::check) with `extra` admissions per window (sustained, burst) made
+    /// elsewhere (other instances, `limit::cluster`): admitted iff this state's count
+    /// plus `extra` stays within the limit, in both windows. Only this state's own
+    /// admission is recorded; the decision's counts include `extra`.
+    pub fn check_with(&mut self, limits: &TierLimits, now_ms: u64, extra: [u32; 2]) -> Decision {
         let v = self.prepare(limits, now_ms);
         let mut est = [
             self.estimate(limits, 0, v.pos[0]),
             self.estimate(limits, 1, v.pos[1]),
         ];
-        let admitted = est[0] < limits.rings[0].limit && est[1] < limits.rings[1].limit;
+        let admitted =
+            (0..2).all(|i| (est[i] as u64 + extra[i] as u64) < limits.rings[i].limit as u64);
         if admitted {
             for (i, e) in est.iter_mut().enumerate() {
                 self.bump(limits, i, v.pos[i]);
                 *e += 1;
             }
         }
-        self.decide(limits, &v, est, admitted, admitted)
+        self.decide(limits, &v, est, extra, admitted, admitted)
     }
 
     /// What [`check`](Self::check) would decide at `now_ms`, without changing anything.
     /// Counts are the current ones (not including the hypothetical request).
     pub fn peek(&self, limits: &TierLimits, now_ms: u64) -> Decision {
+        self.peek_with(limits, now_ms, [0, 0])
+    }
+
+    /// [`peek`](Self::peek) with `extra` admissions made elsewhere (as
+    /// [`check_with`](Self::check_with)).
+    pub fn peek_with(&self, limits: &TierLimits, now_ms: u64, extra: [u32; 2]) -> Decision {
         let mut s = self.clone();
         let v = s.prepare(limits, now_ms);
         let est = [
             s.estimate(limits, 0, v.pos[0]),
             s.estimate(limits, 1, v.pos[1]),
         ];
-        let admitted = est[0] < limits.rings[0].limit && est[1] < limits.rings[1].limit;
-        s.decide(limits, &v, est, admitted, false)
+        let admitted =
+            (0..2).all(|i| (est[i] as u64 + extra[i] as u64) < limits.rings[i].limit as u64);
+        s.decide(limits, &v, est, extra, admitted, false)
     }
 
     /// Whether [`check`](Self::check) at `now_ms` would admit, without changing anything

@@ -80,9 +80,14 @@ impl Shard {
         }
     }
 
+    /// Both windows empty, and (active-active) nothing from the others or pending.
     #[inline]
     pub(super) fn is_idle(&self, s: usize, now: u64) -> bool {
-        with_state!(self, s, |st| st.is_idle(self.own_limits(s), now))
+        let remote_idle = self
+            .remote
+            .get(s)
+            .is_none_or(|r| r.others == [0, 0] && r.pending == 0);
+        remote_idle && with_state!(self, s, |st| st.is_idle(self.own_limits(s), now))
     }
 
     #[inline]
@@ -96,10 +101,17 @@ impl Shard {
         with_state!(self, s, |st| st.last_update())
     }
 
-    /// Checks entry `s`, whose counters are built under `limits`.
+    /// Checks entry `s`, whose counters are built under `limits`, counting `extra`
+    /// admissions made by other instances.
     #[inline]
-    pub(super) fn check_at(&mut self, s: usize, limits: &TierLimits, now: u64) -> Decision {
-        with_state!(mut self, s, |st| st.check(limits, now))
+    pub(super) fn check_at(
+        &mut self,
+        s: usize,
+        limits: &TierLimits,
+        now: u64,
+        extra: [u32; 2],
+    ) -> Decision {
+        with_state!(mut self, s, |st| st.check_with(limits, now, extra))
     }
 
     pub(super) fn refund_at(&mut self, s: usize, token: RefundToken, now: u64) -> bool {

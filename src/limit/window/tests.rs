@@ -1011,3 +1011,28 @@ fn rebase_moves_between_state_sizes() {
         "the minute still holds them"
     );
 }
+
+#[test]
+fn extra_admissions_elsewhere_count_against_both_windows() {
+    let lim = premium();
+    let mut st = WindowState::default();
+    // 45 admitted elsewhere in the burst window: 5 more here, then denied.
+    let n = (0..20)
+        .filter(|_| st.check_with(&lim, 1000, [100, 45]).admitted)
+        .count();
+    assert_eq!(n, 5);
+    let d = st.peek_with(&lim, 1000, [100, 45]);
+    assert!(!d.admitted);
+    assert_eq!((d.sustained_count, d.burst_count), (105, 50));
+    assert_eq!(d.burst_remaining, 0);
+    // Others alone at the limit: denied, with a retry hint of one bucket.
+    let mut fresh = WindowState::default();
+    let d = fresh.check_with(&lim, 1000, [0, 50]);
+    assert!(!d.admitted && d.retry_after_ms > 0);
+    assert!(fresh.is_idle(&lim, 1000), "nothing recorded");
+    // The sustained window binds too.
+    let n = (0..20)
+        .filter(|_| st.check_with(&lim, 5000, [994, 0]).admitted)
+        .count();
+    assert_eq!(n, 1, "1000 - 994 - 5 already here");
+}
