@@ -2,7 +2,8 @@
 # Runs every test of the project on a fresh machine: installs what is missing
 # (idempotently), checks format and lints, runs the Rust unit + integration tests,
 # then the real-client S3 suite (boto3, aws-cli, curl against Garage and s3s-fs
-# through tollgate, and loadgen's burst scenario through tollgate to Garage), and finally
+# through tollgate, and loadgen's burst scenario through tollgate to Garage), then the
+# data-path suites and the S3 suite again through segmenting relays (segrelay), and finally
 # the README's demo command at a small scale.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +20,7 @@ cargo fmt --all -- --check
 say "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
-say "building release binaries (tollgate, loadgen)"
+say "building release binaries (tollgate, loadgen, segrelay)"
 cargo build --release --workspace
 
 say "Rust unit and integration tests"
@@ -32,6 +33,18 @@ done
 
 say "real S3 clients through tollgate (Garage, s3s-fs)"
 timeout 1200 bash scripts/run-s3-tests.sh
+
+# The same data-path suites once more with every byte stream re-cut by segrelay (random pieces
+# of 1..4096 bytes, some 0..5 ms apart, reproducible from the seed): client -> tollgate and
+# tollgate -> upstream. A failure prints its seed; replay with RELAY_SEED=N scripts/test.sh or
+# TOLLGATE_TEST_RELAY=random:N cargo test --release --test NAME.
+relay="random:${RELAY_SEED:-20261201}"
+say "proxy, rate-limit, access-log suites through a segmenting relay (TOLLGATE_TEST_RELAY=$relay)"
+TOLLGATE_TEST_RELAY="$relay" timeout 600 cargo test --release --test proxy --test ratelimit \
+    --test access_log -- --test-threads=2
+
+say "real S3 clients, segmenting relays before and behind tollgate (TOLLGATE_TEST_RELAY=$relay)"
+TOLLGATE_TEST_RELAY="$relay" timeout 1200 bash scripts/run-s3-tests.sh
 
 say "the README's demo command, scaled to 6 s of load (DEMO_SCALE=0.05)"
 DEMO_SCALE=0.05 timeout 600 bash scripts/demo.sh

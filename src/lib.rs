@@ -8,6 +8,9 @@
 //! - [`identity`]: API-key extraction (5 methods, first match wins) → (key, auth method).
 //! - [`limit`]: the exact trailing-window algorithm (`window`), the per-core shard
 //!   (`table`) and key → owner-core routing (`route`). No I/O, time passed in.
+//! - [`sigverify`]: optional S3 signature verification before the limiter (SigV4 header
+//!   and presigned, SigV2 header and presigned) against a secrets table, with a per-core
+//!   signing-key cache; S3 error codes for every refusal. No I/O, time passed in.
 //! - [`runtime`]: worker threads (pinned, one monoio runtime each), the cross-core
 //!   message types (`msg`) and the SPSC ring mesh between cores (`mesh`).
 //! - [`proxy`]: the data path: accept, connection loop, limit decision, upstream pools,
@@ -27,4 +30,5 @@ pub mod identity;
 pub mod limit;
 pub mod proxy;
 pub mod runtime;
+pub mod sigverify;
 pub mod stats;

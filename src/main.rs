@@ -189,10 +189,9 @@ fn tls_builder() -> control::TlsBuilder {
     })
 }
 
-fn run(path: PathBuf, overrides: Overrides) -> Result<()> {
-    let cfg = load_with(&path, &overrides).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let cfg = Arc::new(cfg);
-    let n = cfg.workers.max(1);
+/// Every worker's listeners (plain, TLS), bound before anything starts, and logged.
+type Listeners = Vec<Vec<std::net::TcpListener>>;
+fn bind_all(cfg: &Config, n: usize) -> Result<(Listeners, Listeners)> {
     let plain = runtime::bind_listeners(&cfg.listen, n)?;
     let tls_addrs: Vec<SocketAddr> = cfg
         .tls
@@ -200,6 +199,49 @@ fn run(path: PathBuf, overrides: Overrides) -> Result<()> {
         .map(|t| t.listen.clone())
         .unwrap_or_default();
     let tls_ls = runtime::bind_listeners(&tls_addrs, n)?;
+    for (i, a) in cfg.listen.iter().enumerate() {
+        let bound = plain[0][i].local_addr()?;
+        log::info!("listening on http://{bound} (configured {a})");
+    }
+    for (i, a) in tls_addrs.iter().enumerate() {
+        let bound = tls_ls[0][i].local_addr()?;
+        log::info!("listening on https://{bound} (configured {a})");
+    }
+    Ok((plain, tls_ls))
+}
+
+/// The access-log writer thread, when `[access_log] path` is set.
+fn open_access_log(cfg: &Config) -> Result<Option<proxy::access_log::Writer>> {
+    let Some(p) = &cfg.access_log.path else {
+        return Ok(None);
+    };
+    let w = proxy::access_log::Writer::start(p, cfg.access_log.queue)
+        .with_context(|| format!("access_log.path: cannot open {}", p.display()))?;
+    log::info!("access log: {}", p.display());
+    Ok(Some(w))
+}
+
+/// Client connections per worker that fit the open-file limit; warns when that is below
+/// `http.max_connections`.
+fn connection_budget(cfg: &Config, n: usize) -> usize {
+    let budget = runtime::connection_budget(n);
+    if cfg.http.max_connections > budget {
+        log::warn!(
+            "http.max_connections = {} per worker does not fit the open-file limit \
+             (RLIMIT_NOFILE, with one upstream connection per client connection): using {} per \
+             worker; raise the limit (systemd: LimitNOFILE=) to allow more",
+            cfg.http.max_connections,
+            budget
+        );
+    }
+    budget
+}
+
+fn run(path: PathBuf, overrides: Overrides) -> Result<()> {
+    let cfg = load_with(&path, &overrides).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cfg = Arc::new(cfg);
+    let n = cfg.workers.max(1);
+    let (plain, tls_ls) = bind_all(&cfg, n)?;
     let builder = tls_builder();
     let server_tls = match &cfg.tls {
         Some(_) => Some(builder(&cfg).map_err(|e| anyhow::anyhow!("TLS: {e}"))?),
@@ -209,36 +251,11 @@ fn run(path: PathBuf, overrides: Overrides) -> Result<()> {
         Some(t) => Some(tls::build_client_config(t)?),
         None => None,
     };
-    for (i, a) in cfg.listen.iter().enumerate() {
-        let bound = plain[0][i].local_addr()?;
-        log::info!("listening on http://{bound} (configured {a})");
-    }
-    for (i, a) in tls_addrs.iter().enumerate() {
-        let bound = tls_ls[0][i].local_addr()?;
-        log::info!("listening on https://{bound} (configured {a})");
-    }
-    let access_log = match &cfg.access_log.path {
-        Some(p) => {
-            let w = proxy::access_log::Writer::start(p, cfg.access_log.queue)
-                .with_context(|| format!("access_log.path: cannot open {}", p.display()))?;
-            log::info!("access log: {}", p.display());
-            Some(w)
-        }
-        None => None,
-    };
+    let access_log = open_access_log(&cfg)?;
     let (meshes, handle) = runtime::mesh::build(n);
     let stats: Vec<Arc<CoreStats>> = (0..n).map(|_| Arc::new(CoreStats::default())).collect();
     let hasher = std::hash::RandomState::new();
-    let connection_budget = runtime::connection_budget(n);
-    if cfg.http.max_connections > connection_budget {
-        log::warn!(
-            "http.max_connections = {} per worker does not fit the open-file limit \
-             (RLIMIT_NOFILE, with one upstream connection per client connection): using {} per \
-             worker; raise the limit (systemd: LimitNOFILE=) to allow more",
-            cfg.http.max_connections,
-            connection_budget
-        );
-    }
+    let connection_budget = connection_budget(&cfg, n);
     let shared = Arc::new(Shared {
         config: cfg.clone(),
         stats: stats.clone(),

@@ -79,6 +79,8 @@ pub struct CoreStats {
     /// Upstream answers saying a request was not authenticated (its slot given back, the
     /// client address charged a failure).
     pub auth_failures: Counter,
+    /// Requests refused by `[limits.verify]`: their signature did not verify.
+    pub signature_failures: Counter,
     /// Requests refused because their client address was over its failure window.
     pub penalty_denials: Counter,
     /// New subjects refused because the table was full of entries that would deny
@@ -127,6 +129,7 @@ impl Default for CoreStats {
             client_errors_400: Default::default(),
             auth_failures: Default::default(),
             penalty_denials: Default::default(),
+            signature_failures: Default::default(),
             table_refused: Default::default(),
             connections_accepted: Default::default(),
             connections_active: Default::default(),

@@ -68,7 +68,10 @@ arrival = "poisson"
                 k.name
             );
             // The responder saw them evenly spaced: median gap ≈ 1/rate.
-            let v = &arrivals[&k.name];
+            // Arrivals come over several connections: on a busy machine two can be recorded
+            // out of order, so sort them before taking gaps.
+            let mut v = arrivals[&k.name].clone();
+            v.sort();
             let mut gaps: Vec<f64> = v.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
             gaps.sort_by(|a, b| a.partial_cmp(b).unwrap());
             let med = gaps[gaps.len() / 2];

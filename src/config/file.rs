@@ -380,8 +380,16 @@ pub struct RawLimits {
     pub refund_on_auth_failure: Option<bool>,
     #[serde(default)]
     pub penalty: RawPenalty,
+    pub verify: Option<RawVerify>,
     #[serde(default)]
     pub headers: RawHeaders,
+}
+
+/// `[limits.verify]`: signatures checked by tollgate itself.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVerify {
+    pub secrets_file: Option<String>,
 }
 
 /// `[limits.penalty]`: authentication failures per client address.

@@ -258,12 +258,23 @@ pub struct LimitsConfig {
     /// InvalidAccessKeyId, …) gives the admitted slot back to the key and counts a failure
     /// against the client address. Default true.
     pub refund_on_auth_failure: bool,
+    /// `[limits.verify]`: the secrets tollgate verifies S3 signatures with before the limiter
+    /// (None = the store alone authenticates).
+    pub verify: Option<VerifyConfig>,
     /// Authentication failures allowed per client address in the window; over it, the
     /// address is refused before it touches any key's counters. `limit` 0 = off.
     /// Default 20 per 60 s.
     pub penalty: WindowConfig,
     /// A monotonically increasing version of the limits (bumped on every successful reload).
     pub version: u64,
+}
+
+/// Signature verification in the proxy.
+#[derive(Debug, Clone)]
+pub struct VerifyConfig {
+    /// The secrets file (mode 0600: readable by its owner only).
+    pub secrets_file: PathBuf,
+    pub secrets: std::sync::Arc<crate::sigverify::Secrets>,
 }
 
 impl LimitsConfig {

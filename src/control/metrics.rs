@@ -125,6 +125,7 @@ pub fn stats_json(st: &ControlState) -> Value {
         "bad_requests": sum(s, |c| c.client_errors_400.get()),
         "auth_failures": sum(s, |c| c.auth_failures.get()),
         "penalty_denials": sum(s, |c| c.penalty_denials.get()),
+        "signature_failures": sum(s, |c| c.signature_failures.get()),
         "access_log": {
             "enabled": cfg.access_log.path.is_some(),
             "lines": sum(s, |c| c.access_log_lines.get()),
@@ -201,14 +202,162 @@ fn esc(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
+/// A family whose value is the sum of one counter over the cores: (name, type, help,
+/// label pairs, counter). One table, so adding a counter is one line.
+type Scalar = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [(&'static str, fn(&CoreStats) -> u64)],
+);
+
+/// Every family that is a plain sum of per-core counters (optionally split by one label,
+/// given as `label="value"` pairs; an empty label means no label).
+const SCALARS: &[Scalar] = &[
+    (
+        "tollgate_unlimited_requests_total",
+        "counter",
+        "Requests of methods not limited for their tier.",
+        &[("", |c| c.unlimited.iter().map(|x| x.get()).sum())],
+    ),
+    (
+        "tollgate_malformed_keys_total",
+        "counter",
+        "Requests whose key was malformed or too long (counted anonymous).",
+        &[("", |c| c.malformed_keys.get())],
+    ),
+    (
+        "tollgate_upstream_errors_total",
+        "counter",
+        "Errors generated for upstream failures, by status.",
+        &[
+            ("status=\"502\"", |c| c.upstream_errors_502.get()),
+            ("status=\"503\"", |c| c.upstream_errors_503.get()),
+            ("status=\"504\"", |c| c.upstream_errors_504.get()),
+        ],
+    ),
+    (
+        "tollgate_upstream_retries_total",
+        "counter",
+        "Requests retried on another upstream connection.",
+        &[("", |c| c.upstream_retries.get())],
+    ),
+    (
+        "tollgate_access_log_lines_total",
+        "counter",
+        "Access-log lines handed to the writer thread.",
+        &[("", |c| c.access_log_lines.get())],
+    ),
+    (
+        "tollgate_access_log_dropped_lines_total",
+        "counter",
+        "Access-log lines dropped because the writer was behind (the data path never waits).",
+        &[("", |c| c.access_log_dropped.get())],
+    ),
+    (
+        "tollgate_upstream_early_responses_total",
+        "counter",
+        "Upstream answers relayed while the request body was still being sent (both connections closed).",
+        &[("", |c| c.upstream_early_responses.get())],
+    ),
+    (
+        "tollgate_upstream_local_errors_total",
+        "counter",
+        "Upstream connects that failed for lack of a local resource (file descriptors, buffers); not counted against the node.",
+        &[("", |c| c.upstream_local_errors.get())],
+    ),
+    (
+        "tollgate_upstream_pool_discarded_total",
+        "counter",
+        "Pooled upstream connections closed instead of reused (expired, or readable or closed while idle).",
+        &[("", |c| c.upstream_pool_discarded.get())],
+    ),
+    (
+        "tollgate_connections_refused_total",
+        "counter",
+        "Client connections closed at once because the worker was at http.max_connections.",
+        &[("", |c| c.connections_refused.get())],
+    ),
+    (
+        "tollgate_connections_active",
+        "gauge",
+        "Open client connections.",
+        &[("", |c| c.connections_active.get())],
+    ),
+    (
+        "tollgate_connections_accepted_total",
+        "counter",
+        "Client connections accepted.",
+        &[("", |c| c.connections_accepted.get())],
+    ),
+    (
+        "tollgate_table_entries",
+        "gauge",
+        "Tracked rate-limit subjects, all cores.",
+        &[("", |c| c.table_entries.get())],
+    ),
+    (
+        "tollgate_table_evictions_total",
+        "counter",
+        "Idle entries evicted because a shard was full.",
+        &[("", |c| c.table_evictions.get())],
+    ),
+    (
+        "tollgate_table_forced_evictions_total",
+        "counter",
+        "Active entries evicted because a shard was full (counters lost).",
+        &[("", |c| c.table_forced_evictions.get())],
+    ),
+    (
+        "tollgate_table_refused_total",
+        "counter",
+        "New subjects denied untracked because a full shard held only entries that would deny.",
+        &[("", |c| c.table_refused.get())],
+    ),
+    (
+        "tollgate_auth_failures_total",
+        "counter",
+        "Upstream answers saying a request was not authenticated: its slot was given back and the client address charged a failure.",
+        &[("", |c| c.auth_failures.get())],
+    ),
+    (
+        "tollgate_penalty_denials_total",
+        "counter",
+        "Requests refused because their client address was over its authentication-failure window.",
+        &[("", |c| c.penalty_denials.get())],
+    ),
+    (
+        "tollgate_signature_failures_total",
+        "counter",
+        "Requests refused by [limits.verify] because their signature did not verify.",
+        &[("", |c| c.signature_failures.get())],
+    ),
+    (
+        "tollgate_cross_core_messages_total",
+        "counter",
+        "Messages sent between cores.",
+        &[("", |c| c.cross_core_sent.get())],
+    ),
+    (
+        "tollgate_limit_checks_total",
+        "counter",
+        "Limit checks by where they ran.",
+        &[
+            ("path=\"local\"", |c| c.local_checks.get()),
+            ("path=\"remote\"", |c| c.remote_checks.get()),
+        ],
+    ),
+];
+
+fn family(o: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
 /// Prometheus text exposition format 0.0.4.
 pub fn prometheus(st: &ControlState) -> String {
     let cfg = st.current();
     let s = &st.stats;
     let mut o = String::new();
-    let family = |o: &mut String, name: &str, kind: &str, help: &str| {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    };
     family(
         &mut o,
         "tollgate_requests_total",
@@ -216,47 +365,10 @@ pub fn prometheus(st: &ControlState) -> String {
         "Requests received, by method.",
     );
     for (i, m) in METHOD_NAMES.iter().enumerate() {
-        let _ = writeln!(
-            o,
-            "tollgate_requests_total{{method=\"{m}\"}} {}",
-            sum(s, |c| c.requests[i].get())
-        );
+        let v = sum(s, |c| c.requests[i].get());
+        let _ = writeln!(o, "tollgate_requests_total{{method=\"{m}\"}} {v}");
     }
-    family(
-        &mut o,
-        "tollgate_decisions_total",
-        "counter",
-        "Rate-limit decisions by tier, method and outcome.",
-    );
-    for (ti, t) in cfg.limits.tiers.iter().enumerate() {
-        for (mi, m) in METHOD_NAMES.iter().enumerate().take(METHODS) {
-            for (label, f) in [("admitted", 0usize), ("denied", 1), ("shadow_denied", 2)] {
-                let v = sum(s, |c| {
-                    tier_stat(c, (ti, cfg.limits.tiers.len()), mi, |x| {
-                        [x.admitted.get(), x.denied.get(), x.shadow_denied.get()][f]
-                    })
-                });
-                if v > 0 || (mi < 2 && f < 2) {
-                    let _ = writeln!(
-                        o,
-                        "tollgate_decisions_total{{tier=\"{}\",method=\"{m}\",decision=\"{label}\"}} {v}",
-                        esc(&t.name)
-                    );
-                }
-            }
-        }
-    }
-    family(
-        &mut o,
-        "tollgate_unlimited_requests_total",
-        "counter",
-        "Requests of methods not limited for their tier.",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_unlimited_requests_total {}",
-        sum(s, |c| c.unlimited.iter().map(|x| x.get()).sum())
-    );
+    decisions(&mut o, st);
     family(
         &mut o,
         "tollgate_auth_method_total",
@@ -264,23 +376,9 @@ pub fn prometheus(st: &ControlState) -> String {
         "How the API key was found.",
     );
     for (i, a) in AUTH_NAMES.iter().enumerate() {
-        let _ = writeln!(
-            o,
-            "tollgate_auth_method_total{{auth_method=\"{a}\"}} {}",
-            sum(s, |c| c.auth_methods[i].get())
-        );
+        let v = sum(s, |c| c.auth_methods[i].get());
+        let _ = writeln!(o, "tollgate_auth_method_total{{auth_method=\"{a}\"}} {v}");
     }
-    family(
-        &mut o,
-        "tollgate_malformed_keys_total",
-        "counter",
-        "Requests whose key was malformed or too long (counted anonymous).",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_malformed_keys_total {}",
-        sum(s, |c| c.malformed_keys.get())
-    );
     family(
         &mut o,
         "tollgate_responses_total",
@@ -291,225 +389,20 @@ pub fn prometheus(st: &ControlState) -> String {
         .iter()
         .enumerate()
     {
-        let _ = writeln!(
-            o,
-            "tollgate_responses_total{{class=\"{cl}\"}} {}",
-            sum(s, |c| c.responses[i].get())
-        );
+        let v = sum(s, |c| c.responses[i].get());
+        let _ = writeln!(o, "tollgate_responses_total{{class=\"{cl}\"}} {v}");
     }
-    family(
-        &mut o,
-        "tollgate_upstream_errors_total",
-        "counter",
-        "Errors generated for upstream failures, by status.",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_upstream_errors_total{{status=\"502\"}} {}",
-        sum(s, |c| c.upstream_errors_502.get())
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_upstream_errors_total{{status=\"503\"}} {}",
-        sum(s, |c| c.upstream_errors_503.get())
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_upstream_errors_total{{status=\"504\"}} {}",
-        sum(s, |c| c.upstream_errors_504.get())
-    );
-    family(
-        &mut o,
-        "tollgate_upstream_retries_total",
-        "counter",
-        "Requests retried on another upstream connection.",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_upstream_retries_total {}",
-        sum(s, |c| c.upstream_retries.get())
-    );
-    family(
-        &mut o,
-        "tollgate_access_log_lines_total",
-        "counter",
-        "Access-log lines handed to the writer thread.",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_access_log_lines_total {}",
-        sum(s, |c| c.access_log_lines.get())
-    );
-    family(
-        &mut o,
-        "tollgate_access_log_dropped_lines_total",
-        "counter",
-        "Access-log lines dropped because the writer was behind (the data path never waits).",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_access_log_dropped_lines_total {}",
-        sum(s, |c| c.access_log_dropped.get())
-    );
-    family(
-        &mut o,
-        "tollgate_upstream_early_responses_total",
-        "counter",
-        "Upstream answers relayed while the request body was still being sent (both connections closed).",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_upstream_early_responses_total {}",
-        sum(s, |c| c.upstream_early_responses.get())
-    );
-    family(
-        &mut o,
-        "tollgate_upstream_local_errors_total",
-        "counter",
-        "Upstream connects that failed for lack of a local resource (file descriptors, buffers); not counted against the node.",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_upstream_local_errors_total {}",
-        sum(s, |c| c.upstream_local_errors.get())
-    );
-    family(
-        &mut o,
-        "tollgate_upstream_pool_discarded_total",
-        "counter",
-        "Pooled upstream connections closed instead of reused (expired, or readable or closed while idle).",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_upstream_pool_discarded_total {}",
-        sum(s, |c| c.upstream_pool_discarded.get())
-    );
-    family(
-        &mut o,
-        "tollgate_connections_refused_total",
-        "counter",
-        "Client connections closed at once because the worker was at http.max_connections.",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_connections_refused_total {}",
-        sum(s, |c| c.connections_refused.get())
-    );
-    family(
-        &mut o,
-        "tollgate_connections_active",
-        "gauge",
-        "Open client connections.",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_connections_active {}",
-        sum(s, |c| c.connections_active.get())
-    );
-    family(
-        &mut o,
-        "tollgate_connections_accepted_total",
-        "counter",
-        "Client connections accepted.",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_connections_accepted_total {}",
-        sum(s, |c| c.connections_accepted.get())
-    );
-    family(
-        &mut o,
-        "tollgate_table_entries",
-        "gauge",
-        "Tracked rate-limit subjects, all cores.",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_table_entries {}",
-        sum(s, |c| c.table_entries.get())
-    );
-    family(
-        &mut o,
-        "tollgate_table_evictions_total",
-        "counter",
-        "Idle entries evicted because a shard was full.",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_table_evictions_total {}",
-        sum(s, |c| c.table_evictions.get())
-    );
-    family(
-        &mut o,
-        "tollgate_table_forced_evictions_total",
-        "counter",
-        "Active entries evicted because a shard was full (counters lost).",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_table_forced_evictions_total {}",
-        sum(s, |c| c.table_forced_evictions.get())
-    );
-    family(
-        &mut o,
-        "tollgate_table_refused_total",
-        "counter",
-        "New subjects denied untracked because a full shard held only entries that would deny.",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_table_refused_total {}",
-        sum(s, |c| c.table_refused.get())
-    );
-    family(
-        &mut o,
-        "tollgate_auth_failures_total",
-        "counter",
-        "Upstream answers saying a request was not authenticated: its slot was given back and the client address charged a failure.",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_auth_failures_total {}",
-        sum(s, |c| c.auth_failures.get())
-    );
-    family(
-        &mut o,
-        "tollgate_penalty_denials_total",
-        "counter",
-        "Requests refused because their client address was over its authentication-failure window.",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_penalty_denials_total {}",
-        sum(s, |c| c.penalty_denials.get())
-    );
-    family(
-        &mut o,
-        "tollgate_cross_core_messages_total",
-        "counter",
-        "Messages sent between cores.",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_cross_core_messages_total {}",
-        sum(s, |c| c.cross_core_sent.get())
-    );
-    family(
-        &mut o,
-        "tollgate_limit_checks_total",
-        "counter",
-        "Limit checks by where they ran.",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_limit_checks_total{{path=\"local\"}} {}",
-        sum(s, |c| c.local_checks.get())
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_limit_checks_total{{path=\"remote\"}} {}",
-        sum(s, |c| c.remote_checks.get())
-    );
+    for (name, kind, help, series) in SCALARS {
+        family(&mut o, name, kind, help);
+        for (label, get) in *series {
+            let v = sum(s, get);
+            if label.is_empty() {
+                let _ = writeln!(o, "{name} {v}");
+            } else {
+                let _ = writeln!(o, "{name}{{{label}}} {v}");
+            }
+        }
+    }
     family(
         &mut o,
         "tollgate_config_version",
@@ -523,10 +416,39 @@ pub fn prometheus(st: &ControlState) -> String {
         "counter",
         "Reloads rejected (old config kept).",
     );
-    let _ = writeln!(
-        o,
-        "tollgate_config_reload_failures_total {}",
-        st.reload_failures.load(Ordering::Relaxed)
-    );
+    let failures = st.reload_failures.load(Ordering::Relaxed);
+    let _ = writeln!(o, "tollgate_config_reload_failures_total {failures}");
     o
+}
+
+/// `tollgate_decisions_total` by tier, method and outcome (GET/PUT admitted and denied
+/// always present, the others when non-zero).
+fn decisions(o: &mut String, st: &ControlState) {
+    let cfg = st.current();
+    let s = &st.stats;
+    family(
+        o,
+        "tollgate_decisions_total",
+        "counter",
+        "Rate-limit decisions by tier, method and outcome.",
+    );
+    let n = cfg.limits.tiers.len();
+    for (ti, t) in cfg.limits.tiers.iter().enumerate() {
+        for (mi, m) in METHOD_NAMES.iter().enumerate().take(METHODS) {
+            for (label, f) in [("admitted", 0usize), ("denied", 1), ("shadow_denied", 2)] {
+                let v = sum(s, |c| {
+                    tier_stat(c, (ti, n), mi, |x| {
+                        [x.admitted.get(), x.denied.get(), x.shadow_denied.get()][f]
+                    })
+                });
+                if v > 0 || (mi < 2 && f < 2) {
+                    let tier = esc(&t.name);
+                    let _ = writeln!(
+                        o,
+                        "tollgate_decisions_total{{tier=\"{tier}\",method=\"{m}\",decision=\"{label}\"}} {v}"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -184,6 +184,9 @@ fn watched_files(cfg: &Config) -> (Vec<PathBuf>, Vec<PathBuf>) {
     if let Some(k) = &cfg.limits.keys_file {
         conf.push(k.clone());
     }
+    if let Some(v) = &cfg.limits.verify {
+        conf.push(v.secrets_file.clone());
+    }
     let mut certs = Vec::new();
     if let Some(t) = &cfg.tls {
         for c in &t.certs {

@@ -189,6 +189,8 @@ pub struct Worker {
     connection_budget: usize,
     req_counter: Cell<u64>,
     instance: u64,
+    /// Signing keys of `[limits.verify]`, made on first use (None until then).
+    pub sig_cache: RefCell<Option<crate::sigverify::SigningKeyCache>>,
     /// This core's access-log buffer (None = log off).
     pub alog: RefCell<Option<access_log::CoreLog>>,
 }
@@ -327,6 +329,7 @@ pub async fn run_worker(init: WorkerInit, shared: Arc<Shared>) {
         connection_budget: shared.connection_budget,
         req_counter: Cell::new(0),
         instance: shared.instance,
+        sig_cache: RefCell::new(None),
         alog: RefCell::new(shared.access_log.clone().map(|tx| {
             access_log::CoreLog::new(
                 tx,

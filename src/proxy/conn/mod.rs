@@ -320,7 +320,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         }
         let adm = match self.admit(snap, req).await {
             Ok(adm) => adm,
-            Err(what) => return self.refuse_two_keys(req, what).await,
+            Err(why) => return self.refuse(req, why).await,
         };
         if let Some(d) = adm.denial() {
             return self.deny(snap, req, &adm, &d).await;
