@@ -15,6 +15,9 @@
 //!   message types (`msg`) and the SPSC ring mesh between cores (`mesh`).
 //! - [`proxy`]: the data path: accept, connection loop, limit decision, upstream pools,
 //!   health checks, TLS. Never imports `control`.
+//! - [`cluster`]: active-active, the I/O half: one sync thread per instance holding the
+//!   Redis connection, exchanging batched deltas and views with the cores over rings (the
+//!   algorithm itself is pure, in `limit::cluster`). Never imports `proxy` or `control`.
 //! - [`control`]: the control thread: signals, reload, admin API, metrics. Never imports `proxy`.
 //! - [`stats`]: per-core counters (written by their core only) and their aggregation.
 
@@ -23,6 +26,7 @@
 // exempt (it is not the data path); so are the binary and the integration tests (Cargo.toml).
 #![cfg_attr(not(test), deny(clippy::disallowed_types))]
 
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod http;

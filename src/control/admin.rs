@@ -220,8 +220,18 @@ fn route(admin: &Admin, req: &AdminRequest) -> Reply {
     let state = &admin.state;
     match (req.method.as_str(), req.path.as_slice()) {
         ("GET", b"/health") => {
+            let closed = state
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.mode.get() == crate::limit::cluster::Mode::Closed.code());
             if state.shutting_down.load(Ordering::SeqCst) {
                 Reply::text(503, "shutting down\n")
+            } else if closed {
+                // on_store_failure = "closed": every limited request is denied.
+                Reply::text(
+                    503,
+                    "cluster store unreachable (on_store_failure = closed)\n",
+                )
             } else {
                 Reply::text(200, "ok\n")
             }
@@ -310,6 +320,10 @@ fn entry_json(e: &EntrySnapshot, tiers: &[crate::config::TierConfig]) -> serde_j
         "tier": tier,
         "sustained_count": e.sustained_count,
         "burst_count": e.burst_count,
+        "others_sustained": e.others[0],
+        "others_burst": e.others[1],
+        "global_sustained": e.sustained_count.saturating_add(e.others[0]),
+        "global_burst": e.burst_count.saturating_add(e.others[1]),
         "idle": e.idle,
     })
 }

@@ -1,7 +1,9 @@
 //! Aggregation of the per-core counters into JSON (`/stats`), a human page and the
-//! Prometheus text format (`/metrics`).
+//! Prometheus text format (`/metrics`); the active-active figures in `cluster`.
 //!
 //! Owns: rendering. Reads `CoreStats` (single-writer counters) — never writes them.
+
+mod cluster;
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -147,6 +149,7 @@ pub fn stats_json(st: &ControlState) -> Value {
             "messages_received": sum(s, |c| c.cross_core_received.get()),
             "batches": sum(s, |c| c.cross_core_batches.get()),
         },
+        "cluster": cluster::json(st),
         "cores": cores,
     })
 }
@@ -418,6 +421,7 @@ pub fn prometheus(st: &ControlState) -> String {
     );
     let failures = st.reload_failures.load(Ordering::Relaxed);
     let _ = writeln!(o, "tollgate_config_reload_failures_total {failures}");
+    cluster::prometheus(&mut o, st);
     o
 }
 

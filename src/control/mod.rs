@@ -45,6 +45,8 @@ pub struct ControlState {
     pub last_reload_error: Mutex<Option<String>>,
     pub shutting_down: AtomicBool,
     pub started: std::time::Instant,
+    /// The sync thread's figures when `[cluster]` is on.
+    pub cluster: Option<Arc<crate::stats::ClusterStats>>,
 }
 
 impl ControlState {
@@ -89,6 +91,10 @@ impl ControlState {
                         old.access_log.path
                     );
                     cfg.access_log = old.access_log.clone();
+                }
+                if cfg.cluster != old.cluster {
+                    log::warn!("reload: [cluster] changes need a restart; keeping the running one");
+                    cfg.cluster = old.cluster.clone();
                 }
                 let cfg = Arc::new(cfg);
                 for core in 0..self.cores.cores() {

@@ -4,8 +4,9 @@
 //! the tests drive these types with time passed in.
 //!
 //! Owns: the coarse sub-buckets of the shared view ([`Coarse`]), what a shard enforces
-//! for the other instances ([`Mode`], [`others_for`]), a shard entry's remote view
-//! ([`Remote`]), one tick's exchange with the store ([`Batch`], [`Reply`]), the store's
+//! for the other instances ([`Mode`], [`others_for`], the failure policy [`Link`]), a
+//! shard entry's remote view ([`Remote`]), one tick's exchange with the store ([`Batch`],
+//! [`Reply`]), the store's
 //! semantics ([`MemStore`]: exactly what `src/cluster/sync.lua` does, used by the
 //! simulation and checked against real Redis), and the sync thread's bookkeeping
 //! ([`Tracker`]). Must not touch: sockets, threads, Redis, clocks.
@@ -20,13 +21,18 @@
 //! ([`Remote`]'s pending count) and handed to the sync thread every
 //! [`FLUSH_MS`] (one ring message per key that admitted something); denied requests never
 //! go anywhere. Every `sync_interval` the sync thread makes **one** script call: it
-//! pushes the deltas (per key and coarse sub-bucket of both windows: `HINCRBY` of the
-//! total and of the instance's own field, `PEXPIRE` until the sub-bucket has left the
-//! window) and reads back, per key, the others' admissions in every sub-bucket that
-//! intersects each window (`total − own`), which go back to the owner core. A sub-bucket
-//! is counted whole while any part of it is inside the window, and a delta is attributed
-//! to the sub-bucket of its flush time (never earlier than the admissions), so the view
-//! only ever over-counts the others' admissions that it has seen.
+//! pushes the instance's own admissions per key and coarse sub-bucket of both windows —
+//! as cumulative counts: the instance's field of the sub-bucket's hash is raised to the
+//! count (never lowered), the total field by as much, `PEXPIRE` until the sub-bucket has
+//! left the window — and reads back, per key, the others' admissions in every sub-bucket
+//! that intersects each window (`total − own`), which go back to the owner core.
+//! Cumulative counts make every call idempotent: a call that timed out but still ran
+//! (a stopped Redis runs its queued calls when continued), replayed or late, never
+//! counts an admission twice (`tests/cluster.rs` saw 6× over-counting with increments).
+//! A sub-bucket is counted whole while any part of it is inside the window, and an
+//! admission is attributed to the sub-bucket of its flush time (never earlier than the
+//! admission), so the view only ever over-counts the others' admissions that it has
+//! seen.
 //!
 //! Keys synced: every key with an admission on this instance within its sustained
 //! window, and every key whose others' view is not zero yet; each such key every tick
@@ -74,17 +80,20 @@
 //! three ticks), the instance enforces the configured [`Mode`] instead of the view:
 //! `local_share` (each instance `L / alive`, `alive` from the last membership seen),
 //! `open` (each instance the whole limit) or `closed` (deny every limited request).
-//! Deltas are kept ([`Tracker`], at most [`MAX_PENDING`] key-sub-buckets, beyond that
-//! new ones are dropped and counted) and pushed again with the next successful tick;
-//! deltas older than every window are dropped (the store would ignore them). A store
-//! restarted empty just has fewer admissions in it: each instance's own next pushes
-//! rebuild the counts (what was admitted before the restart is forgotten).
+//! Own counts are kept ([`Tracker`], at most [`MAX_PENDING`] key × window × sub-bucket
+//! counts, beyond that new admissions are dropped and counted) and sent with the next
+//! successful tick; counts of sub-buckets outside every window are dropped (the store
+//! would ignore them). After a failed tick the next call sends **every** live count, not
+//! only the unconfirmed ones, and so does every [`FULL_EVERY`]th tick: a store restarted
+//! empty (or failed over) holds every instance's admissions of the current windows again
+//! after one tick of each.
 //!
 //! # Memory
 //!
 //! A [`Remote`] is 16 bytes per tracked key of the shard (only with `[cluster]` on: the
 //! slab stays empty otherwise), beside the 74-byte entry. The sync thread keeps, per
-//! key synced, the key, its coarse geometry and the deltas not yet in the store.
+//! key synced, the key, its coarse geometry and its own count per live sub-bucket (at
+//! most 13 + 11 with the default windows, 24 bytes each).
 
 use std::collections::HashMap;
 
@@ -98,7 +107,7 @@ pub const FLUSH_MS: u64 = 10;
 pub const BURST_SUB_BUCKETS: u64 = 10;
 /// Sub-buckets per sustained window (at least; a multiple of the burst width).
 pub const SUSTAINED_SUB_BUCKETS: u64 = 12;
-/// Most deltas (key × sub-bucket) the sync thread keeps while the store is away.
+/// Most own sub-bucket counts (key × window × live sub-bucket) the sync thread holds.
 pub const MAX_PENDING: usize = 262_144;
 /// A hash of the store lives this much longer than its sub-bucket stays in a window.
 pub const EXPIRE_MARGIN_MS: u64 = 1000;
@@ -119,10 +128,12 @@ pub struct Coarse {
 
 impl Coarse {
     pub fn of(lim: &TierLimits) -> Coarse {
-        let w = [
-            (lim.sustained().length_ms as u64).max(1),
-            (lim.burst().length_ms as u64).max(1),
-        ];
+        Coarse::from_windows([lim.sustained().length_ms, lim.burst().length_ms])
+    }
+
+    /// The sub-buckets of windows of `w` ms (sustained, burst).
+    pub fn from_windows(w: [u32; 2]) -> Coarse {
+        let w = w.map(|x| (x as u64).max(1));
         let gb = w[1].div_ceil(BURST_SUB_BUCKETS);
         let gs = gb * w[0].div_ceil(SUSTAINED_SUB_BUCKETS).div_ceil(gb);
         Coarse { w, g: [gs, gb] }
@@ -169,14 +180,27 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub fn name(self) -> &'static str {
+    /// Number for stats: 0 alone, 1 synced, 2 local_share, 3 open, 4 closed.
+    pub fn code(self) -> u64 {
         match self {
-            Mode::Alone => "alone",
-            Mode::Synced => "synced",
-            Mode::LocalShare { .. } => "local_share",
-            Mode::Open => "open",
-            Mode::Closed => "closed",
+            Mode::Alone => 0,
+            Mode::Synced => 1,
+            Mode::LocalShare { .. } => 2,
+            Mode::Open => 3,
+            Mode::Closed => 4,
         }
+    }
+
+    /// The name of a [`code`](Self::code).
+    pub fn name_of(code: u64) -> &'static str {
+        ["alone", "synced", "local_share", "open", "closed"]
+            .get(code as usize)
+            .copied()
+            .unwrap_or("unknown")
+    }
+
+    pub fn name(self) -> &'static str {
+        Mode::name_of(self.code())
     }
 }
 
@@ -290,13 +314,16 @@ impl Default for Remote {
     }
 }
 
-/// One key of a tick's script call: its deltas (cluster time they are attributed to,
-/// count) and its windows.
+/// One key of a tick's script call: per window (sustained, burst), this instance's own
+/// admissions in each of its sub-buckets so far — cumulative counts, not deltas, so that a
+/// call the store runs twice (a timed-out call the server still executes, then the replay)
+/// or late counts nothing twice.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BatchKey {
     pub subject: Box<[u8]>,
     pub coarse: Coarse,
-    pub deltas: Vec<(u64, u32)>,
+    /// `(sub-bucket, own count)` per window.
+    pub counts: [Vec<(u64, u32)>; 2],
 }
 
 /// One tick's script call.
@@ -307,9 +334,12 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// Deltas (key × attribution) in this call.
+    /// Sub-bucket counts (key × window × sub-bucket) in this call.
     pub fn deltas(&self) -> usize {
-        self.keys.iter().map(|k| k.deltas.len()).sum()
+        self.keys
+            .iter()
+            .map(|k| k.counts[0].len() + k.counts[1].len())
+            .sum()
     }
 }
 
@@ -363,9 +393,10 @@ impl MemStore {
         self.hashes.get_mut(name)
     }
 
-    /// One script call by instance `inst` at store time `now` (the batch's `now` is the
-    /// instance's clock, which the script uses for sub-buckets; `alive_ttl` ms without a
-    /// call ends a membership).
+    /// One script call by instance `inst` (the batch's `now` is the instance's clock,
+    /// which the script uses for sub-buckets and expiry; `alive_ttl` ms without a call
+    /// ends a membership). Per sub-bucket: the instance's field is raised to its count
+    /// (never lowered) and the total by as much.
     pub fn eval(&mut self, inst: &str, alive_ttl: u64, b: &Batch) -> Reply {
         let now = b.now;
         self.members.insert(inst.to_string(), now);
@@ -375,9 +406,8 @@ impl MemStore {
             others: Vec::with_capacity(b.keys.len()),
         };
         for k in &b.keys {
-            for &(t, c) in &k.deltas {
-                for i in 0..2 {
-                    let sb = t / k.coarse.g[i];
+            for (i, counts) in k.counts.iter().enumerate() {
+                for &(sb, v) in counts {
                     let ttl = k.coarse.ttl(i, sb, now);
                     if ttl == 0 {
                         continue;
@@ -385,9 +415,12 @@ impl MemStore {
                     let name = bucket_name(&k.subject, i, sb);
                     self.live_hash(&name, now);
                     let h = self.hashes.entry(name).or_default();
-                    *h.fields.entry(TOTAL_FIELD.to_string()).or_default() += c as i64;
-                    *h.fields.entry(inst.to_string()).or_default() += c as i64;
-                    h.expire_at = now + ttl;
+                    let cur = h.fields.get(inst).copied().unwrap_or(0);
+                    if (v as i64) > cur {
+                        *h.fields.entry(TOTAL_FIELD.to_string()).or_default() += v as i64 - cur;
+                        h.fields.insert(inst.to_string(), v as i64);
+                        h.expire_at = now + ttl;
+                    }
                 }
             }
             let mut others = [0u32; 2];
@@ -416,16 +449,22 @@ pub struct Notice {
     pub others: [u32; 2],
 }
 
+/// One sub-bucket of a key's own admissions: its index, the count, and how much of it
+/// the store has confirmed.
+#[derive(Clone, Copy, Debug)]
+struct Own {
+    sb: u64,
+    count: u32,
+    confirmed: u32,
+}
+
 #[derive(Debug)]
 struct Tracked {
     tier: u16,
     core: u16,
     coarse: Coarse,
-    /// Deltas not yet confirmed by the store: (attribution time, count), in time order,
-    /// one per burst sub-bucket.
-    deltas: Vec<(u64, u32)>,
-    /// How many of `deltas` are in the script call under way (never merged into).
-    in_flight: usize,
+    /// Own admissions per live sub-bucket of each window, oldest first.
+    own: [Vec<Own>; 2],
     /// Latest attribution time of an own admission.
     last_local: u64,
     /// Others' admissions as last read, and as last told to the core.
@@ -434,21 +473,39 @@ struct Tracked {
 }
 
 impl Tracked {
+    fn unconfirmed(&self) -> usize {
+        self.own
+            .iter()
+            .flatten()
+            .filter(|o| o.count > o.confirmed)
+            .count()
+    }
+
     fn idle(&self, now: u64) -> bool {
-        self.deltas.is_empty()
+        self.unconfirmed() == 0
             && self.others == [0, 0]
             && self.told == [0, 0]
             && self.last_local + self.coarse.w[0] + self.coarse.g[0] <= now
     }
 }
 
-/// The sync thread's bookkeeping: which keys are synced, their deltas not yet in the
-/// store (kept across failures, bounded), and what each owner core was last told.
+/// Ticks between two calls that send every live count (not only the unconfirmed ones),
+/// so that a store that lost data without an error (a failover) is filled again.
+pub const FULL_EVERY: u64 = 50;
+
+/// The sync thread's bookkeeping: which keys are synced, their own admissions per live
+/// sub-bucket (bounded) and which of those the store has, and what each owner core was
+/// last told.
 #[derive(Debug, Default)]
 pub struct Tracker {
     keys: HashMap<Box<[u8]>, Tracked>,
-    pending: usize,
-    /// Deltas dropped because [`MAX_PENDING`] were already waiting.
+    /// Sub-bucket counts held (all keys).
+    held: usize,
+    /// Send every live count in the next call (after a failure: the store may have been
+    /// restarted empty, or have run a timed-out call).
+    full: bool,
+    ticks: u64,
+    /// Admissions dropped because [`MAX_PENDING`] sub-bucket counts were already held.
     pub dropped: u64,
 }
 
@@ -462,9 +519,9 @@ impl Tracker {
         self.keys.is_empty()
     }
 
-    /// Deltas waiting for the store.
+    /// Sub-bucket counts the store has not confirmed yet.
     pub fn pending(&self) -> usize {
-        self.pending
+        self.keys.values().map(Tracked::unconfirmed).sum()
     }
 
     /// `count` admissions of `subject` (tier `tier`, owned by `core`) handed over at
@@ -478,15 +535,14 @@ impl Tracker {
         at: u64,
         count: u32,
     ) {
-        let full = self.pending >= MAX_PENDING;
+        let held = self.held;
         let t = match self.keys.get_mut(subject) {
             Some(t) => t,
             None => self.keys.entry(subject.into()).or_insert(Tracked {
                 tier,
                 core,
                 coarse,
-                deltas: Vec::new(),
-                in_flight: 0,
+                own: [Vec::new(), Vec::new()],
                 last_local: at,
                 others: [0, 0],
                 told: [0, 0],
@@ -494,71 +550,88 @@ impl Tracker {
         };
         (t.tier, t.core, t.coarse) = (tier, core, coarse);
         t.last_local = t.last_local.max(at);
-        let gb = t.coarse.g[1];
-        let mergeable = t.deltas.len() > t.in_flight;
-        match t.deltas.last_mut() {
-            Some((last, c)) if mergeable && *last / gb == at / gb => {
-                *last = (*last).max(at);
-                *c = c.saturating_add(count);
-            }
-            _ if full => self.dropped += 1,
-            _ => {
-                t.deltas.push((at, count));
-                self.pending += 1;
+        for (i, own) in t.own.iter_mut().enumerate() {
+            let sb = at / t.coarse.g[i];
+            match own.iter_mut().rev().find(|o| o.sb == sb) {
+                Some(o) => o.count = o.count.saturating_add(count),
+                None if held >= MAX_PENDING => self.dropped += u64::from(count),
+                None => {
+                    let at = own.partition_point(|o| o.sb < sb);
+                    own.insert(
+                        at,
+                        Own {
+                            sb,
+                            count,
+                            confirmed: 0,
+                        },
+                    );
+                    self.held += 1;
+                }
             }
         }
     }
 
-    /// The script call for a tick at `now`: every key synced, with all its deltas (those
-    /// older than every window dropped first). Keys gone idle stop being synced (their
-    /// cores were told zero already). Answer with [`confirm`](Self::confirm) or
-    /// [`failed`](Self::failed).
+    /// The script call for a tick at `now`: every key synced, with its unconfirmed
+    /// counts (every live count after a failure and every [`FULL_EVERY`] ticks); counts
+    /// of sub-buckets outside every window are dropped first. Keys gone idle stop being
+    /// synced (their cores were told zero already). Answer with
+    /// [`confirm`](Self::confirm) or [`failed`](Self::failed).
     pub fn batch(&mut self, now: u64) -> Batch {
+        self.ticks += 1;
+        let full = self.full || self.ticks % FULL_EVERY == 0;
         let mut batch = Batch {
             now,
             keys: Vec::with_capacity(self.keys.len()),
         };
-        let mut pruned = 0;
+        let mut held = 0;
         self.keys.retain(|subject, t| {
-            let before = t.deltas.len();
             let c = t.coarse;
-            t.deltas.retain(|&(at, _)| c.alive(0, at / c.g[0], now));
-            pruned += before - t.deltas.len();
+            for (i, own) in t.own.iter_mut().enumerate() {
+                own.retain(|o| c.alive(i, o.sb, now));
+                held += own.len();
+            }
             if t.idle(now) {
+                held -= t.own[0].len() + t.own[1].len();
                 return false;
             }
-            t.in_flight = t.deltas.len();
+            let pick = |own: &Vec<Own>| -> Vec<(u64, u32)> {
+                own.iter()
+                    .filter(|o| full || o.count > o.confirmed)
+                    .map(|o| (o.sb, o.count))
+                    .collect()
+            };
             batch.keys.push(BatchKey {
                 subject: subject.clone(),
-                coarse: t.coarse,
-                deltas: t.deltas.clone(),
+                coarse: c,
+                counts: [pick(&t.own[0]), pick(&t.own[1])],
             });
             true
         });
-        self.pending -= pruned;
+        self.held = held;
         batch
     }
 
-    /// The script call failed: its deltas stay, for the next one.
+    /// The call failed: the next one sends every live count.
     pub fn failed(&mut self) {
-        for t in self.keys.values_mut() {
-            t.in_flight = 0;
-        }
+        self.full = true;
     }
 
-    /// The store answered `reply` to `batch`: its deltas are in, the views are new.
+    /// The store answered `reply` to `batch`: its counts are in, the views are new.
     /// Returns a notice for every core whose view of a key changed.
     pub fn confirm(&mut self, batch: &Batch, reply: &Reply) -> Vec<Notice> {
+        self.full = false;
         let mut out = Vec::new();
         for (k, others) in batch.keys.iter().zip(&reply.others) {
             let Some(t) = self.keys.get_mut(&k.subject) else {
                 continue;
             };
-            // Deltas added since the batch was built are kept (they come after these).
-            let sent = t.in_flight.min(t.deltas.len());
-            t.deltas.drain(..sent);
-            t.in_flight = 0;
-            self.pending -= sent;
+            for (own, sent) in t.own.iter_mut().zip(&k.counts) {
+                for &(sb, v) in sent {
+                    if let Some(o) = own.iter_mut().find(|o| o.sb == sb) {
+                        o.confirmed = o.confirmed.max(v);
+                    }
+                }
+            }
             t.others = *others;
             if t.told != t.others {
                 t.told = t.others;

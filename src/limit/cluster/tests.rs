@@ -250,7 +250,7 @@ fn denied_requests_never_reach_the_store_and_idle_keys_are_not_synced() {
             keys: vec![BatchKey {
                 subject: KEY.into(),
                 coarse: sim.coarse,
-                deltas: vec![],
+                counts: [vec![], vec![]],
             }],
         },
     );
@@ -307,7 +307,7 @@ fn store_failure_applies_the_policy_within_three_ticks_and_replays_the_deltas() 
             keys: vec![BatchKey {
                 subject: KEY.into(),
                 coarse: sim.coarse,
-                deltas: vec![],
+                counts: [vec![], vec![]],
             }],
         },
     );
