@@ -26,6 +26,13 @@ cargo build --release --workspace
 say "Rust unit and integration tests"
 timeout 1200 cargo test --workspace --release -- --test-threads=2
 
+say "data-path suites on the epoll driver too (MONOIO_FORCE_LEGACY_DRIVER=1: where io_uring is unavailable)"
+MONOIO_FORCE_LEGACY_DRIVER=1 timeout 600 cargo test --release --test proxy --test ratelimit \
+    --test wire -- --test-threads=2
+
+say "fuzz targets (request head, chunked body): the committed corpus plus 200,000 mutations each, at most 120 s"
+FUZZ_CASES=200000 FUZZ_SECS=120 timeout 300 cargo test --release --test fuzz_replay
+
 say "memory per tracked key: 1,000,000 keys in one shard, alone in its process (target <= 64 B beyond the key)"
 for t in rss_one_million_keys rss_one_million_garage_keys; do
     timeout 300 cargo test --release --lib "limit::table::tests::$t" -- --ignored --exact --nocapture
@@ -39,9 +46,9 @@ timeout 1200 bash scripts/run-s3-tests.sh
 # tollgate -> upstream. A failure prints its seed; replay with RELAY_SEED=N scripts/test.sh or
 # TOLLGATE_TEST_RELAY=random:N cargo test --release --test NAME.
 relay="random:${RELAY_SEED:-20261201}"
-say "proxy, rate-limit, access-log suites through a segmenting relay (TOLLGATE_TEST_RELAY=$relay)"
+say "data-path suites through a segmenting relay (TOLLGATE_TEST_RELAY=$relay)"
 TOLLGATE_TEST_RELAY="$relay" timeout 600 cargo test --release --test proxy --test ratelimit \
-    --test access_log -- --test-threads=2
+    --test access_log --test wire --test hostile --test admin -- --test-threads=2
 
 say "real S3 clients, segmenting relays before and behind tollgate (TOLLGATE_TEST_RELAY=$relay)"
 TOLLGATE_TEST_RELAY="$relay" timeout 1200 bash scripts/run-s3-tests.sh

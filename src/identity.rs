@@ -55,6 +55,8 @@
 //! `X-API-Key` of its choice and pick the bucket it is counted in. Work and memory are
 //! bounded: decoding stops at `max_key_len + 1` bytes in the caller's 256-byte scratch.
 
+use crate::http::pct::hex_digit;
+
 /// How the key was found (`as usize` indexes per-method stats in this order).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AuthMethod {
@@ -281,8 +283,8 @@ fn query_name(raw: &[u8]) -> Option<usize> {
     let mut i = 0;
     while i < raw.len() {
         let b = if raw[i] == b'%' {
-            let hi = raw.get(i + 1).copied().and_then(hex)?;
-            let lo = raw.get(i + 2).copied().and_then(hex)?;
+            let hi = raw.get(i + 1).copied().and_then(hex_digit)?;
+            let lo = raw.get(i + 2).copied().and_then(hex_digit)?;
             i += 3;
             hi << 4 | lo
         } else {
@@ -338,15 +340,6 @@ fn v4_twice(params: &[u8]) -> Option<&'static str> {
     None
 }
 
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
 /// Result of percent-decoding a query value up to an optional stop byte.
 enum Decoded {
     /// The key is `raw[..n]` verbatim (nothing was encoded).
@@ -365,8 +358,8 @@ fn decode(raw: &[u8], stop: Option<u8>, max: usize, scratch: &mut [u8; SCRATCH])
     while i < raw.len() {
         let b = if raw[i] == b'%' {
             let (Some(hi), Some(lo)) = (
-                raw.get(i + 1).copied().and_then(hex),
-                raw.get(i + 2).copied().and_then(hex),
+                raw.get(i + 1).copied().and_then(hex_digit),
+                raw.get(i + 2).copied().and_then(hex_digit),
             ) else {
                 return Decoded::Bad;
             };

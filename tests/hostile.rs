@@ -5,47 +5,9 @@ mod common;
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// Starts tollgate like `start_proxy`, but under `ulimit -n NOFILE` (soft and hard).
-fn start_limited(tag: &str, upstream: SocketAddr, nofile: u64, body: &str) -> Proxy {
-    let dir = tmpdir(tag);
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let cfg = format!(
-        "workers = 1\npin_workers = false\nlisten = [\"{addr}\"]\nshutdown_grace = \"1s\"\n{body}\n[admin]\nlisten = \"{admin}\"\n[[upstream.servers]]\naddr = \"{upstream}\"\n"
-    );
-    let path = dir.join("tollgate.toml");
-    std::fs::write(&path, cfg).unwrap();
-    let log = dir.join("tollgate.log");
-    let child = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "ulimit -n {nofile} && exec \"$0\" run --config \"$1\""
-        ))
-        .arg(env!("CARGO_BIN_EXE_tollgate"))
-        .arg(&path)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let p = Proxy {
-        child,
-        addr,
-        direct: addr,
-        relay: None,
-        admin: Some(admin),
-        dir,
-        log,
-    };
-    assert!(wait_port(addr, Duration::from_secs(10)), "not listening");
-    assert!(wait_port(admin, Duration::from_secs(5)));
-    p
-}
 
 fn stats(p: &Proxy) -> serde_json::Value {
     let (code, body) = admin_get(p.admin.unwrap(), "/stats");
@@ -61,7 +23,7 @@ fn a_connection_flood_under_a_low_open_file_limit_degrades_nothing_else() {
     let up = FakeUpstream::start(ok_handler());
     let cfg =
         "[limits]\nmethods = []\n[upstream.health]\ninterval = \"100ms\"\nfall = 1\nrise = 1\n";
-    let p = start_limited("flood", up.addr, 128, cfg);
+    let p = start_proxy_limited("flood", &[up.addr], 1, cfg, None, Some(128));
     let log = std::fs::read_to_string(&p.log).unwrap();
     assert!(log.contains("does not fit the open-file limit"), "{log}");
     let req = b"GET /b/k HTTP/1.1\r\nHost: s3\r\n\r\n";

@@ -295,11 +295,10 @@ pub fn build_snapshot(cfg: Arc<Config>) -> Snapshot {
     }
 }
 
-/// A worker core's whole life: accept loops, mesh task, housekeeping, until shutdown.
-pub async fn run_worker(init: WorkerInit, shared: Arc<Shared>) {
+/// This core's worker state, from what every core receives at start.
+fn new_worker(index: usize, mesh: crate::runtime::CoreMesh, shared: &Shared) -> Rc<Worker> {
     let cfg = shared.config.clone();
-    let stats = shared.stats[init.index].clone();
-    let workers = init.mesh.cores();
+    let workers = mesh.cores();
     let up_tls = shared.upstream_tls.as_ref().map(|c| UpstreamTls {
         connector: monoio_rustls::TlsConnector::from(c.clone()),
         server_name: cfg
@@ -309,20 +308,25 @@ pub async fn run_worker(init: WorkerInit, shared: Arc<Shared>) {
             .and_then(|t| t.server_name.clone())
             .and_then(|n| rustls_pki_types::ServerName::try_from(n).ok()),
     });
+    let mut shard = Shard::new(cfg.limits.table_cap);
+    shard.set_penalty(cfg.limits.penalty);
+    let alog = shared.access_log.clone().map(|tx| {
+        access_log::CoreLog::new(
+            tx,
+            cfg.access_log.buffer_bytes,
+            cfg.access_log.flush_interval,
+        )
+    });
     let w = Rc::new(Worker {
-        id: init.index,
+        id: index,
         snap: RefCell::new(Rc::new(build_snapshot(cfg.clone()))),
-        shard: RefCell::new({
-            let mut s = Shard::new(cfg.limits.table_cap);
-            s.set_penalty(cfg.limits.penalty);
-            s
-        }),
+        shard: RefCell::new(shard),
         router: Router::new(workers, shared.hasher.clone()),
-        mesh: RefCell::new(init.mesh),
+        mesh: RefCell::new(mesh),
         pending: RefCell::new(Pending::default()),
         mesh_waker: RefCell::new(None),
         mesh_kicked: Cell::new(false),
-        stats,
+        stats: shared.stats[index].clone(),
         epoch: shared.epoch,
         upstreams: RefCell::new(Upstreams::new(cfg.clone(), up_tls)),
         pool: BufPool::new(BufPool::SIZE, 1024),
@@ -333,16 +337,17 @@ pub async fn run_worker(init: WorkerInit, shared: Arc<Shared>) {
         req_counter: Cell::new(0),
         instance: shared.instance,
         sig_cache: RefCell::new(None),
-        alog: RefCell::new(shared.access_log.clone().map(|tx| {
-            access_log::CoreLog::new(
-                tx,
-                cfg.access_log.buffer_bytes,
-                cfg.access_log.flush_interval,
-            )
-        })),
+        alog: RefCell::new(alog),
     });
     w.stats.config_version.set(cfg.limits.version);
+    w
+}
 
+/// A worker core's whole life: accept loops, mesh task, housekeeping, until shutdown.
+pub async fn run_worker(init: WorkerInit, shared: Arc<Shared>) {
+    let workers = init.mesh.cores();
+    let w = new_worker(init.index, init.mesh, &shared);
+    let cfg = w.snapshot().cfg.clone();
     if let Some(at_epoch) = shared.cluster_epoch_ms
         && w.mesh.borrow().has_sync()
     {
@@ -372,6 +377,15 @@ pub async fn run_worker(init: WorkerInit, shared: Arc<Shared>) {
     for a in accepts {
         a.await;
     }
+    drain(&w).await;
+    if let Some(l) = w.alog.borrow_mut().as_mut() {
+        l.ship(&w.stats);
+    }
+    drop(mesh_task);
+}
+
+/// Waits for this core's open connections to end, at most `shutdown_grace`.
+async fn drain(w: &Worker) {
     let grace = w.snapshot().cfg.shutdown_grace;
     let deadline = Instant::now() + grace;
     while w.active.get() > 0 && Instant::now() < deadline {
@@ -385,10 +399,6 @@ pub async fn run_worker(init: WorkerInit, shared: Arc<Shared>) {
             grace
         );
     }
-    if let Some(l) = w.alog.borrow_mut().as_mut() {
-        l.ship(&w.stats);
-    }
-    drop(mesh_task);
 }
 
 async fn accept_loop(w: Rc<Worker>, l: StdListener, tls: bool) {

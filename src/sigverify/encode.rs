@@ -54,63 +54,8 @@ pub(crate) fn put_stream(sink: &mut impl Sink, bytes: impl Iterator<Item = u8>) 
     sink.put(&buf[..n]);
 }
 
-fn hex_val(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// Percent-decoding of one URI component: `%XX` → the byte; an invalid escape stays
-/// literal. In a query (`plus_is_space`), `+` is a space, as S3 reads it.
-#[derive(Clone)]
-pub(crate) struct Decode<'a> {
-    raw: &'a [u8],
-    i: usize,
-    plus_is_space: bool,
-}
-
-impl<'a> Decode<'a> {
-    pub(crate) fn query(raw: &'a [u8]) -> Self {
-        Decode {
-            raw,
-            i: 0,
-            plus_is_space: true,
-        }
-    }
-
-    pub(crate) fn path(raw: &'a [u8]) -> Self {
-        Decode {
-            raw,
-            i: 0,
-            plus_is_space: false,
-        }
-    }
-}
-
-impl Iterator for Decode<'_> {
-    type Item = u8;
-
-    fn next(&mut self) -> Option<u8> {
-        let b = *self.raw.get(self.i)?;
-        self.i += 1;
-        if b == b'+' && self.plus_is_space {
-            return Some(b' ');
-        }
-        if b == b'%' {
-            if let (Some(h), Some(l)) = (
-                self.raw.get(self.i).copied().and_then(hex_val),
-                self.raw.get(self.i + 1).copied().and_then(hex_val),
-            ) {
-                self.i += 2;
-                return Some(h << 4 | l);
-            }
-        }
-        Some(b)
-    }
-}
+/// Percent-decoding of one URI component (see `http::pct`).
+pub(crate) use crate::http::pct::PercentDecode as Decode;
 
 pub(crate) fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~')

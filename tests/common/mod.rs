@@ -120,6 +120,18 @@ pub fn start_proxy(
     config_body: &str,
     keys: Option<&str>,
 ) -> Proxy {
+    start_proxy_limited(tag, upstreams, workers, config_body, keys, None)
+}
+
+/// [`start_proxy`], the process started under `ulimit -n NOFILE` (soft and hard) when given.
+pub fn start_proxy_limited(
+    tag: &str,
+    upstreams: &[SocketAddr],
+    workers: usize,
+    config_body: &str,
+    keys: Option<&str>,
+    nofile: Option<u64>,
+) -> Proxy {
     let dir = tmpdir(tag);
     let [port, admin_port] = free_ports();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -143,7 +155,17 @@ pub fn start_proxy(
     let path = dir.join("tollgate.toml");
     std::fs::write(&path, &cfg).unwrap();
     let log = dir.join("tollgate.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+    let mut cmd = match nofile {
+        None => Command::new(env!("CARGO_BIN_EXE_tollgate")),
+        Some(n) => {
+            let mut c = Command::new("sh");
+            c.arg("-c")
+                .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                .arg(env!("CARGO_BIN_EXE_tollgate"));
+            c
+        }
+    };
+    let child = cmd
         .args(["run", "--config"])
         .arg(&path)
         .env("RUST_LOG", "info")

@@ -399,7 +399,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         loop {
             let take = body
                 .feed(&self.cbuf[self.cstart..])
-                .map_err(|_| Fail::Client)?;
+                .map_err(|_| Fail::BadBody)?;
             self.cstart += take;
             discarded += take as u64;
             if body.is_done() {

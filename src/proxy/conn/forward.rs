@@ -292,6 +292,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         let e = match f {
             Fail::Upstream | Fail::Stale => UpError::Broke,
             Fail::Timeout => UpError::TimedOut,
+            Fail::BadBody => return self.answer_400_chunked(req).await,
             Fail::Client | Fail::Late => return Ok(false),
         };
         self.upstream_error(e, req).await?;

@@ -42,8 +42,11 @@ const HEAD_GROW: usize = 4096;
 /// Why an exchange failed, deciding the status the client gets (if it can still get one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fail {
-    /// The client went away or broke framing: just close.
+    /// The client went away: just close.
     Client,
+    /// The client's chunked body broke its framing after the head went upstream: 400, then
+    /// close (the upstream connection, holding half a request, is dropped).
+    BadBody,
     /// Upstream broke the exchange before any response byte reached the client → 502.
     Upstream,
     /// Upstream timed out before any response byte reached the client → 504.
