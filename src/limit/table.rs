@@ -286,6 +286,16 @@ impl Shard {
             }
     }
 
+    /// `f` of the original bytes of entry `s`'s key (a packed key decoded on the stack).
+    fn with_subject<R>(&self, s: usize, f: impl FnOnce(&[u8]) -> R) -> R {
+        let m = &self.metas[s];
+        match m.len {
+            LONG => f(self.long_key(s)),
+            len if is_packed(len) => f(&unpack(&m.buf)[..usize::from(len & !PACKED)]),
+            len => f(&m.buf[..len as usize]),
+        }
+    }
+
     /// The original bytes of entry `s`'s key (decoded if packed).
     fn subject_of(&self, s: usize) -> Vec<u8> {
         let m = &self.metas[s];

@@ -94,7 +94,7 @@ impl Shard {
         while let Some(&s) = self.dirty.last() {
             let s = s as usize;
             let (tier, count) = (self.metas[s].tier, self.remote[s].pending);
-            if !f(&self.subject_of(s), tier, count) {
+            if !self.with_subject(s, |k| f(k, tier, count)) {
                 return n;
             }
             self.dirty.pop();
