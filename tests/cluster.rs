@@ -113,6 +113,11 @@ struct Instance {
 }
 
 fn instance(tag: &str, cluster: Option<&str>) -> Instance {
+    instance_with(tag, cluster, "")
+}
+
+/// `instance` with more `[cluster]` lines.
+fn instance_with(tag: &str, cluster: Option<&str>, more: &str) -> Instance {
     let arrivals = Arc::new(Mutex::new(Vec::new()));
     let a2 = arrivals.clone();
     let up = FakeUpstream::start(Arc::new(move |_s: &Seen| {
@@ -122,7 +127,7 @@ fn instance(tag: &str, cluster: Option<&str>) -> Instance {
     let mut body =
         "[limits]\nkeys_file = \"keys.toml\"\n[upstream.health]\nenabled = false\n".to_string();
     if let Some(url) = cluster {
-        body.push_str(&format!("[cluster]\nredis_url = \"{url}\"\n"));
+        body.push_str(&format!("[cluster]\nredis_url = \"{url}\"\n{more}"));
     }
     let proxy = start_proxy(tag, &[up.addr], 2, &body, Some(KEYS));
     Instance {
@@ -477,4 +482,37 @@ fn store_stopped_continued_and_restarted_under_load() {
             .unwrap()
             >= 2
     );
+}
+
+/// `on_store_failure = "closed"`: with Redis stopped every limited request is denied and
+/// `/health` tells the balancer (503); once it answers again, both are back.
+#[test]
+fn closed_policy_denies_and_reports_unhealthy() {
+    let Some(redis) = Redis::start("closed") else {
+        return;
+    };
+    let x = instance_with(
+        "closed",
+        Some(&redis.url()),
+        "on_store_failure = \"closed\"\n",
+    );
+    let admin = x.proxy.admin.unwrap();
+    let mut c = Client::connect(x.proxy.addr);
+    assert_eq!(c.request(&sigv4_get("/b/o", KEY)).status, 200);
+    redis.signal("-STOP");
+    until(Duration::from_secs(2), || {
+        admin_get(admin, "/health").0 == 503
+    })
+    .expect("/health 503 while the store is away");
+    assert_eq!(
+        c.request(&sigv4_get("/b/o", KEY)).status,
+        429,
+        "closed: denied"
+    );
+    redis.signal("-CONT");
+    until(Duration::from_secs(3), || {
+        admin_get(admin, "/health").0 == 200
+    })
+    .expect("healthy again");
+    assert_eq!(c.request(&sigv4_get("/b/o", KEY)).status, 200);
 }
