@@ -66,6 +66,7 @@ aa_config() {
         echo "keys_file = \"$RUN_DIR/keys.toml\""
         echo "unlisted_keys = \"per_key\""
         echo "default_tier = \"premium\""
+        echo "anonymous_tier = \"premium\""
         echo "[tiers.premium]"
         if [[ "$profile" == seed ]]; then
             echo "per_minute = 1000"
@@ -210,7 +211,8 @@ done
 
 # ---- results -----------------------------------------------------------------------------
 mkdir -p "$(dirname "$OUT")"
-machine_json >"$RUN_DIR/machine.json"
+# (machine_json reads `wrk -v`, which exits 1: not under this script's -e / pipefail)
+(set +e +o pipefail; machine_json) >"$RUN_DIR/machine.json"
 python3 - "$RAW" "$RUN_DIR/machine.json" "$OUT" "$CPU_RATE" "$CPU_KEYS" "$CPU_SECS" "$OVER_SECS" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
@@ -220,7 +222,7 @@ json.dump({"machine": machine, "rows": rows}, open(out + ".json", "w"), indent=1
 L = []
 L.append("# Active-active: over-admission and CPU cost of [cluster]\n")
 L.append(f"Produced by `bench/active-active.sh` ({machine.get('cpu_model', '?')}, "
-         f"{machine.get('cpus', '?')} CPUs, {machine.get('kernel', '?')}). Raw rows: "
+         f"{machine.get('nproc', '?')} CPUs, {machine.get('kernel', '?')}, git {machine.get('git_rev', '?')}). Raw rows: "
          f"`{out.split('/')[-1]}.json`.\n")
 L.append(f"## Over-admission: one premium key (50/s, 1000/min) offered 150/s for {over_secs} s, "
          "round robin over the instances\n")

@@ -351,14 +351,14 @@ pub struct Reply {
     pub others: Vec<[u32; 2]>,
 }
 
-/// The store's name of sub-bucket `sb` of window `i` (1 = sustained, 2 = burst, as in
-/// the script) of `subject`: `tg:` subject `:` i `:` sb. Unambiguous: the last two
-/// fields are digits.
-pub fn bucket_name(subject: &[u8], i: usize, sb: u64) -> Vec<u8> {
-    let mut n = Vec::with_capacity(subject.len() + 24);
+/// The store's name of the hash of window `i` (1 = sustained, 2 = burst, as in the
+/// script) of `subject`: `tg:` subject `:` i. Unambiguous: the last field is one digit.
+/// Its fields: `SB` (every instance's admissions in sub-bucket `SB`) and `SB:INSTANCE`.
+pub fn window_hash(subject: &[u8], i: usize) -> Vec<u8> {
+    let mut n = Vec::with_capacity(subject.len() + 8);
     n.extend_from_slice(b"tg:");
     n.extend_from_slice(subject);
-    n.extend_from_slice(format!(":{}:{sb}", i + 1).as_bytes());
+    n.extend_from_slice(format!(":{}", i + 1).as_bytes());
     n
 }
 
@@ -368,11 +368,12 @@ pub const MEMBERS: &str = "tg:members";
 #[derive(Debug, Default)]
 struct Hash {
     fields: HashMap<String, i64>,
+    /// Expiry (store time, ms); `u64::MAX` = none.
     expire_at: u64,
 }
 
-/// The store as the script uses it, in memory: sub-bucket hashes with expiry and the
-/// members set. [`eval`](Self::eval) is `src/cluster/sync.lua` line by line.
+/// The store as the script uses it, in memory: one hash per key and window (with expiry)
+/// and the members set. [`eval`](Self::eval) is `src/cluster/sync.lua` step by step.
 #[derive(Debug, Default)]
 pub struct MemStore {
     hashes: HashMap<Vec<u8>, Hash>,
@@ -385,18 +386,22 @@ impl MemStore {
         *self = MemStore::default();
     }
 
-    fn live_hash(&mut self, name: &[u8], now: u64) -> Option<&mut Hash> {
-        let expired = self.hashes.get(name).is_some_and(|h| h.expire_at <= now);
-        if expired {
+    /// The hash `name` as `HGETALL` would see it at `now` (expired = gone).
+    fn live_hash(&mut self, name: &[u8], now: u64) -> &mut Hash {
+        if self.hashes.get(name).is_some_and(|h| h.expire_at <= now) {
             self.hashes.remove(name);
         }
-        self.hashes.get_mut(name)
+        self.hashes.entry(name.to_vec()).or_insert(Hash {
+            fields: HashMap::new(),
+            expire_at: u64::MAX,
+        })
     }
 
     /// One script call by instance `inst` (the batch's `now` is the instance's clock,
     /// which the script uses for sub-buckets and expiry; `alive_ttl` ms without a call
     /// ends a membership). Per sub-bucket: the instance's field is raised to its count
-    /// (never lowered) and the total by as much.
+    /// (never lowered) and the total by as much; fields of sub-buckets that left the
+    /// window are deleted.
     pub fn eval(&mut self, inst: &str, alive_ttl: u64, b: &Batch) -> Reply {
         let now = b.now;
         self.members.insert(inst.to_string(), now);
@@ -405,34 +410,50 @@ impl MemStore {
             alive: self.members.len() as u32,
             others: Vec::with_capacity(b.keys.len()),
         };
+        let suffix = format!(":{inst}");
         for k in &b.keys {
-            for (i, counts) in k.counts.iter().enumerate() {
-                for &(sb, v) in counts {
-                    let ttl = k.coarse.ttl(i, sb, now);
-                    if ttl == 0 {
-                        continue;
-                    }
-                    let name = bucket_name(&k.subject, i, sb);
-                    self.live_hash(&name, now);
-                    let h = self.hashes.entry(name).or_default();
-                    let cur = h.fields.get(inst).copied().unwrap_or(0);
-                    if (v as i64) > cur {
-                        *h.fields.entry(TOTAL_FIELD.to_string()).or_default() += v as i64 - cur;
-                        h.fields.insert(inst.to_string(), v as i64);
-                        h.expire_at = now + ttl;
-                    }
-                }
-            }
             let mut others = [0u32; 2];
-            for (i, o) in others.iter_mut().enumerate() {
-                let mut sum = 0i64;
-                for sb in k.coarse.live(i, now) {
-                    if let Some(h) = self.live_hash(&bucket_name(&k.subject, i, sb), now) {
-                        let get = |f: &str| h.fields.get(f).copied().unwrap_or(0);
-                        sum += get(TOTAL_FIELD) - get(inst);
+            for (i, counts) in k.counts.iter().enumerate() {
+                let (w, g) = (k.coarse.w[i], k.coarse.g[i]);
+                let lo = (now + 1).saturating_sub(w) / g;
+                let name = window_hash(&k.subject, i);
+                let h = self.live_hash(&name, now);
+                let mut newest = None;
+                for &(sb, v) in counts {
+                    let own = format!("{sb}{suffix}");
+                    let cur = h.fields.get(&own).copied().unwrap_or(0);
+                    if sb >= lo && i64::from(v) > cur {
+                        *h.fields.entry(sb.to_string()).or_default() += i64::from(v) - cur;
+                        h.fields.insert(own, i64::from(v));
+                        newest = newest.max(Some(sb));
                     }
                 }
-                *o = sum.clamp(0, u32::MAX as i64) as u32;
+                let mut sum = 0i64;
+                let all: Vec<(String, i64)> =
+                    h.fields.iter().map(|(f, v)| (f.clone(), *v)).collect();
+                for (f, v) in all {
+                    let (sb, is_own) = match f.split_once(':') {
+                        Some((sb, _)) => (sb, true),
+                        None => (f.as_str(), false),
+                    };
+                    let sb: u64 = sb.parse().unwrap_or(0);
+                    if sb < lo {
+                        h.fields.remove(&f);
+                    } else if !is_own {
+                        sum += v - h.fields.get(&format!("{f}{suffix}")).copied().unwrap_or(0);
+                    }
+                }
+                if let Some(sb) = newest {
+                    let left = (sb + 1) * g + w - now + EXPIRE_MARGIN_MS;
+                    let ttl = h.expire_at.saturating_sub(now);
+                    if h.expire_at == u64::MAX || ttl < left {
+                        h.expire_at = now + left;
+                    }
+                }
+                if h.fields.is_empty() {
+                    self.hashes.remove(&name);
+                }
+                others[i] = sum.clamp(0, u32::MAX as i64) as u32;
             }
             reply.others.push(others);
         }
