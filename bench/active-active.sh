@@ -83,6 +83,18 @@ aa_config() {
 }
 printf '[keys]\n"AAKEY0000001" = "premium"\n' >"$RUN_DIR/keys.toml"
 
+# sync_ticks PID: CPU ticks of the sync thread (tollgate-sync) of PID so far (0 without one).
+sync_ticks() {
+    local t
+    for t in /proc/"$1"/task/*; do
+        if [[ "$(cat "$t/comm" 2>/dev/null)" == tollgate-sync ]]; then
+            awk '{print $14 + $15}' "$t/stat"
+            return 0
+        fi
+    done
+    echo 0
+}
+
 # start_instance NAME CLUSTER PROFILE [CORE] → INST_PORT, INST_ADMIN, INST_PID
 start_instance() {
     local name="$1" cluster="$2" profile="$3" core="${4:-}"
@@ -181,15 +193,18 @@ for round in $(seq 1 "$ROUNDS"); do
         sleep 0.5
         before="$(snapshot "$INST_PID" 0)"
         rbefore="$(snapshot "$REDIS_PID" 1)"
+        sbefore="$(sync_ticks "$INST_PID")"
         "$LOADGEN" run "$RUN_DIR/cpu.toml" --target "http://127.0.0.1:$INST_PORT" --quiet \
             --json "$RUN_DIR/cpu-$round-$cluster.json" >/dev/null || true
         after="$(snapshot "$INST_PID" 0)"
         rafter="$(snapshot "$REDIS_PID" 1)"
+        sync=$(($(sync_ticks "$INST_PID") - sbefore))
         stats="$(curl -fsS -m 5 "http://127.0.0.1:$INST_ADMIN/stats")"
         python3 - "$RUN_DIR/cpu-$round-$cluster.json" "$cluster" "$round" "$CLK_TCK" \
-            "$before" "$after" "$rbefore" "$rafter" "$stats" >>"$RAW" <<'PY'
+            "$before" "$after" "$rbefore" "$rafter" "$stats" "$sync" >>"$RAW" <<'PY'
 import json, sys
 rep = json.load(open(sys.argv[1]))
+sync_ticks = int(sys.argv[10])
 cluster, rnd, tck = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 b, a, rb, ra = (x.split() for x in sys.argv[5:9])
 stats = json.loads(sys.argv[9])
@@ -199,6 +214,7 @@ rticks = int(ra[0]) - int(rb[0])
 c = stats.get("cluster", {})
 print(json.dumps({"part": "cpu", "cluster": bool(cluster), "round": rnd, "requests": reqs,
     "us_per_request": round(ticks * 1e6 / tck / max(reqs, 1), 3),
+    "sync_thread_us_per_request": round(sync_ticks * 1e6 / tck / max(reqs, 1), 3),
     "redis_us_per_request": round(rticks * 1e6 / tck / max(reqs, 1), 3) if cluster else 0,
     "sync_mean_us": c.get("sync_latency_us", {}).get("mean", 0),
     "sync_max_us": c.get("sync_latency_us", {}).get("max", 0),
@@ -236,8 +252,8 @@ L.append("\nBound with [cluster]: L + (N − 1)·A(D), A(D) = ⌈offered per ins
          "\"Most admitted\" is loadgen's certain count (admissions whose send→response interval lies "
          "inside the window).\n")
 L.append(f"## CPU per request: 1 worker (core 0), {keys} keys, {rate} req/s in total, {secs} s rounds\n")
-L.append("| round | [cluster] off µs/req | [cluster] on µs/req | ratio | Redis µs/req | sync mean / max µs | keys per call |")
-L.append("|---:|---:|---:|---:|---:|---:|---:|")
+L.append("| round | [cluster] off µs/req | [cluster] on µs/req | of which sync thread | ratio | Redis µs/req | sync call mean / max µs | keys per call |")
+L.append("|---:|---:|---:|---:|---:|---:|---:|---:|")
 cpu = [r for r in rows if r["part"] == "cpu"]
 ratios = []
 for rnd in sorted({r["round"] for r in cpu}):
@@ -245,7 +261,8 @@ for rnd in sorted({r["round"] for r in cpu}):
     on = next(r for r in cpu if r["round"] == rnd and r["cluster"])
     ratio = on["us_per_request"] / max(off["us_per_request"], 1e-9)
     ratios.append(ratio)
-    L.append(f"| {rnd} | {off['us_per_request']} | {on['us_per_request']} | {ratio:.3f} | "
+    L.append(f"| {rnd} | {off['us_per_request']} | {on['us_per_request']} | "
+             f"{on.get('sync_thread_us_per_request', 0)} | {ratio:.3f} | "
              f"{on['redis_us_per_request']} | {on['sync_mean_us']} / {on['sync_max_us']} | {on['batch_keys']} |")
 if ratios:
     L.append(f"\nMedian ratio on / off: **{statistics.median(ratios):.3f}** (target ≤ 1.1). "

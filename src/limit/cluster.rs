@@ -22,10 +22,12 @@
 //! [`FLUSH_MS`] (one ring message per key that admitted something); denied requests never
 //! go anywhere. Every `sync_interval` the sync thread makes **one** script call: it
 //! pushes the instance's own admissions per key and coarse sub-bucket of both windows —
-//! as cumulative counts: the instance's field of the sub-bucket's hash is raised to the
-//! count (never lowered), the total field by as much, `PEXPIRE` until the sub-bucket has
-//! left the window — and reads back, per key, the others' admissions in every sub-bucket
-//! that intersects each window (`total − own`), which go back to the owner core.
+//! as cumulative counts, in one hash per key and window ([`window_hash`], read whole with
+//! one `HGETALL`): the instance's field of the sub-bucket (`SB:INSTANCE`) is raised to the
+//! count (never lowered), the sub-bucket's total (`SB`) by as much, fields of sub-buckets
+//! that left the window are deleted and the hash expires with its newest sub-bucket — and
+//! reads back, per key, the others' admissions in every sub-bucket that intersects each
+//! window (`total − own`), which go back to the owner core.
 //! Cumulative counts make every call idempotent: a call that timed out but still ran
 //! (a stopped Redis runs its queued calls when continued), replayed or late, never
 //! counts an admission twice (`tests/cluster.rs` saw 6× over-counting with increments).
