@@ -44,74 +44,78 @@ pub fn json(st: &ControlState) -> Value {
     })
 }
 
+/// One scalar family: name, type, help, and how to read it.
+type Family = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ClusterStats) -> u64,
+);
+
+/// The scalar families, in exposition order.
+const GAUGES: [Family; 9] = [
+    (
+        "tollgate_cluster_mode",
+        "gauge",
+        "What is counted for the other instances: 1 synced, 2 local_share, 3 open, 4 closed.",
+        |c| c.mode.get(),
+    ),
+    (
+        "tollgate_cluster_instances_alive",
+        "gauge",
+        "Live instances at the last answer of the store.",
+        |c| c.alive.get(),
+    ),
+    (
+        "tollgate_cluster_ticks_total",
+        "counter",
+        "Sync ticks.",
+        |c| c.ticks.get(),
+    ),
+    (
+        "tollgate_cluster_failures_total",
+        "counter",
+        "Sync ticks the store did not answer.",
+        |c| c.failures.get(),
+    ),
+    (
+        "tollgate_cluster_batch_keys",
+        "gauge",
+        "Keys in the last tick's script call(s).",
+        |c| c.batch_keys.get(),
+    ),
+    (
+        "tollgate_cluster_batch_deltas",
+        "gauge",
+        "Deltas in the last tick's script call(s).",
+        |c| c.batch_deltas.get(),
+    ),
+    (
+        "tollgate_cluster_deltas_pending",
+        "gauge",
+        "Deltas waiting for the store.",
+        |c| c.pending.get(),
+    ),
+    (
+        "tollgate_cluster_deltas_dropped_total",
+        "counter",
+        "Deltas dropped because too many were waiting.",
+        |c| c.dropped.get(),
+    ),
+    (
+        "tollgate_cluster_keys_synced",
+        "gauge",
+        "Keys synced every tick.",
+        |c| c.tracked.get(),
+    ),
+];
+
 /// The `tollgate_cluster_*` families (none without `[cluster]`).
 pub fn prometheus(o: &mut String, st: &ControlState) {
     let Some(c) = &st.cluster else {
         return;
     };
-    type Family = (
-        &'static str,
-        &'static str,
-        &'static str,
-        fn(&ClusterStats) -> u64,
-    );
-    let gauges: [Family; 9] = [
-        (
-            "tollgate_cluster_mode",
-            "gauge",
-            "What is counted for the other instances: 1 synced, 2 local_share, 3 open, 4 closed.",
-            |c| c.mode.get(),
-        ),
-        (
-            "tollgate_cluster_instances_alive",
-            "gauge",
-            "Live instances at the last answer of the store.",
-            |c| c.alive.get(),
-        ),
-        (
-            "tollgate_cluster_ticks_total",
-            "counter",
-            "Sync ticks.",
-            |c| c.ticks.get(),
-        ),
-        (
-            "tollgate_cluster_failures_total",
-            "counter",
-            "Sync ticks the store did not answer.",
-            |c| c.failures.get(),
-        ),
-        (
-            "tollgate_cluster_batch_keys",
-            "gauge",
-            "Keys in the last tick's script call(s).",
-            |c| c.batch_keys.get(),
-        ),
-        (
-            "tollgate_cluster_batch_deltas",
-            "gauge",
-            "Deltas in the last tick's script call(s).",
-            |c| c.batch_deltas.get(),
-        ),
-        (
-            "tollgate_cluster_deltas_pending",
-            "gauge",
-            "Deltas waiting for the store.",
-            |c| c.pending.get(),
-        ),
-        (
-            "tollgate_cluster_deltas_dropped_total",
-            "counter",
-            "Deltas dropped because too many were waiting.",
-            |c| c.dropped.get(),
-        ),
-        (
-            "tollgate_cluster_keys_synced",
-            "gauge",
-            "Keys synced every tick.",
-            |c| c.tracked.get(),
-        ),
-    ];
-    for (name, kind, help, get) in gauges {
+    for (name, kind, help, get) in GAUGES {
         family(o, name, kind, help);
         let _ = writeln!(o, "{name} {}", get(c));
     }
