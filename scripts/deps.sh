@@ -3,7 +3,7 @@
 #
 #   scripts/deps.sh [--tests] [--demo] [--bench]     (no flag = --tests)
 #
-#   --tests  curl, openssl, redis-server (apt); garage 2.5.0 and s3s-fs 0.14.1 (cargo install);
+#   --tests  curl, openssl, tmux, redis-server (apt); garage 2.5.0 and s3s-fs 0.14.1 (cargo install);
 #            the project-local .venv with boto3, awscli, pytest (scripts/requirements.txt)
 #   --demo   curl, redis-server (apt); garage; .venv (awscli, boto3)
 #   --bench  curl, nginx, haproxy, wrk, redis-server (apt); garage; .venv
@@ -42,9 +42,10 @@ for arg in "$@"; do
 done
 
 # ---------- apt packages: command name -> Debian package ----------
-declare -A APT_FOR=([curl]=curl [openssl]=openssl [nginx]=nginx [haproxy]=haproxy [wrk]=wrk [redis-server]=redis-server)
+declare -A APT_FOR=([curl]=curl [openssl]=openssl [tmux]=tmux [nginx]=nginx [haproxy]=haproxy [wrk]=wrk [redis-server]=redis-server)
 cmds=(curl redis-server)
-[ $want_tests = 1 ] && cmds+=(openssl)
+# tmux: tests/ops.rs drives `tollgate top` in a tmux pane.
+[ $want_tests = 1 ] && cmds+=(openssl tmux)
 [ $want_bench = 1 ] && cmds+=(nginx haproxy wrk)
 
 have_cmd() {

@@ -13,13 +13,17 @@
 //!   signing-key cache; S3 error codes for every refusal. No I/O, time passed in.
 //! - [`runtime`]: worker threads (pinned, one monoio runtime each), the cross-core
 //!   message types (`msg`) and the SPSC ring mesh between cores (`mesh`).
-//! - [`proxy`]: the data path: accept, connection loop, limit decision, upstream pools,
-//!   health checks, TLS. Never imports `control`.
+//! - [`proxy`]: the data path: accept, connection loop, limit decision, upstream pools
+//!   (following reloads), health checks, TLS, the per-core background tasks. Never imports
+//!   `control`.
 //! - [`cluster`]: active-active, the I/O half: one sync thread per instance holding the
 //!   Redis connection, exchanging batched deltas and views with the cores over rings (the
 //!   algorithm itself is pure, in `limit::cluster`). Never imports `proxy` or `control`.
-//! - [`control`]: the control thread: signals, reload, admin API, metrics. Never imports `proxy`.
-//! - [`stats`]: per-core counters (written by their core only) and their aggregation.
+//! - [`control`]: the control threads: signals, reload (what applies, what needs a
+//!   restart), the watchdog (heartbeats, history, retries), admin API (health, readiness,
+//!   key view, page), metrics, and `tollgate top`. Never imports `proxy`.
+//! - [`stats`]: per-core counters and latency histograms (written by their core only), read
+//!   and merged by `control`.
 
 #![forbid(unsafe_code)]
 // No `Mutex`/`RwLock` in the library (clippy.toml): the data path takes no locks. Test code is

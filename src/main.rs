@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -79,6 +78,21 @@ enum Cmd {
         #[command(flatten)]
         overrides: OverrideArgs,
     },
+    /// Live terminal view of a running tollgate's admin API (q quits).
+    Top {
+        /// The admin listener.
+        #[arg(long, default_value = "127.0.0.1:8404")]
+        admin: SocketAddr,
+        /// The admin bearer token (default: $TOLLGATE_ADMIN_TOKEN).
+        #[arg(long)]
+        token: Option<String>,
+        /// Time between redraws.
+        #[arg(long, default_value = "1s", value_parser = humantime_secs)]
+        interval: std::time::Duration,
+        /// Print one frame and exit (no terminal needed).
+        #[arg(long)]
+        once: bool,
+    },
     /// Manage the keys file named by the config (atomic writes, timestamped backups).
     Keys {
         #[arg(long, short, default_value = "config/tollgate.toml")]
@@ -123,6 +137,16 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Keys { config, op } => keys(config, op),
+        Cmd::Top {
+            admin,
+            token,
+            interval,
+            once,
+        } => {
+            let token = token.or_else(|| std::env::var("TOLLGATE_ADMIN_TOKEN").ok());
+            control::top::run(&control::top::Target { admin, token }, interval, once)
+                .map_err(|e| anyhow::anyhow!(e))
+        }
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -131,6 +155,19 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// "250ms", "1s", "2.5s" → a duration (for `top --interval`).
+fn humantime_secs(s: &str) -> Result<std::time::Duration, String> {
+    let (n, scale) = match s.strip_suffix("ms") {
+        Some(n) => (n, 1e-3),
+        None => (s.strip_suffix('s').unwrap_or(s), 1.0),
+    };
+    n.parse::<f64>()
+        .ok()
+        .filter(|v| *v > 0.0 && v.is_finite())
+        .map(|v| std::time::Duration::from_secs_f64(v * scale))
+        .ok_or_else(|| format!("{s:?}: a duration such as 500ms or 2s"))
 }
 
 fn keys(config: PathBuf, op: KeysOp) -> Result<()> {
@@ -241,7 +278,7 @@ fn connection_budget(cfg: &Config, n: usize) -> usize {
 struct ClusterRun {
     clock: tollgate::cluster::Clock,
     stats: Arc<tollgate::stats::ClusterStats>,
-    stop: Arc<AtomicBool>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
     thread: std::thread::JoinHandle<()>,
 }
 
@@ -257,7 +294,7 @@ fn start_cluster(
     let ends = runtime::mesh::build_sync(meshes);
     let clock = tollgate::cluster::Clock::new(epoch);
     let stats = Arc::new(tollgate::stats::ClusterStats::default());
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let thread = tollgate::cluster::spawn(c.clone(), ends, stats.clone(), clock, stop.clone())
         .context("cluster sync thread")?;
     Ok(Some(ClusterRun {
@@ -321,20 +358,10 @@ fn run(path: PathBuf, overrides: Overrides) -> Result<()> {
         cfg.limits.keys.len(),
         cfg.limits.version
     );
-    let state = Arc::new(ControlState {
-        config: std::sync::Mutex::new(cfg.clone()),
-        overrides,
-        cores: handle,
-        stats,
-        hasher,
-        tls_builder: Some(builder),
-        reloads: AtomicU64::new(0),
-        reload_failures: AtomicU64::new(0),
-        last_reload_error: std::sync::Mutex::new(None),
-        shutting_down: AtomicBool::new(false),
-        started: Instant::now(),
-        cluster: cluster.as_ref().map(|c| c.stats.clone()),
-    });
+    let state = Arc::new(
+        ControlState::new(cfg.clone(), overrides, handle, stats, hasher, Some(builder))
+            .with_cluster(cluster.as_ref().map(|c| c.stats.clone())),
+    );
     control::start(state.clone())?;
     if let Some(a) = cfg.admin.listen {
         let bound = control::admin::start_with(state.clone(), a, cfg.admin.allowed_hosts.clone())

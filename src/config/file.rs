@@ -19,6 +19,8 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 pub const DEFAULT_PIN_WORKERS: bool = true;
 /// Grace period for in-flight requests on SIGTERM/SIGINT.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How long `/ready` answers 503 after SIGTERM before the listeners close.
+pub const DEFAULT_SHUTDOWN_DELAY: Duration = Duration::ZERO;
 /// How often config and keys file mtimes are polled ("0s" = off).
 pub const DEFAULT_RELOAD_POLL_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -265,6 +267,7 @@ pub struct RawConfig {
     pub pin_workers: Option<bool>,
     pub listen: Option<Vec<String>>,
     pub shutdown_grace: Option<RawDuration>,
+    pub shutdown_delay: Option<RawDuration>,
     pub reload_poll_interval: Option<RawDuration>,
     pub tls: Option<RawTls>,
     #[serde(default)]

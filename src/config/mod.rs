@@ -19,6 +19,8 @@ mod summary;
 mod testutil;
 pub mod validate;
 
+pub use summary::status_ranges;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -45,6 +47,9 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub limits: LimitsConfig,
     pub shutdown_grace: Duration,
+    /// After SIGTERM, `/ready` answers 503 for this long while the listeners still accept,
+    /// so a load balancer stops sending first; then `shutdown_grace` runs. Default 0 s.
+    pub shutdown_delay: Duration,
     pub access_log: AccessLogConfig,
     /// How often the control thread polls config/keys files for changes (0 = off).
     pub reload_poll_interval: Duration,
@@ -53,7 +58,8 @@ pub struct Config {
 }
 
 /// `[cluster]`: one limit per key across the instances sharing `redis_url` (SPEC §8).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` shows the URL without its password (it reaches logs, e.g. a refused reload).
+#[derive(Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
     /// `redis://HOST:PORT[/DB]`: the store every instance of the cluster shares.
     pub redis_url: String,
@@ -66,6 +72,20 @@ pub struct ClusterConfig {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub write_timeout: Duration,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("redis_url", &self.redacted_url())
+            .field("sync_interval", &self.sync_interval)
+            .field("instance_id", &self.instance_id)
+            .field("on_store_failure", &self.on_store_failure)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("read_timeout", &self.read_timeout)
+            .field("write_timeout", &self.write_timeout)
+            .finish()
+    }
 }
 
 impl ClusterConfig {
@@ -180,6 +200,10 @@ pub struct UpstreamServer {
     /// As written in config ("host:port"), used in logs and stats.
     pub name: String,
     pub addr: SocketAddr,
+    /// Stable node id: the index at load; a reload keeps the id of a server that stays
+    /// (same name and address) and gives a new one an id no current server holds
+    /// (`control`), so ids that cross cores never change meaning while a node is in use.
+    pub id: u16,
 }
 
 #[derive(Debug, Clone)]

@@ -23,7 +23,8 @@ fn methods_str(m: MethodSet) -> String {
     }
 }
 
-fn status_ranges(s: &[u16]) -> String {
+/// A sorted status list as ranges: `[200, 201, 202, 404]` → "200-202,404".
+pub fn status_ranges(s: &[u16]) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut i = 0;
     while i < s.len() {

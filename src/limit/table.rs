@@ -144,6 +144,8 @@ pub struct EntrySnapshot {
     pub burst_count: u32,
     /// The other instances' admissions as last read (active-active; 0 otherwise).
     pub others: [u32; 2],
+    /// ms until the next request would be admitted (0: it would be now).
+    pub retry_after_ms: u64,
     pub idle: bool,
 }
 
@@ -842,14 +844,23 @@ impl Shard {
         let own = self.own_limits(s);
         let tier = self.metas[s].tier;
         let idle = self.is_idle(s, now_ms);
-        // Counts as the next check would see them (under the tier's current limits).
-        let d = self.peek_under(s, limits_of(tier).unwrap_or(own), now_ms);
+        // Counts as the next check would see them (under the tier's current limits); the
+        // retry time counts the other instances too (active-active).
+        let cur = limits_of(tier).unwrap_or(own);
+        let d = self.peek_under(s, cur, now_ms);
+        let extra = self.others_of(s, tier, cur);
+        let retry_after_ms = if extra == [0, 0] {
+            d.retry_after_ms
+        } else {
+            self.peek_under_with(s, cur, now_ms, extra).retry_after_ms
+        };
         EntrySnapshot {
             subject: self.subject_of(s),
             tier,
             sustained_count: d.sustained_count,
             burst_count: d.burst_count,
             others: self.remote.get(s).map_or([0, 0], |r| r.others),
+            retry_after_ms,
             idle,
         }
     }
@@ -861,13 +872,29 @@ impl Shard {
         now_ms: u64,
         limits_of: impl Fn(u16) -> Option<&'a TierLimits>,
     ) -> Vec<EntrySnapshot> {
+        self.top_slots(0, usize::MAX, n, now_ms, limits_of).0
+    }
+
+    /// [`top`](Self::top) of the slots `from..from + scan` only (bounded work, for a scan
+    /// spread over event-loop turns), and the slot to go on from (None: the end). Slots
+    /// move when entries are removed, so a spread scan can miss or repeat an entry.
+    pub fn top_slots<'a>(
+        &self,
+        from: usize,
+        scan: usize,
+        n: usize,
+        now_ms: u64,
+        limits_of: impl Fn(u16) -> Option<&'a TierLimits>,
+    ) -> (Vec<EntrySnapshot>, Option<usize>) {
+        let end = from.saturating_add(scan).min(self.states.len());
+        let next = (end < self.states.len()).then_some(end);
         if n == 0 {
-            return Vec::new();
+            return (Vec::new(), next);
         }
         // Min-heap of (count, slot) keeping the n largest.
         let mut heap: BinaryHeap<std::cmp::Reverse<(u32, usize)>> =
             BinaryHeap::with_capacity(n + 1);
-        for i in 0..self.metas.len() {
+        for i in from..end.min(self.metas.len()) {
             let c = self
                 .peek_under(i, self.own_limits(i), now_ms)
                 .sustained_count;
@@ -887,7 +914,7 @@ impl Shard {
                 .cmp(&a.sustained_count)
                 .then_with(|| a.subject.cmp(&b.subject))
         });
-        out
+        (out, next)
     }
 
     /// One entry, if tracked.

@@ -19,10 +19,14 @@
 //!   core — then it is dropped and the sender is told (`limiter::refund`/`add_penalty`
 //!   return false). Dropping is conservative: an unrefunded slot stays used, an uncounted
 //!   failure only delays a penalty.
-//! - `ControlMsg`: the control thread retries for up to a second (`ControlHandle::send`),
-//!   then gives up on that core for that message, and nothing retries it later: a `Config`
-//!   is logged as not taken (the core keeps its previous snapshot until the next reload), a
-//!   `Table` request is answered 503 by the admin API, a `Tls` or `Shutdown` is dropped.
+//! - `ControlMsg`: the control thread retries for a moment (`ControlHandle::send`). A
+//!   `Config` or `Tls` snapshot a core did not take is kept by the control plane and sent
+//!   again every 250 ms until that core takes it (`control::ControlState::retry_pending`;
+//!   a newer snapshot replaces the one waiting: each is whole), and the core's lag is shown
+//!   in `/config`; a `Table` request is answered 503 by the admin API; a `Shutdown` is
+//!   retried like a snapshot.
+//! - `CoreMsg::Health` names a node by its stable id (`config::UpstreamServer::id`), never
+//!   by a core's slot: a core that does not know the id (yet, or any more) ignores it.
 //! - `ToSync::Delta`: never lost. A core pushes it straight into its ring to the sync
 //!   thread (no outbox); when the ring is full the admissions stay pending in the shard
 //!   entry and go with the next flush (`Shard::take_pending` stops at the first refusal).
@@ -144,12 +148,27 @@ pub enum TableOp {
     Remove(Vec<u8>),
     /// Remove everything.
     Clear,
+    /// The `n` subjects this core denied most often lately (denials are counted on the
+    /// core that answered the request).
+    Denied(usize),
 }
 
 #[derive(Debug)]
 pub enum TableReply {
     Entries(Vec<EntrySnapshot>),
     Removed(usize),
+    Denied(Vec<DeniedEntry>),
+}
+
+/// A subject often denied on one core (see `TableOp::Denied`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeniedEntry {
+    /// The table subject (a key, or an address subject), at most 64 bytes kept.
+    pub subject: Vec<u8>,
+    pub tier: u16,
+    pub denied: u64,
+    /// When it was last denied (Unix ms).
+    pub last_ms: u64,
 }
 
 /// Control thread → one core.

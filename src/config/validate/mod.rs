@@ -324,6 +324,7 @@ impl<'a> Validator<'a> {
             upstream,
             limits,
             shutdown_grace: top.shutdown_grace,
+            shutdown_delay: top.shutdown_delay,
             access_log,
             reload_poll_interval: top.reload_poll_interval,
             cluster,

@@ -123,17 +123,30 @@ impl Shard {
     /// What checking entry `s` under `limits` would decide (rebasing a copy first if its
     /// counters were built under other limits).
     pub(super) fn peek_under(&self, s: usize, limits: &TierLimits, now: u64) -> Decision {
+        self.peek_under_with(s, limits, now, [0, 0])
+    }
+
+    /// [`peek_under`](Self::peek_under) counting `extra` admissions made elsewhere.
+    pub(super) fn peek_under_with(
+        &self,
+        s: usize,
+        limits: &TierLimits,
+        now: u64,
+        extra: [u32; 2],
+    ) -> Decision {
         let own = self.own_limits(s);
         if own == limits {
-            return with_state!(self, s, |st| st.peek(limits, now));
+            return with_state!(self, s, |st| st.peek_with(limits, now, extra));
         }
         let wide = limits.is_wide();
         with_state!(self, s, |st| {
             let mut st = st.clone();
             if wide {
-                st.rebased::<WIDE>(own, limits, now).peek(limits, now)
+                st.rebased::<WIDE>(own, limits, now)
+                    .peek_with(limits, now, extra)
             } else {
-                st.rebased::<NARROW>(own, limits, now).peek(limits, now)
+                st.rebased::<NARROW>(own, limits, now)
+                    .peek_with(limits, now, extra)
             }
         })
     }

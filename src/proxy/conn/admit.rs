@@ -149,6 +149,9 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
     /// is not charged): a hop-by-hop field named in SigV4's `SignedHeaders` (it would be
     /// dropped on the way, breaking the signature).
     pub(super) async fn refuse_unproxiable(&mut self, req: &ReqInfo) -> Option<Result<bool, Fail>> {
+        if !self.head.headers.iter().any(|f| f.hop_by_hop) {
+            return None; // the common case: nothing hop-by-hop, nothing to look up
+        }
         let h = &self.cbuf[self.cstart..self.cstart + req.hl];
         let signed = self
             .head
@@ -296,11 +299,10 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
     }
 
     fn count_decision(&mut self, req: &ReqInfo, adm: &Admission) {
-        if self.logging {
-            self.rec.tier = Some(adm.tier as u16);
-            self.rec.auth = adm.auth.as_str();
-            self.rec.limit = adm.log_word();
-        }
+        // Kept also when not logging: `Worker::record_request` reads them (three stores).
+        self.rec.tier = Some(adm.tier as u16);
+        self.rec.auth = adm.auth.as_str();
+        self.rec.limit = adm.log_word();
         let Some(d) = adm.decision else { return };
         let tm = &self.w.stats.tiers[adm.tier.min(crate::stats::MAX_TIERS - 1)][req.mi];
         if d.admitted {

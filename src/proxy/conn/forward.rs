@@ -148,11 +148,11 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
                 Ok(x) => x,
                 Err(e) => return self.upstream_error(e, req).await,
             };
-            self.w.upstreams.borrow_mut().nodes[node].outstanding += 1;
+            self.w.upstreams.borrow_mut().begin(node);
             let r = self
                 .relay(snap, &mut up, req, &mut body, at.stale_ok())
                 .await;
-            self.w.upstreams.borrow_mut().nodes[node].outstanding -= 1;
+            self.w.upstreams.borrow_mut().end(node, &mut up);
             match r {
                 Ok(reuse) => {
                     if reuse.upstream {

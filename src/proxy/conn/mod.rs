@@ -305,11 +305,19 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
     /// One request/response exchange. true = keep the connection for another request.
     async fn exchange(&mut self, served: u64) -> bool {
         let snap = self.w.snapshot();
-        let t0 = self.logging.then(Instant::now);
+        let t0 = Instant::now();
         self.rec.reset();
         let req = self.begin(&snap, served);
         let keep = self.serve_request(&snap, &req).await.unwrap_or(false);
-        if let Some(t0) = t0 {
+        self.w.record_request(&super::observe::Finished {
+            tier: self.rec.tier,
+            decision: self.rec.limit,
+            auth: self.rec.auth,
+            key: &self.key,
+            subject: &self.subject,
+            elapsed: t0.elapsed(),
+        });
+        if self.logging {
             self.log_request(t0);
         }
         keep && !self.w.shutdown.is_set()
