@@ -455,6 +455,14 @@ fn store_stopped_continued_and_restarted_under_load() {
         tb["others_sustained"], ta["sustained_count"],
         "b sees all of a's"
     );
+    // The key view shows the same: others and the global total the limiter checks.
+    let (_, kv) = admin_get(insts[0].proxy.admin.unwrap(), &format!("/keys/{KEY}"));
+    let kv: serde_json::Value = serde_json::from_str(&kv).unwrap();
+    assert_eq!(kv["cluster"]["others"][0], tb["sustained_count"], "{kv}");
+    assert_eq!(
+        kv["cluster"]["global"]["sustained"], ta["global_sustained"],
+        "{kv}"
+    );
 
     // Restarted empty: no crash, counts rebuilt from the next ticks (every live count is
     // sent again after the failed tick).
