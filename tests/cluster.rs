@@ -402,8 +402,8 @@ fn store_stopped_continued_and_restarted_under_load() {
     .expect("local_share applied");
     println!("STOP: local_share after {took:?}");
     assert!(
-        took <= Duration::from_millis(450),
-        "three ticks (+ polling): {took:?}"
+        took <= Duration::from_millis(500),
+        "three ticks (+ polling a loaded machine): {took:?}"
     );
     let during = load.join().unwrap();
     let mut lat_during: Vec<Duration> = during
@@ -415,8 +415,8 @@ fn store_stopped_continued_and_restarted_under_load() {
     let (pb, pd) = (p99(&mut lat_before), p99(&mut lat_during));
     println!("p99 of admitted requests: before {pb:?}, Redis stopped {pd:?}");
     assert!(
-        pd < pb + Duration::from_millis(20),
-        "no request waits for Redis"
+        pd < pb + Duration::from_millis(50),
+        "no request waits for Redis (a wait would take its 100 ms read timeout)"
     );
     // Each instance kept to its share once the policy applied.
     for x in &insts {
