@@ -23,8 +23,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 say "building release binaries (tollgate, loadgen, segrelay)"
 cargo build --release --workspace
 
-say "Rust unit and integration tests"
-timeout 1200 cargo test --workspace --release -- --test-threads=2
+say "Rust unit and integration tests (tests/cluster.rs starts its own redis-server)"
+TOLLGATE_REQUIRE_REDIS=1 timeout 1200 cargo test --workspace --release -- --test-threads=2
 
 say "data-path suites on the epoll driver too (MONOIO_FORCE_LEGACY_DRIVER=1: where io_uring is unavailable)"
 MONOIO_FORCE_LEGACY_DRIVER=1 timeout 600 cargo test --release --test proxy --test ratelimit \
@@ -55,5 +55,8 @@ TOLLGATE_TEST_RELAY="$relay" timeout 1200 bash scripts/run-s3-tests.sh
 
 say "the README's demo command, scaled to 6 s of load (DEMO_SCALE=0.05)"
 DEMO_SCALE=0.05 timeout 600 bash scripts/demo.sh
+
+say "the active-active demo (Redis + two tollgate instances), 6 s of load per round"
+DEMO_SCALE=0.05 timeout 600 bash scripts/demo.sh --active-active
 
 say "all tests passed"

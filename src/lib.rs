@@ -16,6 +16,9 @@
 //! - [`proxy`]: the data path: accept, connection loop, limit decision, upstream pools
 //!   (following reloads), health checks, TLS, the per-core background tasks. Never imports
 //!   `control`.
+//! - [`cluster`]: active-active, the I/O half: one sync thread per instance holding the
+//!   Redis connection, exchanging batched deltas and views with the cores over rings (the
+//!   algorithm itself is pure, in `limit::cluster`). Never imports `proxy` or `control`.
 //! - [`control`]: the control threads: signals, reload (what applies, what needs a
 //!   restart), the watchdog (heartbeats, history, retries), admin API (health, readiness,
 //!   key view, page), metrics, and `tollgate top`. Never imports `proxy`.
@@ -27,6 +30,7 @@
 // exempt (it is not the data path); so are the binary and the integration tests (Cargo.toml).
 #![cfg_attr(not(test), deny(clippy::disallowed_types))]
 
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod http;

@@ -274,6 +274,37 @@ fn connection_budget(cfg: &Config, n: usize) -> usize {
     budget
 }
 
+/// The running sync thread of `[cluster]`.
+struct ClusterRun {
+    clock: tollgate::cluster::Clock,
+    stats: Arc<tollgate::stats::ClusterStats>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// With `[cluster]`: rings between every core and a sync thread, and the thread.
+fn start_cluster(
+    cfg: &tollgate::config::Config,
+    meshes: &mut [runtime::CoreMesh],
+    epoch: Instant,
+) -> Result<Option<ClusterRun>> {
+    let Some(c) = &cfg.cluster else {
+        return Ok(None);
+    };
+    let ends = runtime::mesh::build_sync(meshes);
+    let clock = tollgate::cluster::Clock::new(epoch);
+    let stats = Arc::new(tollgate::stats::ClusterStats::default());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let thread = tollgate::cluster::spawn(c.clone(), ends, stats.clone(), clock, stop.clone())
+        .context("cluster sync thread")?;
+    Ok(Some(ClusterRun {
+        clock,
+        stats,
+        stop,
+        thread,
+    }))
+}
+
 fn run(path: PathBuf, overrides: Overrides) -> Result<()> {
     let cfg = load_with(&path, &overrides).map_err(|e| anyhow::anyhow!("{e}"))?;
     let cfg = Arc::new(cfg);
@@ -289,7 +320,9 @@ fn run(path: PathBuf, overrides: Overrides) -> Result<()> {
         None => None,
     };
     let access_log = open_access_log(&cfg)?;
-    let (meshes, handle) = runtime::mesh::build(n);
+    let (mut meshes, handle) = runtime::mesh::build(n);
+    let epoch = Instant::now();
+    let cluster = start_cluster(&cfg, &mut meshes, epoch)?;
     let stats: Vec<Arc<CoreStats>> = (0..n).map(|_| Arc::new(CoreStats::default())).collect();
     let hasher = std::hash::RandomState::new();
     let connection_budget = connection_budget(&cfg, n);
@@ -297,7 +330,7 @@ fn run(path: PathBuf, overrides: Overrides) -> Result<()> {
         config: cfg.clone(),
         stats: stats.clone(),
         hasher: hasher.clone(),
-        epoch: Instant::now(),
+        epoch,
         tls: server_tls,
         upstream_tls,
         instance: {
@@ -306,6 +339,7 @@ fn run(path: PathBuf, overrides: Overrides) -> Result<()> {
         },
         access_log: access_log.as_ref().map(|w| w.tx.clone()),
         connection_budget,
+        cluster_epoch_ms: cluster.as_ref().map(|c| c.clock.at(0)),
     });
     let inits = meshes
         .into_iter()
@@ -324,14 +358,10 @@ fn run(path: PathBuf, overrides: Overrides) -> Result<()> {
         cfg.limits.keys.len(),
         cfg.limits.version
     );
-    let state = Arc::new(ControlState::new(
-        cfg.clone(),
-        overrides,
-        handle,
-        stats,
-        hasher,
-        Some(builder),
-    ));
+    let state = Arc::new(
+        ControlState::new(cfg.clone(), overrides, handle, stats, hasher, Some(builder))
+            .with_cluster(cluster.as_ref().map(|c| c.stats.clone())),
+    );
     control::start(state.clone())?;
     if let Some(a) = cfg.admin.listen {
         let bound = control::admin::start_with(state.clone(), a, cfg.admin.allowed_hosts.clone())
@@ -340,6 +370,10 @@ fn run(path: PathBuf, overrides: Overrides) -> Result<()> {
     }
     for w in workers {
         let _ = w.join();
+    }
+    if let Some(c) = cluster {
+        c.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = c.thread.join();
     }
     if let Some(w) = access_log {
         w.finish();

@@ -349,6 +349,58 @@ pub fn probe_reason(code: u64, path: &str, healthy: &str) -> String {
 
 pub const AUTH_NAMES: [&str; 6] = ["v4", "v2", "v4_query", "v2_query", "custom", "anonymous"];
 
+/// Upper bounds (µs) of the sync-latency histogram buckets (the last is +Inf).
+pub const SYNC_LATENCY_BUCKETS_US: [u64; 10] = [
+    500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000,
+];
+
+/// The active-active sync thread's figures (`[cluster]`), written by that thread only
+/// (once per tick), read by the control thread.
+#[derive(Default, Debug)]
+pub struct ClusterStats {
+    /// 1 when `[cluster]` is on.
+    pub enabled: Counter,
+    /// What the cores count for the others: 1 synced, 2 local_share, 3 open, 4 closed.
+    pub mode: Counter,
+    /// Live instances at the last answer.
+    pub alive: Counter,
+    pub ticks: Counter,
+    pub failures: Counter,
+    /// Failed ticks in a row now.
+    pub failing: Counter,
+    pub latency_last_us: Counter,
+    pub latency_max_us: Counter,
+    pub latency_sum_us: Counter,
+    /// Script calls per latency bucket (`SYNC_LATENCY_BUCKETS_US`, then +Inf).
+    pub latency_buckets: [Counter; SYNC_LATENCY_BUCKETS_US.len() + 1],
+    /// Keys and deltas in the last tick's call(s), and deltas pushed in total.
+    pub batch_keys: Counter,
+    pub batch_deltas: Counter,
+    pub deltas_sent: Counter,
+    /// Deltas waiting for the store, dropped (too many waiting), keys synced.
+    pub pending: Counter,
+    pub dropped: Counter,
+    pub tracked: Counter,
+    /// Views and modes the cores' rings had no room for (sent again next tick).
+    pub undelivered: Counter,
+}
+
+impl ClusterStats {
+    /// Records one script call of `us` microseconds.
+    pub fn latency(&self, us: u64) {
+        self.latency_last_us.set(us);
+        self.latency_sum_us.add(us);
+        if us > self.latency_max_us.get() {
+            self.latency_max_us.set(us);
+        }
+        let b = SYNC_LATENCY_BUCKETS_US
+            .iter()
+            .position(|&le| us <= le)
+            .unwrap_or(SYNC_LATENCY_BUCKETS_US.len());
+        self.latency_buckets[b].inc();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -200,6 +200,8 @@ fn run_rate(o: &BenchOpts, rate: f64) -> Result<BenchResult, BenchError> {
         })
         .collect();
     let cfg = EngineConfig {
+        addrs: vec![target.addr],
+        spread: Default::default(),
         target,
         tls,
         threads: o.threads,

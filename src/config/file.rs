@@ -245,6 +245,18 @@ string_enum!(
     }
 );
 
+// ----- [cluster] -----
+
+/// How often each instance syncs its deltas with the store (one script call).
+pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_millis(100);
+/// What an instance enforces while the store does not answer.
+pub const DEFAULT_ON_STORE_FAILURE: &str = "local_share";
+/// Connecting to the store (each attempt; one per tick while it is away).
+pub const DEFAULT_CLUSTER_CONNECT_TIMEOUT: Duration = Duration::from_millis(100);
+/// Reading a script call's answer / writing the call.
+pub const DEFAULT_CLUSTER_READ_TIMEOUT: Duration = Duration::from_millis(100);
+pub const DEFAULT_CLUSTER_WRITE_TIMEOUT: Duration = Duration::from_millis(100);
+
 // ----- tables -----
 
 /// The whole main config file.
@@ -270,6 +282,20 @@ pub struct RawConfig {
     pub limits: RawLimits,
     /// None = no `[tiers]` table: the four default tiers.
     pub tiers: Option<BTreeMap<String, RawTier>>,
+    /// None = no `[cluster]` table: this instance limits on its own.
+    pub cluster: Option<RawCluster>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub redis_url: Option<String>,
+    pub sync_interval: Option<RawDuration>,
+    pub instance_id: Option<String>,
+    pub on_store_failure: Option<String>,
+    pub connect_timeout: Option<RawDuration>,
+    pub read_timeout: Option<RawDuration>,
+    pub write_timeout: Option<RawDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

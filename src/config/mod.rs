@@ -53,7 +53,56 @@ pub struct Config {
     pub access_log: AccessLogConfig,
     /// How often the control thread polls config/keys files for changes (0 = off).
     pub reload_poll_interval: Duration,
+    /// Active-active through a shared store (`[cluster]`); None = limit alone.
+    pub cluster: Option<ClusterConfig>,
 }
+
+/// `[cluster]`: one limit per key across the instances sharing `redis_url` (SPEC §8).
+/// `Debug` shows the URL without its password (it reaches logs, e.g. a refused reload).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// `redis://HOST:PORT[/DB]`: the store every instance of the cluster shares.
+    pub redis_url: String,
+    /// One script call per interval pushes the deltas and reads the others' counts.
+    pub sync_interval: Duration,
+    /// This instance's name in the store (unique in the cluster).
+    pub instance_id: String,
+    /// What is enforced while the store does not answer.
+    pub on_store_failure: StoreFailure,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("redis_url", &self.redacted_url())
+            .field("sync_interval", &self.sync_interval)
+            .field("instance_id", &self.instance_id)
+            .field("on_store_failure", &self.on_store_failure)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("read_timeout", &self.read_timeout)
+            .field("write_timeout", &self.write_timeout)
+            .finish()
+    }
+}
+
+impl ClusterConfig {
+    /// `redis_url` with any `user:password@` replaced by `***@` (for logs and `check`).
+    pub fn redacted_url(&self) -> String {
+        match self.redis_url.split_once("://") {
+            Some((scheme, rest)) if rest.contains('@') => {
+                let host = rest.rsplit('@').next().unwrap_or("");
+                format!("{scheme}://***@{host}")
+            }
+            _ => self.redis_url.clone(),
+        }
+    }
+}
+
+/// `cluster.on_store_failure` (owned by the algorithm, `limit::cluster`).
+pub use crate::limit::cluster::Policy as StoreFailure;
 
 #[derive(Debug, Clone)]
 pub struct TlsListenConfig {

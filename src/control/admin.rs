@@ -384,6 +384,10 @@ fn entry_json(e: &EntrySnapshot, tiers: &[crate::config::TierConfig]) -> serde_j
         "tier": tier,
         "sustained_count": e.sustained_count,
         "burst_count": e.burst_count,
+        "others_sustained": e.others[0],
+        "others_burst": e.others[1],
+        "global_sustained": e.sustained_count.saturating_add(e.others[0]),
+        "global_burst": e.burst_count.saturating_add(e.others[1]),
         "retry_after_ms": e.retry_after_ms,
         "idle": e.idle,
     })

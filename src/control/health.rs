@@ -173,7 +173,13 @@ pub fn verdict(st: &ControlState) -> (bool, bool, Value) {
     let usable = nodes.iter().filter(|n| n["usable"] == true).count();
     let down: Vec<&Value> = nodes.iter().filter(|n| n["usable"] != true).collect();
     let draining = st.shutting_down.load(Ordering::SeqCst);
-    let healthy = stuck.is_empty() && usable > 0 && !draining;
+    // `[cluster]` with on_store_failure = "closed" and the store away: every limited
+    // request is denied, so the balancer should send traffic elsewhere.
+    let closed = st
+        .cluster
+        .as_ref()
+        .is_some_and(|c| c.mode.get() == crate::limit::cluster::Mode::Closed.code());
+    let healthy = stuck.is_empty() && usable > 0 && !draining && !closed;
     let ready = healthy && started;
     let mut reasons: Vec<String> = Vec::new();
     for (core, d) in &stuck {
@@ -195,6 +201,9 @@ pub fn verdict(st: &ControlState) -> (bool, bool, Value) {
     }
     if draining {
         reasons.push("shutting down (draining)".into());
+    }
+    if closed {
+        reasons.push("cluster store unreachable (on_store_failure = closed)".into());
     }
     if !started {
         reasons.push("starting: not every worker has run yet".into());

@@ -1,8 +1,10 @@
 //! Aggregation of the per-core counters into JSON (`/stats`) and the Prometheus text format
 //! (`/metrics`): plain sums from one table of families ([`SCALARS`]), per-node families
-//! ([`NODE_FAMILIES`]), and the histograms (per-core, merged here).
+//! ([`NODE_FAMILIES`]), and the histograms (per-core, merged here); the active-active figures in `cluster`.
 //!
 //! Owns: rendering. Reads `CoreStats` (single-writer counters) — never writes them.
+
+mod cluster;
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -151,6 +153,7 @@ pub fn stats_json(st: &ControlState) -> Value {
             "messages_received": sum(s, |c| c.cross_core_received.get()),
             "batches": sum(s, |c| c.cross_core_batches.get()),
         },
+        "cluster": cluster::json(st),
         "cores": cores,
         "upstream_nodes": super::health::nodes_json(st),
     })
@@ -415,6 +418,7 @@ pub fn prometheus(st: &ControlState) -> String {
     process(&mut o, st);
     nodes(&mut o, st);
     durations(&mut o, st);
+    cluster::prometheus(&mut o, st);
     o
 }
 

@@ -71,6 +71,8 @@ pub struct ControlState {
     undelivered: Mutex<Vec<Undelivered>>,
     /// Heartbeats and the per-second history (`health`).
     pub watch: Mutex<health::Watch>,
+    /// The sync thread's figures when `[cluster]` is on.
+    pub cluster: Option<Arc<crate::stats::ClusterStats>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -103,7 +105,14 @@ impl ControlState {
             shutting_down: AtomicBool::new(false),
             started: Instant::now(),
             undelivered: Mutex::new((0..n).map(|_| Undelivered::default()).collect()),
+            cluster: None,
         }
+    }
+
+    /// With the `[cluster]` sync thread's figures (shown in `/stats`, `/metrics`, `/health`).
+    pub fn with_cluster(mut self, cluster: Option<Arc<crate::stats::ClusterStats>>) -> Self {
+        self.cluster = cluster;
+        self
     }
 
     pub fn current(&self) -> Arc<Config> {

@@ -135,6 +135,7 @@ fn restart_only(old: &Config, new: &mut Config) -> Vec<Refused> {
         &mut new.admin.listen,
     );
     keep(&mut r, "access_log", &old.access_log, &mut new.access_log);
+    keep(&mut r, "cluster", &old.cluster, &mut new.cluster);
     keep(
         &mut r,
         "upstream.tls",

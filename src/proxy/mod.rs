@@ -37,7 +37,7 @@ use monoio::net::{TcpListener, TcpStream};
 use crate::config::Config;
 use crate::limit::{Router, Shard, TierLimits};
 use crate::runtime::WorkerInit;
-use crate::runtime::msg::{ControlMsg, CoreMsg, TableOp, TableReply};
+use crate::runtime::msg::{ControlMsg, CoreMsg, FromSync, TableOp, TableReply};
 use crate::stats::CoreStats;
 
 use bufio::BufPool;
@@ -60,6 +60,9 @@ pub struct Shared {
     /// Client connections per worker that the open-file limit allows
     /// (`runtime::connection_budget`); `http.max_connections` is capped by it.
     pub connection_budget: usize,
+    /// Active-active (`[cluster]`): cluster time (wall-clock ms) at `epoch`, so that a
+    /// core's cluster time is this plus its `now_ms`. None = cluster off.
+    pub cluster_epoch_ms: Option<u64>,
 }
 
 /// A core's view of the configuration, rebuilt on every reload (cheap `Rc` clones).
@@ -390,6 +393,14 @@ pub async fn run_worker(init: WorkerInit, shared: Arc<Shared>) {
         crate::runtime::Driver::IoUring => 1,
         crate::runtime::Driver::Epoll => 2,
     });
+    if let Some(at_epoch) = shared.cluster_epoch_ms
+        && w.mesh.borrow().has_sync()
+    {
+        w.shard
+            .borrow_mut()
+            .set_mode(crate::limit::cluster::Mode::Synced);
+        monoio::spawn(limiter::cluster_flush(w.clone(), at_epoch));
+    }
     let mesh_task = monoio::spawn(mesh_loop(w.clone()));
     let _house = monoio::spawn(tasks::housekeeping(w.clone()));
     // Each node is probed by one core (id % workers); the results go to every core over the
@@ -529,6 +540,7 @@ async fn handle(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr, tls: bool) {
 async fn mesh_loop(w: Rc<Worker>) {
     let mut inbound: Vec<(usize, CoreMsg)> = Vec::with_capacity(256);
     let mut controls: Vec<ControlMsg> = Vec::new();
+    let mut from_sync: Vec<FromSync> = Vec::new();
     poll_fn(|cx| {
         loop {
             w.mesh_kicked.set(false);
@@ -538,8 +550,17 @@ async fn mesh_loop(w: Rc<Worker>) {
                     controls.push(c);
                 }
                 mesh.drain(|from, m| inbound.push((from, m)));
+                mesh.drain_sync(|m| from_sync.push(m));
             }
-            let had_work = !inbound.is_empty() || !controls.is_empty();
+            let had_work = !inbound.is_empty() || !controls.is_empty() || !from_sync.is_empty();
+            if !from_sync.is_empty() {
+                let snap = w.snapshot();
+                let now = w.now_ms();
+                let mut shard = w.shard.borrow_mut();
+                for m in from_sync.drain(..) {
+                    limiter::apply_from_sync(&mut shard, &snap.tiers, m, now);
+                }
+            }
             if !inbound.is_empty() {
                 let snap = w.snapshot();
                 let now = w.now_ms();

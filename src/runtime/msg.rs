@@ -5,7 +5,8 @@
 //! the owner's `Decision` back, `Update`s (refunds, penalties) and `Health` results from the
 //! core that probes a node) and
 //! from the control thread to a core (`ControlMsg`, with `TableOp` / `TableReply` for the
-//! admin API). Must not touch: I/O, HTTP.
+//! admin API), and between the cores and their instance's sync thread (active-active:
+//! `ToSync` deltas, `FromSync` views and modes). Must not touch: I/O, HTTP.
 //!
 //! Ring-full policy:
 //! - `CoreMsg::Check`, `Decision` and `Health`: never dropped. The sender keeps the message
@@ -26,10 +27,18 @@
 //!   retried like a snapshot.
 //! - `CoreMsg::Health` names a node by its stable id (`config::UpstreamServer::id`), never
 //!   by a core's slot: a core that does not know the id (yet, or any more) ignores it.
+//! - `ToSync::Delta`: never lost. A core pushes it straight into its ring to the sync
+//!   thread (no outbox); when the ring is full the admissions stay pending in the shard
+//!   entry and go with the next flush (`Shard::take_pending` stops at the first refusal).
+//! - `FromSync::Others`: when the core's ring is full the sync thread forgets that it told
+//!   the core (`Tracker::untold`) and sends it again after the next tick; meanwhile the
+//!   core counts the previous view. `FromSync::Mode`: kept by the sync thread per core and
+//!   pushed again every tick until it is in.
 
 use std::sync::Arc;
 use std::sync::mpsc::SyncSender;
 
+use crate::limit::cluster::Mode;
 use crate::limit::{Decision, EntrySnapshot, RefundToken};
 
 /// Inline capacity of a subject; longer subjects (keys up to 255 bytes) go to the heap.
@@ -99,6 +108,33 @@ pub enum LimitUpdate {
     /// "Count one authentication failure of this client address": to every core (each
     /// keeps the same penalty view, so checking it needs no message).
     Penalty { subject: [u8; 17] },
+}
+
+/// Core → its instance's sync thread (active-active, `[cluster]`).
+#[derive(Debug)]
+pub enum ToSync {
+    /// `count` admissions of `subject` (tier `tier`, windows of `windows` ms: sustained,
+    /// burst) on this core since its last flush, attributed to cluster time `at` (ms).
+    Delta {
+        subject: Subject,
+        tier: u16,
+        windows: [u32; 2],
+        at: u64,
+        count: u32,
+    },
+}
+
+/// Sync thread → one core.
+#[derive(Debug)]
+pub enum FromSync {
+    /// The other instances' admissions of `subject` in each window, as just read.
+    Others {
+        subject: Subject,
+        tier: u16,
+        others: [u32; 2],
+    },
+    /// What to count for the other instances from now on (the store answers or not).
+    Mode(Mode),
 }
 
 /// A table operation asked by the admin API.

@@ -619,14 +619,14 @@ enforce = false
             "tiers.t.per_minute",
         );
         err_at(
-            &t("per_minute = 65536\nper_second = 1\n"),
+            &t("per_minute = 1000001\nper_second = 1\n"),
             4,
             "tiers.t.per_minute",
         );
         let max = ok(&format!(
-            "{SERVERS}[limits]\ndefault_tier = \"t\"\nanonymous_tier = \"t\"\n[tiers.t]\nper_minute = 65535\nper_second = 1\n"
+            "{SERVERS}[limits]\ndefault_tier = \"t\"\nanonymous_tier = \"t\"\n[tiers.t]\nper_minute = 1000000\nper_second = 300000\n"
         ));
-        assert_eq!(max.limits.tiers[0].sustained.limit, 65535);
+        assert_eq!(max.limits.tiers[0].sustained.limit, 1_000_000);
         err_at(
             &t("per_minute = 5\nburst = { limit = 0, window = \"1s\" }\n"),
             5,

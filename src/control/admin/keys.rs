@@ -62,9 +62,8 @@ pub(super) fn one(st: &ControlState, key: &[u8]) -> Reply {
         "tracked": false,
         "auth_method_last_seen": null,
         "last_seen_ms_ago": null,
-        // CLUSTER: with [cluster], the other instances' recent admissions of this key and
-        // the global totals the limiter adds to the local counts ({"others": [sustained,
-        // burst], "global": {...}}); null on a single instance.
+        // With [cluster]: the other instances' admissions of this key as last read, and the
+        // global totals the limiter checks (local + others); null on a single instance.
         "cluster": null,
     });
     if let Some((auth, ago)) = last_seen(st, key) {
@@ -90,6 +89,16 @@ pub(super) fn one(st: &ControlState, key: &[u8]) -> Reply {
         "sustained": window(t.sustained.length_ms, t.sustained.limit, counts.0),
         "burst": window(t.burst.length_ms, t.burst.limit, counts.1),
     });
+    if let (Some(_), Some(e)) = (&st.cluster, e) {
+        let [os, ob] = e.others;
+        v["cluster"] = json!({
+            "others": [os, ob],
+            "global": {
+                "sustained": counts.0.saturating_add(os),
+                "burst": counts.1.saturating_add(ob),
+            },
+        });
+    }
     let retry = e.map_or(0, |e| e.retry_after_ms);
     v["retry_after_ms"] = json!(retry);
     v["retry_after_s"] = json!(retry.div_ceil(1000));
@@ -183,6 +192,7 @@ pub fn top_doc(st: &ControlState, n: usize) -> Value {
                 sustained_count: 0,
                 burst_count: 0,
                 retry_after_ms: 0,
+                others: [0, 0],
                 idle: false,
             };
             let mut v = entry_json(&e, tiers);
