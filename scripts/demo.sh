@@ -12,6 +12,12 @@
 #   6. stops everything it started, by PID (also on Ctrl-C or failure).
 #
 #   scripts/demo.sh                 the default run (~1 minute of load)
+#   scripts/demo.sh --active-active two tollgate instances in front of the same Garage, each key's
+#                                   requests alternating between them (bench/scenarios/
+#                                   active-active.toml), first WITHOUT [cluster] (each instance
+#                                   limits alone: 2x, the seed's two HAProxy instances), then WITH
+#                                   [cluster] on a Redis of its own (one limit: 1x); ends with a
+#                                   table of the most admitted per key in any second and minute
 #   DEMO_SCALE=0.1 scripts/demo.sh  shorter (scales burst.toml's 2-minute duration)
 #   DEMO_KEEP=1                     keep the work dir (logs, configs, JSON + HTML reports)
 #
@@ -24,6 +30,14 @@ export PATH="$HOME/.cargo/bin:$PATH"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 SCALE="${DEMO_SCALE:-0.5}"
 SCENARIO="bench/scenarios/burst.toml"
+ACTIVE_ACTIVE=0
+for arg in "$@"; do
+  case "$arg" in
+    --active-active) ACTIVE_ACTIVE=1 ;;
+    -h|--help) awk 'NR>1 && !/^#/{exit} NR>1{print}' "${BASH_SOURCE[0]}"; exit 0 ;;
+    *) echo "demo: unknown option $arg (--active-active)" >&2; exit 2 ;;
+  esac
+done
 
 say() { printf '\n==> %s\n' "$*"; }
 die() { printf 'demo: ERROR: %s\n' "$*" >&2; exit 2; }
@@ -43,17 +57,25 @@ TOLLGATE="$TARGET_DIR/release/tollgate"
 LOADGEN="$TARGET_DIR/release/loadgen"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/tollgate-demo.XXXXXX")"
-TG_PID=""
+TG_PIDS=()
+stop_tollgates() {
+  local pid
+  for pid in "${TG_PIDS[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then
+      echo "[demo] stopping tollgate PID $pid"
+      kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+    fi
+  done
+  TG_PIDS=()
+}
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
-  if [ -n "$TG_PID" ] && kill -0 "$TG_PID" 2>/dev/null; then
-    echo "[demo] stopping tollgate PID $TG_PID"
-    kill -TERM "$TG_PID" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$TG_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$TG_PID" 2>/dev/null || true
-    wait "$TG_PID" 2>/dev/null || true
-  fi
+  stop_tollgates
+  bash scripts/redis.sh stop "$WORK/redis" || true
   bash scripts/garage.sh stop "$WORK/garage" || true
   if [ "${DEMO_KEEP:-0}" = 1 ] || [ $rc -ne 0 ]; then
     echo "[demo] work dir kept: $WORK (tollgate.log, garage/garage.log, report.json, report.html)"
@@ -81,23 +103,37 @@ GARAGE_BUCKET=bench GARAGE_EXTRA_KEYS="$WORK/garage-keys" \
 say "writing the scenario's objects straight to Garage (loadgen prefill)"
 "$LOADGEN" prefill "$SCENARIO" --target "http://127.0.0.1:$GPORT"
 
+# start_tollgate NAME CONFIG: a tollgate in front of Garage on free ports; sets T_PORT, A_PORT.
+start_tollgate() {
+  local name="$1" cfg="$2"
+  T_PORT="$(free_port)"
+  A_PORT="$(free_port)"
+  while [ "$A_PORT" = "$T_PORT" ]; do A_PORT="$(free_port)"; done
+  "$TOLLGATE" check --config "$cfg" --upstream "127.0.0.1:$GPORT" \
+    --listen "127.0.0.1:$T_PORT" --admin "127.0.0.1:$A_PORT" | sed "s/^/[tollgate check $name] /"
+  RUST_LOG="${RUST_LOG:-info}" "$TOLLGATE" run --config "$cfg" \
+    --upstream "127.0.0.1:$GPORT" --listen "127.0.0.1:$T_PORT" --admin "127.0.0.1:$A_PORT" \
+    >"$WORK/tollgate-$name.log" 2>&1 </dev/null &
+  local pid=$!
+  TG_PIDS+=("$pid")
+  local deadline=$((SECONDS + 30))
+  until curl -fsS -m 2 "http://127.0.0.1:$A_PORT/health" >/dev/null 2>&1; do
+    kill -0 "$pid" 2>/dev/null || { tail -20 "$WORK/tollgate-$name.log" >&2; die "tollgate $name exited"; }
+    [ $SECONDS -lt $deadline ] || { tail -20 "$WORK/tollgate-$name.log" >&2; die "tollgate $name not healthy in 30 s"; }
+    sleep 0.2
+  done
+  echo "[demo] tollgate $name PID $pid on 127.0.0.1:$T_PORT (admin 127.0.0.1:$A_PORT) -> Garage 127.0.0.1:$GPORT"
+}
+
+if [ "$ACTIVE_ACTIVE" = 1 ]; then
+  # shellcheck source=scripts/demo-active-active.sh
+  source scripts/demo-active-active.sh
+  exit $?
+fi
+
 say "starting tollgate (config/demo.toml) in front of Garage"
-TPORT="$(free_port)"
-APORT="$(free_port)"
-while [ "$APORT" = "$TPORT" ]; do APORT="$(free_port)"; done
-"$TOLLGATE" check --config config/demo.toml --upstream "127.0.0.1:$GPORT" \
-  --listen "127.0.0.1:$TPORT" --admin "127.0.0.1:$APORT" | sed 's/^/[tollgate check] /'
-RUST_LOG="${RUST_LOG:-info}" "$TOLLGATE" run --config config/demo.toml \
-  --upstream "127.0.0.1:$GPORT" --listen "127.0.0.1:$TPORT" --admin "127.0.0.1:$APORT" \
-  >"$WORK/tollgate.log" 2>&1 </dev/null &
-TG_PID=$!
-deadline=$((SECONDS + 30))
-until curl -fsS -m 2 "http://127.0.0.1:$APORT/health" >/dev/null 2>&1; do
-  kill -0 "$TG_PID" 2>/dev/null || { tail -20 "$WORK/tollgate.log" >&2; die "tollgate exited"; }
-  [ $SECONDS -lt $deadline ] || { tail -20 "$WORK/tollgate.log" >&2; die "tollgate not healthy in 30 s"; }
-  sleep 0.2
-done
-echo "[demo] tollgate PID $TG_PID on 127.0.0.1:$TPORT (admin 127.0.0.1:$APORT) -> Garage 127.0.0.1:$GPORT"
+start_tollgate main config/demo.toml
+TPORT="$T_PORT" APORT="$A_PORT"
 
 say "loadgen run $SCENARIO --scale $SCALE (5 premium keys x 60 req/s; limit 50/s and 1000/min)"
 set +e

@@ -3,10 +3,13 @@
 #
 #   scripts/deps.sh [--tests] [--demo] [--bench]     (no flag = --tests)
 #
-#   --tests  curl, openssl (apt); garage 2.5.0 and s3s-fs 0.14.1 (cargo install);
+#   --tests  curl, openssl, tmux, redis-server (apt); garage 2.5.0 and s3s-fs 0.14.1 (cargo install);
 #            the project-local .venv with boto3, awscli, pytest (scripts/requirements.txt)
-#   --demo   curl (apt); garage; .venv (awscli, boto3)
-#   --bench  curl, nginx, haproxy, wrk (apt); garage; .venv
+#   --demo   curl, redis-server (apt); garage; .venv (awscli, boto3)
+#   --bench  curl, nginx, haproxy, wrk, redis-server (apt); garage; .venv
+#
+# redis-server (Debian's 7.0) is only installed, never started as a service: the tests, the
+# demo and the benchmarks start their own on a free port with their own directory.
 #
 # Idempotent: every step checks first and says what it does. `apt-get update` runs only when a
 # package must be installed. Works without a terminal (CI=true). Environment:
@@ -39,9 +42,10 @@ for arg in "$@"; do
 done
 
 # ---------- apt packages: command name -> Debian package ----------
-declare -A APT_FOR=([curl]=curl [openssl]=openssl [nginx]=nginx [haproxy]=haproxy [wrk]=wrk)
-cmds=(curl)
-[ $want_tests = 1 ] && cmds+=(openssl)
+declare -A APT_FOR=([curl]=curl [openssl]=openssl [tmux]=tmux [nginx]=nginx [haproxy]=haproxy [wrk]=wrk [redis-server]=redis-server)
+cmds=(curl redis-server)
+# tmux: tests/ops.rs drives `tollgate top` in a tmux pane.
+[ $want_tests = 1 ] && cmds+=(openssl tmux)
 [ $want_bench = 1 ] && cmds+=(nginx haproxy wrk)
 
 have_cmd() {

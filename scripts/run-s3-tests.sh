@@ -6,6 +6,9 @@
 # Needs: scripts/deps.sh --tests (garage, s3s-fs, .venv) and a release build of tollgate
 # (target/release/tollgate, or $CARGO_TARGET_DIR/release/tollgate, or TOLLGATE_BIN).
 # TOLLGATE_DIRECT=1 runs the suite against Garage / s3s-fs without tollgate (self-check).
+# TOLLGATE_TEST_RELAY=whole|bytes|mtu|random[:SEED] puts segrelay processes (target/release/
+# segrelay, from cargo build --release --workspace) between the clients and tollgate and between
+# tollgate and the backends, re-cutting every byte stream (see tests/s3/conftest.py).
 # S3_TEST_TIMEOUT overrides the per-test timeout in seconds (default 180).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

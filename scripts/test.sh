@@ -2,7 +2,8 @@
 # Runs every test of the project on a fresh machine: installs what is missing
 # (idempotently), checks format and lints, runs the Rust unit + integration tests,
 # then the real-client S3 suite (boto3, aws-cli, curl against Garage and s3s-fs
-# through tollgate, and loadgen's burst scenario through tollgate to Garage), and finally
+# through tollgate, and loadgen's burst scenario through tollgate to Garage), then the
+# data-path suites and the S3 suite again through segmenting relays (segrelay), and finally
 # the README's demo command at a small scale.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,11 +20,18 @@ cargo fmt --all -- --check
 say "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
-say "building release binaries (tollgate, loadgen)"
+say "building release binaries (tollgate, loadgen, segrelay)"
 cargo build --release --workspace
 
-say "Rust unit and integration tests"
-timeout 1200 cargo test --workspace --release -- --test-threads=2
+say "Rust unit and integration tests (tests/cluster.rs starts its own redis-server)"
+TOLLGATE_REQUIRE_REDIS=1 timeout 1200 cargo test --workspace --release -- --test-threads=2
+
+say "data-path suites on the epoll driver too (MONOIO_FORCE_LEGACY_DRIVER=1: where io_uring is unavailable)"
+MONOIO_FORCE_LEGACY_DRIVER=1 timeout 600 cargo test --release --test proxy --test ratelimit \
+    --test wire -- --test-threads=2
+
+say "fuzz targets (request head, chunked body): the committed corpus plus 200,000 mutations each, at most 120 s"
+FUZZ_CASES=200000 FUZZ_SECS=120 timeout 300 cargo test --release --test fuzz_replay
 
 say "memory per tracked key: 1,000,000 keys in one shard, alone in its process (target <= 64 B beyond the key)"
 for t in rss_one_million_keys rss_one_million_garage_keys; do
@@ -33,7 +41,22 @@ done
 say "real S3 clients through tollgate (Garage, s3s-fs)"
 timeout 1200 bash scripts/run-s3-tests.sh
 
+# The same data-path suites once more with every byte stream re-cut by segrelay (random pieces
+# of 1..4096 bytes, some 0..5 ms apart, reproducible from the seed): client -> tollgate and
+# tollgate -> upstream. A failure prints its seed; replay with RELAY_SEED=N scripts/test.sh or
+# TOLLGATE_TEST_RELAY=random:N cargo test --release --test NAME.
+relay="random:${RELAY_SEED:-20261201}"
+say "data-path suites through a segmenting relay (TOLLGATE_TEST_RELAY=$relay)"
+TOLLGATE_TEST_RELAY="$relay" timeout 600 cargo test --release --test proxy --test ratelimit \
+    --test access_log --test wire --test hostile --test admin -- --test-threads=2
+
+say "real S3 clients, segmenting relays before and behind tollgate (TOLLGATE_TEST_RELAY=$relay)"
+TOLLGATE_TEST_RELAY="$relay" timeout 1200 bash scripts/run-s3-tests.sh
+
 say "the README's demo command, scaled to 6 s of load (DEMO_SCALE=0.05)"
 DEMO_SCALE=0.05 timeout 600 bash scripts/demo.sh
+
+say "the active-active demo (Redis + two tollgate instances), 6 s of load per round"
+DEMO_SCALE=0.05 timeout 600 bash scripts/demo.sh --active-active
 
 say "all tests passed"

@@ -5,7 +5,7 @@
 //! Must not touch: tiers, limits, tables, I/O. Signatures are *not* verified here (the
 //! upstream does that); this only decides whose counters a request is charged to.
 //!
-//! # Order (SPEC §2): the first form present wins
+//! # Order: the first form present wins
 //!
 //! 1. `Authorization: AWS4-… Credential=KEY/date/region/s3/aws4_request, …` → `v4`
 //!    (any `AWS4-` scheme, so SigV4a too; scheme case-insensitive; parameters split on
@@ -22,7 +22,7 @@
 //! `Authorization` header with another scheme (e.g. `Bearer`) is not a key-bearing
 //! form and the search continues.
 //!
-//! # One key per request (SPEC §2): [`Identified::conflict`]
+//! # One key per request: [`Identified::conflict`]
 //!
 //! tollgate must charge the key the store will authenticate, and stores disagree on
 //! which of several credentials wins (Garage takes the last `Credential=`, MinIO a V2
@@ -54,6 +54,8 @@
 //! Otherwise a client could send a deliberately broken signature header plus an
 //! `X-API-Key` of its choice and pick the bucket it is counted in. Work and memory are
 //! bounded: decoding stops at `max_key_len + 1` bytes in the caller's 256-byte scratch.
+
+use crate::http::pct::hex_digit;
 
 /// How the key was found (`as usize` indexes per-method stats in this order).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -281,8 +283,8 @@ fn query_name(raw: &[u8]) -> Option<usize> {
     let mut i = 0;
     while i < raw.len() {
         let b = if raw[i] == b'%' {
-            let hi = raw.get(i + 1).copied().and_then(hex)?;
-            let lo = raw.get(i + 2).copied().and_then(hex)?;
+            let hi = raw.get(i + 1).copied().and_then(hex_digit)?;
+            let lo = raw.get(i + 2).copied().and_then(hex_digit)?;
             i += 3;
             hi << 4 | lo
         } else {
@@ -338,15 +340,6 @@ fn v4_twice(params: &[u8]) -> Option<&'static str> {
     None
 }
 
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
 /// Result of percent-decoding a query value up to an optional stop byte.
 enum Decoded {
     /// The key is `raw[..n]` verbatim (nothing was encoded).
@@ -365,8 +358,8 @@ fn decode(raw: &[u8], stop: Option<u8>, max: usize, scratch: &mut [u8; SCRATCH])
     while i < raw.len() {
         let b = if raw[i] == b'%' {
             let (Some(hi), Some(lo)) = (
-                raw.get(i + 1).copied().and_then(hex),
-                raw.get(i + 2).copied().and_then(hex),
+                raw.get(i + 1).copied().and_then(hex_digit),
+                raw.get(i + 2).copied().and_then(hex_digit),
             ) else {
                 return Decoded::Bad;
             };
@@ -454,7 +447,7 @@ where
     id
 }
 
-/// The first key-bearing form present (SPEC §2 order); `conflict` set only for what
+/// The first key-bearing form present; `conflict` set only for what
 /// the `Authorization` header itself shows (doubled parameters, a presigned query too).
 fn identify_first<'a>(
     auth: Option<&'a [u8]>,

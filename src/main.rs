@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -79,6 +78,21 @@ enum Cmd {
         #[command(flatten)]
         overrides: OverrideArgs,
     },
+    /// Live terminal view of a running tollgate's admin API (q quits).
+    Top {
+        /// The admin listener.
+        #[arg(long, default_value = "127.0.0.1:8404")]
+        admin: SocketAddr,
+        /// The admin bearer token (default: $TOLLGATE_ADMIN_TOKEN).
+        #[arg(long)]
+        token: Option<String>,
+        /// Time between redraws.
+        #[arg(long, default_value = "1s", value_parser = humantime_secs)]
+        interval: std::time::Duration,
+        /// Print one frame and exit (no terminal needed).
+        #[arg(long)]
+        once: bool,
+    },
     /// Manage the keys file named by the config (atomic writes, timestamped backups).
     Keys {
         #[arg(long, short, default_value = "config/tollgate.toml")]
@@ -123,6 +137,16 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Keys { config, op } => keys(config, op),
+        Cmd::Top {
+            admin,
+            token,
+            interval,
+            once,
+        } => {
+            let token = token.or_else(|| std::env::var("TOLLGATE_ADMIN_TOKEN").ok());
+            control::top::run(&control::top::Target { admin, token }, interval, once)
+                .map_err(|e| anyhow::anyhow!(e))
+        }
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -131,6 +155,19 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// "250ms", "1s", "2.5s" → a duration (for `top --interval`).
+fn humantime_secs(s: &str) -> Result<std::time::Duration, String> {
+    let (n, scale) = match s.strip_suffix("ms") {
+        Some(n) => (n, 1e-3),
+        None => (s.strip_suffix('s').unwrap_or(s), 1.0),
+    };
+    n.parse::<f64>()
+        .ok()
+        .filter(|v| *v > 0.0 && v.is_finite())
+        .map(|v| std::time::Duration::from_secs_f64(v * scale))
+        .ok_or_else(|| format!("{s:?}: a duration such as 500ms or 2s"))
 }
 
 fn keys(config: PathBuf, op: KeysOp) -> Result<()> {
@@ -189,10 +226,9 @@ fn tls_builder() -> control::TlsBuilder {
     })
 }
 
-fn run(path: PathBuf, overrides: Overrides) -> Result<()> {
-    let cfg = load_with(&path, &overrides).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let cfg = Arc::new(cfg);
-    let n = cfg.workers.max(1);
+/// Every worker's listeners (plain, TLS), bound before anything starts, and logged.
+type Listeners = Vec<Vec<std::net::TcpListener>>;
+fn bind_all(cfg: &Config, n: usize) -> Result<(Listeners, Listeners)> {
     let plain = runtime::bind_listeners(&cfg.listen, n)?;
     let tls_addrs: Vec<SocketAddr> = cfg
         .tls
@@ -200,6 +236,80 @@ fn run(path: PathBuf, overrides: Overrides) -> Result<()> {
         .map(|t| t.listen.clone())
         .unwrap_or_default();
     let tls_ls = runtime::bind_listeners(&tls_addrs, n)?;
+    for (i, a) in cfg.listen.iter().enumerate() {
+        let bound = plain[0][i].local_addr()?;
+        log::info!("listening on http://{bound} (configured {a})");
+    }
+    for (i, a) in tls_addrs.iter().enumerate() {
+        let bound = tls_ls[0][i].local_addr()?;
+        log::info!("listening on https://{bound} (configured {a})");
+    }
+    Ok((plain, tls_ls))
+}
+
+/// The access-log writer thread, when `[access_log] path` is set.
+fn open_access_log(cfg: &Config) -> Result<Option<proxy::access_log::Writer>> {
+    let Some(p) = &cfg.access_log.path else {
+        return Ok(None);
+    };
+    let w = proxy::access_log::Writer::start(p, cfg.access_log.queue)
+        .with_context(|| format!("access_log.path: cannot open {}", p.display()))?;
+    log::info!("access log: {}", p.display());
+    Ok(Some(w))
+}
+
+/// Client connections per worker that fit the open-file limit; warns when that is below
+/// `http.max_connections`.
+fn connection_budget(cfg: &Config, n: usize) -> usize {
+    let budget = runtime::connection_budget(n);
+    if cfg.http.max_connections > budget {
+        log::warn!(
+            "http.max_connections = {} per worker does not fit the open-file limit \
+             (RLIMIT_NOFILE, with one upstream connection per client connection): using {} per \
+             worker; raise the limit (systemd: LimitNOFILE=) to allow more",
+            cfg.http.max_connections,
+            budget
+        );
+    }
+    budget
+}
+
+/// The running sync thread of `[cluster]`.
+struct ClusterRun {
+    clock: tollgate::cluster::Clock,
+    stats: Arc<tollgate::stats::ClusterStats>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// With `[cluster]`: rings between every core and a sync thread, and the thread.
+fn start_cluster(
+    cfg: &tollgate::config::Config,
+    meshes: &mut [runtime::CoreMesh],
+    epoch: Instant,
+) -> Result<Option<ClusterRun>> {
+    let Some(c) = &cfg.cluster else {
+        return Ok(None);
+    };
+    let ends = runtime::mesh::build_sync(meshes);
+    let clock = tollgate::cluster::Clock::new(epoch);
+    let stats = Arc::new(tollgate::stats::ClusterStats::default());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let thread = tollgate::cluster::spawn(c.clone(), ends, stats.clone(), clock, stop.clone())
+        .context("cluster sync thread")?;
+    Ok(Some(ClusterRun {
+        clock,
+        stats,
+        stop,
+        thread,
+    }))
+}
+
+fn run(path: PathBuf, overrides: Overrides) -> Result<()> {
+    let cfg = load_with(&path, &overrides).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cfg = Arc::new(cfg);
+    let n = cfg.workers.max(1);
+    let (plain, tls_ls) = bind_all(&cfg, n)?;
     let builder = tls_builder();
     let server_tls = match &cfg.tls {
         Some(_) => Some(builder(&cfg).map_err(|e| anyhow::anyhow!("TLS: {e}"))?),
@@ -209,41 +319,18 @@ fn run(path: PathBuf, overrides: Overrides) -> Result<()> {
         Some(t) => Some(tls::build_client_config(t)?),
         None => None,
     };
-    for (i, a) in cfg.listen.iter().enumerate() {
-        let bound = plain[0][i].local_addr()?;
-        log::info!("listening on http://{bound} (configured {a})");
-    }
-    for (i, a) in tls_addrs.iter().enumerate() {
-        let bound = tls_ls[0][i].local_addr()?;
-        log::info!("listening on https://{bound} (configured {a})");
-    }
-    let access_log = match &cfg.access_log.path {
-        Some(p) => {
-            let w = proxy::access_log::Writer::start(p, cfg.access_log.queue)
-                .with_context(|| format!("access_log.path: cannot open {}", p.display()))?;
-            log::info!("access log: {}", p.display());
-            Some(w)
-        }
-        None => None,
-    };
-    let (meshes, handle) = runtime::mesh::build(n);
+    let access_log = open_access_log(&cfg)?;
+    let (mut meshes, handle) = runtime::mesh::build(n);
+    let epoch = Instant::now();
+    let cluster = start_cluster(&cfg, &mut meshes, epoch)?;
     let stats: Vec<Arc<CoreStats>> = (0..n).map(|_| Arc::new(CoreStats::default())).collect();
     let hasher = std::hash::RandomState::new();
-    let connection_budget = runtime::connection_budget(n);
-    if cfg.http.max_connections > connection_budget {
-        log::warn!(
-            "http.max_connections = {} per worker does not fit the open-file limit \
-             (RLIMIT_NOFILE, with one upstream connection per client connection): using {} per \
-             worker; raise the limit (systemd: LimitNOFILE=) to allow more",
-            cfg.http.max_connections,
-            connection_budget
-        );
-    }
+    let connection_budget = connection_budget(&cfg, n);
     let shared = Arc::new(Shared {
         config: cfg.clone(),
         stats: stats.clone(),
         hasher: hasher.clone(),
-        epoch: Instant::now(),
+        epoch,
         tls: server_tls,
         upstream_tls,
         instance: {
@@ -252,6 +339,7 @@ fn run(path: PathBuf, overrides: Overrides) -> Result<()> {
         },
         access_log: access_log.as_ref().map(|w| w.tx.clone()),
         connection_budget,
+        cluster_epoch_ms: cluster.as_ref().map(|c| c.clock.at(0)),
     });
     let inits = meshes
         .into_iter()
@@ -270,19 +358,10 @@ fn run(path: PathBuf, overrides: Overrides) -> Result<()> {
         cfg.limits.keys.len(),
         cfg.limits.version
     );
-    let state = Arc::new(ControlState {
-        config: std::sync::Mutex::new(cfg.clone()),
-        overrides,
-        cores: handle,
-        stats,
-        hasher,
-        tls_builder: Some(builder),
-        reloads: AtomicU64::new(0),
-        reload_failures: AtomicU64::new(0),
-        last_reload_error: std::sync::Mutex::new(None),
-        shutting_down: AtomicBool::new(false),
-        started: Instant::now(),
-    });
+    let state = Arc::new(
+        ControlState::new(cfg.clone(), overrides, handle, stats, hasher, Some(builder))
+            .with_cluster(cluster.as_ref().map(|c| c.stats.clone())),
+    );
     control::start(state.clone())?;
     if let Some(a) = cfg.admin.listen {
         let bound = control::admin::start_with(state.clone(), a, cfg.admin.allowed_hosts.clone())
@@ -291,6 +370,10 @@ fn run(path: PathBuf, overrides: Overrides) -> Result<()> {
     }
     for w in workers {
         let _ = w.join();
+    }
+    if let Some(c) = cluster {
+        c.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = c.thread.join();
     }
     if let Some(w) = access_log {
         w.finish();

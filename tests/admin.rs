@@ -67,7 +67,11 @@ fn a_dripping_client_does_not_delay_health() {
         let t0 = Instant::now();
         let (status, body) = get(admin, "GET", "/health");
         let took = t0.elapsed();
-        assert_eq!((status, body.as_str()), (200, "ok\n"));
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body.starts_with("{") && body.contains("\"status\":\"ok\""),
+            "{body}"
+        );
         assert!(
             took < Duration::from_secs(1),
             "/health took {took:?} behind a dripping client"
@@ -239,4 +243,79 @@ fn more_tiers_than_stats_hold_are_refused_and_the_most_allowed_render() {
     assert!(metrics.contains("tier=\"t0\""), "{metrics}");
     let (status, _) = get(admin, "GET", "/stats?human");
     assert_eq!(status, 200);
+}
+
+/// /metrics is valid Prometheus text format 0.0.4: every sample belongs to a family declared
+/// just before it with HELP and TYPE, no family twice, numeric values, and the families an
+/// operator relies on are there.
+#[test]
+fn metrics_are_well_formed_prometheus_text() {
+    let (_up, p, admin) = proxy("admin-metrics", "");
+    let mut c = common::Client::connect(p.addr);
+    assert_eq!(
+        c.request(&common::sigv4_get("/b/o", "AKIAMETRICS000000000"))
+            .status,
+        200
+    );
+    let (status, text) = get(admin, "GET", "/metrics");
+    assert_eq!(status, 200);
+    let mut declared: Vec<String> = Vec::new();
+    let mut current: Option<String> = None;
+    let mut helped: Option<String> = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            helped = Some(rest.split_whitespace().next().unwrap().to_string());
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut it = rest.split_whitespace();
+            let name = it.next().unwrap().to_string();
+            assert!(
+                matches!(it.next(), Some("counter" | "gauge" | "histogram")),
+                "{line}"
+            );
+            assert_eq!(
+                helped.as_deref(),
+                Some(name.as_str()),
+                "HELP before TYPE: {line}"
+            );
+            assert!(!declared.contains(&name), "family twice: {name}");
+            declared.push(name.clone());
+            current = Some(name);
+        } else {
+            let (series, value) = line.rsplit_once(' ').expect(line);
+            let name = series.split('{').next().unwrap();
+            // A histogram's series carry the family name with a suffix.
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .filter(|f| Some(*f) == current.as_deref())
+                .unwrap_or(name);
+            assert_eq!(
+                Some(family),
+                current.as_deref(),
+                "sample outside its family: {line}"
+            );
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+            if let Some(labels) = series.strip_prefix(name) {
+                assert!(
+                    labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')),
+                    "{line}"
+                );
+            }
+        }
+    }
+    for f in [
+        "tollgate_requests_total",
+        "tollgate_decisions_total",
+        "tollgate_upstream_errors_total",
+        "tollgate_connections_active",
+        "tollgate_table_entries",
+        "tollgate_auth_failures_total",
+        "tollgate_config_reload_failures_total",
+    ] {
+        assert!(declared.iter().any(|d| d == f), "{f} missing");
+    }
+    assert!(
+        text.contains("tollgate_requests_total{method=\"GET\"} 1"),
+        "{text}"
+    );
 }

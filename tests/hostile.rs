@@ -5,45 +5,9 @@ mod common;
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// Starts tollgate like `start_proxy`, but under `ulimit -n NOFILE` (soft and hard).
-fn start_limited(tag: &str, upstream: SocketAddr, nofile: u64, body: &str) -> Proxy {
-    let dir = tmpdir(tag);
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let cfg = format!(
-        "workers = 1\npin_workers = false\nlisten = [\"{addr}\"]\nshutdown_grace = \"1s\"\n{body}\n[admin]\nlisten = \"{admin}\"\n[[upstream.servers]]\naddr = \"{upstream}\"\n"
-    );
-    let path = dir.join("tollgate.toml");
-    std::fs::write(&path, cfg).unwrap();
-    let log = dir.join("tollgate.log");
-    let child = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "ulimit -n {nofile} && exec \"$0\" run --config \"$1\""
-        ))
-        .arg(env!("CARGO_BIN_EXE_tollgate"))
-        .arg(&path)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let p = Proxy {
-        child,
-        addr,
-        admin: Some(admin),
-        dir,
-        log,
-    };
-    assert!(wait_port(addr, Duration::from_secs(10)), "not listening");
-    assert!(wait_port(admin, Duration::from_secs(5)));
-    p
-}
 
 fn stats(p: &Proxy) -> serde_json::Value {
     let (code, body) = admin_get(p.admin.unwrap(), "/stats");
@@ -59,7 +23,7 @@ fn a_connection_flood_under_a_low_open_file_limit_degrades_nothing_else() {
     let up = FakeUpstream::start(ok_handler());
     let cfg =
         "[limits]\nmethods = []\n[upstream.health]\ninterval = \"100ms\"\nfall = 1\nrise = 1\n";
-    let p = start_limited("flood", up.addr, 128, cfg);
+    let p = start_proxy_limited("flood", &[up.addr], 1, cfg, None, Some(128));
     let log = std::fs::read_to_string(&p.log).unwrap();
     assert!(log.contains("does not fit the open-file limit"), "{log}");
     let req = b"GET /b/k HTTP/1.1\r\nHost: s3\r\n\r\n";
@@ -402,5 +366,118 @@ fn a_denied_key_survives_a_flood_of_fresh_keys() {
         c.request(&key("victim-key")).status,
         429,
         "still denied after the flood"
+    );
+}
+
+/// A request head signed by the project's own signer (loadgen) for `key`/`secret`.
+fn loadgen_signed(
+    key: &str,
+    secret: &str,
+    style: loadgen::scenario::AuthStyle,
+    host: SocketAddr,
+) -> Vec<u8> {
+    let target = loadgen::request::Target::parse(&format!("http://{host}")).unwrap();
+    let mut b = loadgen::request::RequestBuilder::new(
+        key,
+        secret,
+        style,
+        &target,
+        "bench",
+        "garage",
+        "obj-",
+        vec![0],
+        3600,
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut out = Vec::new();
+    b.build(loadgen::plan::Op::Get, 1, 0, now, &mut out);
+    out
+}
+
+/// With `[limits.verify]`, tollgate checks signatures itself: forged requests naming a
+/// victim's key never reach the store (403 SignatureDoesNotMatch from tollgate) and never
+/// touch the victim's counters; they count against the forger's address.
+#[test]
+fn with_verify_forged_requests_never_reach_the_store() {
+    use loadgen::scenario::AuthStyle;
+    const KEY: &str = "GKvictim00000000000000000";
+    const SECRET: &str = "victim-secret-0123456789abcdef0123456789abcdef";
+    let up = FakeUpstream::start(ok_handler());
+    let dir = tmpdir("verify-secrets");
+    let secrets = dir.join("secrets.toml");
+    std::fs::write(&secrets, format!("[secrets]\n\"{KEY}\" = '{SECRET}'\n")).unwrap();
+    std::fs::set_permissions(
+        &secrets,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let cfg = format!(
+        "{KEY_TIER}\n[limits.penalty]\nfailures = 4\nwindow = \"60s\"\n[limits.verify]\nsecrets_file = \"{}\"\n",
+        secrets.display()
+    );
+    let p = start_proxy("verify", &[up.addr], 2, &cfg, Some(&keys_small(&[KEY])));
+    let mut forger = Client::connect_from(p.addr, Some("127.0.0.7"));
+    for style in [
+        AuthStyle::Sigv4,
+        AuthStyle::Sigv2,
+        AuthStyle::PresignV4,
+        AuthStyle::PresignV2,
+    ] {
+        let r = forger.request(&loadgen_signed(KEY, "wrong-secret", style, p.addr));
+        assert_eq!(r.status, 403, "{style:?}: {}", r.body_text());
+        assert!(
+            r.body_text().contains("<Code>SignatureDoesNotMatch</Code>"),
+            "{style:?}"
+        );
+    }
+    assert!(up.seen().is_empty(), "no forgery reached the store");
+    let r = forger.request(&loadgen_signed(
+        KEY,
+        "wrong-secret",
+        AuthStyle::Sigv4,
+        p.addr,
+    ));
+    assert_eq!(
+        r.status,
+        429,
+        "the forger's address is over its penalty: {}",
+        r.body_text()
+    );
+    // The victim has its whole 5/s, with every signature style.
+    let mut victim = Client::connect_from(p.addr, Some("127.0.0.8"));
+    let styles = [
+        AuthStyle::Sigv4,
+        AuthStyle::Sigv2,
+        AuthStyle::PresignV4,
+        AuthStyle::PresignV2,
+        AuthStyle::Sigv4,
+    ];
+    for style in styles {
+        let r = victim.request(&loadgen_signed(KEY, SECRET, style, p.addr));
+        assert_eq!(r.status, 200, "{style:?}: {}", r.body_text());
+    }
+    assert_eq!(
+        victim
+            .request(&loadgen_signed(KEY, SECRET, AuthStyle::Sigv4, p.addr))
+            .status,
+        429
+    );
+    assert_eq!(up.seen().len(), 5);
+    // An X-API-Key cannot be verified: it is counted per address, not against the key.
+    let mut other = Client::connect_from(p.addr, Some("127.0.0.9"));
+    let custom = format!("GET /bench/x HTTP/1.1\r\nHost: s3\r\nX-API-Key: {KEY}\r\n\r\n");
+    assert_eq!(
+        other.request(custom.as_bytes()).status,
+        200,
+        "the victim's budget is not touched"
+    );
+    let (_, stats) = admin_get(p.admin.unwrap(), "/stats");
+    let v: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(
+        v["signature_failures"], 4,
+        "the fifth was refused by the penalty: {stats}"
     );
 }

@@ -1,6 +1,7 @@
-//! The dependency rules of DESIGN.md ("Layout"), checked on the source instead of living in
-//! prose: `config`, `limit`, `identity` and `http` (and the per-core counters, `stats`) are
-//! leaves with no monoio and no I/O, so none of them imports `runtime`, `proxy` or `control`;
+//! The project's dependency rules, checked on the source instead of living in
+//! prose: `config`, `limit`, `identity`, `sigverify` and `http` (and the per-core counters,
+//! `stats`) are leaves with no monoio and no I/O, so none of them imports `runtime`, `proxy` or
+//! `control`;
 //! `runtime` knows messages, not HTTP; `proxy` never imports `control` and `control` never
 //! imports `proxy`; and no two modules import each other, directly or around a cycle. The
 //! load generator (its own crate) may not have an import cycle either.
@@ -18,23 +19,34 @@ type Graph = BTreeMap<String, BTreeSet<String>>;
 
 /// Modules without I/O: they may import each other (the cycle check orders them), never an
 /// I/O module.
-const LEAVES: &[&str] = &["config", "http", "identity", "limit", "stats"];
+const LEAVES: &[&str] = &["config", "http", "identity", "limit", "sigverify", "stats"];
 
 /// What each tollgate module may import, from the rules above (not from today's imports). A
-/// module missing here fails the test: add it with the arrows DESIGN.md allows.
+/// module missing here fails the test: add it with the arrows the rules above allow.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("config", LEAVES),
     ("http", LEAVES),
     ("identity", LEAVES),
     ("limit", LEAVES),
+    ("sigverify", LEAVES),
     ("stats", LEAVES),
     // Knows messages, not HTTP.
     ("runtime", &["config", "identity", "limit", "stats"]),
     // Never `control`.
     (
         "proxy",
-        &["config", "http", "identity", "limit", "runtime", "stats"],
+        &[
+            "config",
+            "http",
+            "identity",
+            "limit",
+            "runtime",
+            "sigverify",
+            "stats",
+        ],
     ),
+    // The sync thread: talks to the store and to cores through messages only.
+    ("cluster", &["config", "limit", "runtime", "stats"]),
     // Never `proxy`.
     (
         "control",
@@ -42,11 +54,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// Arrows on main that break a rule and are being removed by work in progress. THE ONE KNOWN
-/// EXCEPTION: `limit::window` imports `config::WindowConfig` while `config` imports
-/// `limit::table::MAX_ENTRIES`, a `config` ↔ `limit` cycle. `WindowConfig` is moving into
-/// `limit` (re-exported from `config`), which removes the arrow; then delete this entry.
-const KNOWN_EXCEPTIONS: &[(&str, &str)] = &[("limit", "config")];
+/// Arrows that break a rule but are tolerated while work in progress removes them: none. (The
+/// last one, `limit → config` for `WindowConfig`, went when `WindowConfig` moved into
+/// `limit`.) The mechanism stays for the next such case, tested below.
+const KNOWN_EXCEPTIONS: &[(&str, &str)] = &[];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
@@ -116,28 +127,26 @@ fn a_forbidden_arrow_and_a_cycle_are_rejected() {
         "{errors:?}"
     );
 
-    // The known exception masks only its own arrow.
+    // A tolerated exception masks only its own arrow.
+    let exception: &[(&str, &str)] = &[("limit", "config")];
     let with_exception = graph(&[("limit", "config"), ("config", "limit")]);
     assert_eq!(
-        check(&with_exception, Some(ALLOWED), KNOWN_EXCEPTIONS),
+        check(&with_exception, Some(ALLOWED), exception),
         Vec::<String>::new()
     );
-    let errors = check(&with_exception, Some(ALLOWED), &[]);
+    let errors = check(&with_exception, Some(ALLOWED), KNOWN_EXCEPTIONS);
     assert_eq!(errors, ["cycle: config → limit → config"], "{errors:?}");
     let errors = check(
         &graph(&[("limit", "config"), ("runtime", "http")]),
         Some(ALLOWED),
-        KNOWN_EXCEPTIONS,
+        exception,
     );
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].contains("runtime → http"), "{errors:?}");
 
     // A module the table does not know is an error, not a free pass.
-    let errors = check(&graph(&[("cluster", "proxy")]), Some(ALLOWED), &[]);
-    assert!(
-        errors[0].contains("cluster is not in ALLOWED"),
-        "{errors:?}"
-    );
+    let errors = check(&graph(&[("gossip", "proxy")]), Some(ALLOWED), &[]);
+    assert!(errors[0].contains("gossip is not in ALLOWED"), "{errors:?}");
 }
 
 #[test]
@@ -191,7 +200,7 @@ fn check(
         for (from, tos) in graph {
             let Some((_, ok)) = allowed.iter().find(|(m, _)| m == from) else {
                 errors.push(format!(
-                    "{from} is not in ALLOWED: add it with the imports DESIGN.md permits"
+                    "{from} is not in ALLOWED: add it with the imports the layering rules permit"
                 ));
                 continue;
             };

@@ -8,13 +8,6 @@ use std::time::Duration;
 
 use common::*;
 
-const NO_LIMITS: &str = r#"
-[limits]
-methods = []
-[upstream.health]
-enabled = false
-"#;
-
 #[test]
 fn forwards_request_line_and_headers_byte_exact() {
     let up = FakeUpstream::start(ok_handler());

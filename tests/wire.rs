@@ -14,13 +14,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const NO_LIMITS: &str = r#"
-[limits]
-methods = []
-[upstream.health]
-enabled = false
-"#;
-
 /// A representative SigV4 PUT: a few `x-amz-meta-*` fields, a security token, a body.
 fn sigv4_put() -> Vec<u8> {
     let token = "FwoGZXIvYXdzEB".repeat(100); // an STS session token is 1.3 KB and more
@@ -28,20 +21,6 @@ fn sigv4_put() -> Vec<u8> {
         "PUT /bucket/photos/2026/img%20001.jpg?x-id=PutObject HTTP/1.1\r\nHost: s3.example.com:9000\r\nx-amz-date: 20261201T000000Z\r\nx-amz-content-sha256: UNSIGNED-PAYLOAD\r\nx-amz-security-token: {token}\r\nx-amz-meta-camera: Pixel\r\nx-amz-meta-Owner:  someone  \r\nContent-Type: image/jpeg\r\nContent-Length: 5\r\nAuthorization: AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20261201/us-east-1/s3/aws4_request, SignedHeaders=content-length;content-type;host;x-amz-content-sha256;x-amz-date;x-amz-meta-camera;x-amz-meta-owner;x-amz-security-token, Signature=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\r\n\r\nhello"
     )
     .into_bytes()
-}
-
-/// Writes `raw` cut at `cuts` (ascending offsets), pausing between the pieces.
-fn send_cut(w: &mut TcpStream, raw: &[u8], cuts: &[usize], pause: Duration) -> std::io::Result<()> {
-    let mut prev = 0;
-    for &c in cuts.iter().chain(std::iter::once(&raw.len())) {
-        w.write_all(&raw[prev..c])?;
-        w.flush()?;
-        prev = c;
-        if c < raw.len() {
-            std::thread::sleep(pause);
-        }
-    }
-    Ok(())
 }
 
 /// An upstream whose every connection is handled by a script (its own thread).
@@ -134,7 +113,7 @@ fn a_sigv4_request_split_at_every_offset_reaches_the_upstream_byte_exact() {
     assert!(req.len() > 1000, "a head over one small segment");
     for k in 1..req.len() {
         let mut c = Client::connect(p.addr);
-        send_cut(&mut c.w, &req, &[k], Duration::from_millis(2)).unwrap();
+        write_pieces(&mut c.w, &req, &[k], Duration::from_millis(2)).unwrap();
         let r = c.recv();
         assert_eq!(r.status, 200, "split at {k}: {}", r.body_text());
     }
@@ -161,7 +140,7 @@ fn long_heads_in_segments_pass_and_oversized_heads_sent_slowly_get_431() {
     head.extend_from_slice(b"\r\n");
     assert!(head.len() > 4000);
     let mut c = Client::connect(p.addr);
-    send_cut(&mut c.w, &head, &[1448, 2896], Duration::from_millis(1)).unwrap();
+    write_pieces(&mut c.w, &head, &[1448, 2896], Duration::from_millis(1)).unwrap();
     assert_eq!(c.recv().status, 200);
     assert_eq!(up.seen()[0].head, head);
 
@@ -172,7 +151,7 @@ fn long_heads_in_segments_pass_and_oversized_heads_sent_slowly_get_431() {
     }
     let mut c = Client::connect(p.addr);
     let cuts: Vec<usize> = (1..20).map(|i| i * 3072).collect();
-    let _ = send_cut(&mut c.w, &big, &cuts, Duration::from_millis(5)); // may fail once refused
+    let _ = write_pieces(&mut c.w, &big, &cuts, Duration::from_millis(5)); // may fail once refused
     let r = c.recv();
     assert_eq!(r.status, 431, "{}", r.body_text());
     assert!(r.body_text().contains("RequestHeaderSectionTooLarge"));
@@ -191,7 +170,7 @@ fn a_pipelined_request_split_after_the_first_is_read_whole() {
         let mut all = first.clone();
         all.extend_from_slice(second);
         let mut c = Client::connect(p.addr);
-        send_cut(&mut c.w, &all, &[first.len() + k], Duration::from_millis(2)).unwrap();
+        write_pieces(&mut c.w, &all, &[first.len() + k], Duration::from_millis(2)).unwrap();
         assert_eq!(c.recv().body, b"/b/one");
         assert_eq!(c.recv().body, b"/b/two", "second request split at {k}");
     }
@@ -207,7 +186,7 @@ fn an_upstream_response_head_split_at_every_offset_is_relayed() {
         let mut r = BufReader::new(s);
         while read_request(&mut r).is_some() {
             let k = n2.fetch_add(1, Ordering::SeqCst).min(RESP.len() - 1);
-            if send_cut(&mut w, RESP, &[k], Duration::from_millis(2)).is_err() {
+            if write_pieces(&mut w, RESP, &[k], Duration::from_millis(2)).is_err() {
                 return;
             }
         }
@@ -238,7 +217,7 @@ fn a_health_probe_answer_in_pieces_keeps_the_node_up() {
             if path_of(&head) == "/minio/health/live" {
                 p2.fetch_add(1, Ordering::SeqCst);
                 let ans = b"HTTP/1.1 200 OK\r\nServer: MinIO\r\nContent-Length: 0\r\n\r\n";
-                let _ = send_cut(&mut w, ans, &[7, 20], Duration::from_millis(20));
+                let _ = write_pieces(&mut w, ans, &[7, 20], Duration::from_millis(20));
                 return; // the probe asked for Connection: close
             }
             if w.write_all(&answer_for(path_of(&head))).is_err() {
@@ -311,9 +290,16 @@ fn framing_reaches_the_upstream_canonical_or_not_at_all() {
         assert_eq!(r.status, *status, "{fields:?}: {}", r.body_text());
         assert!(r.body_text().contains("<Error><Code>"), "S3 XML");
     }
-    // A chunk size followed by whitespace (RFC 9112 §7.1.1).
+    // A chunk size followed by whitespace (RFC 9112 §7.1.1): refused whether it comes with the
+    // head or after it (then the head is upstream already; that connection is dropped).
     let raw = b"PUT /b/k HTTP/1.1\r\nHost: s3\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n";
     assert_eq!(Client::connect(p.addr).request(raw).status, 400);
+    let head_len = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let mut c = Client::connect(p.addr);
+    c.send_pieces(raw, &[head_len], Duration::from_millis(50));
+    let r = c.recv();
+    assert_eq!(r.status, 400, "{}", r.body_text());
+    assert!(r.body_text().contains("IncompleteBody"));
     // CONNECT.
     let r = Client::connect(p.addr).request(b"CONNECT s3:443 HTTP/1.1\r\nHost: s3:443\r\n\r\n");
     assert_eq!(r.status, 501);
@@ -327,7 +313,10 @@ fn framing_reaches_the_upstream_canonical_or_not_at_all() {
         "names the field: {}",
         r.body_text()
     );
-    assert!(up.seen().is_empty(), "nothing refused reached the upstream");
+    assert!(
+        up.seen().is_empty(),
+        "no refused request reached the upstream whole"
+    );
 
     // Forwarded, in one canonical form.
     let sent: &[(&str, &str)] = &[
@@ -664,7 +653,7 @@ fn a_dripping_client_is_served_or_cut_off_without_holding_others() {
     let req = b"GET /b/k HTTP/1.1\r\nHost: s3\r\n\r\n";
     let mut c = Client::connect(p.addr);
     let cuts: Vec<usize> = (1..req.len()).collect();
-    send_cut(&mut c.w, req, &cuts, Duration::from_millis(10)).unwrap();
+    write_pieces(&mut c.w, req, &cuts, Duration::from_millis(10)).unwrap();
     assert_eq!(c.recv().status, 200, "a byte every 10 ms is fine");
 
     let slow = Arc::new(Mutex::new(Client::connect(p.addr)));

@@ -308,6 +308,8 @@ fn run_rate(o: &BenchOpts, rate: f64) -> Result<BenchResult, BenchError> {
     let set = request_set(&target, o);
     let keys = rate_keys(o, &set, rate);
     let cfg = EngineConfig {
+        addrs: vec![target.addr],
+        spread: Default::default(),
         target,
         tls,
         threads: o.threads,

@@ -65,7 +65,12 @@ pub struct KeyWork {
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
+    /// The first target: its host signs every request (as behind one balancer).
     pub target: Target,
+    /// Every target's address (the first is `target`'s); connection `c` of a worker
+    /// serves target `c mod N`, and each key's requests are spread over them.
+    pub addrs: Vec<std::net::SocketAddr>,
+    pub spread: crate::plan::Spread,
     pub tls: Option<TlsSetup>,
     pub threads: usize,
     pub conns_per_thread: usize,
@@ -153,6 +158,8 @@ pub struct Progress {
 #[derive(Debug, Clone, Copy)]
 struct Job {
     key: u32,
+    /// Index into `EngineConfig::addrs`.
+    target: u16,
     intended_ns: u64,
     op: Op,
     obj: u32,
@@ -195,13 +202,13 @@ impl Future for TakeJobs<'_> {
 
 fn clock_thread(
     t0: Instant,
-    mut plans: Vec<(u32, KeyPlan)>,
+    mut plans: Vec<(u32, KeyPlan, crate::plan::TargetChooser)>,
     handoff: Arc<Handoff>,
     stop: Arc<AtomicBool>,
 ) {
     let mut heap = BinaryHeap::new();
     let mut next: Vec<Option<crate::plan::Planned>> = Vec::with_capacity(plans.len());
-    for (i, (_, p)) in plans.iter_mut().enumerate() {
+    for (i, (_, p, _)) in plans.iter_mut().enumerate() {
         let n = p.next();
         if let Some(pl) = n {
             heap.push(Reverse((pl.at_ns, i)));
@@ -228,6 +235,7 @@ fn clock_thread(
             let pl = next[i].take().expect("planned");
             batch.push(Job {
                 key: plans[i].0,
+                target: plans[i].2.next_target(),
                 intended_ns: pl.at_ns,
                 op: pl.op,
                 obj: pl.obj,
@@ -262,8 +270,9 @@ struct Local {
     t0: Instant,
     unix0: f64,
     cfg: Arc<EngineConfig>,
-    queue: RefCell<VecDeque<Job>>,
-    idle: RefCell<Vec<Waker>>,
+    /// Due requests and idle connections, per target.
+    queue: Vec<RefCell<VecDeque<Job>>>,
+    idle: Vec<RefCell<Vec<Waker>>>,
     done: Cell<bool>,
     sources: RefCell<Vec<ReqSource>>,
     limited: Vec<[bool; 4]>,
@@ -286,8 +295,8 @@ impl Local {
         self.t0.elapsed().as_nanos() as u64
     }
 
-    fn wake_idle(&self, n: usize) {
-        let mut idle = self.idle.borrow_mut();
+    fn wake_idle(&self, target: usize, n: usize) {
+        let mut idle = self.idle[target].borrow_mut();
         for _ in 0..n {
             match idle.pop() {
                 Some(w) => w.wake(),
@@ -341,10 +350,10 @@ impl Local {
 
     /// Next job for a connection: queued by the clock thread (open loop) or generated now
     /// (closed loop); None when the run is over.
-    async fn next_job(&self) -> Option<Job> {
+    async fn next_job(&self, target: usize) -> Option<Job> {
         match self.cfg.mode {
-            Mode::Open => NextJob(self).await,
-            Mode::Closed => self.next_closed(),
+            Mode::Open => NextJob(self, target).await,
+            Mode::Closed => self.next_closed(target),
         }
     }
 
@@ -368,7 +377,9 @@ impl Local {
     }
 
     /// A generated closed-loop job (round robin over the keys), or None after the run.
-    fn next_closed(&self) -> Option<Job> {
+    /// Closed loop: the next request for a connection to `target` (connections are spread
+    /// over the targets, so the requests are too).
+    fn next_closed(&self, target: usize) -> Option<Job> {
         let now = self.now_ns();
         if now >= self.cfg.total.as_nanos() as u64 {
             return None;
@@ -381,6 +392,7 @@ impl Local {
         let (op, obj, size_idx) = mix.pick(rng);
         Some(Job {
             key: k as u32,
+            target: target as u16,
             intended_ns: now,
             op,
             obj,
@@ -389,19 +401,19 @@ impl Local {
     }
 }
 
-struct NextJob<'a>(&'a Local);
+struct NextJob<'a>(&'a Local, usize);
 
 impl Future for NextJob<'_> {
     type Output = Option<Job>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Job>> {
-        let l = self.0;
-        if let Some(j) = l.queue.borrow_mut().pop_front() {
+        let (l, t) = (self.0, self.1);
+        if let Some(j) = l.queue[t].borrow_mut().pop_front() {
             return Poll::Ready(Some(j));
         }
         if l.done.get() {
             return Poll::Ready(None);
         }
-        l.idle.borrow_mut().push(cx.waker().clone());
+        l.idle[t].borrow_mut().push(cx.waker().clone());
         Poll::Pending
     }
 }
@@ -411,35 +423,40 @@ async fn dispatcher(local: Rc<Local>, handoff: Arc<Handoff>) {
     loop {
         let (mut jobs, done) = TakeJobs(&handoff, spare).await;
         let now = local.now_ns();
-        let n = jobs.len();
+        let mut per_target = vec![0usize; local.queue.len()];
         {
             let mut st = local.state.borrow_mut();
-            let mut q = local.queue.borrow_mut();
             for j in jobs.drain(..) {
                 st.dispatch_lag
                     .saturating_record((now.saturating_sub(j.intended_ns) / 1000).max(1));
-                q.push_back(j);
+                let t = (j.target as usize).min(local.queue.len() - 1);
+                per_target[t] += 1;
+                local.queue[t].borrow_mut().push_back(j);
             }
         }
         spare = jobs;
-        local.wake_idle(n);
+        for (t, n) in per_target.into_iter().enumerate() {
+            local.wake_idle(t, n);
+        }
         if done {
             local.done.set(true);
-            let all = std::mem::take(&mut *local.idle.borrow_mut());
-            for w in all {
-                w.wake();
+            for idle in &local.idle {
+                for w in std::mem::take(&mut *idle.borrow_mut()) {
+                    w.wake();
+                }
             }
             return;
         }
     }
 }
 
-async fn connection(local: Rc<Local>, tls: Option<Rc<TlsSetup>>) {
+async fn connection(local: Rc<Local>, tls: Option<Rc<TlsSetup>>, target: usize) {
     let cfg = local.cfg.clone();
+    let addr = cfg.addrs.get(target).copied().unwrap_or(cfg.target.addr);
     let timeout_ns = cfg.timeout.as_nanos() as u64;
     let mut conn: Option<Conn> = None;
     let mut wbuf: Vec<u8> = Vec::with_capacity(16 * 1024);
-    while let Some(job) = local.next_job().await {
+    while let Some(job) = local.next_job(target).await {
         let now = local.now_ns();
         if now > job.intended_ns + timeout_ns {
             // Waited for a connection longer than the timeout: never sent.
@@ -449,9 +466,7 @@ async fn connection(local: Rc<Local>, tls: Option<Rc<TlsSetup>>) {
             continue;
         }
         if conn.is_none() {
-            let r =
-                monoio::time::timeout(cfg.timeout, Conn::connect(cfg.target.addr, tls.as_deref()))
-                    .await;
+            let r = monoio::time::timeout(cfg.timeout, Conn::connect(addr, tls.as_deref())).await;
             match r {
                 Ok(Ok(c)) => conn = Some(c),
                 Ok(Err(_)) | Err(_) => {
@@ -555,12 +570,15 @@ fn worker(
     }
     let (mut rt, driver) = build_runtime(false).map_err(EngineError::Runtime)?;
     let global_idx: Vec<usize> = keys.iter().map(|k| k.idx).collect();
+    let ntargets = cfg.addrs.len().max(1);
     let local = Rc::new(Local {
         t0,
         unix0,
         cfg: cfg.clone(),
-        queue: RefCell::new(VecDeque::new()),
-        idle: RefCell::new(Vec::new()),
+        queue: (0..ntargets)
+            .map(|_| RefCell::new(VecDeque::new()))
+            .collect(),
+        idle: (0..ntargets).map(|_| RefCell::new(Vec::new())).collect(),
         done: Cell::new(false),
         sources: RefCell::new(keys.iter().map(|k| k.source.clone()).collect()),
         limited: keys.iter().map(|k| k.limited).collect(),
@@ -588,8 +606,13 @@ fn worker(
             handles.push(monoio::spawn(dispatcher(l2.clone(), h)));
         }
         if !l2.global_idx.is_empty() {
-            for _ in 0..cfg.conns_per_thread {
-                handles.push(monoio::spawn(connection(l2.clone(), tls.clone())));
+            // At least one connection per target; connection c serves target c mod N.
+            for c in 0..cfg.conns_per_thread.max(ntargets) {
+                handles.push(monoio::spawn(connection(
+                    l2.clone(),
+                    tls.clone(),
+                    c % ntargets,
+                )));
             }
         }
         for h in handles {
@@ -642,10 +665,14 @@ pub fn run(
         progresses.push(progress.clone());
         let handoff = if cfg.mode == Mode::Open {
             let h = Arc::new(Handoff::default());
-            let plans: Vec<(u32, KeyPlan)> = work
+            let n = cfg.addrs.len();
+            let plans: Vec<(u32, KeyPlan, crate::plan::TargetChooser)> = work
                 .iter_mut()
                 .enumerate()
-                .filter_map(|(li, k)| k.plan.take().map(|p| (li as u32, p)))
+                .filter_map(|(li, k)| {
+                    let choose = crate::plan::TargetChooser::new(n, cfg.spread, k.seed);
+                    k.plan.take().map(|p| (li as u32, p, choose))
+                })
                 .collect();
             let (h2, s2) = (h.clone(), stop.clone());
             clocks.push(

@@ -75,9 +75,10 @@ enum Cmd {
 struct RunArgs {
     /// Scenario TOML file.
     scenario: String,
-    /// Target URL, overriding the scenario's `target` (http://host:port or https://…).
+    /// Target URL, overriding the scenario's `target` / `targets` (http://host:port or
+    /// https://…); repeat it for several targets (each key's requests are spread over them).
     #[arg(long)]
-    target: Option<String>,
+    target: Vec<String>,
     /// Measured duration, overriding the scenario's (e.g. "30s"); not scaled.
     #[arg(long, value_parser = dur)]
     duration: Option<Duration>,
@@ -203,7 +204,8 @@ fn real_main() -> Result<i32> {
 
 fn run(a: RunArgs) -> Result<i32> {
     let ov = Overrides {
-        target: a.target,
+        target: None,
+        targets: a.target,
         duration: a.duration,
         scale: Some(a.scale),
         threads: a.threads,

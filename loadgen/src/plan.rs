@@ -15,6 +15,47 @@ pub enum Mode {
     Closed,
 }
 
+/// How one key's requests are spread over several targets (`targets` in a scenario).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Spread {
+    /// Request n of a key goes to target n mod N.
+    #[default]
+    RoundRobin,
+    /// Each request to a target drawn uniformly (seeded per key: reproducible).
+    Random,
+}
+
+/// Which target each request of one key goes to, in order.
+#[derive(Clone, Debug)]
+pub struct TargetChooser {
+    n: u64,
+    spread: Spread,
+    next: u64,
+    rng: Rng,
+}
+
+impl TargetChooser {
+    pub fn new(n: usize, spread: Spread, seed: u64) -> TargetChooser {
+        TargetChooser {
+            n: n.max(1) as u64,
+            spread,
+            next: seed,
+            rng: Rng::new(seed ^ 0x07A2_6E75),
+        }
+    }
+
+    /// The target of the key's next request.
+    pub fn next_target(&mut self) -> u16 {
+        let t = match self.spread {
+            Spread::RoundRobin => self.next % self.n,
+            Spread::Random => self.rng.next_u64() % self.n,
+        };
+        self.next = self.next.wrapping_add(1);
+        t as u16
+    }
+}
+
 /// SplitMix64: small, fast, deterministic (reproducible across versions, unlike library RNGs).
 #[derive(Clone, Debug)]
 pub struct Rng(u64);
@@ -391,6 +432,23 @@ impl Iterator for KeyPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn targets_round_robin_or_random() {
+        let mut rr = TargetChooser::new(3, Spread::RoundRobin, 7);
+        let got: Vec<u16> = (0..6).map(|_| rr.next_target()).collect();
+        assert_eq!(got, [1, 2, 0, 1, 2, 0]);
+        let mut rnd = TargetChooser::new(2, Spread::Random, 7);
+        let ones = (0..10_000).filter(|_| rnd.next_target() == 1).count();
+        assert!((4_500..5_500).contains(&ones), "{ones}");
+        let mut again = TargetChooser::new(2, Spread::Random, 7);
+        let mut rnd = TargetChooser::new(2, Spread::Random, 7);
+        assert!(
+            (0..100).all(|_| again.next_target() == rnd.next_target()),
+            "seeded"
+        );
+        assert_eq!(TargetChooser::new(1, Spread::Random, 3).next_target(), 0);
+    }
     use std::sync::Arc;
 
     #[test]

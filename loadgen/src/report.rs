@@ -278,7 +278,7 @@ impl Report {
             version: REPORT_VERSION,
             scenario: sc.name.clone(),
             description: sc.description.clone(),
-            target: sc.target.clone(),
+            target: sc.targets.join(", "),
             mode: sc.mode,
             driver: out.driver.clone(),
             threads: sc.threads,

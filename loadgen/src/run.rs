@@ -153,7 +153,13 @@ pub fn prepare(sc: &Scenario, progress: bool) -> Result<(EngineConfig, Vec<KeyWo
             limited: limited_ops(sc, i),
         });
     }
+    let mut addrs = Vec::with_capacity(sc.targets.len());
+    for t in &sc.targets {
+        addrs.push(Target::parse(t)?.addr);
+    }
     let cfg = EngineConfig {
+        addrs,
+        spread: sc.spread,
         target,
         tls,
         threads: sc.threads as usize,

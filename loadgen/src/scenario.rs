@@ -57,6 +57,10 @@ pub struct RawScenario {
     pub name: Option<String>,
     pub description: Option<String>,
     pub target: Option<String>,
+    /// Several targets (e.g. tollgate instances behind one balancer): each key's requests
+    /// are spread over them (`spread`), signed for the first one's host.
+    pub targets: Option<Vec<String>>,
+    pub spread: Option<crate::plan::Spread>,
     pub duration: Option<String>,
     pub warmup: Option<String>,
     pub timeout: Option<String>,
@@ -347,7 +351,11 @@ impl std::fmt::Display for Scope {
 pub struct Scenario {
     pub name: String,
     pub description: String,
+    /// The first target (its host signs every request).
     pub target: String,
+    /// Every target, the first being `target`; one unless the scenario lists `targets`.
+    pub targets: Vec<String>,
+    pub spread: crate::plan::Spread,
     pub duration: Duration,
     pub warmup: Duration,
     pub timeout: Duration,
@@ -372,6 +380,8 @@ pub struct Scenario {
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
     pub target: Option<String>,
+    /// Several targets (`--target` repeated); replaces `target` and `targets`.
+    pub targets: Vec<String>,
     pub duration: Option<Duration>,
     pub scale: Option<f64>,
     pub threads: Option<u32>,
@@ -390,6 +400,26 @@ fn rate(field: &str, s: &str) -> Result<f64, ScenarioError> {
         field: field.into(),
         source,
     })
+}
+
+/// `--target` (one), else `targets` or `target` (not both).
+fn targets_of(raw: &RawScenario, ov: &Overrides) -> Result<Vec<String>, ScenarioError> {
+    if !ov.targets.is_empty() {
+        return Ok(ov.targets.clone());
+    }
+    if let Some(t) = &ov.target {
+        return Ok(vec![t.clone()]);
+    }
+    match (&raw.target, &raw.targets) {
+        (Some(_), Some(_)) => Err(invalid("targets", "give `target` or `targets`, not both")),
+        (Some(t), None) => Ok(vec![t.clone()]),
+        (None, Some(v)) if !v.is_empty() => Ok(v.clone()),
+        (None, Some(_)) => Err(invalid("targets", "empty list")),
+        (None, None) => Err(invalid(
+            "target",
+            "no target (set `target` or pass --target)",
+        )),
+    }
 }
 
 fn scale_d(d: Duration, f: f64) -> Duration {
@@ -420,11 +450,8 @@ impl Scenario {
         if !(scale > 0.0 && scale.is_finite()) {
             return Err(invalid("--scale", "must be a positive number"));
         }
-        let target = ov
-            .target
-            .clone()
-            .or(raw.target.clone())
-            .ok_or_else(|| invalid("target", "no target (set `target` or pass --target)"))?;
+        let targets = targets_of(&raw, ov)?;
+        let target = targets[0].clone();
         let (duration, warmup, timeout) = durations(&raw, ov, scale)?;
         let tiers = if raw.tiers.is_empty() {
             Tier::defaults()
@@ -451,6 +478,8 @@ impl Scenario {
             name: raw.name.clone().unwrap_or("scenario".into()),
             description: raw.description.clone().unwrap_or_default(),
             target,
+            targets,
+            spread: raw.spread.unwrap_or_default(),
             duration,
             warmup,
             timeout,
@@ -937,6 +966,34 @@ auth = "x-api-key"
         assert_eq!(s.tiers.len(), 4);
         assert!((s.groups[0].profile.total() - 360.0).abs() < 1e-6);
         assert!(s.keys_file().contains("\"K0001\" = \"premium\""));
+    }
+
+    #[test]
+    fn several_targets_and_their_spread() {
+        let two = BASIC.replace(
+            "target = \"http://127.0.0.1:1\"",
+            "targets = [\"http://127.0.0.1:1\", \"http://127.0.0.1:2\"]\nspread = \"random\"",
+        );
+        let s = Scenario::from_toml(&two, "t", &Overrides::default()).unwrap();
+        assert_eq!(s.targets, ["http://127.0.0.1:1", "http://127.0.0.1:2"]);
+        assert_eq!(s.target, s.targets[0], "the first one signs");
+        assert_eq!(s.spread, crate::plan::Spread::Random);
+        let s = Scenario::from_toml(BASIC, "t", &Overrides::default()).unwrap();
+        assert_eq!(s.targets, std::slice::from_ref(&s.target));
+        assert_eq!(s.spread, crate::plan::Spread::RoundRobin);
+        // --target replaces the list; both forms at once, or an empty list, are errors.
+        let ov = Overrides {
+            target: Some("http://x:9".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            Scenario::from_toml(&two, "t", &ov).unwrap().targets,
+            ["http://x:9"]
+        );
+        let both = two.replace("spread", "target = \"http://a:1\"\nspread");
+        assert!(Scenario::from_toml(&both, "t", &Overrides::default()).is_err());
+        let empty = BASIC.replace("target = \"http://127.0.0.1:1\"", "targets = []");
+        assert!(Scenario::from_toml(&empty, "t", &Overrides::default()).is_err());
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 pub const DEFAULT_PIN_WORKERS: bool = true;
 /// Grace period for in-flight requests on SIGTERM/SIGINT.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How long `/ready` answers 503 after SIGTERM before the listeners close.
+pub const DEFAULT_SHUTDOWN_DELAY: Duration = Duration::ZERO;
 /// How often config and keys file mtimes are polled ("0s" = off).
 pub const DEFAULT_RELOAD_POLL_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -243,6 +245,18 @@ string_enum!(
     }
 );
 
+// ----- [cluster] -----
+
+/// How often each instance syncs its deltas with the store (one script call).
+pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_millis(100);
+/// What an instance enforces while the store does not answer.
+pub const DEFAULT_ON_STORE_FAILURE: &str = "local_share";
+/// Connecting to the store (each attempt; one per tick while it is away).
+pub const DEFAULT_CLUSTER_CONNECT_TIMEOUT: Duration = Duration::from_millis(100);
+/// Reading a script call's answer / writing the call.
+pub const DEFAULT_CLUSTER_READ_TIMEOUT: Duration = Duration::from_millis(100);
+pub const DEFAULT_CLUSTER_WRITE_TIMEOUT: Duration = Duration::from_millis(100);
+
 // ----- tables -----
 
 /// The whole main config file.
@@ -253,6 +267,7 @@ pub struct RawConfig {
     pub pin_workers: Option<bool>,
     pub listen: Option<Vec<String>>,
     pub shutdown_grace: Option<RawDuration>,
+    pub shutdown_delay: Option<RawDuration>,
     pub reload_poll_interval: Option<RawDuration>,
     pub tls: Option<RawTls>,
     #[serde(default)]
@@ -267,6 +282,20 @@ pub struct RawConfig {
     pub limits: RawLimits,
     /// None = no `[tiers]` table: the four default tiers.
     pub tiers: Option<BTreeMap<String, RawTier>>,
+    /// None = no `[cluster]` table: this instance limits on its own.
+    pub cluster: Option<RawCluster>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub redis_url: Option<String>,
+    pub sync_interval: Option<RawDuration>,
+    pub instance_id: Option<String>,
+    pub on_store_failure: Option<String>,
+    pub connect_timeout: Option<RawDuration>,
+    pub read_timeout: Option<RawDuration>,
+    pub write_timeout: Option<RawDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -380,8 +409,16 @@ pub struct RawLimits {
     pub refund_on_auth_failure: Option<bool>,
     #[serde(default)]
     pub penalty: RawPenalty,
+    pub verify: Option<RawVerify>,
     #[serde(default)]
     pub headers: RawHeaders,
+}
+
+/// `[limits.verify]`: signatures checked by tollgate itself.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVerify {
+    pub secrets_file: Option<String>,
 }
 
 /// `[limits.penalty]`: authentication failures per client address.

@@ -19,6 +19,8 @@ mod summary;
 mod testutil;
 pub mod validate;
 
+pub use summary::status_ranges;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -45,10 +47,62 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub limits: LimitsConfig,
     pub shutdown_grace: Duration,
+    /// After SIGTERM, `/ready` answers 503 for this long while the listeners still accept,
+    /// so a load balancer stops sending first; then `shutdown_grace` runs. Default 0 s.
+    pub shutdown_delay: Duration,
     pub access_log: AccessLogConfig,
     /// How often the control thread polls config/keys files for changes (0 = off).
     pub reload_poll_interval: Duration,
+    /// Active-active through a shared store (`[cluster]`); None = limit alone.
+    pub cluster: Option<ClusterConfig>,
 }
+
+/// `[cluster]`: one limit per key across the instances sharing `redis_url`.
+/// `Debug` shows the URL without its password (it reaches logs, e.g. a refused reload).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// `redis://HOST:PORT[/DB]`: the store every instance of the cluster shares.
+    pub redis_url: String,
+    /// One script call per interval pushes the deltas and reads the others' counts.
+    pub sync_interval: Duration,
+    /// This instance's name in the store (unique in the cluster).
+    pub instance_id: String,
+    /// What is enforced while the store does not answer.
+    pub on_store_failure: StoreFailure,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("redis_url", &self.redacted_url())
+            .field("sync_interval", &self.sync_interval)
+            .field("instance_id", &self.instance_id)
+            .field("on_store_failure", &self.on_store_failure)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("read_timeout", &self.read_timeout)
+            .field("write_timeout", &self.write_timeout)
+            .finish()
+    }
+}
+
+impl ClusterConfig {
+    /// `redis_url` with any `user:password@` replaced by `***@` (for logs and `check`).
+    pub fn redacted_url(&self) -> String {
+        match self.redis_url.split_once("://") {
+            Some((scheme, rest)) if rest.contains('@') => {
+                let host = rest.rsplit('@').next().unwrap_or("");
+                format!("{scheme}://***@{host}")
+            }
+            _ => self.redis_url.clone(),
+        }
+    }
+}
+
+/// `cluster.on_store_failure` (owned by the algorithm, `limit::cluster`).
+pub use crate::limit::cluster::Policy as StoreFailure;
 
 #[derive(Debug, Clone)]
 pub struct TlsListenConfig {
@@ -146,6 +200,10 @@ pub struct UpstreamServer {
     /// As written in config ("host:port"), used in logs and stats.
     pub name: String,
     pub addr: SocketAddr,
+    /// Stable node id: the index at load; a reload keeps the id of a server that stays
+    /// (same name and address) and gives a new one an id no current server holds
+    /// (`control`), so ids that cross cores never change meaning while a node is in use.
+    pub id: u16,
 }
 
 #[derive(Debug, Clone)]
@@ -258,12 +316,23 @@ pub struct LimitsConfig {
     /// InvalidAccessKeyId, …) gives the admitted slot back to the key and counts a failure
     /// against the client address. Default true.
     pub refund_on_auth_failure: bool,
+    /// `[limits.verify]`: the secrets tollgate verifies S3 signatures with before the limiter
+    /// (None = the store alone authenticates).
+    pub verify: Option<VerifyConfig>,
     /// Authentication failures allowed per client address in the window; over it, the
     /// address is refused before it touches any key's counters. `limit` 0 = off.
     /// Default 20 per 60 s.
     pub penalty: WindowConfig,
     /// A monotonically increasing version of the limits (bumped on every successful reload).
     pub version: u64,
+}
+
+/// Signature verification in the proxy.
+#[derive(Debug, Clone)]
+pub struct VerifyConfig {
+    /// The secrets file (mode 0600: readable by its owner only).
+    pub secrets_file: PathBuf,
+    pub secrets: std::sync::Arc<crate::sigverify::Secrets>,
 }
 
 impl LimitsConfig {

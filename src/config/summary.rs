@@ -1,10 +1,11 @@
 //! What `tollgate check` prints for a valid config: listeners, upstreams with health checks,
-//! limits, tiers with their windows, methods and key counts, admin, TLS certificates, access log.
+//! limits, tiers with their windows, methods and key counts, admin, TLS certificates, access log,
+//! cluster.
 //!
 //! Owns: the summary text. Must not touch: validation (it reads a `Config` already valid).
 
 use super::file;
-use super::{Balance, Config, Method, MethodSet, UnlistedKeys};
+use super::{Balance, Config, Method, MethodSet, StoreFailure, UnlistedKeys};
 use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -22,7 +23,8 @@ fn methods_str(m: MethodSet) -> String {
     }
 }
 
-fn status_ranges(s: &[u16]) -> String {
+/// A sorted status list as ranges: `[200, 201, 202, 404]` → "200-202,404".
+pub fn status_ranges(s: &[u16]) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut i = 0;
     while i < s.len() {
@@ -76,7 +78,30 @@ pub fn summary(cfg: &Config) -> String {
     upstream(&mut s, cfg);
     limits(&mut s, cfg);
     access_log(&mut s, cfg);
+    cluster(&mut s, cfg);
     s
+}
+
+fn cluster(s: &mut String, cfg: &Config) {
+    let Some(c) = &cfg.cluster else {
+        let _ = writeln!(s, "cluster: off (this instance limits on its own)");
+        return;
+    };
+    let policy = match c.on_store_failure {
+        StoreFailure::LocalShare => "local_share",
+        StoreFailure::Open => "open",
+        StoreFailure::Closed => "closed",
+    };
+    let _ = writeln!(
+        s,
+        "cluster: {} as {:?}, sync every {}, on store failure {policy} (timeouts: connect {}, read {}, write {})",
+        c.redacted_url(),
+        c.instance_id,
+        Dur(c.sync_interval),
+        Dur(c.connect_timeout),
+        Dur(c.read_timeout),
+        Dur(c.write_timeout)
+    );
 }
 
 fn listeners(s: &mut String, cfg: &Config) {
@@ -256,7 +281,8 @@ mod tests {
              [upstream.health]\nhealthy_statuses = [\"200-299\", \"404\"]\n\
              [limits]\nkeys_file = \"keys.toml\"\ndefault_tier = \"lead\"\nanonymous_tier = \"lead\"\n\
              [tiers.gold]\nper_minute = 1000\nper_second = 50\n\
-             [tiers.lead]\nsustained = { limit = 10, window = \"10m\" }\nburst = { limit = 1, window = \"500ms\" }\nmethods = [\"GET\"]\nenforce = false\n",
+             [tiers.lead]\nsustained = { limit = 10, window = \"10m\" }\nburst = { limit = 1, window = \"500ms\" }\nmethods = [\"GET\"]\nenforce = false\n\
+             [cluster]\nredis_url = \"redis://u:secret@127.0.0.1:6379\"\non_store_failure = \"open\"\n",
         );
         let s = summary(&load(&path).unwrap());
         for want in [
@@ -270,9 +296,11 @@ mod tests {
             "keys file:",
             "(3 keys)",
             "default tier lead",
+            "cluster: redis://***@127.0.0.1:6379 as \"127.0.0.1:1\", sync every 100ms, on store failure open",
         ] {
             assert!(s.contains(want), "missing {want:?} in:\n{s}");
         }
+        assert!(!s.contains("secret"), "the password is not printed");
         let gold = s
             .lines()
             .find(|l| l.trim_start().starts_with("gold"))

@@ -1,11 +1,15 @@
 //! The admin HTTP listener (default 127.0.0.1:8404, optional bearer token), served on
 //! control-plane threads with blocking std sockets — never on a data core.
 //!
-//! Routes: GET /health, GET /stats (JSON; `?human` or `Accept: text/html` for a page),
-//! GET /metrics (Prometheus), GET /config/version, GET /table?key=K|addr=IP,
+//! Routes: GET / (the human page), GET /health (200 only when every worker is alive and an
+//! upstream is usable, else 503 with the reasons), GET /ready (also 503 while starting and
+//! from SIGTERM on), GET /live (workers only), GET /stats (JSON; `?human` or
+//! `Accept: text/html` for the page), GET /metrics (Prometheus), GET /config (running
+//! config, last reload, what needs a restart, cores behind), GET /config/version,
+//! GET /keys/{key}, GET /keys?top=N, POST /keys/{key}/reset, GET /table?key=K|addr=IP,
 //! GET /table/top?n=N, POST /table/clear[?key=K|addr=IP], POST /reload.
 //!
-//! Hostile clients (SPEC §8a): one thread per connection, at most [`MAX_CONNECTIONS`]
+//! Hostile clients: one thread per connection, at most [`MAX_CONNECTIONS`]
 //! at once (more get 503 at once), so a slow client delays nobody else; a request head
 //! must arrive within [`HEAD_TIMEOUT`] of the accept, with no gap over
 //! [`IDLE_TIMEOUT`]; a handler that panics ends only its own connection. Requests
@@ -13,6 +17,7 @@
 //! in constant time, and a table subject that does not parse is a 400, never "all".
 //! Must not touch: the data path; table operations go to the owner core as messages.
 
+pub mod keys;
 mod parse;
 
 use std::io::{Read, Write};
@@ -190,7 +195,9 @@ fn serve(admin: &Admin, mut s: TcpStream) -> std::io::Result<()> {
         Err(HeadEnd::Bad) => return respond(&mut s, 400, "text/plain", "bad request\n"),
     };
     let local = s.local_addr()?;
-    let r = if !parse::host_allowed(req.host.as_deref(), local, &admin.allowed_hosts) {
+    let mut hosts = admin.state.current().admin.allowed_hosts.clone();
+    hosts.extend(admin.allowed_hosts.iter().cloned());
+    let r = if !parse::host_allowed(req.host.as_deref(), local, &hosts) {
         Reply::text(403, "Host is not this admin listener\n")
     } else if !token_ok(&admin.state, &req) {
         Reply::text(401, "missing or wrong bearer token\n")
@@ -218,14 +225,30 @@ fn respond(s: &mut TcpStream, status: u16, ctype: &str, body: &str) -> std::io::
 
 fn route(admin: &Admin, req: &AdminRequest) -> Reply {
     let state = &admin.state;
+    if let Some(r) = key_route(state, req) {
+        return r;
+    }
     match (req.method.as_str(), req.path.as_slice()) {
+        ("GET", b"/") => Reply {
+            status: 200,
+            ctype: "text/html; charset=utf-8",
+            body: super::page::render(state),
+        },
         ("GET", b"/health") => {
-            if state.shutting_down.load(Ordering::SeqCst) {
-                Reply::text(503, "shutting down\n")
-            } else {
-                Reply::text(200, "ok\n")
-            }
+            let (healthy, _, doc) = super::health::verdict(state);
+            Reply::json(if healthy { 200 } else { 503 }, &doc)
         }
+        ("GET", b"/ready") => {
+            let (_, ready, doc) = super::health::verdict(state);
+            Reply::json(if ready { 200 } else { 503 }, &doc)
+        }
+        ("GET", b"/live") => {
+            let stuck = super::lock(&state.watch).stuck(Instant::now());
+            let doc = json!({"status": if stuck.is_empty() { "ok" } else { "stuck" },
+                             "stuck_workers": stuck.iter().map(|s| s.0).collect::<Vec<_>>()});
+            Reply::json(if stuck.is_empty() { 200 } else { 503 }, &doc)
+        }
+        ("GET", b"/config") => config_doc(state),
         ("GET", b"/stats") => stats(state, req),
         ("GET", b"/metrics") => Reply {
             status: 200,
@@ -236,7 +259,7 @@ fn route(admin: &Admin, req: &AdminRequest) -> Reply {
         ("POST", b"/reload") => {
             let _one = admin.reload.lock().unwrap_or_else(|e| e.into_inner());
             match state.reload("admin") {
-                Ok(v) => Reply::json(200, &json!({"version": v})),
+                Ok(r) => Reply::json(200, &json!(r)),
                 Err(e) => Reply::json(422, &json!({"error": e})),
             }
         }
@@ -247,13 +270,64 @@ fn route(admin: &Admin, req: &AdminRequest) -> Reply {
     }
 }
 
+/// The `/keys` routes (None: not one of them).
+fn key_route(state: &ControlState, req: &AdminRequest) -> Option<Reply> {
+    let path = req.path.as_slice();
+    if path == b"/keys" {
+        return Some(match req.method.as_str() {
+            "GET" => keys::top(state, &req.query),
+            _ => Reply::text(405, "GET /keys?top=N\n"),
+        });
+    }
+    let rest = path.strip_prefix(b"/keys/")?;
+    let (name, reset) = match rest.strip_suffix(b"/reset") {
+        Some(k) => (k, true),
+        None => (rest, false),
+    };
+    let key = parse::pct_decode(name);
+    if key.is_empty() || key.len() > 255 {
+        return Some(Reply::json(
+            400,
+            &json!({"error": "a key of 1..=255 bytes"}),
+        ));
+    }
+    Some(match (req.method.as_str(), reset) {
+        ("GET", false) => keys::one(state, &key),
+        ("POST", true) => keys::reset(state, &key),
+        _ => Reply::text(405, "GET /keys/{key} or POST /keys/{key}/reset\n"),
+    })
+}
+
+/// `GET /config`: the running configuration and what the last reload did.
+fn config_doc(state: &ControlState) -> Reply {
+    let cfg = state.current();
+    let last = super::lock(&state.last_reload).clone();
+    let needs_restart = last
+        .as_ref()
+        .map(|r| r.needs_restart.clone())
+        .unwrap_or_default();
+    Reply::json(
+        200,
+        &json!({
+            "version": cfg.limits.version,
+            "source": cfg.source.display().to_string(),
+            "last_reload": last,
+            "last_reload_error": super::lock(&state.last_reload_error).clone(),
+            "needs_restart": needs_restart,
+            "cores_behind": state.cores_behind(),
+            "upstreams": cfg.upstream.servers.iter().map(|s| json!({"node": s.name, "id": s.id})).collect::<Vec<_>>(),
+            "summary": crate::config::validate::summary(&cfg),
+        }),
+    )
+}
+
 fn stats(state: &ControlState, req: &AdminRequest) -> Reply {
     let human = req.query.split(|&b| b == b'&').any(|q| q == b"human");
     if req.accept_html || human {
         return Reply {
             status: 200,
             ctype: "text/html; charset=utf-8",
-            body: metrics::stats_html(state),
+            body: super::page::render(state),
         };
     }
     Reply {
@@ -310,6 +384,11 @@ fn entry_json(e: &EntrySnapshot, tiers: &[crate::config::TierConfig]) -> serde_j
         "tier": tier,
         "sustained_count": e.sustained_count,
         "burst_count": e.burst_count,
+        "others_sustained": e.others[0],
+        "others_burst": e.others[1],
+        "global_sustained": e.sustained_count.saturating_add(e.others[0]),
+        "global_burst": e.burst_count.saturating_add(e.others[1]),
+        "retry_after_ms": e.retry_after_ms,
         "idle": e.idle,
     })
 }

@@ -1,14 +1,20 @@
-//! Aggregation of the per-core counters into JSON (`/stats`), a human page and the
-//! Prometheus text format (`/metrics`).
+//! Aggregation of the per-core counters into JSON (`/stats`) and the Prometheus text format
+//! (`/metrics`): plain sums from one table of families ([`SCALARS`]), per-node families
+//! ([`NODE_FAMILIES`]), and the histograms (per-core, merged here); the active-active figures in `cluster`.
 //!
 //! Owns: rendering. Reads `CoreStats` (single-writer counters) — never writes them.
+
+mod cluster;
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
 use serde_json::{Value, json};
 
-use crate::stats::{AUTH_NAMES, CoreStats, METHOD_NAMES, METHODS, TierMethod};
+use crate::stats::{
+    AUTH_NAMES, CoreStats, DECISION_NAMES, HistogramSnapshot, LATENCY_BOUNDS_US, MAX_TIERS,
+    METHOD_NAMES, METHODS, NODE_SLOTS, NODE_STATE_NAMES, NodeStats, TierMethod,
+};
 
 use super::ControlState;
 
@@ -125,6 +131,7 @@ pub fn stats_json(st: &ControlState) -> Value {
         "bad_requests": sum(s, |c| c.client_errors_400.get()),
         "auth_failures": sum(s, |c| c.auth_failures.get()),
         "penalty_denials": sum(s, |c| c.penalty_denials.get()),
+        "signature_failures": sum(s, |c| c.signature_failures.get()),
         "access_log": {
             "enabled": cfg.access_log.path.is_some(),
             "lines": sum(s, |c| c.access_log_lines.get()),
@@ -146,59 +153,201 @@ pub fn stats_json(st: &ControlState) -> Value {
             "messages_received": sum(s, |c| c.cross_core_received.get()),
             "batches": sum(s, |c| c.cross_core_batches.get()),
         },
+        "cluster": cluster::json(st),
         "cores": cores,
+        "upstream_nodes": super::health::nodes_json(st),
     })
-}
-
-/// A small human-readable page of the same figures.
-pub fn stats_html(st: &ControlState) -> String {
-    let v = stats_json(st);
-    let mut h = String::from(
-        "<!doctype html><meta charset=utf-8><title>tollgate stats</title>\
-         <style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 10px;text-align:right}\
-         th{text-align:left}</style><h1>tollgate</h1>",
-    );
-    let _ = write!(
-        h,
-        "<p>uptime {}s · config v{} · {} workers · reload failures {}</p>",
-        v["uptime_s"], v["config_version"], v["workers"], v["reload_failures"]
-    );
-    h.push_str("<h2>Tiers</h2><table><tr><th>tier</th><th>limits</th><th>method</th><th>admitted</th><th>denied</th><th>shadow denied</th></tr>");
-    if let Some(tiers) = v["tiers"].as_object() {
-        for (name, t) in tiers {
-            let methods = t["methods"].as_object().cloned().unwrap_or_default();
-            if methods.is_empty() {
-                let _ = write!(
-                    h,
-                    "<tr><th>{name}</th><td>{}/min {}/s</td><td>-</td><td>0</td><td>0</td><td>0</td></tr>",
-                    t["per_minute"], t["per_second"]
-                );
-            }
-            for (m, c) in methods {
-                let _ = write!(
-                    h,
-                    "<tr><th>{name}</th><td>{}/min {}/s</td><td>{m}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    t["per_minute"],
-                    t["per_second"],
-                    c["admitted"],
-                    c["denied"],
-                    c["shadow_denied"]
-                );
-            }
-        }
-    }
-    h.push_str("</table><h2>All figures</h2><pre>");
-    h.push_str(
-        &serde_json::to_string_pretty(&v)
-            .unwrap_or_default()
-            .replace('<', "&lt;"),
-    );
-    h.push_str("</pre>");
-    h
 }
 
 fn esc(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// A family whose value is the sum of one counter over the cores: (name, type, help,
+/// label pairs, counter). One table, so adding a counter is one line.
+type Scalar = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [(&'static str, fn(&CoreStats) -> u64)],
+);
+
+/// Every family that is a plain sum of per-core counters (optionally split by one label,
+/// given as `label="value"` pairs; an empty label means no label).
+const SCALARS: &[Scalar] = &[
+    (
+        "tollgate_unlimited_requests_total",
+        "counter",
+        "Requests of methods not limited for their tier.",
+        &[("", |c| c.unlimited.iter().map(|x| x.get()).sum())],
+    ),
+    (
+        "tollgate_malformed_keys_total",
+        "counter",
+        "Requests whose key was malformed or too long (counted anonymous).",
+        &[("", |c| c.malformed_keys.get())],
+    ),
+    (
+        "tollgate_upstream_errors_total",
+        "counter",
+        "Errors generated for upstream failures, by status.",
+        &[
+            ("status=\"502\"", |c| c.upstream_errors_502.get()),
+            ("status=\"503\"", |c| c.upstream_errors_503.get()),
+            ("status=\"504\"", |c| c.upstream_errors_504.get()),
+        ],
+    ),
+    (
+        "tollgate_upstream_retries_total",
+        "counter",
+        "Requests retried on another upstream connection.",
+        &[("", |c| c.upstream_retries.get())],
+    ),
+    (
+        "tollgate_access_log_lines_total",
+        "counter",
+        "Access-log lines handed to the writer thread.",
+        &[("", |c| c.access_log_lines.get())],
+    ),
+    (
+        "tollgate_access_log_dropped_lines_total",
+        "counter",
+        "Access-log lines dropped because the writer was behind (the data path never waits).",
+        &[("", |c| c.access_log_dropped.get())],
+    ),
+    (
+        "tollgate_upstream_early_responses_total",
+        "counter",
+        "Upstream answers relayed while the request body was still being sent (both connections closed).",
+        &[("", |c| c.upstream_early_responses.get())],
+    ),
+    (
+        "tollgate_upstream_local_errors_total",
+        "counter",
+        "Upstream connects that failed for lack of a local resource (file descriptors, buffers); not counted against the node.",
+        &[("", |c| c.upstream_local_errors.get())],
+    ),
+    (
+        "tollgate_upstream_pool_discarded_total",
+        "counter",
+        "Pooled upstream connections closed instead of reused (expired, or readable or closed while idle).",
+        &[("", |c| c.upstream_pool_discarded.get())],
+    ),
+    (
+        "tollgate_connections_refused_total",
+        "counter",
+        "Client connections closed at once because the worker was at http.max_connections.",
+        &[("", |c| c.connections_refused.get())],
+    ),
+    (
+        "tollgate_connections_active",
+        "gauge",
+        "Open client connections.",
+        &[("", |c| c.connections_active.get())],
+    ),
+    (
+        "tollgate_connections_accepted_total",
+        "counter",
+        "Client connections accepted.",
+        &[("", |c| c.connections_accepted.get())],
+    ),
+    (
+        "tollgate_table_entries",
+        "gauge",
+        "Tracked rate-limit subjects, all cores.",
+        &[("", |c| c.table_entries.get())],
+    ),
+    (
+        "tollgate_table_evictions_total",
+        "counter",
+        "Idle entries evicted because a shard was full.",
+        &[("", |c| c.table_evictions.get())],
+    ),
+    (
+        "tollgate_table_forced_evictions_total",
+        "counter",
+        "Active entries evicted because a shard was full (counters lost).",
+        &[("", |c| c.table_forced_evictions.get())],
+    ),
+    (
+        "tollgate_table_refused_total",
+        "counter",
+        "New subjects denied untracked because a full shard held only entries that would deny.",
+        &[("", |c| c.table_refused.get())],
+    ),
+    (
+        "tollgate_auth_failures_total",
+        "counter",
+        "Upstream answers saying a request was not authenticated: its slot was given back and the client address charged a failure.",
+        &[("", |c| c.auth_failures.get())],
+    ),
+    (
+        "tollgate_penalty_denials_total",
+        "counter",
+        "Requests refused because their client address was over its authentication-failure window.",
+        &[("", |c| c.penalty_denials.get())],
+    ),
+    (
+        "tollgate_signature_failures_total",
+        "counter",
+        "Requests refused by [limits.verify] because their signature did not verify.",
+        &[("", |c| c.signature_failures.get())],
+    ),
+    (
+        "tollgate_cross_core_messages_total",
+        "counter",
+        "Messages sent between cores.",
+        &[("", |c| c.cross_core_sent.get())],
+    ),
+    (
+        "tollgate_client_bytes_received_total",
+        "counter",
+        "Bytes read from clients (heads and bodies).",
+        &[("", |c| c.bytes_from_client.get())],
+    ),
+    (
+        "tollgate_client_bytes_sent_total",
+        "counter",
+        "Bytes written to clients.",
+        &[("", |c| c.bytes_to_client.get())],
+    ),
+    (
+        "tollgate_tls_handshakes_total",
+        "counter",
+        "Client TLS handshakes completed.",
+        &[("", |c| c.tls_handshakes.get())],
+    ),
+    (
+        "tollgate_tls_handshake_failures_total",
+        "counter",
+        "Client TLS handshakes that failed or timed out.",
+        &[("", |c| c.tls_handshake_errors.get())],
+    ),
+    (
+        "tollgate_upstream_connects_total",
+        "counter",
+        "New upstream connections opened.",
+        &[("", |c| c.upstream_connects.get())],
+    ),
+    (
+        "tollgate_bad_requests_total",
+        "counter",
+        "Requests answered 400 before they reached the limiter.",
+        &[("", |c| c.client_errors_400.get())],
+    ),
+    (
+        "tollgate_limit_checks_total",
+        "counter",
+        "Limit checks by where they ran.",
+        &[
+            ("path=\"local\"", |c| c.local_checks.get()),
+            ("path=\"remote\"", |c| c.remote_checks.get()),
+        ],
+    ),
+];
+
+fn family(o: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
 /// Prometheus text exposition format 0.0.4.
@@ -206,9 +355,6 @@ pub fn prometheus(st: &ControlState) -> String {
     let cfg = st.current();
     let s = &st.stats;
     let mut o = String::new();
-    let family = |o: &mut String, name: &str, kind: &str, help: &str| {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    };
     family(
         &mut o,
         "tollgate_requests_total",
@@ -216,47 +362,10 @@ pub fn prometheus(st: &ControlState) -> String {
         "Requests received, by method.",
     );
     for (i, m) in METHOD_NAMES.iter().enumerate() {
-        let _ = writeln!(
-            o,
-            "tollgate_requests_total{{method=\"{m}\"}} {}",
-            sum(s, |c| c.requests[i].get())
-        );
+        let v = sum(s, |c| c.requests[i].get());
+        let _ = writeln!(o, "tollgate_requests_total{{method=\"{m}\"}} {v}");
     }
-    family(
-        &mut o,
-        "tollgate_decisions_total",
-        "counter",
-        "Rate-limit decisions by tier, method and outcome.",
-    );
-    for (ti, t) in cfg.limits.tiers.iter().enumerate() {
-        for (mi, m) in METHOD_NAMES.iter().enumerate().take(METHODS) {
-            for (label, f) in [("admitted", 0usize), ("denied", 1), ("shadow_denied", 2)] {
-                let v = sum(s, |c| {
-                    tier_stat(c, (ti, cfg.limits.tiers.len()), mi, |x| {
-                        [x.admitted.get(), x.denied.get(), x.shadow_denied.get()][f]
-                    })
-                });
-                if v > 0 || (mi < 2 && f < 2) {
-                    let _ = writeln!(
-                        o,
-                        "tollgate_decisions_total{{tier=\"{}\",method=\"{m}\",decision=\"{label}\"}} {v}",
-                        esc(&t.name)
-                    );
-                }
-            }
-        }
-    }
-    family(
-        &mut o,
-        "tollgate_unlimited_requests_total",
-        "counter",
-        "Requests of methods not limited for their tier.",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_unlimited_requests_total {}",
-        sum(s, |c| c.unlimited.iter().map(|x| x.get()).sum())
-    );
+    decisions(&mut o, st);
     family(
         &mut o,
         "tollgate_auth_method_total",
@@ -264,23 +373,9 @@ pub fn prometheus(st: &ControlState) -> String {
         "How the API key was found.",
     );
     for (i, a) in AUTH_NAMES.iter().enumerate() {
-        let _ = writeln!(
-            o,
-            "tollgate_auth_method_total{{auth_method=\"{a}\"}} {}",
-            sum(s, |c| c.auth_methods[i].get())
-        );
+        let v = sum(s, |c| c.auth_methods[i].get());
+        let _ = writeln!(o, "tollgate_auth_method_total{{auth_method=\"{a}\"}} {v}");
     }
-    family(
-        &mut o,
-        "tollgate_malformed_keys_total",
-        "counter",
-        "Requests whose key was malformed or too long (counted anonymous).",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_malformed_keys_total {}",
-        sum(s, |c| c.malformed_keys.get())
-    );
     family(
         &mut o,
         "tollgate_responses_total",
@@ -291,225 +386,20 @@ pub fn prometheus(st: &ControlState) -> String {
         .iter()
         .enumerate()
     {
-        let _ = writeln!(
-            o,
-            "tollgate_responses_total{{class=\"{cl}\"}} {}",
-            sum(s, |c| c.responses[i].get())
-        );
+        let v = sum(s, |c| c.responses[i].get());
+        let _ = writeln!(o, "tollgate_responses_total{{class=\"{cl}\"}} {v}");
     }
-    family(
-        &mut o,
-        "tollgate_upstream_errors_total",
-        "counter",
-        "Errors generated for upstream failures, by status.",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_upstream_errors_total{{status=\"502\"}} {}",
-        sum(s, |c| c.upstream_errors_502.get())
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_upstream_errors_total{{status=\"503\"}} {}",
-        sum(s, |c| c.upstream_errors_503.get())
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_upstream_errors_total{{status=\"504\"}} {}",
-        sum(s, |c| c.upstream_errors_504.get())
-    );
-    family(
-        &mut o,
-        "tollgate_upstream_retries_total",
-        "counter",
-        "Requests retried on another upstream connection.",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_upstream_retries_total {}",
-        sum(s, |c| c.upstream_retries.get())
-    );
-    family(
-        &mut o,
-        "tollgate_access_log_lines_total",
-        "counter",
-        "Access-log lines handed to the writer thread.",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_access_log_lines_total {}",
-        sum(s, |c| c.access_log_lines.get())
-    );
-    family(
-        &mut o,
-        "tollgate_access_log_dropped_lines_total",
-        "counter",
-        "Access-log lines dropped because the writer was behind (the data path never waits).",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_access_log_dropped_lines_total {}",
-        sum(s, |c| c.access_log_dropped.get())
-    );
-    family(
-        &mut o,
-        "tollgate_upstream_early_responses_total",
-        "counter",
-        "Upstream answers relayed while the request body was still being sent (both connections closed).",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_upstream_early_responses_total {}",
-        sum(s, |c| c.upstream_early_responses.get())
-    );
-    family(
-        &mut o,
-        "tollgate_upstream_local_errors_total",
-        "counter",
-        "Upstream connects that failed for lack of a local resource (file descriptors, buffers); not counted against the node.",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_upstream_local_errors_total {}",
-        sum(s, |c| c.upstream_local_errors.get())
-    );
-    family(
-        &mut o,
-        "tollgate_upstream_pool_discarded_total",
-        "counter",
-        "Pooled upstream connections closed instead of reused (expired, or readable or closed while idle).",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_upstream_pool_discarded_total {}",
-        sum(s, |c| c.upstream_pool_discarded.get())
-    );
-    family(
-        &mut o,
-        "tollgate_connections_refused_total",
-        "counter",
-        "Client connections closed at once because the worker was at http.max_connections.",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_connections_refused_total {}",
-        sum(s, |c| c.connections_refused.get())
-    );
-    family(
-        &mut o,
-        "tollgate_connections_active",
-        "gauge",
-        "Open client connections.",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_connections_active {}",
-        sum(s, |c| c.connections_active.get())
-    );
-    family(
-        &mut o,
-        "tollgate_connections_accepted_total",
-        "counter",
-        "Client connections accepted.",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_connections_accepted_total {}",
-        sum(s, |c| c.connections_accepted.get())
-    );
-    family(
-        &mut o,
-        "tollgate_table_entries",
-        "gauge",
-        "Tracked rate-limit subjects, all cores.",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_table_entries {}",
-        sum(s, |c| c.table_entries.get())
-    );
-    family(
-        &mut o,
-        "tollgate_table_evictions_total",
-        "counter",
-        "Idle entries evicted because a shard was full.",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_table_evictions_total {}",
-        sum(s, |c| c.table_evictions.get())
-    );
-    family(
-        &mut o,
-        "tollgate_table_forced_evictions_total",
-        "counter",
-        "Active entries evicted because a shard was full (counters lost).",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_table_forced_evictions_total {}",
-        sum(s, |c| c.table_forced_evictions.get())
-    );
-    family(
-        &mut o,
-        "tollgate_table_refused_total",
-        "counter",
-        "New subjects denied untracked because a full shard held only entries that would deny.",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_table_refused_total {}",
-        sum(s, |c| c.table_refused.get())
-    );
-    family(
-        &mut o,
-        "tollgate_auth_failures_total",
-        "counter",
-        "Upstream answers saying a request was not authenticated: its slot was given back and the client address charged a failure.",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_auth_failures_total {}",
-        sum(s, |c| c.auth_failures.get())
-    );
-    family(
-        &mut o,
-        "tollgate_penalty_denials_total",
-        "counter",
-        "Requests refused because their client address was over its authentication-failure window.",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_penalty_denials_total {}",
-        sum(s, |c| c.penalty_denials.get())
-    );
-    family(
-        &mut o,
-        "tollgate_cross_core_messages_total",
-        "counter",
-        "Messages sent between cores.",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_cross_core_messages_total {}",
-        sum(s, |c| c.cross_core_sent.get())
-    );
-    family(
-        &mut o,
-        "tollgate_limit_checks_total",
-        "counter",
-        "Limit checks by where they ran.",
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_limit_checks_total{{path=\"local\"}} {}",
-        sum(s, |c| c.local_checks.get())
-    );
-    let _ = writeln!(
-        o,
-        "tollgate_limit_checks_total{{path=\"remote\"}} {}",
-        sum(s, |c| c.remote_checks.get())
-    );
+    for (name, kind, help, series) in SCALARS {
+        family(&mut o, name, kind, help);
+        for (label, get) in *series {
+            let v = sum(s, get);
+            if label.is_empty() {
+                let _ = writeln!(o, "{name} {v}");
+            } else {
+                let _ = writeln!(o, "{name}{{{label}}} {v}");
+            }
+        }
+    }
     family(
         &mut o,
         "tollgate_config_version",
@@ -523,10 +413,294 @@ pub fn prometheus(st: &ControlState) -> String {
         "counter",
         "Reloads rejected (old config kept).",
     );
+    let failures = st.reload_failures.load(Ordering::Relaxed);
+    let _ = writeln!(o, "tollgate_config_reload_failures_total {failures}");
+    process(&mut o, st);
+    nodes(&mut o, st);
+    durations(&mut o, st);
+    cluster::prometheus(&mut o, st);
+    o
+}
+
+/// Build, reloads, workers, readiness.
+fn process(o: &mut String, st: &ControlState) {
+    let driver = match st.stats.iter().map(|c| c.driver.get()).max() {
+        Some(1) => "io_uring",
+        Some(2) => "epoll",
+        _ => "unknown",
+    };
+    family(
+        o,
+        "tollgate_build_info",
+        "gauge",
+        "Build and runtime: version and I/O driver.",
+    );
     let _ = writeln!(
         o,
-        "tollgate_config_reload_failures_total {}",
-        st.reload_failures.load(Ordering::Relaxed)
+        "tollgate_build_info{{version=\"{}\",driver=\"{driver}\"}} 1",
+        env!("CARGO_PKG_VERSION")
     );
-    o
+    family(
+        o,
+        "tollgate_config_reloads_total",
+        "counter",
+        "Reloads applied.",
+    );
+    let _ = writeln!(
+        o,
+        "tollgate_config_reloads_total {}",
+        st.reloads.load(Ordering::Relaxed)
+    );
+    family(
+        o,
+        "tollgate_config_cores_behind",
+        "gauge",
+        "Cores that have not taken the current config yet.",
+    );
+    let _ = writeln!(
+        o,
+        "tollgate_config_cores_behind {}",
+        st.cores_behind().len()
+    );
+    family(
+        o,
+        "tollgate_uptime_seconds",
+        "gauge",
+        "Seconds since start.",
+    );
+    let _ = writeln!(
+        o,
+        "tollgate_uptime_seconds {}",
+        st.started.elapsed().as_secs()
+    );
+    let (healthy, ready, _) = super::health::verdict(st);
+    family(
+        o,
+        "tollgate_healthy",
+        "gauge",
+        "1 when /health answers 200 (workers alive, an upstream usable).",
+    );
+    let _ = writeln!(o, "tollgate_healthy {}", u8::from(healthy));
+    family(
+        o,
+        "tollgate_ready",
+        "gauge",
+        "1 when /ready answers 200 (started, healthy, not draining).",
+    );
+    let _ = writeln!(o, "tollgate_ready {}", u8::from(ready));
+    family(
+        o,
+        "tollgate_worker_heartbeats_total",
+        "counter",
+        "Housekeeping turns of each worker core (stops rising when a core is stuck).",
+    );
+    for (i, c) in st.stats.iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "tollgate_worker_heartbeats_total{{core=\"{i}\"}} {}",
+            c.heartbeat.get()
+        );
+    }
+}
+
+/// A per-node family summed over the cores: (name, type, help, value).
+type NodeFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&NodeStats) -> u64,
+);
+
+/// Every per-node family that is a sum over the cores.
+const NODE_FAMILIES: &[NodeFamily] = &[
+    (
+        "tollgate_upstream_in_flight",
+        "gauge",
+        "Requests being relayed to the node.",
+        |n| n.in_flight.get(),
+    ),
+    (
+        "tollgate_upstream_pool_idle_connections",
+        "gauge",
+        "Idle pooled connections to the node.",
+        |n| n.pool_idle.get(),
+    ),
+    (
+        "tollgate_upstream_checks_failed_total",
+        "counter",
+        "Active health checks of the node that failed.",
+        |n| n.checks_failed.get(),
+    ),
+    (
+        "tollgate_upstream_transitions_total",
+        "counter",
+        "Up/down changes of the node decided by health checks.",
+        |n| n.transitions.get(),
+    ),
+];
+
+/// Per-node families: the sums, state, last check, response-head times.
+fn nodes(o: &mut String, st: &ControlState) {
+    let cfg = st.current();
+    let servers: Vec<(String, usize)> = cfg
+        .upstream
+        .servers
+        .iter()
+        .filter(|s| usize::from(s.id) < NODE_SLOTS)
+        .map(|s| (esc(&s.name), usize::from(s.id)))
+        .collect();
+    let node_sum = |id: usize, f: fn(&NodeStats) -> u64| -> u64 {
+        st.stats.iter().map(|c| f(&c.nodes[id])).sum()
+    };
+    for (name, kind, help, f) in NODE_FAMILIES {
+        family(o, name, kind, help);
+        for (node, id) in &servers {
+            let _ = writeln!(o, "{name}{{node=\"{node}\"}} {}", node_sum(*id, *f));
+        }
+    }
+    node_states(o, st);
+    family(
+        o,
+        "tollgate_upstream_response_head_seconds",
+        "histogram",
+        "Time from the last request byte sent to the first response byte, by node.",
+    );
+    for (node, id) in &servers {
+        let mut h = HistogramSnapshot::default();
+        for c in &st.stats {
+            c.nodes[*id].head_time.merge_into(&mut h);
+        }
+        histogram(
+            o,
+            "tollgate_upstream_response_head_seconds",
+            &format!("node=\"{node}\""),
+            &h,
+        );
+    }
+}
+
+/// Each node's usability, state and last check (what `/health` says of it).
+fn node_states(o: &mut String, st: &ControlState) {
+    let info: Vec<Value> = super::health::nodes_json(st);
+    family(
+        o,
+        "tollgate_upstream_up",
+        "gauge",
+        "1 when some core can send the node requests.",
+    );
+    for n in &info {
+        let _ = writeln!(
+            o,
+            "tollgate_upstream_up{{node=\"{}\"}} {}",
+            esc(n["node"].as_str().unwrap_or("")),
+            u8::from(n["usable"] == true)
+        );
+    }
+    family(
+        o,
+        "tollgate_upstream_state",
+        "gauge",
+        "The node's state on its probing core (1 for the current state).",
+    );
+    for n in &info {
+        for state in &NODE_STATE_NAMES[1..] {
+            let v = u8::from(n["state"] == *state);
+            let _ = writeln!(
+                o,
+                "tollgate_upstream_state{{node=\"{}\",state=\"{state}\"}} {v}",
+                esc(n["node"].as_str().unwrap_or(""))
+            );
+        }
+    }
+    family(
+        o,
+        "tollgate_upstream_check_status",
+        "gauge",
+        "HTTP status of the node's last health check (0: no answer or none yet; /stats says why).",
+    );
+    for n in &info {
+        let _ = writeln!(
+            o,
+            "tollgate_upstream_check_status{{node=\"{}\"}} {}",
+            esc(n["node"].as_str().unwrap_or("")),
+            n["last_check_status"].as_u64().unwrap_or(0)
+        );
+    }
+}
+
+/// `tollgate_request_duration_seconds` by tier and decision: every tier's admitted and
+/// denied series, the others when they have counts.
+fn durations(o: &mut String, st: &ControlState) {
+    let cfg = st.current();
+    let name = "tollgate_request_duration_seconds";
+    family(
+        o,
+        name,
+        "histogram",
+        "Request duration (head read to response done) by tier and decision.",
+    );
+    let mut tiers: Vec<(String, usize)> = cfg
+        .limits
+        .tiers
+        .iter()
+        .enumerate()
+        .take(MAX_TIERS - 1)
+        .map(|(i, t)| (esc(&t.name), i))
+        .collect();
+    tiers.push(("none".into(), MAX_TIERS));
+    for (tier, ti) in tiers {
+        for (di, d) in DECISION_NAMES.iter().enumerate() {
+            let mut h = HistogramSnapshot::default();
+            for c in &st.stats {
+                c.request_duration[ti][di].merge_into(&mut h);
+            }
+            if h.count() > 0 || (ti < MAX_TIERS && di < 2) {
+                histogram(o, name, &format!("tier=\"{tier}\",decision=\"{d}\""), &h);
+            }
+        }
+    }
+}
+
+/// One histogram's series (`labels` without braces).
+fn histogram(o: &mut String, name: &str, labels: &str, h: &HistogramSnapshot) {
+    let cum = h.cumulative();
+    for (i, bound) in LATENCY_BOUNDS_US.iter().enumerate() {
+        let le = *bound as f64 / 1e6;
+        let _ = writeln!(o, "{name}_bucket{{{labels},le=\"{le}\"}} {}", cum[i]);
+    }
+    let _ = writeln!(o, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count());
+    let _ = writeln!(o, "{name}_sum{{{labels}}} {}", h.sum_us as f64 / 1e6);
+    let _ = writeln!(o, "{name}_count{{{labels}}} {}", h.count());
+}
+
+/// `tollgate_decisions_total` by tier, method and outcome (GET/PUT admitted and denied
+/// always present, the others when non-zero).
+fn decisions(o: &mut String, st: &ControlState) {
+    let cfg = st.current();
+    let s = &st.stats;
+    family(
+        o,
+        "tollgate_decisions_total",
+        "counter",
+        "Rate-limit decisions by tier, method and outcome.",
+    );
+    let n = cfg.limits.tiers.len();
+    for (ti, t) in cfg.limits.tiers.iter().enumerate() {
+        for (mi, m) in METHOD_NAMES.iter().enumerate().take(METHODS) {
+            for (label, f) in [("admitted", 0usize), ("denied", 1), ("shadow_denied", 2)] {
+                let v = sum(s, |c| {
+                    tier_stat(c, (ti, n), mi, |x| {
+                        [x.admitted.get(), x.denied.get(), x.shadow_denied.get()][f]
+                    })
+                });
+                if v > 0 || (mi < 2 && f < 2) {
+                    let tier = esc(&t.name);
+                    let _ = writeln!(
+                        o,
+                        "tollgate_decisions_total{{tier=\"{tier}\",method=\"{m}\",decision=\"{label}\"}} {v}"
+                    );
+                }
+            }
+        }
+    }
 }

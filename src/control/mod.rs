@@ -1,12 +1,14 @@
 //! The control plane: its own threads, never a data core. Signals (SIGHUP reload,
-//! SIGTERM/SIGINT graceful shutdown), config/keys/cert file polling, the admin HTTP
-//! API and metrics aggregation.
+//! SIGTERM/SIGINT graceful shutdown), config/keys/cert file polling, the watchdog (worker
+//! heartbeats, per-second history, snapshots a core has not taken yet), the admin HTTP API
+//! and metrics aggregation, and `tollgate top` (a terminal client of the admin API).
 //!
-//! Owns: `ControlState` (current config, reload bookkeeping). Talks to cores only by
-//! `ControlMsg` over the mesh. Must not touch: `proxy` (TLS configs are built by a
-//! closure `main` hands in), the data path.
-//! Reload = parse → validate (off the data path) → hand every core an immutable
-//! snapshot. A failed reload keeps the old config, logs, and counts a metric.
+//! Owns: `ControlState` (current config, reload bookkeeping, what each core still has to
+//! take). Talks to cores only by `ControlMsg` over the mesh. Must not touch: `proxy` (TLS
+//! configs are built by a closure `main` hands in), the data path.
+//! Reload = parse → validate (off the data path) → keep what needs a restart, give node ids
+//! (`reload`) → hand every core an immutable snapshot; a core whose ring is full gets it
+//! from the watchdog's retry. A failed reload keeps the old config, logs, and counts.
 
 // The control plane runs on its own threads, never on a data core: its locks (the current
 // config, the last reload error) are off the data path.
@@ -16,12 +18,16 @@
 )]
 
 pub mod admin;
+pub mod health;
 pub mod metrics;
+pub mod page;
+pub mod reload;
+pub mod top;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::Config;
 use crate::config::validate::Overrides;
@@ -29,9 +35,23 @@ use crate::runtime::ControlHandle;
 use crate::runtime::msg::ControlMsg;
 use crate::stats::CoreStats;
 
+use reload::{NodeIds, ReloadReport};
+
 /// Builds a TLS server config from a `Config` (provided by `main`, from `proxy::tls`).
 pub type TlsBuilder =
     Box<dyn Fn(&Config) -> Result<Arc<rustls::ServerConfig>, String> + Send + Sync>;
+
+/// How long one send to a core waits for room in its ring before the message is left to
+/// the watchdog's retry.
+const SEND_PATIENCE: Duration = Duration::from_millis(200);
+
+/// What one core has not taken yet (each newer snapshot replaces the one waiting).
+#[derive(Default)]
+struct Undelivered {
+    config: Option<Arc<Config>>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: bool,
+}
 
 pub struct ControlState {
     pub config: Mutex<Arc<Config>>,
@@ -43,113 +63,176 @@ pub struct ControlState {
     pub reloads: AtomicU64,
     pub reload_failures: AtomicU64,
     pub last_reload_error: Mutex<Option<String>>,
+    /// What the last successful reload applied and refused.
+    pub last_reload: Mutex<Option<ReloadReport>>,
     pub shutting_down: AtomicBool,
     pub started: std::time::Instant,
+    node_ids: Mutex<NodeIds>,
+    undelivered: Mutex<Vec<Undelivered>>,
+    /// Heartbeats and the per-second history (`health`).
+    pub watch: Mutex<health::Watch>,
+    /// The sync thread's figures when `[cluster]` is on.
+    pub cluster: Option<Arc<crate::stats::ClusterStats>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl ControlState {
-    pub fn current(&self) -> Arc<Config> {
-        self.config
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    pub fn new(
+        config: Arc<Config>,
+        overrides: Overrides,
+        cores: ControlHandle,
+        stats: Vec<Arc<CoreStats>>,
+        hasher: std::hash::RandomState,
+        tls_builder: Option<TlsBuilder>,
+    ) -> ControlState {
+        let n = cores.cores();
+        ControlState {
+            node_ids: Mutex::new(NodeIds::new(&config)),
+            config: Mutex::new(config),
+            overrides,
+            cores,
+            watch: Mutex::new(health::Watch::new(n)),
+            stats,
+            hasher,
+            tls_builder,
+            reloads: AtomicU64::new(0),
+            reload_failures: AtomicU64::new(0),
+            last_reload_error: Mutex::new(None),
+            last_reload: Mutex::new(None),
+            shutting_down: AtomicBool::new(false),
+            started: Instant::now(),
+            undelivered: Mutex::new((0..n).map(|_| Undelivered::default()).collect()),
+            cluster: None,
+        }
     }
 
-    /// Re-reads the config and keys files; on success every core gets the new snapshot.
-    pub fn reload(&self, why: &str) -> Result<u64, String> {
+    /// With the `[cluster]` sync thread's figures (shown in `/stats`, `/metrics`, `/health`).
+    pub fn with_cluster(mut self, cluster: Option<Arc<crate::stats::ClusterStats>>) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
+    pub fn current(&self) -> Arc<Config> {
+        lock(&self.config).clone()
+    }
+
+    /// Re-reads the config and keys files; on success every core gets the new snapshot
+    /// (what needs a restart is kept as it runs and named in the report).
+    pub fn reload(&self, why: &str) -> Result<ReloadReport, String> {
         let old = self.current();
-        match crate::config::validate::load_with(&old.source, &self.overrides) {
-            Ok(mut cfg) => {
-                cfg.limits.version = old.limits.version + 1;
-                // Listeners, workers and upstream pools need a restart; say so.
-                if cfg.listen != old.listen || cfg.workers != old.workers {
-                    log::warn!(
-                        "reload: listener/worker changes need a restart; keeping the running ones"
-                    );
-                    cfg.listen = old.listen.clone();
-                    cfg.workers = old.workers;
-                }
-                let addrs = |c: &crate::config::Config| -> Vec<std::net::SocketAddr> {
-                    c.upstream.servers.iter().map(|s| s.addr).collect()
-                };
-                if addrs(&cfg) != addrs(&old) {
-                    log::warn!(
-                        "reload: upstream server changes need a restart; keeping {:?}",
-                        addrs(&old)
-                    );
-                    cfg.upstream.servers = old.upstream.servers.clone();
-                }
-                let al = |c: &crate::config::Config| {
-                    let a = &c.access_log;
-                    (a.path.clone(), a.buffer_bytes, a.flush_interval, a.queue)
-                };
-                if al(&cfg) != al(&old) {
-                    log::warn!(
-                        "reload: access_log changes need a restart; keeping {:?}",
-                        old.access_log.path
-                    );
-                    cfg.access_log = old.access_log.clone();
-                }
-                let cfg = Arc::new(cfg);
-                for core in 0..self.cores.cores() {
-                    if self
-                        .cores
-                        .send(
-                            core,
-                            ControlMsg::Config(cfg.clone()),
-                            Duration::from_secs(1),
-                        )
-                        .is_err()
-                    {
-                        log::error!("reload: core {core} did not take the new config");
-                    }
-                }
-                if let (Some(b), Some(_)) = (&self.tls_builder, &cfg.tls) {
-                    self.reload_tls_with(b, &cfg);
-                }
-                let v = cfg.limits.version;
-                *self.config.lock().unwrap_or_else(|e| e.into_inner()) = cfg;
-                self.reloads.fetch_add(1, Ordering::Relaxed);
-                *self
-                    .last_reload_error
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner()) = None;
-                log::info!("reload ({why}): config version {v} active");
-                Ok(v)
-            }
-            Err(e) => {
+        let prepared = crate::config::validate::load_with(&old.source, &self.overrides)
+            .map_err(|e| e.to_string())
+            .and_then(|mut cfg| {
+                let report = reload::prepare(&old, &mut cfg, &mut lock(&self.node_ids))?;
+                Ok((cfg, report))
+            });
+        let (cfg, report) = match prepared {
+            Ok(x) => x,
+            Err(msg) => {
                 self.reload_failures.fetch_add(1, Ordering::Relaxed);
-                let msg = e.to_string();
                 log::error!(
                     "reload ({why}) failed, keeping config version {}: {msg}",
                     old.limits.version
                 );
-                *self
-                    .last_reload_error
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner()) = Some(msg.clone());
-                Err(msg)
+                *lock(&self.last_reload_error) = Some(msg.clone());
+                return Err(msg);
+            }
+        };
+        for f in &report.needs_restart {
+            log::warn!(
+                "reload: {} changed ({} → {}): needs a restart; keeping {}",
+                f.field,
+                f.running,
+                f.file,
+                f.running
+            );
+        }
+        let cfg = Arc::new(cfg);
+        for core in 0..self.cores.cores() {
+            self.deliver(core, |u| u.config = Some(cfg.clone()));
+        }
+        if let (Some(b), Some(_)) = (&self.tls_builder, &cfg.tls) {
+            self.reload_tls_with(b, &cfg);
+        }
+        *lock(&self.config) = cfg;
+        self.reloads.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.last_reload_error) = None;
+        *lock(&self.last_reload) = Some(report.clone());
+        log::info!(
+            "reload ({why}): config version {} active; applied {:?}",
+            report.version,
+            report.applied
+        );
+        Ok(report)
+    }
+
+    /// Marks something for `core` (`mark`) and tries to send all it has not taken yet.
+    fn deliver(&self, core: usize, mark: impl FnOnce(&mut Undelivered)) {
+        let mut all = lock(&self.undelivered);
+        mark(&mut all[core]);
+        let u = &mut all[core];
+        if let Some(c) = u.config.take() {
+            if let Err(ControlMsg::Config(c)) =
+                self.cores.send(core, ControlMsg::Config(c), SEND_PATIENCE)
+            {
+                log::warn!(
+                    "core {core} did not take config v{} yet: retrying",
+                    c.limits.version
+                );
+                u.config = Some(c);
             }
         }
+        if let Some(t) = u.tls.take() {
+            if let Err(ControlMsg::Tls(t)) =
+                self.cores.send(core, ControlMsg::Tls(t), SEND_PATIENCE)
+            {
+                u.tls = Some(t);
+            }
+        }
+        if u.shutdown && u.config.is_none() {
+            u.shutdown = self
+                .cores
+                .send(core, ControlMsg::Shutdown, SEND_PATIENCE)
+                .is_err();
+        }
+    }
+
+    /// Sends again what some core has not taken yet (the watchdog, every 250 ms).
+    pub fn retry_undelivered(&self) {
+        for core in 0..self.cores.cores() {
+            let waiting = {
+                let u = &lock(&self.undelivered)[core];
+                u.config.is_some() || u.tls.is_some() || u.shutdown
+            };
+            if waiting {
+                self.deliver(core, |_| {});
+            }
+        }
+    }
+
+    /// Cores that have not taken the current config yet.
+    pub fn cores_behind(&self) -> Vec<usize> {
+        let v = self.current().limits.version;
+        (0..self.stats.len())
+            .filter(|&c| self.stats[c].config_version.get() < v)
+            .collect()
     }
 
     fn reload_tls_with(&self, b: &TlsBuilder, cfg: &Config) {
         match b(cfg) {
             Ok(sc) => {
                 for core in 0..self.cores.cores() {
-                    let _ =
-                        self.cores
-                            .send(core, ControlMsg::Tls(sc.clone()), Duration::from_secs(1));
+                    self.deliver(core, |u| u.tls = Some(sc.clone()));
                 }
                 log::info!("TLS certificates reloaded");
             }
             Err(e) => {
                 self.reload_failures.fetch_add(1, Ordering::Relaxed);
                 log::error!("TLS certificate reload failed, keeping the old ones: {e}");
-                *self
-                    .last_reload_error
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner()) = Some(e);
+                *lock(&self.last_reload_error) = Some(e);
             }
         }
     }
@@ -161,16 +244,35 @@ impl ControlState {
         }
     }
 
-    /// Asks every core to stop accepting and drain.
-    pub fn shutdown(&self) {
+    /// `/ready` answers 503 from now on; after `shutdown_delay` every core stops accepting
+    /// and drains (in-flight requests get `shutdown_grace`).
+    pub fn shutdown(self: &Arc<Self>) {
         if self.shutting_down.swap(true, Ordering::SeqCst) {
             return;
         }
-        log::info!("shutting down: no new connections, finishing in-flight requests");
-        for core in 0..self.cores.cores() {
-            let _ = self
-                .cores
-                .send(core, ControlMsg::Shutdown, Duration::from_secs(1));
+        let delay = self.current().shutdown_delay;
+        log::info!(
+            "shutting down: /ready answers 503; listeners close in {delay:?}, then in-flight \
+             requests finish"
+        );
+        let s = self.clone();
+        let stop = move || {
+            std::thread::sleep(delay);
+            log::info!("closing listeners, finishing in-flight requests");
+            for core in 0..s.cores.cores() {
+                s.deliver(core, |u| u.shutdown = true);
+            }
+        };
+        if delay.is_zero() {
+            stop();
+        } else if let Err(e) = std::thread::Builder::new()
+            .name("tollgate-drain".into())
+            .spawn(stop)
+        {
+            log::error!("cannot wait out shutdown_delay ({e}): stopping now");
+            for core in 0..self.cores.cores() {
+                self.deliver(core, |u| u.shutdown = true);
+            }
         }
     }
 }
@@ -184,6 +286,9 @@ fn watched_files(cfg: &Config) -> (Vec<PathBuf>, Vec<PathBuf>) {
     if let Some(k) = &cfg.limits.keys_file {
         conf.push(k.clone());
     }
+    if let Some(v) = &cfg.limits.verify {
+        conf.push(v.secrets_file.clone());
+    }
     let mut certs = Vec::new();
     if let Some(t) = &cfg.tls {
         for c in &t.certs {
@@ -194,7 +299,7 @@ fn watched_files(cfg: &Config) -> (Vec<PathBuf>, Vec<PathBuf>) {
     (conf, certs)
 }
 
-/// Starts the signal thread and the file-poll thread.
+/// Starts the signal thread, the file-poll thread and the watchdog.
 pub fn start(state: Arc<ControlState>) -> std::io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])?;
@@ -219,50 +324,100 @@ pub fn start(state: Arc<ControlState>) -> std::io::Result<()> {
                 }
             }
         })?;
-    let s = state;
+    let s = state.clone();
     std::thread::Builder::new()
         .name("tollgate-reload".into())
-        .spawn(move || {
-            let cfg = s.current();
-            let (mut conf, mut certs) = watched_files(&cfg);
-            let mut conf_m: Vec<_> = conf.iter().map(mtime).collect();
-            let mut cert_m: Vec<_> = certs.iter().map(mtime).collect();
-            loop {
-                let cfg = s.current();
-                let poll = cfg.reload_poll_interval;
-                let cert_poll = cfg
-                    .tls
-                    .as_ref()
-                    .map(|t| t.reload_interval)
-                    .unwrap_or_default();
-                let step = [poll, cert_poll]
-                    .into_iter()
-                    .filter(|d| !d.is_zero())
-                    .min()
-                    .unwrap_or(Duration::from_secs(1));
-                std::thread::sleep(step);
-                if s.shutting_down.load(Ordering::SeqCst) {
-                    return;
-                }
-                if !poll.is_zero() {
-                    let now: Vec<_> = conf.iter().map(mtime).collect();
-                    if now != conf_m {
-                        conf_m = now;
-                        if s.reload("file change").is_ok() {
-                            (conf, certs) = watched_files(&s.current());
-                            conf_m = conf.iter().map(mtime).collect();
-                            cert_m = certs.iter().map(mtime).collect();
-                        }
-                    }
-                }
-                if !cert_poll.is_zero() {
-                    let now: Vec<_> = certs.iter().map(mtime).collect();
-                    if now != cert_m {
-                        cert_m = now;
-                        s.reload_tls();
-                    }
+        .spawn(move || poll_files(&s))?;
+    std::thread::Builder::new()
+        .name("tollgate-watchdog".into())
+        .spawn(move || health::watchdog(&state))?;
+    Ok(())
+}
+
+/// Reloads when the config, keys or secrets files change; reloads certificates when theirs do.
+fn poll_files(s: &ControlState) {
+    let cfg = s.current();
+    let (mut conf, mut certs) = watched_files(&cfg);
+    let mut conf_m: Vec<_> = conf.iter().map(mtime).collect();
+    let mut cert_m: Vec<_> = certs.iter().map(mtime).collect();
+    loop {
+        let cfg = s.current();
+        let poll = cfg.reload_poll_interval;
+        let cert_poll = cfg
+            .tls
+            .as_ref()
+            .map(|t| t.reload_interval)
+            .unwrap_or_default();
+        let step = [poll, cert_poll]
+            .into_iter()
+            .filter(|d| !d.is_zero())
+            .min()
+            .unwrap_or(Duration::from_secs(1));
+        std::thread::sleep(step);
+        if s.shutting_down.load(Ordering::SeqCst) {
+            return;
+        }
+        if !poll.is_zero() {
+            let now: Vec<_> = conf.iter().map(mtime).collect();
+            if now != conf_m {
+                conf_m = now;
+                if s.reload("file change").is_ok() {
+                    (conf, certs) = watched_files(&s.current());
+                    conf_m = conf.iter().map(mtime).collect();
+                    cert_m = certs.iter().map(mtime).collect();
                 }
             }
-        })?;
-    Ok(())
+        }
+        if !cert_poll.is_zero() {
+            let now: Vec<_> = certs.iter().map(mtime).collect();
+            if now != cert_m {
+                cert_m = now;
+                s.reload_tls();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A core whose control ring is full when a snapshot is sent gets it later from the
+    /// retry (it used to be given up after a second), and only the newest one.
+    #[test]
+    fn a_snapshot_a_core_did_not_take_is_sent_again() {
+        let text = "[[upstream.servers]]\naddr = \"127.0.0.1:9001\"\n";
+        let cfg = crate::config::validate::load_str(text, std::path::Path::new("t.toml")).unwrap();
+        let (mut meshes, handle) = crate::runtime::mesh::build(2);
+        let stats = (0..2).map(|_| Arc::new(CoreStats::default())).collect();
+        let st = ControlState::new(
+            Arc::new(cfg.clone()),
+            Overrides::default(),
+            handle.clone(),
+            stats,
+            std::hash::RandomState::new(),
+            None,
+        );
+        while handle.send(1, ControlMsg::Shutdown, Duration::ZERO).is_ok() {}
+        for v in [7, 8] {
+            let mut c = cfg.clone();
+            c.limits.version = v;
+            let c = Arc::new(c);
+            st.deliver(1, |u| u.config = Some(c));
+        }
+        let drained = std::iter::from_fn(|| meshes[1].pop_control()).count();
+        assert_eq!(
+            drained,
+            crate::runtime::mesh::CONTROL_SLOTS,
+            "only the filler got in"
+        );
+        st.retry_undelivered();
+        match meshes[1].pop_control() {
+            Some(ControlMsg::Config(c)) => assert_eq!(c.limits.version, 8, "the newest"),
+            other => panic!("{other:?}"),
+        }
+        assert!(meshes[1].pop_control().is_none(), "sent once");
+        st.retry_undelivered();
+        assert!(meshes[1].pop_control().is_none(), "nothing left to retry");
+    }
 }

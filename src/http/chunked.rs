@@ -82,15 +82,6 @@ impl Default for ChunkedScanner {
     }
 }
 
-fn hex_value(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
 /// Control characters other than HTAB (including DEL).
 fn is_ctl(b: u8) -> bool {
     (b < 0x20 && b != b'\t') || b == 0x7f
@@ -187,7 +178,7 @@ impl ChunkedScanner {
         match self.state {
             State::Size => {
                 self.size_line_byte()?;
-                if let Some(v) = hex_value(b) {
+                if let Some(v) = super::pct::hex_digit(b) {
                     if self.digits == 16 {
                         return Err(ChunkError::SizeOverflow);
                     }

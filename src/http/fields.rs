@@ -160,23 +160,12 @@ pub(crate) struct Summary {
     pub underscore_alias: bool,
 }
 
-/// Names a next hop may read a `_`-spelled field as (CGI maps `-` and `_` both to `_`).
-const ALIASABLE: [&[u8]; 9] = [
-    b"content-length",
-    b"transfer-encoding",
-    b"host",
-    b"connection",
-    b"keep-alive",
-    b"proxy-connection",
-    b"te",
-    b"trailer",
-    b"upgrade",
-];
-
-/// Whether `name` contains `_` and equals a name of [`ALIASABLE`] with `_` read as `-`.
-/// (Runs for most fields of every head: a length compare rejects nearly all of them.)
+/// Whether `name` contains `_` and, with `_` read as `-` (as CGI-style servers do), names a
+/// framing, routing or hop-by-hop field: one of [`STATIC_HOP_BY_HOP`] or
+/// [`NOT_NOMINATABLE`]. (Runs for most fields of every head: a length compare rejects nearly
+/// all of them.)
 fn is_underscore_alias(name: &[u8]) -> bool {
-    ALIASABLE.iter().any(|a| {
+    STATIC_HOP_BY_HOP.iter().chain(&NOT_NOMINATABLE).any(|a| {
         if a.len() != name.len() {
             return false;
         }

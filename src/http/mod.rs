@@ -15,6 +15,7 @@ mod body;
 mod chunked;
 mod fields;
 mod method;
+pub mod pct;
 mod request;
 mod response;
 mod s3error;

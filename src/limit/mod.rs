@@ -3,10 +3,13 @@
 //! Owns: [`window`] (pure algorithm: [`WindowConfig`], [`TierLimits`], [`WindowState`],
 //! [`Decision`], refunds; time passed in), [`table`] (one core's [`Shard`] of subjects →
 //! counters, with idle expiry, a size cap that never evicts a denying entry, and
-//! per-address penalty windows) and [`route`] (subject → owner core, [`Router`]).
+//! per-address penalty windows), [`route`] (subject → owner core, [`Router`]) and
+//! [`cluster`] (active-active, pure: the view of the other instances, the store's
+//! semantics, the sync bookkeeping and the over-admission bound).
 //! Must not touch: I/O, clocks, threads, cross-core messaging, configuration loading —
 //! callers pass `now_ms` and the validated limits, and route requests to the owner.
 
+pub mod cluster;
 pub mod route;
 pub mod table;
 pub mod window;
@@ -16,4 +19,7 @@ pub use table::{
     DEFAULT_PENALTY, EntrySnapshot, PENALTY_PREFIX, PENALTY_TIER, Shard, addr_subject,
     penalty_subject,
 };
-pub use window::{Decision, MAX_LIMIT, RefundToken, TierLimits, WindowConfig, WindowState};
+pub use window::{
+    Decision, MAX_LIMIT, NARROW_MAX_LIMIT, RefundToken, TierLimits, WideState, WindowConfig,
+    WindowState,
+};

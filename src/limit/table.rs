@@ -22,7 +22,9 @@
 //! is backward-shift in the index and `swap_remove` in the slabs, so a cursor over the
 //! slabs gives cheap incremental sweeps and eviction sampling. Per key: 74 bytes of entry
 //! plus 5.3–10.7 bytes of index (4-byte cells at load 3/8–3/4), for raw and packed keys
-//! alike. Measured (`rss_one_million_keys`, `rss_one_million_garage_keys`, release): see
+//! alike. A key of a tier with a limit over 65,535 keeps its 128-byte
+//! [`WideState`] in a side slab (`counters`; its `states` slot holds the index), so it
+//! costs 128 bytes more: 202 bytes of entry plus the index. Measured (`rss_one_million_keys`, `rss_one_million_garage_keys`, release): see
 //! `bench/results/` (1,000,000 20-byte AWS-style and 26-byte Garage-style keys).
 //!
 //! # Packed keys
@@ -75,29 +77,17 @@ use std::collections::BinaryHeap;
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::net::IpAddr;
 
-use super::window::{Decision, RefundToken, TierLimits, WindowConfig, WindowState};
+use super::cluster::{Mode, Remote};
+use super::window::{Decision, RefundToken, TierLimits, WideState, WindowConfig, WindowState};
 
-/// Keys up to this length are stored inside the entry (no heap allocation).
-const INLINE: usize = 21;
-/// `Meta::len` of a key kept in the `long` side slab (its slab index in `buf[..4]`).
-const LONG: u8 = u8::MAX;
-/// `Meta::len` of a packed key is `PACKED | length`, length in `PACK_MIN..=PACK_MAX`.
-const PACKED: u8 = 0x80;
-const PACK_MIN: usize = INLINE + 1;
-/// 6 bits per character: 28 characters fill the 21-byte buffer exactly.
-const PACK_MAX: usize = INLINE * 8 / 6;
-/// The characters a packed key may hold, in code order (`'0'` = 0 … `'_'` = 63).
-const ALPHABET: &[u8; 64] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-_";
-/// Byte → its 6-bit code in [`ALPHABET`], or `0xFF` for a byte outside it.
-const CODE: [u8; 256] = {
-    let mut t = [0xFF; 256];
-    let mut i = 0;
-    while i < ALPHABET.len() {
-        t[ALPHABET[i] as usize] = i as u8;
-        i += 1;
-    }
-    t
-};
+mod counters;
+mod keys;
+mod remote;
+
+#[cfg(test)]
+use keys::{ALPHABET, PACK_MAX, PACK_MIN, pack};
+use keys::{INLINE, LONG, Meta, PACKED, Probe, is_packed, unpack};
+
 /// Entries examined to make room when a full shard receives a new subject.
 const EVICT_SCAN: usize = 32;
 /// Entries examined at most while every one examined would deny its next request.
@@ -149,105 +139,14 @@ fn penalty_limits(w: WindowConfig) -> TierLimits {
 pub struct EntrySnapshot {
     pub subject: Vec<u8>,
     pub tier: u16,
+    /// This instance's own admissions in each window.
     pub sustained_count: u32,
     pub burst_count: u32,
+    /// The other instances' admissions as last read (active-active; 0 otherwise).
+    pub others: [u32; 2],
+    /// ms until the next request would be admitted (0: it would be now).
+    pub retry_after_ms: u64,
     pub idle: bool,
-}
-
-/// Everything of an entry except its counters: 26 bytes, alignment 2 (so a slab of them
-/// has no padding).
-#[derive(Clone, Copy, Debug)]
-struct Meta {
-    /// Key length (≤ `INLINE`: `buf` holds the key, zero-filled), `PACKED | length`
-    /// (`buf` holds the packed key, see [`pack`]), or `LONG` (side slab).
-    len: u8,
-    buf: [u8; INLINE],
-    tier: u16,
-    /// Index in `Shard::layouts` of the limits the counters were built with.
-    layout: u16,
-}
-
-impl Meta {
-    #[inline]
-    fn long_index(&self) -> usize {
-        u32::from_le_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize
-    }
-}
-
-/// `key` (`PACK_MIN..=PACK_MAX` bytes) packed 6 bits per character, big-endian, 4
-/// characters into each 3 bytes, zero-filled after the last one; `None` if a byte is
-/// outside [`ALPHABET`]. No branch per character, no allocation.
-#[inline]
-fn pack(key: &[u8]) -> Option<[u8; INLINE]> {
-    debug_assert!((PACK_MIN..=PACK_MAX).contains(&key.len()));
-    let mut out = [0u8; INLINE];
-    let mut bad = 0u8;
-    for (chars, dst) in key.chunks(4).zip(out.chunks_exact_mut(3)) {
-        let mut w = 0u32;
-        for i in 0..4 {
-            let c = chars.get(i).map_or(0, |&b| CODE[b as usize]);
-            bad |= c;
-            w = (w << 6) | u32::from(c & 0x3F);
-        }
-        dst.copy_from_slice(&w.to_be_bytes()[1..]);
-    }
-    (bad & 0xC0 == 0).then_some(out)
-}
-
-/// The characters of a packed buffer (inverse of [`pack`]; the key is the first
-/// `len & !PACKED` of them, the rest is fill).
-fn unpack(buf: &[u8; INLINE]) -> [u8; PACK_MAX] {
-    let mut out = [0u8; PACK_MAX];
-    for (src, dst) in buf.chunks_exact(3).zip(out.chunks_exact_mut(4)) {
-        let w = u32::from_be_bytes([0, src[0], src[1], src[2]]);
-        for (i, c) in dst.iter_mut().enumerate() {
-            *c = ALPHABET[(w >> (18 - 6 * i)) as usize & 0x3F];
-        }
-    }
-    out
-}
-
-#[inline]
-fn is_packed(len: u8) -> bool {
-    len & PACKED != 0 && len != LONG
-}
-
-/// A key in its stored form, built once per lookup: `len` as a [`Meta`] holding it would
-/// have it, `buf` too if the key is packed (raw and long keys are compared as slices, as
-/// they are stored), and the key itself.
-struct Probe<'k> {
-    len: u8,
-    buf: [u8; INLINE],
-    key: &'k [u8],
-}
-
-impl<'k> Probe<'k> {
-    #[inline]
-    fn new(key: &'k [u8]) -> Probe<'k> {
-        let n = key.len();
-        let buf = [0u8; INLINE];
-        if n <= INLINE {
-            return Probe {
-                len: n as u8,
-                buf,
-                key,
-            };
-        }
-        if n <= PACK_MAX
-            && let Some(packed) = pack(key)
-        {
-            return Probe {
-                len: PACKED | n as u8,
-                buf: packed,
-                key,
-            };
-        }
-        Probe {
-            len: LONG,
-            buf,
-            key,
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -277,6 +176,9 @@ pub struct Shard {
     /// Entry `i` is `metas[i]` + `states[i]` (two slabs: no padding between them).
     metas: Vec<Meta>,
     states: Vec<WindowState>,
+    /// Counters of entries whose tier has a limit over 65,535 (see `counters`).
+    wide: Vec<WideState>,
+    wide_free: Vec<u32>,
     /// Keys that fit neither raw nor packed (rare: AWS ids are 20 bytes, address subjects
     /// 17, Garage ids 26 packable characters).
     long: Vec<Option<Box<[u8]>>>,
@@ -292,6 +194,14 @@ pub struct Shard {
     penalty: Option<TierLimits>,
     /// Live penalty entries (0 = `check_penalty` needs no lookup).
     penalties: usize,
+    /// Active-active (`remote`): what is counted for the other instances; with anything
+    /// but `Alone`, `remote[i]` is entry `i`'s view and pending admissions.
+    mode: Mode,
+    remote: Vec<Remote>,
+    /// Entries with pending admissions (their `Remote::dirty` is their position here).
+    dirty: Vec<u32>,
+    /// Pending admissions of entries removed before they were handed over.
+    orphans: Vec<(Box<[u8]>, u16, u32)>,
 }
 
 /// Retry hint for a subject that cannot be tracked: the shard is full of entries that
@@ -308,6 +218,8 @@ impl Shard {
             home_shift: 32 - MIN_INDEX.trailing_zeros(),
             metas: Vec::new(),
             states: Vec::new(),
+            wide: Vec::new(),
+            wide_free: Vec::new(),
             long: Vec::new(),
             long_free: Vec::new(),
             layouts: Vec::new(),
@@ -318,6 +230,10 @@ impl Shard {
             refused: 0,
             penalty: Some(penalty_limits(DEFAULT_PENALTY)),
             penalties: 0,
+            mode: Mode::Alone,
+            remote: Vec::new(),
+            dirty: Vec::new(),
+            orphans: Vec::new(),
         }
     }
 
@@ -372,6 +288,16 @@ impl Shard {
             }
     }
 
+    /// `f` of the original bytes of entry `s`'s key (a packed key decoded on the stack).
+    fn with_subject<R>(&self, s: usize, f: impl FnOnce(&[u8]) -> R) -> R {
+        let m = &self.metas[s];
+        match m.len {
+            LONG => f(self.long_key(s)),
+            len if is_packed(len) => f(&unpack(&m.buf)[..usize::from(len & !PACKED)]),
+            len => f(&m.buf[..len as usize]),
+        }
+    }
+
     /// The original bytes of entry `s`'s key (decoded if packed).
     fn subject_of(&self, s: usize) -> Vec<u8> {
         let m = &self.metas[s];
@@ -390,6 +316,12 @@ impl Shard {
     #[inline]
     fn mask(&self) -> usize {
         self.index.len() - 1
+    }
+
+    /// The slot of `subject`, if tracked.
+    fn find_subject(&self, subject: &[u8]) -> Option<usize> {
+        let key = Probe::new(subject);
+        self.find(&key, self.probe_hash(&key)).map(|(_, s)| s)
     }
 
     /// Index cell and slot of the probed key (whose `probe_hash` is `h32`).
@@ -522,8 +454,12 @@ impl Shard {
         }
         let s = self.metas.len();
         let meta = self.meta_for(key, tier, layout);
+        let state = self.fresh_state(self.layouts[layout as usize].limits.is_wide());
         self.metas.push(meta);
-        self.states.push(WindowState::default());
+        self.states.push(state);
+        if self.mode != Mode::Alone {
+            self.remote.push(Remote::default());
+        }
         self.layouts[layout as usize].refs += 1;
         self.penalties += usize::from(tier == PENALTY_TIER);
         self.index_insert(h32, s);
@@ -546,6 +482,10 @@ impl Shard {
             if let Some(pm) = pm {
                 self.index[pm] = cell(hm, s);
             }
+        }
+        self.release_state(s);
+        if self.mode != Mode::Alone {
+            self.remote_remove(s, last);
         }
         let gone = self.metas.swap_remove(s);
         self.states.swap_remove(s);
@@ -586,11 +526,6 @@ impl Shard {
         &self.layouts[self.metas[s].layout as usize].limits
     }
 
-    #[inline]
-    fn is_idle(&self, s: usize, now: u64) -> bool {
-        self.states[s].is_idle(self.own_limits(s), now)
-    }
-
     // ---- eviction ---------------------------------------------------------------
 
     /// Frees room for one entry in a full shard; false if it found none to free.
@@ -617,8 +552,8 @@ impl Shard {
                 removed = true;
                 continue;
             }
-            if self.states[i].would_admit(self.own_limits(i), now) {
-                let age = now.saturating_sub(self.states[i].last_update());
+            if self.would_admit(i, now) {
+                let age = now.saturating_sub(self.last_update(i));
                 if oldest.is_none_or(|(a, _)| age > a) {
                     oldest = Some((age, i));
                 }
@@ -648,6 +583,28 @@ impl Shard {
         limits: &TierLimits,
         now_ms: u64,
     ) -> Decision {
+        let s = match self.entry_for(subject, tier, limits, now_ms) {
+            Ok(s) => s,
+            Err(d) => return d,
+        };
+        let extra = self.others_of(s, tier, limits);
+        let d = self.check_at(s, limits, now_ms, extra);
+        if d.admitted && tier != PENALTY_TIER {
+            self.note_admission(s);
+        }
+        d
+    }
+
+    /// The entry of `subject`, created if needed (making room if the shard is full) and
+    /// rebased to `limits` if built under others, with its tier set; `Err(denial)` when
+    /// it cannot be tracked.
+    fn entry_for(
+        &mut self,
+        subject: &[u8],
+        tier: u16,
+        limits: &TierLimits,
+        now_ms: u64,
+    ) -> Result<usize, Decision> {
         let key = Probe::new(subject);
         let h32 = self.probe_hash(&key);
         let s = match self.find(&key, h32) {
@@ -655,10 +612,10 @@ impl Shard {
             None => {
                 if self.metas.len() >= self.cap && !self.make_room(now_ms) {
                     self.refused += 1;
-                    return Decision::untracked(UNTRACKED_RETRY_MS);
+                    return Err(Decision::untracked(UNTRACKED_RETRY_MS));
                 }
                 let Some(layout) = self.layout_id(limits) else {
-                    return Decision::untracked(UNTRACKED_RETRY_MS);
+                    return Err(Decision::untracked(UNTRACKED_RETRY_MS));
                 };
                 self.insert(&key, h32, tier, layout)
             }
@@ -666,18 +623,14 @@ impl Shard {
         let cur = self.metas[s].layout as usize;
         if self.layouts[cur].limits != *limits {
             let Some(new) = self.layout_id(limits) else {
-                return Decision::untracked(UNTRACKED_RETRY_MS);
+                return Err(Decision::untracked(UNTRACKED_RETRY_MS));
             };
-            let (layouts, state) = (&mut self.layouts, &mut self.states[s]);
-            state.rebase(&layouts[cur].limits, limits, now_ms);
-            layouts[cur].refs -= 1;
-            layouts[new as usize].refs += 1;
-            self.metas[s].layout = new;
+            self.rebase_entry(s, new, limits, now_ms);
         }
         let old_tier = std::mem::replace(&mut self.metas[s].tier, tier);
         self.penalties += usize::from(tier == PENALTY_TIER);
         self.penalties -= usize::from(old_tier == PENALTY_TIER);
-        self.states[s].check(limits, now_ms)
+        Ok(s)
     }
 
     /// What `check` would decide for `subject` under `limits`, without changing
@@ -685,14 +638,7 @@ impl Shard {
     pub fn peek(&self, subject: &[u8], limits: &TierLimits, now_ms: u64) -> Option<Decision> {
         let key = Probe::new(subject);
         let (_, s) = self.find(&key, self.probe_hash(&key))?;
-        let own = self.own_limits(s);
-        if own == limits {
-            Some(self.states[s].peek(limits, now_ms))
-        } else {
-            let mut st = self.states[s].clone();
-            st.rebase(own, limits, now_ms);
-            Some(st.peek(limits, now_ms))
-        }
+        Some(self.peek_under(s, limits, now_ms))
     }
 
     /// Incremental idle expiry: examines at most `budget` entries from the cursor and
@@ -757,7 +703,7 @@ impl Shard {
     pub fn set_cap_at(&mut self, cap: usize, now_ms: Option<u64>) {
         self.cap = cap.clamp(1, MAX_ENTRIES);
         if self.metas.len() > self.cap {
-            let newest = self.states.iter().map(|s| s.last_update()).max();
+            let newest = (0..self.metas.len()).map(|i| self.last_update(i)).max();
             let now = now_ms.or(newest).unwrap_or(0);
             let mut i = 0;
             while i < self.metas.len() && self.metas.len() > self.cap {
@@ -783,8 +729,8 @@ impl Shard {
     fn shed(&mut self, need: usize, now: u64) {
         // Higher rank = removed first: 2^63 for "would admit", plus the age (< 2^48).
         let rank = |t: &Shard, i: usize| -> u64 {
-            let admits = t.states[i].would_admit(t.own_limits(i), now);
-            (u64::from(admits) << 63) | now.saturating_sub(t.states[i].last_update())
+            let admits = t.would_admit(i, now);
+            (u64::from(admits) << 63) | now.saturating_sub(t.last_update(i))
         };
         let mut ranks: Vec<u64> = (0..self.metas.len()).map(|i| rank(self, i)).collect();
         let (_, &mut cut, _) = ranks.select_nth_unstable_by(need - 1, |a, b| b.cmp(a));
@@ -828,8 +774,7 @@ impl Shard {
         let Some((_, s)) = self.find(&key, self.probe_hash(&key)) else {
             return false;
         };
-        let layout = self.metas[s].layout as usize;
-        self.states[s].refund(&self.layouts[layout].limits, token, now_ms)
+        self.refund_at(s, token, now_ms)
     }
 
     // ---- penalty windows (per client address, tier-less) -------------------------
@@ -877,6 +822,8 @@ impl Shard {
     pub fn clear(&mut self) {
         self.metas = Vec::new();
         self.states = Vec::new();
+        self.wide = Vec::new();
+        self.wide_free = Vec::new();
         self.long = Vec::new();
         self.long_free = Vec::new();
         self.index = vec![0; MIN_INDEX];
@@ -884,6 +831,8 @@ impl Shard {
         self.layouts.clear();
         self.cursor = 0;
         self.penalties = 0;
+        self.remote = Vec::new();
+        self.dirty = Vec::new();
     }
 
     fn snapshot_of<'a>(
@@ -893,23 +842,25 @@ impl Shard {
         limits_of: &impl Fn(u16) -> Option<&'a TierLimits>,
     ) -> EntrySnapshot {
         let own = self.own_limits(s);
-        let state = &self.states[s];
         let tier = self.metas[s].tier;
-        let idle = state.is_idle(own, now_ms);
-        // Counts as the next check would see them (under the tier's current limits).
-        let d = match limits_of(tier) {
-            Some(cur) if cur != own => {
-                let mut st = state.clone();
-                st.rebase(own, cur, now_ms);
-                st.peek(cur, now_ms)
-            }
-            _ => state.peek(own, now_ms),
+        let idle = self.is_idle(s, now_ms);
+        // Counts as the next check would see them (under the tier's current limits); the
+        // retry time counts the other instances too (active-active).
+        let cur = limits_of(tier).unwrap_or(own);
+        let d = self.peek_under(s, cur, now_ms);
+        let extra = self.others_of(s, tier, cur);
+        let retry_after_ms = if extra == [0, 0] {
+            d.retry_after_ms
+        } else {
+            self.peek_under_with(s, cur, now_ms, extra).retry_after_ms
         };
         EntrySnapshot {
             subject: self.subject_of(s),
             tier,
             sustained_count: d.sustained_count,
             burst_count: d.burst_count,
+            others: self.remote.get(s).map_or([0, 0], |r| r.others),
+            retry_after_ms,
             idle,
         }
     }
@@ -921,14 +872,32 @@ impl Shard {
         now_ms: u64,
         limits_of: impl Fn(u16) -> Option<&'a TierLimits>,
     ) -> Vec<EntrySnapshot> {
+        self.top_slots(0, usize::MAX, n, now_ms, limits_of).0
+    }
+
+    /// [`top`](Self::top) of the slots `from..from + scan` only (bounded work, for a scan
+    /// spread over event-loop turns), and the slot to go on from (None: the end). Slots
+    /// move when entries are removed, so a spread scan can miss or repeat an entry.
+    pub fn top_slots<'a>(
+        &self,
+        from: usize,
+        scan: usize,
+        n: usize,
+        now_ms: u64,
+        limits_of: impl Fn(u16) -> Option<&'a TierLimits>,
+    ) -> (Vec<EntrySnapshot>, Option<usize>) {
+        let end = from.saturating_add(scan).min(self.states.len());
+        let next = (end < self.states.len()).then_some(end);
         if n == 0 {
-            return Vec::new();
+            return (Vec::new(), next);
         }
         // Min-heap of (count, slot) keeping the n largest.
         let mut heap: BinaryHeap<std::cmp::Reverse<(u32, usize)>> =
             BinaryHeap::with_capacity(n + 1);
-        for (i, state) in self.states.iter().enumerate() {
-            let c = state.peek(self.own_limits(i), now_ms).sustained_count;
+        for i in from..end.min(self.metas.len()) {
+            let c = self
+                .peek_under(i, self.own_limits(i), now_ms)
+                .sustained_count;
             if heap.len() < n {
                 heap.push(std::cmp::Reverse((c, i)));
             } else if heap.peek().is_some_and(|r| r.0.0 < c) {
@@ -945,7 +914,7 @@ impl Shard {
                 .cmp(&a.sustained_count)
                 .then_with(|| a.subject.cmp(&b.subject))
         });
-        out
+        (out, next)
     }
 
     /// One entry, if tracked.
@@ -975,6 +944,7 @@ impl Shard {
         let long_keys: usize = self.long.iter().flatten().map(|k| k.len()).sum();
         self.metas.capacity() * std::mem::size_of::<Meta>()
             + self.states.capacity() * std::mem::size_of::<WindowState>()
+            + self.wide.capacity() * std::mem::size_of::<WideState>()
             + self.index.len() * std::mem::size_of::<u32>()
             + self.long.capacity() * std::mem::size_of::<Option<Box<[u8]>>>()
             + long_keys

@@ -3,10 +3,12 @@
 //!
 //! Owns: [`WindowConfig`] and [`MAX_LIMIT`] (what a window is, for the configuration
 //! too), [`TierLimits`] (a tier's two windows with the bucket layout precomputed),
-//! [`WindowState`] (one key's 48-byte counter state), [`Decision`] and [`RefundToken`].
+//! [`State`] (one key's counters: the 48-byte [`WindowState`], or the 128-byte
+//! [`WideState`] for tiers with a limit over 65,535), [`Decision`] and [`RefundToken`].
+//! The layout half (state sizes, ring geometry, the layout chooser) is in `layout`.
 //! Must not touch: clocks, tables, keys, I/O — callers pass `now_ms` and own the state.
 //!
-//! # Semantics (SPEC §3)
+//! # Semantics
 //!
 //! A request at time `t` (integer ms) is admitted iff, after admitting it, the number
 //! of admitted requests in the trailing window `(t - W, t]` is `<= L` for **both** of
@@ -22,7 +24,7 @@
 //! windows, proven by induction over admissions and checked by brute force in the
 //! property tests below).
 //!
-//! Improvement over the plain ring (DESIGN.md): the oldest bucket, when it is only
+//! Improvement over the plain ring of `k + 1` counters: the oldest bucket, when it is only
 //! partly inside the window (`rem` of its ms still inside), is charged
 //! `min(count, L_other * ceil(rem / W_other))` instead of its full count, where
 //! `(L_other, W_other)` is the *other* window of the tier. This is sound because
@@ -48,15 +50,26 @@
 //! | basic 100 / 10     | 1875 ms (33 × 5 bit) | 33 ms (32 × 4 bit) | 97.0 % / 96.9 % |
 //! | unknown 50 / 5     | 1429 ms (43 × 4 bit) | 25 ms (41 × 3 bit) | 97.7 % / 97.7 % |
 //!
-//! (asserted by `default_tier_layouts`). DESIGN.md's starting point (fixed 2 s / 50 ms
+//! (asserted by `default_tier_layouts`). The plain ring as first designed (fixed 2 s / 50 ms
 //! buckets, u16/u8 counters) needs ~87 bytes for 96.8 % / 95.2 %; this layout gives the
 //! same order of bound in 48 bytes, and the credit does better than the bound in
 //! practice. Measured against the exact sliding log (`seed_burst_scenario_efficiency`):
-//! premium client at 60 req/s for 120 s (SPEC §9 scenario 1): 2000 vs 2000 admitted;
+//! premium client at 60 req/s for 120 s: 2000 vs 2000 admitted;
 //! at 20 req/s for 600 s (sustained-bound): 97.1 % (bound 95.2 %); at 60 req/s against
-//! a 50/s burst limit: 95.3 % (bound 95.3 %). Limits up to 65535 per window work;
-//! larger configured limits are clamped to 65535 (conservative). A window of 0 ms is
-//! treated as 1 ms; limit 0 denies everything (`retry_after` = the window length).
+//! a 50/s burst limit: 95.3 % (bound 95.3 %). Limits up to [`MAX_LIMIT`] = 1,000,000
+//! per window work (larger configured limits are clamped, conservatively; the
+//! configuration refuses them). A window of 0 ms is treated as 1 ms; limit 0 denies
+//! everything (`retry_after` = the window length). Tiers over 65,535 get the wide state
+//! and, with its 888 bits of counters (`large_tier_layouts`):
+//!
+//! | tier (per min / per s) | sustained `g` | burst `g` | worst-case efficiency |
+//! |---|---|---|---|
+//! | 300000 / 10000     | 2000 ms (31 × 15 bit) | 35 ms (30 × 14 bit) | 96.8 % / 96.7 % |
+//! | 1000000 / 20000    | 2143 ms (29 × 16 bit) | 37 ms (28 × 15 bit) | 96.6 % / 96.5 % |
+//! | 1000000 / 1000000  | 2858 ms (22 × 20 bit) | 48 ms (22 × 20 bit) | 95.5 % / 95.5 % |
+//!
+//! (300,000 per minute against the sliding log: `per_minute_300000_is_exact`, 97.4 % of
+//! the exact admissions at 6,000/s for 75 s, never over; `wide_never_over_admits_…`.)
 //!
 //! # Refunds
 //!
@@ -72,18 +85,23 @@
 //! refund then takes back a newer admission of that bucket — no more over-admission
 //! than the eviction itself allowed, since the forgotten one is the one refunded).
 //!
-//! # Memory: 48 bytes per key
+//! # Memory: 48 bytes per key (128 for tiers over 65,535)
 //!
-//! `WindowState` is `[u64; 6]` (asserted). Bit layout: last update time (48 bits,
-//! ms), sustained sum (16), burst sum (16), rebase taint (8), then both rings packed
-//! at per-tier counter widths in the remaining 296 bits. Counter width follows from
+//! A state is `[u64; N]` (both sizes asserted). [`WindowState`] (`N = 6`, every tier
+//! whose limits are all `<= 65,535`, so the default tiers): last update time (48 bits,
+//! ms), sustained sum (16), burst sum (16), rebase taint (8), then both rings packed at
+//! per-tier counter widths in the remaining 296 bits. [`WideState`] (`N = 16`, a tier
+//! with a larger limit): time (48) and 16 unused bits, both sums at 32 bits, taint (8),
+//! rings in 888 bits. [`TierLimits`] knows which size it was laid out for
+//! ([`TierLimits::is_wide`]); a state must be used with limits of its own size, and
+//! [`State::rebased`] moves a state between sizes. Counter width follows from
 //! the limits: a sustained bucket of `g` ms never holds more than
 //! `min(L_s, L_b * ceil(g / W_b))`. [`TierLimits::new`] searches all ring sizes and
 //! keeps the layout with the best worst-case efficiency (then the best sum).
 //!
 //! # Rebase (reload changed a tier, or a key changed tier)
 //!
-//! [`WindowState::rebase`] re-expresses the recorded admissions in the new layout,
+//! [`State::rebase`] re-expresses the recorded admissions in the new layout,
 //! only ever moving them *later* in time (conservative). Each new ring is rebuilt from
 //! an old ring whose record covers the new window (the finer one if it does), else
 //! from both (their overlap counted twice). Anything that does not fit
@@ -94,7 +112,7 @@
 //! *longer*, the span the old state never tracked is assumed to have been used at the
 //! old limits (worst case, per new bucket, at its latest instant). A state whose
 //! windows were empty restarts empty, exactly like a key removed by idle expiry.
-//! The only lossy case: a window sum saturates at 65535.
+//! The only lossy case: a window sum saturates (65535 narrow, 2^32 - 1 wide).
 
 /// One sliding window of a tier: at most `limit` admissions in any trailing `length_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,295 +125,14 @@ pub struct WindowConfig {
 
 /// Largest limit per window that is honoured exactly (larger ones are clamped); the
 /// configuration refuses larger ones.
-pub const MAX_LIMIT: u32 = 65_535;
+pub const MAX_LIMIT: u32 = 1_000_000;
 
-const WORDS: usize = 6;
-const STATE_BITS: u32 = 64 * WORDS as u32;
-const TIME_BITS: u32 = 48;
-const TIME_MASK: u64 = (1 << TIME_BITS) - 1;
-const SUM_BITS: u32 = 16;
-const SUM_MAX: u32 = (1 << SUM_BITS) - 1;
-const SUM1_OFF: u32 = 64;
-const TAINT_OFF: u32 = SUM1_OFF + SUM_BITS;
-const TAINT_BITS: u32 = 8;
-const BUCKETS_OFF: u32 = TAINT_OFF + TAINT_BITS;
-/// Bits available for the two rings of counters.
-pub const BUCKET_BITS: u32 = STATE_BITS - BUCKETS_OFF;
-const MAX_BUCKETS: u64 = 250;
+mod layout;
 
-/// Exact `n / d` for `n < 2^48`, `1 <= d < 2^32`, by one 128-bit multiply.
-///
-/// With `m = floor(2^80 / d) + 1`, `n * m / 2^80 = n/d + n*e/2^80` (`0 < e <= 1`); the
-/// error stays below `1/d` because `n * d < 2^80`, so the floor is exact.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct FastDiv {
-    d: u64,
-    m: u128,
-}
-
-impl FastDiv {
-    fn new(d: u64) -> FastDiv {
-        let d = d.clamp(1, u32::MAX as u64);
-        let m = if d == 1 {
-            0
-        } else {
-            (1u128 << 80) / d as u128 + 1
-        };
-        FastDiv { d, m }
-    }
-    #[inline]
-    fn div(self, n: u64) -> u64 {
-        debug_assert!(n <= TIME_MASK);
-        if self.d == 1 {
-            n
-        } else {
-            ((n as u128 * self.m) >> 80) as u64
-        }
-    }
-}
-
-/// One window's ring: geometry, counter width, where it lives in the state, and the
-/// other window's density (for the partial-bucket credit).
-#[derive(Clone, Copy, Debug)]
-struct Ring {
-    /// Window length (ms, >= 1).
-    w: u64,
-    /// Limit (<= MAX_LIMIT).
-    limit: u32,
-    /// Bucket width (ms).
-    g: u64,
-    /// Counters in the ring.
-    nb: u64,
-    /// `ceil(w / g)` and `k*g - w`: locate the oldest bucket without a division.
-    k: u64,
-    r: u64,
-    /// Bits per counter and the largest value a counter holds.
-    width: u32,
-    fmax: u32,
-    /// Bit offset of counter 0.
-    off: u32,
-    div_g: FastDiv,
-    div_nb: FastDiv,
-    /// The other window: `o_limit` admissions at most in any `o_w` consecutive ms.
-    o_w: u64,
-    o_limit: u32,
-    div_ow: FastDiv,
-}
-
-/// Where time `t` falls for one ring.
-#[derive(Clone, Copy, Debug)]
-struct Pos {
-    /// Bucket holding `t`.
-    b: u64,
-    /// Oldest bucket intersecting `(t - W, t]` (negative near time 0).
-    j0: i64,
-    /// `(t + 1 - W) - j0 * g`: ms of bucket `j0` already outside the window (0 = none).
-    off_in: u64,
-    /// Ring slot of bucket `b` (`u64::MAX` when not computed).
-    sb: u64,
-}
-
-impl Ring {
-    /// Position of `t`, without the ring slot.
-    #[inline]
-    fn pos_lite(&self, t: u64) -> Pos {
-        let b = self.div_g.div(t);
-        let x = t - b * self.g;
-        let v = x + 1 + self.r;
-        let carry = (v >= self.g) as u64;
-        Pos {
-            b,
-            j0: b as i64 + carry as i64 - self.k as i64,
-            off_in: v - carry * self.g,
-            sb: u64::MAX,
-        }
-    }
-    /// Position of `t`, with the ring slot of its bucket.
-    #[inline]
-    fn pos(&self, t: u64) -> Pos {
-        let mut p = self.pos_lite(t);
-        p.sb = p.b - self.div_nb.div(p.b) * self.nb;
-        p
-    }
-    /// Slot of bucket `j`, for `p.b - nb < j <= p.b` (no division).
-    #[inline]
-    fn slot_of(&self, p: &Pos, j: u64) -> u64 {
-        debug_assert!(p.sb != u64::MAX && j <= p.b && p.b - j < self.nb);
-        let d = p.b - j;
-        if d <= p.sb {
-            p.sb - d
-        } else {
-            p.sb + self.nb - d
-        }
-    }
-    #[inline]
-    fn next_slot(&self, s: u64) -> u64 {
-        if s + 1 == self.nb { 0 } else { s + 1 }
-    }
-    /// Upper bound on admissions in `rem` consecutive ms, from the other window.
-    #[inline]
-    fn density(&self, rem: u64) -> u64 {
-        let chunks = self.div_ow.div(rem + self.o_w - 1);
-        self.o_limit as u64 * chunks
-    }
-    fn efficiency(&self) -> f64 {
-        self.w as f64 / (self.w + self.g - 1) as f64
-    }
-}
-
-/// A tier's two windows, with the state layout precomputed. Build once per config
-/// snapshot; cheap to share. Equality compares the configured windows only.
-#[derive(Clone, Debug)]
-pub struct TierLimits {
-    cfg: [WindowConfig; 2],
-    rings: [Ring; 2],
-    /// Ring whose bucket index counts the taint down (the coarser one).
-    unit: usize,
-    /// Taint set by a rebase / counter overflow: advances of `rings[unit]` until every
-    /// admission recorded now has left both windows.
-    taint_len: u32,
-}
-
-impl PartialEq for TierLimits {
-    fn eq(&self, other: &TierLimits) -> bool {
-        self.cfg == other.cfg
-    }
-}
-impl Eq for TierLimits {}
-
-fn bits_for(v: u64) -> u32 {
-    (64 - v.leading_zeros()).max(1)
-}
-
-/// Per ring: (bucket width ms, counters, bits per counter).
-type Geometry = [(u64, u64, u32); 2];
-
-/// Bucket width for `nb` counters over a window of `w` ms, and the counters it really needs.
-fn geometry(w: u64, nb: u64) -> (u64, u64) {
-    if w <= 1 || nb <= 1 {
-        return (1, 1);
-    }
-    let g = (w - 1).div_ceil(nb - 1);
-    (g, (w - 1).div_ceil(g) + 1)
-}
-
-impl TierLimits {
-    pub fn new(sustained: WindowConfig, burst: WindowConfig) -> TierLimits {
-        let cfg = [sustained, burst];
-        let w = cfg.map(|c| (c.length_ms as u64).max(1));
-        let l = cfg.map(|c| c.limit.min(MAX_LIMIT));
-        // Largest counter a bucket of width g of window i can need in normal operation.
-        let cmax = |i: usize, g: u64| -> u64 {
-            let o = 1 - i;
-            (l[i] as u64).min(l[o] as u64 * g.div_ceil(w[o]))
-        };
-        let min_nb = |i: usize| if w[i] <= 1 { 1 } else { 2 };
-        let max_nb = |i: usize| w[i].min(MAX_BUCKETS);
-        // Best so far: (min efficiency, sum of efficiencies, [(g, nb, width); 2]).
-        let mut best: Option<(f64, f64, Geometry)> = None;
-        let mut last_g0 = 0;
-        for try0 in min_nb(0)..=max_nb(0) {
-            let (g0, nb0) = geometry(w[0], try0);
-            if g0 == last_g0 {
-                continue;
-            }
-            last_g0 = g0;
-            let w0 = bits_for(cmax(0, g0));
-            let used = nb0 * w0 as u64;
-            if used > BUCKET_BITS as u64 {
-                continue;
-            }
-            let left = BUCKET_BITS as u64 - used;
-            // Counter width of ring 1 is at least bits(min(L1, L0)); start from the most
-            // counters that could fit and walk down to the first layout that does.
-            let w1_lo = bits_for((l[1] as u64).min(l[0] as u64)) as u64;
-            let mut try1 = (left / w1_lo).min(max_nb(1));
-            while try1 >= min_nb(1) {
-                let (g1, nb1) = geometry(w[1], try1);
-                let w1 = bits_for(cmax(1, g1));
-                if nb1 * w1 as u64 <= left {
-                    let e0 = w[0] as f64 / (w[0] + g0 - 1) as f64;
-                    let e1 = w[1] as f64 / (w[1] + g1 - 1) as f64;
-                    let cand = (e0.min(e1), e0 + e1, [(g0, nb0, w0), (g1, nb1, w1)]);
-                    if best.as_ref().is_none_or(|b| (cand.0, cand.1) > (b.0, b.1)) {
-                        best = Some(cand);
-                    }
-                    break;
-                }
-                try1 -= 1;
-            }
-        }
-        // Two counters of at most 16 bits per ring always fit, so a layout exists.
-        let (_, _, geo) = best.expect("a 2+2 bucket layout always fits");
-        let mut off = BUCKETS_OFF;
-        let rings: [Ring; 2] = std::array::from_fn(|i| {
-            let (g, nb, width) = geo[i];
-            let k = w[i].div_ceil(g);
-            let o = 1 - i;
-            let ring = Ring {
-                w: w[i],
-                limit: l[i],
-                g,
-                nb,
-                k,
-                r: k * g - w[i],
-                width,
-                fmax: (1u32 << width) - 1,
-                off,
-                div_g: FastDiv::new(g),
-                div_nb: FastDiv::new(nb),
-                o_w: w[o],
-                o_limit: l[o],
-                div_ow: FastDiv::new(w[o]),
-            };
-            off += (nb * width as u64) as u32;
-            ring
-        });
-        debug_assert!(off <= STATE_BITS);
-        let unit = if rings[0].g >= rings[1].g { 0 } else { 1 };
-        let gu = rings[unit].g;
-        let taint = 1 + rings
-            .iter()
-            .map(|r| (r.w + r.g - 1).div_ceil(gu))
-            .max()
-            .unwrap_or(1);
-        TierLimits {
-            cfg,
-            rings,
-            unit,
-            taint_len: taint.min((1 << TAINT_BITS) - 1) as u32,
-        }
-    }
-
-    /// The sustained window as configured.
-    pub fn sustained(&self) -> WindowConfig {
-        self.cfg[0]
-    }
-
-    /// The burst window as configured.
-    pub fn burst(&self) -> WindowConfig {
-        self.cfg[1]
-    }
-
-    /// Bucket widths in ms (sustained, burst): the under-admission bound is `g - 1` ms.
-    pub fn bucket_ms(&self) -> (u64, u64) {
-        (self.rings[0].g, self.rings[1].g)
-    }
-
-    /// Counters per ring and bits per counter: ((sustained n, bits), (burst n, bits)).
-    pub fn layout(&self) -> ((u64, u32), (u64, u32)) {
-        (
-            (self.rings[0].nb, self.rings[0].width),
-            (self.rings[1].nb, self.rings[1].width),
-        )
-    }
-
-    /// Worst-case fraction of the exact admissions a saturating client gets, per
-    /// window (sustained, burst): `W / (W + g - 1)`.
-    pub fn efficiency(&self) -> (f64, f64) {
-        (self.rings[0].efficiency(), self.rings[1].efficiency())
-    }
-}
+#[cfg(test)]
+use layout::{BUCKET_BITS, FastDiv, STATE_BITS, WIDE, WIDE_WORDS};
+use layout::{Class, Pos, Ring, TAINT_BITS, TIME_MASK, class_of};
+pub use layout::{NARROW_MAX_LIMIT, TierLimits};
 
 /// Outcome of [`WindowState::check`] / [`WindowState::peek`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -467,12 +204,39 @@ impl RefundToken {
     }
 }
 
-/// One key's counters (48 bytes). `Default` is the empty state, valid for any limits.
-/// A state must always be used with the [`TierLimits`] it was built with (or
-/// [`rebase`](WindowState::rebase)d to new ones first).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct WindowState {
-    words: [u64; WORDS],
+/// One key's counters: `N` 64-bit words, laid out as [`TierLimits`] says (see the
+/// module docs). `Default` is the empty state, valid for any limits of its size. A state
+/// must always be used with the [`TierLimits`] it was built with (or
+/// [`rebase`](State::rebase)d to new ones first).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct State<const N: usize> {
+    words: [u64; N],
+}
+
+impl<const N: usize> Default for State<N> {
+    fn default() -> Self {
+        State { words: [0; N] }
+    }
+}
+
+/// The 48-byte state of tiers whose limits are all at most [`NARROW_MAX_LIMIT`].
+pub type WindowState = State<{ layout::NARROW_WORDS }>;
+/// The 128-byte state of tiers with a larger limit ([`TierLimits::is_wide`]).
+pub type WideState = State<{ layout::WIDE_WORDS }>;
+
+impl WindowState {
+    /// A narrow slot that holds no counters but the index of a wide state kept
+    /// elsewhere (a table's side slab). Never used as counters.
+    pub(crate) fn pointer(i: u32) -> WindowState {
+        let mut s = WindowState::default();
+        s.words[1] = u64::from(i);
+        s
+    }
+    /// The index a [`pointer`](Self::pointer) holds.
+    #[inline]
+    pub(crate) fn pointee(&self) -> usize {
+        self.words[1] as usize
+    }
 }
 
 /// `now` and where it falls in each ring, after the state was advanced to it.
@@ -482,7 +246,9 @@ struct View {
     pos: [Pos; 2],
 }
 
-impl WindowState {
+impl<const N: usize> State<N> {
+    const C: Class = class_of(N);
+
     // ---- bit fields -------------------------------------------------------------
 
     #[inline]
@@ -522,26 +288,21 @@ impl WindowState {
     }
     #[inline]
     fn sum(&self, i: usize) -> u32 {
-        if i == 0 {
-            (self.words[0] >> TIME_BITS) as u32
-        } else {
-            self.get(SUM1_OFF, SUM_BITS)
-        }
+        self.get(Self::C.sum_off[i], Self::C.sum_bits)
     }
     #[inline]
     fn set_sum(&mut self, i: usize, v: u32) {
-        let v = v.min(SUM_MAX);
-        if i == 0 {
-            self.words[0] = (self.words[0] & TIME_MASK) | ((v as u64) << TIME_BITS);
-        } else {
-            self.set(SUM1_OFF, SUM_BITS, v);
-        }
+        self.set(
+            Self::C.sum_off[i],
+            Self::C.sum_bits,
+            v.min(Self::C.sum_max()),
+        )
     }
     fn taint(&self) -> u32 {
-        self.get(TAINT_OFF, TAINT_BITS)
+        self.get(Self::C.taint_off, TAINT_BITS)
     }
     fn set_taint(&mut self, v: u32) {
-        self.set(TAINT_OFF, TAINT_BITS, v.min((1 << TAINT_BITS) - 1));
+        self.set(Self::C.taint_off, TAINT_BITS, v.min((1 << TAINT_BITS) - 1));
     }
     #[inline]
     fn bucket(&self, r: &Ring, slot: u64) -> u32 {
@@ -576,6 +337,7 @@ impl WindowState {
     /// Moves the state to `now` (clamped to be >= the last update): expired buckets are
     /// cleared, the taint counts down, and the excess is dropped when it expires.
     fn prepare(&mut self, lim: &TierLimits, now: u64) -> View {
+        debug_assert_eq!(lim.class.words, N, "state used with limits of another size");
         let last = self.t_last();
         let now = now.min(TIME_MASK).max(last);
         let pos = [lim.rings[0].pos(now), lim.rings[1].pos(now)];
@@ -723,14 +485,19 @@ impl WindowState {
     }
 
     /// Earliest absolute time `>= now` at which ring `i` would admit (no further
-    /// admissions assumed); `now + W` as a hint if its limit is 0. O(nb).
-    fn earliest(&self, lim: &TierLimits, i: usize, v: &View, est_now: u32) -> u64 {
+    /// admissions assumed, `extra` others' admissions constant); `now + W` as a hint if
+    /// its limit is 0, `now + g` if `extra` alone fills it. O(nb).
+    fn earliest(&self, lim: &TierLimits, i: usize, v: &View, est_now: u32, extra: u32) -> u64 {
         let r = &lim.rings[i];
         if r.limit == 0 {
             // Nothing will ever be admitted: hint one window length.
             return v.now + r.w;
         }
-        let room = (r.limit - 1) as u64;
+        let Some(room) = (r.limit - 1).checked_sub(extra) else {
+            // The others' share alone fills the window: it can only change with them.
+            return v.now + r.g;
+        };
+        let room = room as u64;
         if est_now as u64 <= room {
             return v.now;
         }
@@ -826,11 +593,16 @@ impl WindowState {
         &self,
         lim: &TierLimits,
         v: &View,
-        est: [u32; 2],
+        local: [u32; 2],
+        extra: [u32; 2],
         admitted: bool,
         bumped: bool,
     ) -> Decision {
         let [r0, r1] = &lim.rings;
+        let est = [
+            local[0].saturating_add(extra[0]),
+            local[1].saturating_add(extra[1]),
+        ];
         let rem = [
             r0.limit.saturating_sub(est[0]),
             r1.limit.saturating_sub(est[1]),
@@ -842,8 +614,8 @@ impl WindowState {
             (0, burst_binds as usize)
         } else {
             let t = [
-                self.earliest(lim, 0, v, est[0]),
-                self.earliest(lim, 1, v, est[1]),
+                self.earliest(lim, 0, v, local[0], extra[0]),
+                self.earliest(lim, 1, v, local[1], extra[1]),
             ];
             let b = (t[1] > t[0]) as usize;
             (t[b].saturating_sub(v.now), b)
@@ -891,32 +663,48 @@ impl WindowState {
     /// Decides one request at `now_ms` and records it if admitted (denied requests
     /// change nothing but the internal clock, which only moves forward).
     pub fn check(&mut self, limits: &TierLimits, now_ms: u64) -> Decision {
+        self.check_with(limits, now_ms, [0, 0])
+    }
+
+    /// [`check`](Self::check) with `extra` admissions per window (sustained, burst) made
+    /// elsewhere (other instances, `limit::cluster`): admitted iff this state's count
+    /// plus `extra` stays within the limit, in both windows. Only this state's own
+    /// admission is recorded; the decision's counts include `extra`.
+    pub fn check_with(&mut self, limits: &TierLimits, now_ms: u64, extra: [u32; 2]) -> Decision {
         let v = self.prepare(limits, now_ms);
         let mut est = [
             self.estimate(limits, 0, v.pos[0]),
             self.estimate(limits, 1, v.pos[1]),
         ];
-        let admitted = est[0] < limits.rings[0].limit && est[1] < limits.rings[1].limit;
+        let admitted =
+            (0..2).all(|i| (est[i] as u64 + extra[i] as u64) < limits.rings[i].limit as u64);
         if admitted {
             for (i, e) in est.iter_mut().enumerate() {
                 self.bump(limits, i, v.pos[i]);
                 *e += 1;
             }
         }
-        self.decide(limits, &v, est, admitted, admitted)
+        self.decide(limits, &v, est, extra, admitted, admitted)
     }
 
     /// What [`check`](Self::check) would decide at `now_ms`, without changing anything.
     /// Counts are the current ones (not including the hypothetical request).
     pub fn peek(&self, limits: &TierLimits, now_ms: u64) -> Decision {
+        self.peek_with(limits, now_ms, [0, 0])
+    }
+
+    /// [`peek`](Self::peek) with `extra` admissions made elsewhere (as
+    /// [`check_with`](Self::check_with)).
+    pub fn peek_with(&self, limits: &TierLimits, now_ms: u64, extra: [u32; 2]) -> Decision {
         let mut s = self.clone();
         let v = s.prepare(limits, now_ms);
         let est = [
             s.estimate(limits, 0, v.pos[0]),
             s.estimate(limits, 1, v.pos[1]),
         ];
-        let admitted = est[0] < limits.rings[0].limit && est[1] < limits.rings[1].limit;
-        s.decide(limits, &v, est, admitted, false)
+        let admitted =
+            (0..2).all(|i| (est[i] as u64 + extra[i] as u64) < limits.rings[i].limit as u64);
+        s.decide(limits, &v, est, extra, admitted, false)
     }
 
     /// Whether [`check`](Self::check) at `now_ms` would admit, without changing anything
@@ -987,18 +775,29 @@ impl WindowState {
 
     /// Re-expresses a state built under `old` for `new`, conservatively (see the
     /// module docs): admissions only move later in time, nothing recorded is lost, a
-    /// lengthened window assumes the untracked span was used at the old limits.
+    /// lengthened window assumes the untracked span was used at the old limits. Both
+    /// limits must be of this state's size (see [`rebased`](Self::rebased) otherwise).
     pub fn rebase(&mut self, old: &TierLimits, new: &TierLimits, now_ms: u64) {
         if old == new {
             return;
         }
+        *self = self.rebased::<N>(old, new, now_ms);
+    }
+
+    /// [`rebase`](Self::rebase) into a state of `M` words (`new`'s size), e.g. when a
+    /// reload moves a tier over or under [`NARROW_MAX_LIMIT`].
+    pub fn rebased<const M: usize>(
+        &mut self,
+        old: &TierLimits,
+        new: &TierLimits,
+        now_ms: u64,
+    ) -> State<M> {
         let v = self.prepare(old, now_ms);
         let now = v.now;
-        let mut fresh = WindowState::default();
+        let mut fresh = State::<M>::default();
         fresh.set_t_last(now);
         if self.sum(0) == 0 && self.sum(1) == 0 {
-            *self = fresh;
-            return;
+            return fresh;
         }
         // Per old ring: every recorded admission as (time, count) at the latest instant
         // it can have happened, plus its excess at `now`. Invariant: a ring holds a
@@ -1069,7 +868,7 @@ impl WindowState {
         if fresh.sum(0) != 0 || fresh.sum(1) != 0 {
             fresh.set_taint(new.taint_len);
         }
-        *self = fresh;
+        fresh
     }
 
     /// Adds `count` admissions that happened at or before `t` to ring `i` (positions
@@ -1077,7 +876,7 @@ impl WindowState {
     /// the excess (sum only) past the current bucket.
     fn place(&mut self, r: &Ring, i: usize, p: Pos, t: u64, count: u64) {
         // Counters never hold more in total than the 16-bit sum can (see module docs).
-        let count = count.min((SUM_MAX - self.sum(i)) as u64);
+        let count = count.min((Self::C.sum_max() - self.sum(i)) as u64);
         if count == 0 {
             return;
         }

@@ -4,7 +4,10 @@
 //!
 //! Also the fire-and-forget updates: [`refund`] (to the owner core) and the per-address
 //! penalty window, [`add_penalty`] (counted on every core) / [`check_penalty`] (local,
-//! no message: every core holds the same failure counts).
+//! no message: every core holds the same failure counts); and, with `[cluster]`, the
+//! core's side of the sync thread: [`cluster_flush`] hands the shard's pending admissions
+//! over every `limit::cluster::FLUSH_MS`, [`apply_from_sync`] takes the others' views and
+//! the mode in (the decision itself stays in `Shard::check`, which counts them).
 //!
 //! Owns: `Pending` (this core's table of requests waiting for a remote decision).
 //! Must not touch: sockets. The reply path of each request is its slot index.
@@ -15,9 +18,9 @@ use std::task::{Poll, Waker};
 
 use crate::config::{LimitsConfig, UnlistedKeys};
 use crate::identity::Identified;
-use crate::limit::{Decision, RefundToken, Shard, addr_subject, penalty_subject};
+use crate::limit::{Decision, RefundToken, Shard, TierLimits, addr_subject, penalty_subject};
 use crate::runtime::mesh::RING_SLOTS;
-use crate::runtime::msg::{CoreMsg, LimitUpdate, Subject};
+use crate::runtime::msg::{CoreMsg, FromSync, LimitUpdate, Subject, ToSync};
 
 use super::Worker;
 
@@ -192,6 +195,53 @@ pub fn check_penalty(w: &Worker, peer: IpAddr) -> Option<Decision> {
         .check_penalty(&penalty_subject(peer), w.now_ms())
 }
 
+/// Every `FLUSH_MS`: hands this core's pending admissions to the sync thread, one
+/// message per key, attributed to the cluster time of the flush (`at_epoch` + `now_ms`).
+/// A full ring leaves the rest pending in the shard for the next flush.
+pub async fn cluster_flush(w: std::rc::Rc<Worker>, at_epoch: u64) {
+    let every = std::time::Duration::from_millis(crate::limit::cluster::FLUSH_MS);
+    loop {
+        monoio::select! {
+            _ = monoio::time::sleep(every) => {},
+            _ = w.shutdown.wait() => return,
+        }
+        let at = at_epoch + w.now_ms();
+        let snap = w.snapshot();
+        let mut shard = w.shard.borrow_mut();
+        let mut mesh = w.mesh.borrow_mut();
+        shard.take_pending(|subject, tier, count| {
+            let Some(l) = snap.tiers.get(tier as usize) else {
+                return true; // the tier is gone (reload): nothing to count it against
+            };
+            let msg = ToSync::Delta {
+                subject: Subject::new(subject),
+                tier,
+                windows: [l.sustained().length_ms, l.burst().length_ms],
+                at,
+                count,
+            };
+            mesh.to_sync(msg).is_ok()
+        });
+    }
+}
+
+/// Applies what the sync thread sent (called by the mesh task): a key's view of the other
+/// instances, or the mode to count them in.
+pub fn apply_from_sync(shard: &mut Shard, tiers: &[TierLimits], m: FromSync, now: u64) {
+    match m {
+        FromSync::Others {
+            subject,
+            tier,
+            others,
+        } => {
+            if let Some(l) = tiers.get(tier as usize) {
+                shard.set_others(subject.as_bytes(), tier, l, others, now);
+            }
+        }
+        FromSync::Mode(mode) => shard.set_mode(mode),
+    }
+}
+
 /// Applies an update from another core (called by the mesh task).
 pub fn apply_update(shard: &mut Shard, u: LimitUpdate, now: u64) {
     match u {
@@ -239,7 +289,7 @@ impl SubjectBytes<'_> {
     }
 }
 
-/// Chooses subject and tier (SPEC §3): listed key → its tier, per key; unlisted key →
+/// Chooses subject and tier: listed key → its tier, per key; unlisted key →
 /// default tier, per key or per client address (config); anonymous → anonymous
 /// tier, per client address.
 pub fn target<'a>(limits: &LimitsConfig, id: &Identified<'a>, peer: IpAddr) -> Target<'a> {

@@ -4,7 +4,10 @@
 //!
 //! Owns: accept loops (`serve`), the connection loop (`conn`), buffers and socket I/O
 //! (`bufio`), limit decisions (`limiter`: owner-local call or cross-core message), upstream
-//! handling (`upstream`), TLS (`tls`), response headers (`headers`), the access log.
+//! handling (`upstream`), TLS (`tls`), response headers (`headers`), the access log, the
+//! background tasks (`tasks`: housekeeping, health checks, top-N scans) and what a core
+//! keeps for the operator (`observe`). A reload (`ControlMsg::Config`) swaps the snapshot
+//! and the upstream node list (`Worker::apply_config`).
 //! Must not touch: the control plane (`control`); it only receives `ControlMsg`s.
 
 pub mod access_log;
@@ -13,6 +16,8 @@ pub mod client_addr;
 pub mod conn;
 pub mod headers;
 pub mod limiter;
+pub mod observe;
+pub mod tasks;
 pub mod tls;
 pub mod upstream;
 
@@ -23,6 +28,7 @@ use std::net::{SocketAddr, TcpListener as StdListener};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::mpsc::SyncSender;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -31,7 +37,7 @@ use monoio::net::{TcpListener, TcpStream};
 use crate::config::Config;
 use crate::limit::{Router, Shard, TierLimits};
 use crate::runtime::WorkerInit;
-use crate::runtime::msg::{ControlMsg, CoreMsg, TableOp, TableReply};
+use crate::runtime::msg::{ControlMsg, CoreMsg, FromSync, TableOp, TableReply};
 use crate::stats::CoreStats;
 
 use bufio::BufPool;
@@ -54,6 +60,9 @@ pub struct Shared {
     /// Client connections per worker that the open-file limit allows
     /// (`runtime::connection_budget`); `http.max_connections` is capped by it.
     pub connection_budget: usize,
+    /// Active-active (`[cluster]`): cluster time (wall-clock ms) at `epoch`, so that a
+    /// core's cluster time is this plus its `now_ms`. None = cluster off.
+    pub cluster_epoch_ms: Option<u64>,
 }
 
 /// A core's view of the configuration, rebuilt on every reload (cheap `Rc` clones).
@@ -189,8 +198,15 @@ pub struct Worker {
     connection_budget: usize,
     req_counter: Cell<u64>,
     instance: u64,
+    /// Signing keys of `[limits.verify]`, made on first use (None until then).
+    pub sig_cache: RefCell<Option<crate::sigverify::SigningKeyCache>>,
     /// This core's access-log buffer (None = log off).
     pub alog: RefCell<Option<access_log::CoreLog>>,
+    /// The subjects this core denied most (`/keys?top=N`'s most denied).
+    pub denied: RefCell<observe::DeniedTop>,
+    /// Wall-clock Unix ms, refreshed by housekeeping every 250 ms (the "last seen" times
+    /// need no more precision, and a request then reads no clock for them).
+    pub coarse_unix_ms: Cell<u64>,
 }
 
 impl Worker {
@@ -235,8 +251,11 @@ impl Worker {
         }
     }
 
-    fn apply_config(&self, cfg: Arc<Config>) {
-        self.upstreams.borrow_mut().set_config(cfg.clone());
+    /// Takes a reload's snapshot; new upstream nodes that this core probes get a health
+    /// loop.
+    fn apply_config(self: &Rc<Self>, cfg: Arc<Config>) {
+        let added = self.upstreams.borrow_mut().set_config(cfg.clone());
+        self.spawn_health_loops(&added);
         let snap = build_snapshot(cfg);
         {
             let mut shard = self.shard.borrow_mut();
@@ -247,7 +266,32 @@ impl Worker {
         *self.snap.borrow_mut() = Rc::new(snap);
     }
 
-    fn table_op(&self, op: TableOp) -> TableReply {
+    /// A health loop for each node in `slots` that this core probes.
+    fn spawn_health_loops(self: &Rc<Self>, slots: &[usize]) {
+        for &slot in slots {
+            let id = self.upstreams.borrow().nodes[slot].id;
+            if tasks::probes(self, id) {
+                monoio::spawn(tasks::health_loop(self.clone(), slot));
+            }
+        }
+    }
+
+    fn table_op(self: &Rc<Self>, op: TableOp, reply: SyncSender<TableReply>) {
+        let answer = match op {
+            TableOp::Top(n) => {
+                // Spread over event-loop turns: answers when the scan is done.
+                monoio::spawn(tasks::top_scan(self.clone(), n, reply));
+                return;
+            }
+            TableOp::Denied(n) => {
+                TableReply::Denied(self.denied.borrow().top(n, observe::unix_ms()))
+            }
+            op => self.table_now(op),
+        };
+        let _ = reply.send(answer);
+    }
+
+    fn table_now(&self, op: TableOp) -> TableReply {
         let snap = self.snapshot();
         let now = self.now_ms();
         let limits_of = |t: u16| snap.tiers.get(t as usize);
@@ -259,7 +303,7 @@ impl Worker {
                     .into_iter()
                     .collect(),
             ),
-            TableOp::Top(n) => TableReply::Entries(shard.top(n, now, limits_of)),
+            TableOp::Top(_) | TableOp::Denied(_) => TableReply::Removed(0),
             TableOp::Remove(subject) => TableReply::Removed(shard.remove(&subject) as usize),
             TableOp::Clear => {
                 let n = shard.len();
@@ -290,11 +334,10 @@ pub fn build_snapshot(cfg: Arc<Config>) -> Snapshot {
     }
 }
 
-/// A worker core's whole life: accept loops, mesh task, housekeeping, until shutdown.
-pub async fn run_worker(init: WorkerInit, shared: Arc<Shared>) {
+/// This core's worker state, from what every core receives at start.
+fn new_worker(index: usize, mesh: crate::runtime::CoreMesh, shared: &Shared) -> Rc<Worker> {
     let cfg = shared.config.clone();
-    let stats = shared.stats[init.index].clone();
-    let workers = init.mesh.cores();
+    let workers = mesh.cores();
     let up_tls = shared.upstream_tls.as_ref().map(|c| UpstreamTls {
         connector: monoio_rustls::TlsConnector::from(c.clone()),
         server_name: cfg
@@ -304,22 +347,29 @@ pub async fn run_worker(init: WorkerInit, shared: Arc<Shared>) {
             .and_then(|t| t.server_name.clone())
             .and_then(|n| rustls_pki_types::ServerName::try_from(n).ok()),
     });
+    let mut shard = Shard::new(cfg.limits.table_cap);
+    shard.set_penalty(cfg.limits.penalty);
+    let alog = shared.access_log.clone().map(|tx| {
+        access_log::CoreLog::new(
+            tx,
+            cfg.access_log.buffer_bytes,
+            cfg.access_log.flush_interval,
+        )
+    });
     let w = Rc::new(Worker {
-        id: init.index,
+        id: index,
         snap: RefCell::new(Rc::new(build_snapshot(cfg.clone()))),
-        shard: RefCell::new({
-            let mut s = Shard::new(cfg.limits.table_cap);
-            s.set_penalty(cfg.limits.penalty);
-            s
-        }),
+        shard: RefCell::new(shard),
         router: Router::new(workers, shared.hasher.clone()),
-        mesh: RefCell::new(init.mesh),
+        mesh: RefCell::new(mesh),
         pending: RefCell::new(Pending::default()),
         mesh_waker: RefCell::new(None),
         mesh_kicked: Cell::new(false),
-        stats,
+        stats: shared.stats[index].clone(),
         epoch: shared.epoch,
-        upstreams: RefCell::new(Upstreams::new(cfg.clone(), up_tls)),
+        upstreams: RefCell::new(
+            Upstreams::new(cfg.clone(), up_tls).with_stats(shared.stats[index].clone()),
+        ),
         pool: BufPool::new(BufPool::SIZE, 1024),
         tls: RefCell::new(shared.tls.clone().map(monoio_rustls::TlsAcceptor::from)),
         shutdown: Event::default(),
@@ -327,25 +377,37 @@ pub async fn run_worker(init: WorkerInit, shared: Arc<Shared>) {
         connection_budget: shared.connection_budget,
         req_counter: Cell::new(0),
         instance: shared.instance,
-        alog: RefCell::new(shared.access_log.clone().map(|tx| {
-            access_log::CoreLog::new(
-                tx,
-                cfg.access_log.buffer_bytes,
-                cfg.access_log.flush_interval,
-            )
-        })),
+        sig_cache: RefCell::new(None),
+        alog: RefCell::new(alog),
+        denied: RefCell::new(observe::DeniedTop::default()),
+        coarse_unix_ms: Cell::new(observe::unix_ms()),
     });
     w.stats.config_version.set(cfg.limits.version);
+    w
+}
 
-    let mesh_task = monoio::spawn(mesh_loop(w.clone()));
-    let _house = monoio::spawn(housekeeping(w.clone()));
-    if cfg.upstream.health.enabled {
-        // Each node is probed by one core (node i by core i % workers); the results go to
-        // every core over the rings, so all cores share one view and one probe per interval.
-        for node in (0..cfg.upstream.servers.len()).filter(|n| n % workers == init.index) {
-            monoio::spawn(health_loop(w.clone(), node));
-        }
+/// A worker core's whole life: accept loops, mesh task, housekeeping, until shutdown.
+pub async fn run_worker(init: WorkerInit, shared: Arc<Shared>) {
+    let w = new_worker(init.index, init.mesh, &shared);
+    w.stats.driver.set(match init.driver {
+        crate::runtime::Driver::IoUring => 1,
+        crate::runtime::Driver::Epoll => 2,
+    });
+    if let Some(at_epoch) = shared.cluster_epoch_ms
+        && w.mesh.borrow().has_sync()
+    {
+        w.shard
+            .borrow_mut()
+            .set_mode(crate::limit::cluster::Mode::Synced);
+        monoio::spawn(limiter::cluster_flush(w.clone(), at_epoch));
     }
+    let mesh_task = monoio::spawn(mesh_loop(w.clone()));
+    let _house = monoio::spawn(tasks::housekeeping(w.clone()));
+    // Each node is probed by one core (id % workers); the results go to every core over the
+    // rings, so all cores share one view and one probe per interval. A loop runs while
+    // health checks are off too (it probes nothing), so a reload can turn them on.
+    let slots: Vec<usize> = (0..w.upstreams.borrow().nodes.len()).collect();
+    w.spawn_health_loops(&slots);
     let mut accepts = Vec::new();
     for l in init.listeners {
         accepts.push(monoio::spawn(accept_loop(w.clone(), l, false)));
@@ -358,6 +420,15 @@ pub async fn run_worker(init: WorkerInit, shared: Arc<Shared>) {
     for a in accepts {
         a.await;
     }
+    drain(&w).await;
+    if let Some(l) = w.alog.borrow_mut().as_mut() {
+        l.ship(&w.stats);
+    }
+    drop(mesh_task);
+}
+
+/// Waits for this core's open connections to end, at most `shutdown_grace`.
+async fn drain(w: &Worker) {
     let grace = w.snapshot().cfg.shutdown_grace;
     let deadline = Instant::now() + grace;
     while w.active.get() > 0 && Instant::now() < deadline {
@@ -371,10 +442,6 @@ pub async fn run_worker(init: WorkerInit, shared: Arc<Shared>) {
             grace
         );
     }
-    if let Some(l) = w.alog.borrow_mut().as_mut() {
-        l.ship(&w.stats);
-    }
-    drop(mesh_task);
 }
 
 async fn accept_loop(w: Rc<Worker>, l: StdListener, tls: bool) {
@@ -473,6 +540,7 @@ async fn handle(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr, tls: bool) {
 async fn mesh_loop(w: Rc<Worker>) {
     let mut inbound: Vec<(usize, CoreMsg)> = Vec::with_capacity(256);
     let mut controls: Vec<ControlMsg> = Vec::new();
+    let mut from_sync: Vec<FromSync> = Vec::new();
     poll_fn(|cx| {
         loop {
             w.mesh_kicked.set(false);
@@ -482,8 +550,17 @@ async fn mesh_loop(w: Rc<Worker>) {
                     controls.push(c);
                 }
                 mesh.drain(|from, m| inbound.push((from, m)));
+                mesh.drain_sync(|m| from_sync.push(m));
             }
-            let had_work = !inbound.is_empty() || !controls.is_empty();
+            let had_work = !inbound.is_empty() || !controls.is_empty() || !from_sync.is_empty();
+            if !from_sync.is_empty() {
+                let snap = w.snapshot();
+                let now = w.now_ms();
+                let mut shard = w.shard.borrow_mut();
+                for m in from_sync.drain(..) {
+                    limiter::apply_from_sync(&mut shard, &snap.tiers, m, now);
+                }
+            }
             if !inbound.is_empty() {
                 let snap = w.snapshot();
                 let now = w.now_ms();
@@ -505,7 +582,10 @@ async fn mesh_loop(w: Rc<Worker>) {
                         }
                         CoreMsg::Decision { slot, decision } => pending.complete(slot, decision),
                         CoreMsg::Health { node, ok } => {
-                            w.upstreams.borrow_mut().health_result(node as usize, ok)
+                            let mut ups = w.upstreams.borrow_mut();
+                            if let Some(slot) = ups.slot_of(node) {
+                                ups.health_result(slot, ok);
+                            }
                         }
                         CoreMsg::Update(u) => limiter::apply_update(&mut shard, u, now),
                     }
@@ -517,9 +597,7 @@ async fn mesh_loop(w: Rc<Worker>) {
                     ControlMsg::Tls(sc) => {
                         *w.tls.borrow_mut() = Some(monoio_rustls::TlsAcceptor::from(sc));
                     }
-                    ControlMsg::Table(op, reply) => {
-                        let _ = reply.send(w.table_op(op));
-                    }
+                    ControlMsg::Table(op, reply) => w.table_op(op, reply),
                     ControlMsg::Shutdown => w.shutdown.set(),
                 }
             }
@@ -541,78 +619,6 @@ async fn mesh_loop(w: Rc<Worker>) {
         }
     })
     .await
-}
-
-/// Every 250 ms: expire idle table entries (bounded work), publish gauges, hand a due
-/// access-log buffer to the writer.
-async fn housekeeping(w: Rc<Worker>) {
-    loop {
-        monoio::time::sleep(Duration::from_millis(250)).await;
-        let snap = w.snapshot();
-        let now = w.now_ms();
-        let mut shard = w.shard.borrow_mut();
-        let removed = shard.sweep(now, 8192, |t| snap.tiers.get(t as usize));
-        w.stats.table_expired.add(removed as u64);
-        w.stats.table_entries.set(shard.len() as u64);
-        w.stats.table_evictions.set(shard.evictions());
-        w.stats.table_forced_evictions.set(shard.forced_evictions());
-        w.stats.table_refused.set(shard.refused());
-        let discarded = w
-            .upstreams
-            .borrow()
-            .nodes
-            .iter()
-            .map(|n| n.pool_discarded)
-            .sum();
-        w.stats.upstream_pool_discarded.set(discarded);
-        let mesh = w.mesh.borrow();
-        w.stats.cross_core_sent.set(mesh.sent);
-        w.stats.cross_core_received.set(mesh.received);
-        w.stats.cross_core_batches.set(mesh.batches);
-        drop(mesh);
-        drop(shard);
-        if let Some(l) = w.alog.borrow_mut().as_mut() {
-            l.tick(&w.stats);
-        }
-    }
-}
-
-async fn health_loop(w: Rc<Worker>, node: usize) {
-    loop {
-        let (addr, host, path, interval, timeout, healthy, tls) = {
-            let ups = w.upstreams.borrow();
-            let c = ups.config();
-            let tls = ups.tls_for(node);
-            (
-                ups.nodes[node].addr,
-                ups.nodes[node].name.clone(),
-                c.health.path.clone(),
-                c.health.interval,
-                c.health.timeout,
-                c.health.healthy_statuses.clone(),
-                tls,
-            )
-        };
-        let outcome = upstream::probe(addr, &host, &path, timeout, tls).await;
-        if let Some(ok) = outcome.verdict(&healthy) {
-            w.upstreams.borrow_mut().health_result(node, ok);
-            let mut mesh = w.mesh.borrow_mut();
-            for core in (0..mesh.cores()).filter(|&c| c != w.id) {
-                mesh.send(
-                    core,
-                    CoreMsg::Health {
-                        node: node as u16,
-                        ok,
-                    },
-                );
-            }
-        }
-        w.kick_mesh();
-        monoio::select! {
-            _ = monoio::time::sleep(interval) => {},
-            _ = w.shutdown.wait() => return,
-        }
-    }
 }
 
 /// Writes the low `4 * out.len()` bits of `v` as upper-case hex, most significant first.

@@ -1,5 +1,6 @@
 //! The cross-core ring mesh: one bounded SPSC ring per (sender, receiver) core pair,
-//! plus one ring per core from the control plane, and one doorbell per core.
+//! plus one ring per core from the control plane, one doorbell per core, and (with
+//! `[cluster]`, [`build_sync`]) a ring each way between every core and the sync thread.
 //!
 //! Owns: rings, doorbells, per-destination outboxes. Must not touch: HTTP, limits.
 //! Batching: senders queue into a local outbox during an event-loop turn; the core's
@@ -20,12 +21,16 @@ use std::time::{Duration, Instant};
 
 use atomic_waker::AtomicWaker;
 
-use super::msg::{ControlMsg, CoreMsg};
+use super::msg::{ControlMsg, CoreMsg, FromSync, ToSync};
 
 /// Slots per core-pair ring. A Check is ~64 bytes, so 1024 slots ≈ 64 KiB per pair.
 pub const RING_SLOTS: usize = 1024;
 /// Slots in each control → core ring.
 pub const CONTROL_SLOTS: usize = 64;
+/// Slots in each core → sync thread ring: one delta per key and flush (every 10 ms), so a
+/// core can flush ~1,600 keys per flush while the sync thread waits on one store call of
+/// 100 ms (beyond that, admissions wait in their entries; nothing is lost).
+pub const SYNC_SLOTS: usize = 16384;
 
 /// Wakes a core's mesh task from another thread.
 #[derive(Default)]
@@ -48,6 +53,8 @@ pub struct CoreMesh {
     doorbells: Vec<Arc<Doorbell>>,
     outbox: Vec<VecDeque<CoreMsg>>,
     dirty: bool,
+    /// This core's rings to and from the sync thread (active-active only).
+    sync: Option<(rtrb::Producer<ToSync>, rtrb::Consumer<FromSync>)>,
     /// Messages sent / received and ring commits (batches) sent, for stats.
     pub sent: u64,
     pub received: u64,
@@ -143,6 +150,7 @@ pub fn build(n: usize) -> (Vec<CoreMesh>, ControlHandle) {
             doorbells: doorbells.clone(),
             outbox: (0..n).map(|_| VecDeque::new()).collect(),
             dirty: false,
+            sync: None,
             sent: 0,
             received: 0,
             batches: 0,
@@ -151,9 +159,102 @@ pub fn build(n: usize) -> (Vec<CoreMesh>, ControlHandle) {
     (meshes, ControlHandle::new(control_producers, doorbells))
 }
 
+/// The sync thread's ends of the core ↔ sync rings, and the cores' doorbells.
+pub struct SyncEnds {
+    from_cores: Vec<rtrb::Consumer<ToSync>>,
+    to_cores: Vec<rtrb::Producer<FromSync>>,
+    doorbells: Vec<Arc<Doorbell>>,
+}
+
+/// Adds a ring each way between every core of `meshes` and one sync thread.
+pub fn build_sync(meshes: &mut [CoreMesh]) -> SyncEnds {
+    let mut from_cores = Vec::with_capacity(meshes.len());
+    let mut to_cores = Vec::with_capacity(meshes.len());
+    for m in meshes.iter_mut() {
+        let (up_p, up_c) = rtrb::RingBuffer::new(SYNC_SLOTS);
+        let (down_p, down_c) = rtrb::RingBuffer::new(SYNC_SLOTS);
+        m.sync = Some((up_p, down_c));
+        from_cores.push(up_c);
+        to_cores.push(down_p);
+    }
+    let doorbells = meshes
+        .first()
+        .map(|m| m.doorbells.clone())
+        .unwrap_or_default();
+    SyncEnds {
+        from_cores,
+        to_cores,
+        doorbells,
+    }
+}
+
+impl SyncEnds {
+    pub fn cores(&self) -> usize {
+        self.to_cores.len()
+    }
+
+    /// Drains every core's ring, calling `f(core, msg)`. Returns how many.
+    pub fn drain(&mut self, mut f: impl FnMut(usize, ToSync)) -> usize {
+        let mut total = 0;
+        for (core, ring) in self.from_cores.iter_mut().enumerate() {
+            let n = ring.slots();
+            if let Ok(chunk) = ring.read_chunk(n) {
+                for msg in chunk {
+                    f(core, msg);
+                }
+                total += n;
+            }
+        }
+        total
+    }
+
+    /// Pushes one message to `core` (no doorbell: [`wake`](Self::wake) once per batch).
+    pub fn send(&mut self, core: usize, msg: FromSync) -> Result<(), FromSync> {
+        match self.to_cores.get_mut(core) {
+            Some(ring) => ring.push(msg).map_err(|rtrb::PushError::Full(m)| m),
+            None => Err(msg),
+        }
+    }
+
+    /// Rings `core`'s doorbell (its mesh task drains the sync ring).
+    pub fn wake(&self, core: usize) {
+        if let Some(d) = self.doorbells.get(core) {
+            d.ring();
+        }
+    }
+}
+
 impl CoreMesh {
     pub fn id(&self) -> usize {
         self.id
+    }
+
+    /// Whether this core has rings to a sync thread (`[cluster]` on).
+    pub fn has_sync(&self) -> bool {
+        self.sync.is_some()
+    }
+
+    /// Pushes one message to the sync thread; `Err` (the message back) when its ring is
+    /// full or there is no sync thread.
+    pub fn to_sync(&mut self, msg: ToSync) -> Result<(), ToSync> {
+        match self.sync.as_mut() {
+            Some((p, _)) => p.push(msg).map_err(|rtrb::PushError::Full(m)| m),
+            None => Err(msg),
+        }
+    }
+
+    /// Drains the sync thread's ring to this core, calling `f(msg)`. Returns how many.
+    pub fn drain_sync(&mut self, mut f: impl FnMut(FromSync)) -> usize {
+        let Some((_, c)) = self.sync.as_mut() else {
+            return 0;
+        };
+        let n = c.slots();
+        if let Ok(chunk) = c.read_chunk(n) {
+            for msg in chunk {
+                f(msg);
+            }
+        }
+        n
     }
 
     pub fn cores(&self) -> usize {
@@ -243,7 +344,9 @@ impl CoreMesh {
 
     /// True when nothing is waiting in any inbound ring.
     pub fn inbound_empty(&self) -> bool {
-        self.ins.iter().flatten().all(|r| r.is_empty()) && self.control_in.is_empty()
+        self.ins.iter().flatten().all(|r| r.is_empty())
+            && self.control_in.is_empty()
+            && self.sync.as_ref().is_none_or(|(_, c)| c.is_empty())
     }
 }
 
@@ -305,6 +408,42 @@ mod tests {
         assert!(m0.flush());
         seen += m1.drain(|_, _| {});
         assert_eq!(seen, total, "nothing dropped");
+    }
+
+    #[test]
+    fn sync_rings_carry_deltas_up_and_views_down() {
+        use crate::runtime::msg::{FromSync, ToSync};
+        let (mut meshes, _ctl) = build(2);
+        assert!(!meshes[0].has_sync());
+        let mut ends = build_sync(&mut meshes);
+        assert!(meshes[1].has_sync());
+        let delta = |n| ToSync::Delta {
+            subject: Subject::new(b"k"),
+            tier: 0,
+            windows: [60_000, 1000],
+            at: 5,
+            count: n,
+        };
+        assert!(meshes[1].to_sync(delta(3)).is_ok());
+        for _ in 0..SYNC_SLOTS {
+            assert!(meshes[0].to_sync(delta(1)).is_ok());
+        }
+        assert!(meshes[0].to_sync(delta(1)).is_err(), "a full ring refuses");
+        let mut from = [0usize; 2];
+        assert_eq!(ends.drain(|core, _| from[core] += 1), SYNC_SLOTS + 1);
+        assert_eq!(from, [SYNC_SLOTS, 1]);
+        let others = FromSync::Others {
+            subject: Subject::new(b"k"),
+            tier: 0,
+            others: [4, 2],
+        };
+        assert!(ends.send(1, others).is_ok());
+        assert!(!meshes[1].inbound_empty(), "the view waits for core 1");
+        let mut got = Vec::new();
+        meshes[1].drain_sync(|m| got.push(format!("{m:?}")));
+        assert_eq!(got.len(), 1);
+        assert!(got[0].contains("[4, 2]"), "{got:?}");
+        assert!(meshes[1].inbound_empty());
     }
 
     #[test]

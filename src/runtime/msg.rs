@@ -5,7 +5,8 @@
 //! the owner's `Decision` back, `Update`s (refunds, penalties) and `Health` results from the
 //! core that probes a node) and
 //! from the control thread to a core (`ControlMsg`, with `TableOp` / `TableReply` for the
-//! admin API). Must not touch: I/O, HTTP.
+//! admin API), and between the cores and their instance's sync thread (active-active:
+//! `ToSync` deltas, `FromSync` views and modes). Must not touch: I/O, HTTP.
 //!
 //! Ring-full policy:
 //! - `CoreMsg::Check`, `Decision` and `Health`: never dropped. The sender keeps the message
@@ -18,14 +19,26 @@
 //!   core — then it is dropped and the sender is told (`limiter::refund`/`add_penalty`
 //!   return false). Dropping is conservative: an unrefunded slot stays used, an uncounted
 //!   failure only delays a penalty.
-//! - `ControlMsg`: the control thread retries for up to a second (`ControlHandle::send`),
-//!   then gives up on that core for that message, and nothing retries it later: a `Config`
-//!   is logged as not taken (the core keeps its previous snapshot until the next reload), a
-//!   `Table` request is answered 503 by the admin API, a `Tls` or `Shutdown` is dropped.
+//! - `ControlMsg`: the control thread retries for a moment (`ControlHandle::send`). A
+//!   `Config` or `Tls` snapshot a core did not take is kept by the control plane and sent
+//!   again every 250 ms until that core takes it (`control::ControlState::retry_pending`;
+//!   a newer snapshot replaces the one waiting: each is whole), and the core's lag is shown
+//!   in `/config`; a `Table` request is answered 503 by the admin API; a `Shutdown` is
+//!   retried like a snapshot.
+//! - `CoreMsg::Health` names a node by its stable id (`config::UpstreamServer::id`), never
+//!   by a core's slot: a core that does not know the id (yet, or any more) ignores it.
+//! - `ToSync::Delta`: never lost. A core pushes it straight into its ring to the sync
+//!   thread (no outbox); when the ring is full the admissions stay pending in the shard
+//!   entry and go with the next flush (`Shard::take_pending` stops at the first refusal).
+//! - `FromSync::Others`: when the core's ring is full the sync thread forgets that it told
+//!   the core (`Tracker::untold`) and sends it again after the next tick; meanwhile the
+//!   core counts the previous view. `FromSync::Mode`: kept by the sync thread per core and
+//!   pushed again every tick until it is in.
 
 use std::sync::Arc;
 use std::sync::mpsc::SyncSender;
 
+use crate::limit::cluster::Mode;
 use crate::limit::{Decision, EntrySnapshot, RefundToken};
 
 /// Inline capacity of a subject; longer subjects (keys up to 255 bytes) go to the heap.
@@ -97,6 +110,33 @@ pub enum LimitUpdate {
     Penalty { subject: [u8; 17] },
 }
 
+/// Core → its instance's sync thread (active-active, `[cluster]`).
+#[derive(Debug)]
+pub enum ToSync {
+    /// `count` admissions of `subject` (tier `tier`, windows of `windows` ms: sustained,
+    /// burst) on this core since its last flush, attributed to cluster time `at` (ms).
+    Delta {
+        subject: Subject,
+        tier: u16,
+        windows: [u32; 2],
+        at: u64,
+        count: u32,
+    },
+}
+
+/// Sync thread → one core.
+#[derive(Debug)]
+pub enum FromSync {
+    /// The other instances' admissions of `subject` in each window, as just read.
+    Others {
+        subject: Subject,
+        tier: u16,
+        others: [u32; 2],
+    },
+    /// What to count for the other instances from now on (the store answers or not).
+    Mode(Mode),
+}
+
 /// A table operation asked by the admin API.
 #[derive(Debug, Clone)]
 pub enum TableOp {
@@ -108,12 +148,27 @@ pub enum TableOp {
     Remove(Vec<u8>),
     /// Remove everything.
     Clear,
+    /// The `n` subjects this core denied most often lately (denials are counted on the
+    /// core that answered the request).
+    Denied(usize),
 }
 
 #[derive(Debug)]
 pub enum TableReply {
     Entries(Vec<EntrySnapshot>),
     Removed(usize),
+    Denied(Vec<DeniedEntry>),
+}
+
+/// A subject often denied on one core (see `TableOp::Denied`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeniedEntry {
+    /// The table subject (a key, or an address subject), at most 64 bytes kept.
+    pub subject: Vec<u8>,
+    pub tier: u16,
+    pub denied: u64,
+    /// When it was last denied (Unix ms).
+    pub last_ms: u64,
 }
 
 /// Control thread → one core.

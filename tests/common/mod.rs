@@ -1,6 +1,13 @@
 //! Helpers for integration tests: start the real `tollgate` binary on free ports with a
 //! generated config, a scriptable fake upstream, and raw-socket HTTP clients.
 //! Every process started here is killed by PID on drop.
+//!
+//! With `TOLLGATE_TEST_RELAY` set (`whole`, `bytes`, `mtu`, `random` or `random:SEED`), a
+//! segmenting relay (the `segrelay` crate) re-cuts every byte stream: one in front of each
+//! tollgate (`Proxy.addr` is the relay's; the admin address stays direct) and one in front of
+//! each fake upstream (`FakeUpstream.addr` is the relay's; dropping the upstream drops its
+//! relay, so a killed node still refuses connects and cuts its connections). Relayed
+//! connections come from the client's own IP. The mode and seed are printed once per process.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -8,15 +15,58 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use segrelay::{Cut, Relay};
+
+/// The relay mode of this test process, from `TOLLGATE_TEST_RELAY` (None: no relay);
+/// `random` alone takes a seed from the clock. Printed once, with how to replay it.
+pub fn relay_cut() -> Option<Cut> {
+    static CUT: OnceLock<Option<Cut>> = OnceLock::new();
+    *CUT.get_or_init(|| {
+        let spec = std::env::var("TOLLGATE_TEST_RELAY").ok()?;
+        if spec.is_empty() {
+            return None;
+        }
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let cut = Cut::from_spec(&spec, clock ^ u64::from(std::process::id()))
+            .unwrap_or_else(|e| panic!("TOLLGATE_TEST_RELAY: {e}"));
+        let replay = match cut {
+            Cut::Random { seed, .. } => format!("random:{seed}"),
+            _ => spec,
+        };
+        // Straight to stderr, past the test harness's capture: shown whichever test fails.
+        let _ = writeln!(
+            std::io::stderr(),
+            "tests/common: segmenting relay {cut:?} (replay: TOLLGATE_TEST_RELAY={replay})"
+        );
+        Some(cut)
+    })
+}
+
+/// A relay in front of `target` on `listen` when this process runs through one.
+fn relay_to(listen: SocketAddr, target: SocketAddr) -> Option<Relay> {
+    let cut = relay_cut()?;
+    Some(
+        Relay::start_on(listen, target, cut)
+            .unwrap_or_else(|e| panic!("relay on {listen} to {target}: {e}")),
+    )
+}
+
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_ports::<1>()[0]
+}
+
+/// `N` distinct free ports of 127.0.0.1 (all held until all are chosen).
+/// Config for data-path tests: nothing limited, no health checks.
+pub const NO_LIMITS: &str = "[limits]\nmethods = []\n[upstream.health]\nenabled = false\n";
+
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: [TcpListener; N] = std::array::from_fn(|_| TcpListener::bind("127.0.0.1:0").unwrap());
+    held.map(|l| l.local_addr().unwrap().port())
 }
 
 pub fn tmpdir(tag: &str) -> PathBuf {
@@ -35,7 +85,12 @@ pub fn tmpdir(tag: &str) -> PathBuf {
 /// A running tollgate process.
 pub struct Proxy {
     pub child: Child,
+    /// Where clients connect: tollgate's listener, or the relay in front of it.
     pub addr: SocketAddr,
+    /// tollgate's own listener.
+    pub direct: SocketAddr,
+    /// The segmenting relay in front of `direct`, if this process runs through one.
+    pub relay: Option<Relay>,
     pub admin: Option<SocketAddr>,
     pub dir: PathBuf,
     pub log: PathBuf,
@@ -68,9 +123,20 @@ pub fn start_proxy(
     config_body: &str,
     keys: Option<&str>,
 ) -> Proxy {
+    start_proxy_limited(tag, upstreams, workers, config_body, keys, None)
+}
+
+/// [`start_proxy`], the process started under `ulimit -n NOFILE` (soft and hard) when given.
+pub fn start_proxy_limited(
+    tag: &str,
+    upstreams: &[SocketAddr],
+    workers: usize,
+    config_body: &str,
+    keys: Option<&str>,
+    nofile: Option<u64>,
+) -> Proxy {
     let dir = tmpdir(tag);
-    let port = free_port();
-    let admin_port = free_port();
+    let [port, admin_port] = free_ports();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
     let mut cfg = format!(
@@ -92,7 +158,17 @@ pub fn start_proxy(
     let path = dir.join("tollgate.toml");
     std::fs::write(&path, &cfg).unwrap();
     let log = dir.join("tollgate.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+    let mut cmd = match nofile {
+        None => Command::new(env!("CARGO_BIN_EXE_tollgate")),
+        Some(n) => {
+            let mut c = Command::new("sh");
+            c.arg("-c")
+                .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                .arg(env!("CARGO_BIN_EXE_tollgate"));
+            c
+        }
+    };
+    let child = cmd
         .args(["run", "--config"])
         .arg(&path)
         .env("RUST_LOG", "info")
@@ -100,9 +176,11 @@ pub fn start_proxy(
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("start tollgate");
-    let p = Proxy {
+    let mut p = Proxy {
         child,
         addr,
+        direct: addr,
+        relay: None,
         admin: Some(admin),
         dir,
         log,
@@ -116,6 +194,10 @@ pub fn start_proxy(
         wait_port(admin, Duration::from_secs(5)),
         "admin did not listen"
     );
+    p.relay = relay_to("127.0.0.1:0".parse().unwrap(), addr);
+    if let Some(r) = &p.relay {
+        p.addr = r.addr();
+    }
     p
 }
 
@@ -130,22 +212,32 @@ pub type Handler = Arc<dyn Fn(&Seen) -> Vec<u8> + Send + Sync>;
 
 /// A scriptable HTTP/1.1 upstream on its own threads (keep-alive, CL and chunked bodies).
 pub struct FakeUpstream {
+    /// Where tollgate connects: the fake's listener, or the relay in front of it.
     pub addr: SocketAddr,
+    /// The fake's own listener.
+    pub direct: SocketAddr,
+    /// The segmenting relay in front of `direct`, if this process runs through one.
+    pub relay: Option<Relay>,
     pub seen: Arc<Mutex<Vec<Seen>>>,
     pub connections: Arc<AtomicUsize>,
     stop: Arc<std::sync::atomic::AtomicBool>,
     /// Accepted connections, shut down on drop (a killed node drops its keep-alive
     /// connections too).
     live: Arc<Mutex<Vec<TcpStream>>>,
+    /// Offsets at which each response is split, and the pause between its writes.
+    split: Arc<Mutex<Split>>,
     acceptor: Option<std::thread::JoinHandle<()>>,
 }
+
+type Split = (Vec<usize>, Duration);
 
 impl Drop for FakeUpstream {
     /// Kills the node: the listener is closed (new connections are refused) and every
     /// accepted connection is shut down, before this returns.
     fn drop(&mut self) {
+        drop(self.relay.take());
         self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(100));
+        let _ = TcpStream::connect_timeout(&self.direct, Duration::from_millis(100));
         if let Some(t) = self.acceptor.take() {
             let _ = t.join();
         }
@@ -155,8 +247,17 @@ impl Drop for FakeUpstream {
     }
 }
 
+/// 200 with body "ok" (headers only for HEAD: an upstream that sent body bytes after a
+/// HEAD answer would leave them on the pooled connection, where a relay that delivers them
+/// in a later read makes them the start of the next response).
 pub fn ok_handler() -> Handler {
-    Arc::new(|_s: &Seen| b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Up: 1\r\n\r\nok".to_vec())
+    Arc::new(|s: &Seen| {
+        let mut r = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Up: 1\r\n\r\nok".to_vec();
+        if s.head.starts_with(b"HEAD ") {
+            r.truncate(r.len() - 2);
+        }
+        r
+    })
 }
 
 impl FakeUpstream {
@@ -164,18 +265,26 @@ impl FakeUpstream {
         Self::start_on("127.0.0.1:0".parse().unwrap(), handler)
     }
 
+    /// Listens on `addr` (a fixed port restarts a node where it was); through a relay, the
+    /// relay takes `addr` and the fake a fresh port behind it.
     pub fn start_on(addr: SocketAddr, handler: Handler) -> FakeUpstream {
-        let l = TcpListener::bind(addr).unwrap();
-        let addr = l.local_addr().unwrap();
+        let own = match relay_cut() {
+            Some(_) => "127.0.0.1:0".parse().unwrap(),
+            None => addr,
+        };
+        let l = TcpListener::bind(own).unwrap();
+        let direct = l.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let live = Arc::new(Mutex::new(Vec::new()));
-        let (s2, c2, st2, l2) = (
+        let split: Arc<Mutex<Split>> = Arc::default();
+        let (s2, c2, st2, l2, sp2) = (
             seen.clone(),
             connections.clone(),
             stop.clone(),
             live.clone(),
+            split.clone(),
         );
         let acceptor = std::thread::spawn(move || {
             for conn in l.incoming() {
@@ -188,18 +297,28 @@ impl FakeUpstream {
                     l2.lock().unwrap().push(c);
                 }
                 let (h, s) = (handler.clone(), s2.clone());
-                let st3 = st2.clone();
-                std::thread::spawn(move || serve_fake(conn, h, s, st3));
+                let (st3, sp3) = (st2.clone(), sp2.clone());
+                std::thread::spawn(move || serve_fake(conn, h, s, st3, sp3));
             }
         });
+        let relay = relay_to(addr, direct);
         FakeUpstream {
-            addr,
+            addr: relay.as_ref().map_or(direct, Relay::addr),
+            direct,
+            relay,
             seen,
             connections,
             stop,
             live,
+            split,
             acceptor: Some(acceptor),
         }
+    }
+
+    /// From now on every response is written split at `cuts` (ascending offsets; those not
+    /// inside a response are ignored) with `pause` between its writes.
+    pub fn split_responses(&self, cuts: &[usize], pause: Duration) {
+        *self.split.lock().unwrap() = (cuts.to_vec(), pause);
     }
 
     pub fn seen(&self) -> Vec<Seen> {
@@ -212,6 +331,7 @@ fn serve_fake(
     h: Handler,
     seen: Arc<Mutex<Vec<Seen>>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    split: Arc<Mutex<Split>>,
 ) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
     let mut w = conn.try_clone().unwrap();
@@ -287,7 +407,12 @@ fn serve_fake(
         if resp.is_empty() {
             return; // handler asked to drop the connection
         }
-        if w.write_all(&resp).is_err() {
+        let (cuts, pause) = split.lock().unwrap().clone();
+        let cuts: Vec<usize> = cuts
+            .into_iter()
+            .filter(|&c| c > 0 && c < resp.len())
+            .collect();
+        if write_pieces(&mut w, &resp, &cuts, pause).is_err() {
             return;
         }
     }
@@ -382,6 +507,32 @@ pub fn read_response(r: &mut BufReader<TcpStream>, head_request: bool) -> std::i
     }
 }
 
+/// Writes `raw` split at the offsets `cuts` (strictly ascending, inside `raw`), one write
+/// per piece with `pause` between writes.
+pub fn write_pieces(
+    w: &mut impl Write,
+    raw: &[u8],
+    cuts: &[usize],
+    pause: Duration,
+) -> std::io::Result<()> {
+    assert!(
+        cuts.windows(2).all(|p| p[0] < p[1])
+            && cuts.first().is_none_or(|&c| c > 0)
+            && cuts.last().is_none_or(|&c| c < raw.len()),
+        "cuts must be strictly ascending offsets inside the {} bytes: {cuts:?}",
+        raw.len()
+    );
+    let mut from = 0;
+    for &at in cuts.iter().chain([raw.len()].iter()) {
+        if from > 0 {
+            std::thread::sleep(pause);
+        }
+        w.write_all(&raw[from..at])?;
+        from = at;
+    }
+    Ok(())
+}
+
 /// A raw keep-alive client connection.
 pub struct Client {
     pub w: TcpStream,
@@ -413,6 +564,11 @@ impl Client {
     }
     pub fn send(&mut self, raw: &[u8]) {
         self.w.write_all(raw).unwrap();
+    }
+    /// Writes `raw` split at the offsets `cuts` (strictly ascending, inside `raw`), one
+    /// write per piece with `pause` between writes.
+    pub fn send_pieces(&mut self, raw: &[u8], cuts: &[usize], pause: Duration) {
+        write_pieces(&mut self.w, raw, cuts, pause).unwrap();
     }
     pub fn recv(&mut self) -> Resp {
         read_response(&mut self.r, false).unwrap()

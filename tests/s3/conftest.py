@@ -12,6 +12,10 @@ Environment:
   TOLLGATE_BIN        tollgate binary (default $CARGO_TARGET_DIR/release/tollgate when that
                       variable is set, else <repo>/target/release/tollgate).
   TOLLGATE_TEST_KEEP=1  leave temp dirs (logs, configs) in place; their paths are printed.
+  TOLLGATE_TEST_RELAY=whole|bytes|mtu|random[:SEED]  put a segmenting relay (`segrelay`, from
+                      $SEGRELAY_BIN or <target>/release/segrelay) in front of every tollgate
+                      listener and every backend, so each byte stream is re-cut on its way
+                      (tests see the relays' ports); mode and seed are printed after the results.
 
 Helpers for other tests (e.g. rate-limit tests): `start_tollgate(...)` below and the
 `tollgate_factory` fixture start extra tollgate instances with their own tiers/keys.
@@ -146,6 +150,47 @@ class Target:
                               text=True, timeout=timeout)
 
 
+# ----------------------------------------------------------------------------- relay
+
+RELAY_MODE, _, _seed = os.environ.get("TOLLGATE_TEST_RELAY", "").partition(":")
+RELAY_SEED = int(_seed) if _seed else (time.time_ns() ^ os.getpid()) % 2**63
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Names the relay mode and seed after the results (also with -q), for a replay."""
+    if RELAY_MODE:
+        replay = f"random:{RELAY_SEED}" if RELAY_MODE == "random" else RELAY_MODE
+        terminalreporter.write_line(
+            f"segmenting relay: {RELAY_MODE} (replay: TOLLGATE_TEST_RELAY={replay})")
+
+
+def segrelay_binary() -> Path:
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
+    p = Path(os.environ.get("SEGRELAY_BIN") or target / "release" / "segrelay")
+    if not (p.is_file() and os.access(p, os.X_OK)):
+        pytest.fail(f"segrelay not found at {p} (cargo build --release --workspace)")
+    return p
+
+
+def start_relay(port: int) -> tuple[int, subprocess.Popen | None]:
+    """With TOLLGATE_TEST_RELAY set: a segrelay process in front of 127.0.0.1:port, as
+    (its port, its process); stop it with stop_process. Without: (port, None)."""
+    if not RELAY_MODE:
+        return port, None
+    cmd = [segrelay_binary(), "--to", f"127.0.0.1:{port}", "--mode", RELAY_MODE,
+           "--seed", RELAY_SEED]
+    proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+                            start_new_session=True, preexec_fn=_die_with_parent)
+    said = []
+    for line in proc.stdout:  # one line on stderr (the mode), one on stdout, or an error
+        said.append(line)
+        if line.startswith("listening on "):
+            return int(line.rsplit(":", 1)[1]), proc
+    stop_process(proc)
+    raise RuntimeError(f"segrelay to port {port} did not start: {''.join(said)}")
+
+
 # ----------------------------------------------------------------------------- tollgate
 
 
@@ -180,6 +225,7 @@ class Tollgate:
     config_path: Path | None = None
     stopped: bool = False
     extra: dict = field(default_factory=dict)
+    relays: list[subprocess.Popen] = field(default_factory=list)  # in front of port, tls_port
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -188,6 +234,8 @@ class Tollgate:
         return log_tail(self.log, lines)
 
     def stop(self) -> int | None:
+        for r in self.relays:
+            stop_process(r)
         if self.proc is not None and not self.stopped:
             stop_process(self.proc)
             self.stopped = True
@@ -322,6 +370,11 @@ def start_tollgate(dir: Path, upstreams: list[str], key_tiers: dict[str, str],
                 raise RuntimeError(f"tollgate never reached a healthy upstream (last: {last})"
                                    + tg.log_tail())
             time.sleep(0.2)
+        tg.port, relay = start_relay(tg.port)
+        tg.relays += [relay] if relay else []
+        if tg.tls_port:
+            tg.tls_port, relay = start_relay(tg.tls_port)
+            tg.relays += [relay] if relay else []
     except BaseException:
         tg.stop()
         raise
@@ -360,7 +413,7 @@ def _read_env(path: Path) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def garage(workdir):
     d = workdir / "garage"
-    port = free_port()
+    port, relay = free_port(), None
     try:
         run([SCRIPTS / "garage.sh", "start", d, port], timeout=90)
         env = _read_env(d / "keys.env")
@@ -368,22 +421,28 @@ def garage(workdir):
         for name in env["GARAGE_KEY_NAMES"].split():
             up = name.upper()
             keys[name] = Key(name, env[f"KEY_{up}_ID"], env[f"KEY_{up}_SECRET"])
+        port, relay = start_relay(port)
         yield Backend("garage", port, env["GARAGE_REGION"], env["GARAGE_BUCKET"], keys, d)
     finally:
         gc.collect()  # close idle boto3 keep-alive connections: Garage waits for them on stop
+        if relay:
+            stop_process(relay)
         run([SCRIPTS / "garage.sh", "stop", d], timeout=30)
 
 
 @pytest.fixture(scope="session")
 def s3fs(workdir):
     d = workdir / "s3fs"
-    port = free_port()
+    port, relay = free_port(), None
     try:
         run([SCRIPTS / "s3fs.sh", "start", d, port], timeout=60)
         env = _read_env(d / "s3fs.env")
         key = Key("s3fs", env["S3FS_ACCESS_KEY"], env["S3FS_SECRET_KEY"])
+        port, relay = start_relay(port)
         yield Backend("s3s-fs", port, env["S3FS_REGION"], env["S3FS_BUCKET"], {"s3fs": key}, d)
     finally:
+        if relay:
+            stop_process(relay)
         run([SCRIPTS / "s3fs.sh", "stop", d], timeout=30)
 
 

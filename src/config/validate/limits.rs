@@ -12,10 +12,11 @@ use crate::config::file::{self, MAX_KEY_LEN_CAP, RawConfig, RawTier, RawWindow};
 use crate::config::keys::{load_keys_checked, unknown_tier_message};
 use crate::config::{
     ConfigError, ExpectDenied, HeaderGroups, LimitsConfig, MethodSet, TierConfig, UnlistedKeys,
-    WindowConfig,
+    VerifyConfig, WindowConfig,
 };
 use crate::limit::table::MAX_ENTRIES;
 use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -317,8 +318,49 @@ impl Validator<'_> {
                 .refund_on_auth_failure
                 .unwrap_or(file::DEFAULT_REFUND_ON_AUTH_FAILURE),
             penalty: self.penalty(&l.penalty)?,
+            verify: self.verify(l.verify.as_ref(), base)?,
             version: 1,
         })
+    }
+
+    /// `[limits.verify] secrets_file`: loaded and parsed now (a bad file keeps the old
+    /// config on reload); refused unless only its owner can read it.
+    fn verify(&self, raw: Option<&file::RawVerify>, base: &Path) -> R<Option<VerifyConfig>> {
+        let Some(raw) = raw else { return Ok(None) };
+        let at = p!["limits", "verify", "secrets_file"];
+        let Some(rel) = raw.secrets_file.as_deref().filter(|s| !s.is_empty()) else {
+            return Err(self.err(
+                &at,
+                "required in [limits.verify] (the secrets to verify with)",
+            ));
+        };
+        let path = super::resolve_path(base, rel);
+        let mode = std::fs::metadata(&path)
+            .map_err(|e| self.err(&at, format!("{}: {e}", path.display())))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(self.err(
+                &at,
+                format!(
+                    "{} is mode {:o}: a secrets file must be readable by its owner only (chmod 600)",
+                    path.display(),
+                    mode & 0o777
+                ),
+            ));
+        }
+        let text = read_text(&path)?;
+        let secrets =
+            crate::sigverify::Secrets::parse(&text).map_err(|e| ConfigError::Invalid {
+                file: path.clone(),
+                line: e.line,
+                field: "secrets".into(),
+                message: e.message.clone(),
+            })?;
+        Ok(Some(VerifyConfig {
+            secrets_file: path,
+            secrets: std::sync::Arc::new(secrets),
+        }))
     }
 
     /// `[limits.penalty]`: `failures` per `window` (0 failures = off).
@@ -369,6 +411,40 @@ mod tests {
     use super::*;
     use crate::config::testutil::{SERVERS, TempDir, err_at, ok};
     use crate::config::{ExpectDenied, Method, load};
+
+    /// `[limits.verify]`: the secrets file must exist, be the owner's alone (0600) and parse;
+    /// each failure names the field or the secrets file's line.
+    #[test]
+    fn verify_secrets_file_is_checked() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = TempDir::new("verify");
+        let cfg = format!("{SERVERS}[limits.verify]\nsecrets_file = \"secrets.toml\"\n");
+        let path = dir.write("t.toml", &cfg);
+        let e = load(&path).unwrap_err();
+        assert_eq!(e.field(), Some("limits.verify.secrets_file"), "{e}");
+        let secrets = dir.write("secrets.toml", "[secrets]\n\"AKIA1\" = 'one'\n");
+        std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = load(&path).unwrap_err();
+        assert_eq!(
+            (e.line(), e.field()),
+            (Some(4), Some("limits.verify.secrets_file")),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains("mode 644") && e.to_string().contains("chmod 600"),
+            "{e}"
+        );
+        std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let c = load(&path).unwrap();
+        let v = c.limits.verify.as_ref().expect("verify on");
+        assert!(v.secrets.contains(b"AKIA1"));
+        std::fs::write(&secrets, "[secrets]\n\"AKIA1\" = 'one'\n\"AKIA2\" = 7\n").unwrap();
+        let e = load(&path).unwrap_err();
+        assert_eq!(e.file(), Some(secrets.as_path()), "{e}");
+        assert_eq!(e.line(), Some(3), "{e}");
+        let c = ok(SERVERS);
+        assert!(c.limits.verify.is_none(), "off by default");
+    }
 
     #[test]
     fn custom_tiers_keep_file_order_and_forms() {
@@ -543,14 +619,14 @@ enforce = false
             "tiers.t.per_minute",
         );
         err_at(
-            &t("per_minute = 65536\nper_second = 1\n"),
+            &t("per_minute = 1000001\nper_second = 1\n"),
             4,
             "tiers.t.per_minute",
         );
         let max = ok(&format!(
-            "{SERVERS}[limits]\ndefault_tier = \"t\"\nanonymous_tier = \"t\"\n[tiers.t]\nper_minute = 65535\nper_second = 1\n"
+            "{SERVERS}[limits]\ndefault_tier = \"t\"\nanonymous_tier = \"t\"\n[tiers.t]\nper_minute = 1000000\nper_second = 300000\n"
         ));
-        assert_eq!(max.limits.tiers[0].sustained.limit, 65535);
+        assert_eq!(max.limits.tiers[0].sustained.limit, 1_000_000);
         err_at(
             &t("per_minute = 5\nburst = { limit = 0, window = \"1s\" }\n"),
             5,

@@ -5,7 +5,7 @@
 //! checks live on one `Validator` (so every error knows its line and whether a flag supplied
 //! the value), split by section: `server` (top level, `[tls]`, `[admin]`, `[http]`,
 //! `[access_log]`), `upstream` (`[upstream]` with its health checks and TLS), `limits`
-//! (`[limits]`, `[tiers]`, the keys file). `build` only calls them in order.
+//! (`[limits]`, `[tiers]`, the keys file), `cluster` (`[cluster]`). `build` only calls them in order.
 //! Must not touch: sockets (other than name resolution), the running proxy, the keys CLI
 //! (`keys` owns the keys file; `doc` owns positions; `summary` owns the `check` text).
 
@@ -31,6 +31,7 @@ macro_rules! int {
     };
 }
 
+mod cluster;
 mod limits;
 mod server;
 mod upstream;
@@ -306,6 +307,12 @@ impl<'a> Validator<'a> {
         let upstream = self.upstream(&raw, base)?;
         let access_log = self.access_log(&raw.access_log, base)?;
         let limits = self.limits(&raw, base)?;
+        let first = top
+            .listen
+            .first()
+            .or_else(|| tls.as_ref().and_then(|t| t.listen.first()))
+            .copied();
+        let cluster = self.cluster(raw.cluster.as_ref(), first)?;
         Ok(Config {
             source: source.to_path_buf(),
             workers: top.workers,
@@ -317,8 +324,10 @@ impl<'a> Validator<'a> {
             upstream,
             limits,
             shutdown_grace: top.shutdown_grace,
+            shutdown_delay: top.shutdown_delay,
             access_log,
             reload_poll_interval: top.reload_poll_interval,
+            cluster,
         })
     }
 }

@@ -11,8 +11,9 @@ use crate::config::file::{
     DEFAULT_CLIENT_HEAD_TIMEOUT, DEFAULT_CLIENT_IDLE_TIMEOUT, DEFAULT_LISTEN,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEAD_BYTES, DEFAULT_MAX_HEADERS,
     DEFAULT_MAX_REQUESTS_PER_CONNECTION, DEFAULT_PIN_WORKERS, DEFAULT_RELOAD_POLL_INTERVAL,
-    DEFAULT_SHUTDOWN_GRACE, DEFAULT_TLS_LISTEN, DEFAULT_TLS_RELOAD_INTERVAL,
-    DEFAULT_X_FORWARDED_FOR, RawAccessLog, RawAdmin, RawConfig, RawHttp, RawTls,
+    DEFAULT_SHUTDOWN_DELAY, DEFAULT_SHUTDOWN_GRACE, DEFAULT_TLS_LISTEN,
+    DEFAULT_TLS_RELOAD_INTERVAL, DEFAULT_X_FORWARDED_FOR, RawAccessLog, RawAdmin, RawConfig,
+    RawHttp, RawTls,
 };
 use crate::config::{AccessLogConfig, AdminConfig, CertConfig, HttpConfig, TlsListenConfig};
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ pub(super) struct TopLevel {
     pub pin_workers: bool,
     pub listen: Vec<SocketAddr>,
     pub shutdown_grace: Duration,
+    pub shutdown_delay: Duration,
     pub reload_poll_interval: Duration,
 }
 
@@ -40,6 +42,7 @@ impl Validator<'_> {
             None => vec![DEFAULT_LISTEN.parse().expect("valid default")],
         };
         let shutdown_grace = dur_or_zero!(top.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
+        let shutdown_delay = dur_or_zero!(top.shutdown_delay, DEFAULT_SHUTDOWN_DELAY);
         let reload_poll_interval =
             dur_or_zero!(top.reload_poll_interval, DEFAULT_RELOAD_POLL_INTERVAL);
         Ok(TopLevel {
@@ -47,6 +50,7 @@ impl Validator<'_> {
             pin_workers: raw.pin_workers.unwrap_or(DEFAULT_PIN_WORKERS),
             listen,
             shutdown_grace,
+            shutdown_delay,
             reload_poll_interval,
         })
     }

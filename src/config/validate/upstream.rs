@@ -89,6 +89,7 @@ impl Validator<'_> {
             servers.push(UpstreamServer {
                 name: s.addr.clone(),
                 addr,
+                id: i as u16,
             });
         }
         Ok(servers)

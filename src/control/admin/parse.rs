@@ -68,30 +68,9 @@ pub fn parse_head(buf: &[u8]) -> Parsed {
     })
 }
 
-fn hex(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
-}
-
 /// Percent-decodes `v` (`+` is a space; an invalid escape is kept as it is).
 pub fn pct_decode(v: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(v.len());
-    let mut i = 0;
-    while i < v.len() {
-        let esc = (v[i] == b'%')
-            .then(|| Some(hex(*v.get(i + 1)?)? << 4 | hex(*v.get(i + 2)?)?))
-            .flatten();
-        match esc {
-            Some(b) => {
-                out.push(b);
-                i += 3;
-            }
-            None => {
-                out.push(if v[i] == b'+' { b' ' } else { v[i] });
-                i += 1;
-            }
-        }
-    }
-    out
+    crate::http::pct::PercentDecode::query(v).collect()
 }
 
 /// Every `(name, value)` of a query string, both percent-decoded.

@@ -741,3 +741,51 @@ fn penalty_window_is_configurable_and_can_be_off() {
     assert!(!sh.add_penalty(&p, 1300));
     assert!(sh.check_penalty(&p, 1300).is_none());
 }
+
+#[test]
+fn wide_tiers_live_in_the_side_slab() {
+    let small = tier(10, 60_000, 3, 1000);
+    let big = tier(300_000, 60_000, 10_000, 1000);
+    let mut sh = Shard::new(100);
+    for i in 0..20 {
+        let lim = if i % 2 == 0 { &big } else { &small };
+        assert!(sh.check(&key(i), (i % 2) as u16, lim, 1000).admitted);
+    }
+    // Removals move the last entry (and its pointer) into the hole; wide slots are reused.
+    for i in (0..20).step_by(3) {
+        assert!(sh.remove(&key(i)));
+    }
+    let live_wide = (0..20).filter(|i| i % 2 == 0 && i % 3 != 0).count();
+    assert_eq!(sh.wide.len() - sh.wide_free.len(), live_wide);
+    // A surviving wide key takes exactly 9,999 more this second; a narrow one 2 more.
+    let n = (0..12_000)
+        .filter(|_| sh.check(&key(2), 0, &big, 1001).admitted)
+        .count();
+    assert_eq!(n, 9_999);
+    assert_eq!(
+        sh.snapshot(&key(2), 1002, |_| Some(&big))
+            .unwrap()
+            .burst_count,
+        10_000
+    );
+    let n = (0..10)
+        .filter(|_| sh.check(&key(1), 1, &small, 1001).admitted)
+        .count();
+    assert_eq!(n, 2);
+    // The wide key moves to the small tier (reload): blocked, and back to narrow.
+    assert!(!sh.check(&key(2), 1, &small, 1003).admitted);
+    assert_eq!(sh.wide.len() - sh.wide_free.len(), live_wide - 1);
+    // And a narrow key moves to the big tier: its 3 admissions carry over.
+    let n = (0..12_000)
+        .filter(|_| sh.check(&key(1), 0, &big, 1004).admitted)
+        .count();
+    assert_eq!(n, 10_000 - 3);
+    assert_eq!(sh.wide.len() - sh.wide_free.len(), live_wide);
+    // Eviction and clearing release wide slots too.
+    sh.set_cap_at(1, Some(1_000_000));
+    assert_eq!(sh.len(), 1);
+    assert!(sh.wide.len() - sh.wide_free.len() <= 1);
+    sh.clear();
+    assert!(sh.wide.is_empty());
+    assert!(sh.check(&key(5), 0, &big, 2_000_000).admitted);
+}

@@ -7,18 +7,54 @@ use std::time::Instant;
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
+use crate::config::VerifyConfig;
 use crate::config::{ExpectDenied, Method};
 use crate::http::{BodyFraming, BodyProgress, signed_hop_by_hop};
-use crate::identity::{AuthMethod, identify, sigv4_signed_headers};
+use crate::identity::{AuthMethod, Identified, identify, sigv4_signed_headers};
 use crate::limit::Decision;
+use crate::sigverify::{
+    DEFAULT_SIGNING_KEY_CACHE, RequestParts, SigningKeyCache, VerifyError, verify,
+};
 use crate::stats::method_index;
 
-use super::super::Snapshot;
 use super::super::bufio::{BufPool, read_append};
 use super::super::client_addr::client_ip;
 use super::super::headers::{rate_limit_headers, retry_headers};
 use super::super::limiter;
+use super::super::{Snapshot, Worker};
 use super::{Answer, Conn, Fail, ReqInfo};
+
+/// Why a request is answered before the limiter sees it (nothing is charged).
+pub(super) enum Refusal {
+    /// More than one auth mechanism, or an auth parameter twice (what was doubled): the
+    /// store may authenticate another key than the one tollgate would charge.
+    TwoKeys(&'static str),
+    /// `[limits.verify]`: the signature does not verify (or is malformed, expired …).
+    Signature(VerifyError),
+    /// `[limits.verify]`: the verified key is not the key identified for the limiter.
+    KeyMismatch,
+}
+
+/// With `[limits.verify]`: Ok(true) when the request carries a valid S3 signature by the
+/// identified key, Ok(false) when it carries none.
+fn verified(
+    w: &Worker,
+    v: &VerifyConfig,
+    parts: &RequestParts<'_>,
+    id: &Identified<'_>,
+) -> Result<bool, Refusal> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut cache = w.sig_cache.borrow_mut();
+    let cache = cache.get_or_insert_with(|| SigningKeyCache::new(DEFAULT_SIGNING_KEY_CACHE));
+    match verify(parts, &*v.secrets, cache, now) {
+        Err(e) => Err(Refusal::Signature(e)),
+        Ok(None) => Ok(false),
+        Ok(Some(ok)) if Some(&*ok.access_key) == id.key && ok.method == id.method => Ok(true),
+        Ok(Some(_)) => Err(Refusal::KeyMismatch),
+    }
+}
 
 /// The limit decision for one request.
 pub(super) struct Admission {
@@ -113,6 +149,9 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
     /// is not charged): a hop-by-hop field named in SigV4's `SignedHeaders` (it would be
     /// dropped on the way, breaking the signature).
     pub(super) async fn refuse_unproxiable(&mut self, req: &ReqInfo) -> Option<Result<bool, Fail>> {
+        if !self.head.headers.iter().any(|f| f.hop_by_hop) {
+            return None; // the common case: nothing hop-by-hop, nothing to look up
+        }
         let h = &self.cbuf[self.cstart..self.cstart + req.hl];
         let signed = self
             .head
@@ -136,19 +175,17 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
 
     /// Identifies the key and its tier, and asks the key's owner core for a decision when
     /// the method is limited for the tier — unless the client address is over its
-    /// authentication-failure window. Err: the request names more than one key (what was
-    /// doubled); it must be refused, since the store may authenticate another key than the
-    /// one tollgate would charge.
+    /// authentication-failure window. Err: the request must be refused before the limiter
+    /// (see [`Refusal`]).
     pub(super) async fn admit(
         &mut self,
         snap: &Snapshot,
         req: &ReqInfo,
-    ) -> Result<Admission, &'static str> {
+    ) -> Result<Admission, Refusal> {
         let lim = &snap.cfg.limits;
-        let (tier, auth) = self.identify(snap)?;
+        let (tier, auth, penalty) = self.identify(snap)?;
         let t = &lim.tiers[tier];
         let limited = req.method.is_some_and(|m| t.methods.contains(m));
-        let penalty = limiter::check_penalty(&self.w, self.client);
         let decision = match (penalty, limited) {
             (Some(d), _) => Some(d),
             (None, true) => Some(limiter::check(&self.w, &self.subject, tier as u16).await),
@@ -173,37 +210,55 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         Ok(adm)
     }
 
-    /// Answers a request naming more than one key: 400 `InvalidArgument`, as AWS does.
-    pub(super) async fn refuse_two_keys(
-        &mut self,
-        req: &ReqInfo,
-        what: &'static str,
-    ) -> Result<bool, Fail> {
-        self.w.stats.client_errors_400.inc();
-        log::debug!("refused a request with more than one key: {what}");
+    /// Answers a request refused before the limiter; a bad signature also counts as a
+    /// failure against the client address. The connection stays open when no body follows.
+    pub(super) async fn refuse(&mut self, req: &ReqInfo, why: Refusal) -> Result<bool, Fail> {
+        let (status, code, message) = match why {
+            Refusal::TwoKeys(what) => {
+                log::debug!("refused a request with more than one key: {what}");
+                (400, "InvalidArgument", "Only one auth mechanism allowed")
+            }
+            Refusal::KeyMismatch => (
+                400,
+                "InvalidArgument",
+                "The signed key is not the request's key",
+            ),
+            Refusal::Signature(e) => {
+                self.w.stats.signature_failures.inc();
+                limiter::add_penalty(&self.w, self.client);
+                (e.status(), e.code(), e.message())
+            }
+        };
+        if status == 400 {
+            self.w.stats.client_errors_400.inc();
+        }
+        let keep = !req.framing.has_body() && req.keep_alive;
         let answer = Answer {
-            status: 400,
-            code: "InvalidArgument",
-            message: "Only one auth mechanism allowed",
+            status,
+            code,
+            message,
             api_key: false,
-            close: req.framing.has_body() || !req.keep_alive,
+            close: !keep,
             head_only: req.is_head,
         };
         self.write_s3_error(answer).await?;
-        if !req.framing.has_body() && req.keep_alive {
+        if keep {
             self.cstart += req.hl;
-            return Ok(true);
         }
-        Ok(false)
+        Ok(keep)
     }
 
-    /// Finds the key (kept in `self.key`), the client address (`self.client`) and the
-    /// subject the request is counted under.
-    fn identify(&mut self, snap: &Snapshot) -> Result<(usize, AuthMethod), &'static str> {
+    /// Finds the key (kept in `self.key`), the client address (`self.client`), whether that
+    /// address is over its failure window (then nothing else is checked), the signature
+    /// (with `[limits.verify]`) and the subject the request is counted under.
+    fn identify(
+        &mut self,
+        snap: &Snapshot,
+    ) -> Result<(usize, AuthMethod, Option<Decision>), Refusal> {
         let lim = &snap.cfg.limits;
         let h = &self.cbuf[self.cstart..self.cstart + self.head.head_len];
         let mut scratch = [0u8; 256];
-        let id = identify(
+        let mut id = identify(
             self.head.target(h),
             self.head.headers(h),
             lim.max_key_len,
@@ -213,10 +268,6 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         if id.malformed {
             self.w.stats.malformed_keys.inc();
         }
-        self.key.clear();
-        if let Some(k) = id.key {
-            self.key.extend_from_slice(k);
-        }
         let forwarded = self
             .head
             .headers
@@ -225,20 +276,33 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
             .map(|f| f.value(h));
         self.client = client_ip(&snap.cfg.http, self.peer.ip(), forwarded);
         if let Some(what) = id.conflict {
-            return Err(what);
+            return Err(Refusal::TwoKeys(what));
+        }
+        let penalty = limiter::check_penalty(&self.w, self.client);
+        if let (Some(v), None) = (&lim.verify, penalty) {
+            let parts = RequestParts::from_head(h, &self.head);
+            if !verified(&self.w, v, &parts, &id)? {
+                // Not an S3 signature (X-API-Key, anonymous): nothing proves the key, so the
+                // request counts as anonymous, per client address.
+                id.key = None;
+                id.method = AuthMethod::Anonymous;
+            }
+        }
+        self.key.clear();
+        if let Some(k) = id.key {
+            self.key.extend_from_slice(k);
         }
         let tgt = limiter::target(lim, &id, self.client);
         self.subject.clear();
         self.subject.extend_from_slice(tgt.subject.as_bytes());
-        Ok((tgt.tier, id.method))
+        Ok((tgt.tier, id.method, penalty))
     }
 
     fn count_decision(&mut self, req: &ReqInfo, adm: &Admission) {
-        if self.logging {
-            self.rec.tier = Some(adm.tier as u16);
-            self.rec.auth = adm.auth.as_str();
-            self.rec.limit = adm.log_word();
-        }
+        // Kept also when not logging: `Worker::record_request` reads them (three stores).
+        self.rec.tier = Some(adm.tier as u16);
+        self.rec.auth = adm.auth.as_str();
+        self.rec.limit = adm.log_word();
         let Some(d) = adm.decision else { return };
         let tm = &self.w.stats.tiers[adm.tier.min(crate::stats::MAX_TIERS - 1)][req.mi];
         if d.admitted {
@@ -337,7 +401,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         loop {
             let take = body
                 .feed(&self.cbuf[self.cstart..])
-                .map_err(|_| Fail::Client)?;
+                .map_err(|_| Fail::BadBody)?;
             self.cstart += take;
             discarded += take as u64;
             if body.is_done() {

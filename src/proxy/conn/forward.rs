@@ -148,11 +148,11 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
                 Ok(x) => x,
                 Err(e) => return self.upstream_error(e, req).await,
             };
-            self.w.upstreams.borrow_mut().nodes[node].outstanding += 1;
+            self.w.upstreams.borrow_mut().begin(node);
             let r = self
                 .relay(snap, &mut up, req, &mut body, at.stale_ok())
                 .await;
-            self.w.upstreams.borrow_mut().nodes[node].outstanding -= 1;
+            self.w.upstreams.borrow_mut().end(node, &mut up);
             match r {
                 Ok(reuse) => {
                     if reuse.upstream {
@@ -292,6 +292,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         let e = match f {
             Fail::Upstream | Fail::Stale => UpError::Broke,
             Fail::Timeout => UpError::TimedOut,
+            Fail::BadBody => return self.answer_400_chunked(req).await,
             Fail::Client | Fail::Late => return Ok(false),
         };
         self.upstream_error(e, req).await?;

@@ -42,8 +42,11 @@ const HEAD_GROW: usize = 4096;
 /// Why an exchange failed, deciding the status the client gets (if it can still get one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fail {
-    /// The client went away or broke framing: just close.
+    /// The client went away: just close.
     Client,
+    /// The client's chunked body broke its framing after the head went upstream: 400, then
+    /// close (the upstream connection, holding half a request, is dropped).
+    BadBody,
     /// Upstream broke the exchange before any response byte reached the client → 502.
     Upstream,
     /// Upstream timed out before any response byte reached the client → 504.
@@ -302,11 +305,19 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
     /// One request/response exchange. true = keep the connection for another request.
     async fn exchange(&mut self, served: u64) -> bool {
         let snap = self.w.snapshot();
-        let t0 = self.logging.then(Instant::now);
+        let t0 = Instant::now();
         self.rec.reset();
         let req = self.begin(&snap, served);
         let keep = self.serve_request(&snap, &req).await.unwrap_or(false);
-        if let Some(t0) = t0 {
+        self.w.record_request(&super::observe::Finished {
+            tier: self.rec.tier,
+            decision: self.rec.limit,
+            auth: self.rec.auth,
+            key: &self.key,
+            subject: &self.subject,
+            elapsed: t0.elapsed(),
+        });
+        if self.logging {
             self.log_request(t0);
         }
         keep && !self.w.shutdown.is_set()
@@ -320,7 +331,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         }
         let adm = match self.admit(snap, req).await {
             Ok(adm) => adm,
-            Err(what) => return self.refuse_two_keys(req, what).await,
+            Err(why) => return self.refuse(req, why).await,
         };
         if let Some(d) = adm.denial() {
             return self.deny(snap, req, &adm, &d).await;

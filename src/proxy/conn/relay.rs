@@ -300,7 +300,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
                 .await
                 .map_err(|_| Fail::Client)?;
             self.w.stats.bytes_from_client.add(n as u64);
-            let take = progress.feed(&buf).map_err(|_| Fail::Client)?;
+            let take = progress.feed(&buf).map_err(|_| Fail::BadBody)?;
             if take < n {
                 self.cbuf.extend_from_slice(&buf[take..n]);
             }
@@ -425,20 +425,21 @@ async fn write_body(
     idle: Duration,
 ) -> BodyWrite {
     let deadline = Instant::now() + idle;
-    let fd = up.early_answer_fd();
+    let as_write = |r: Result<(), IoEnd>| match r {
+        Ok(()) => BodyWrite::Done,
+        Err(IoEnd::TimedOut) => BodyWrite::TimedOut,
+        Err(_) => BodyWrite::Failed,
+    };
+    let Some(fd) = up.early_answer_fd() else {
+        return as_write(write_range(up, buf, range, deadline).await);
+    };
     let mut write = std::pin::pin!(write_range(up, buf, range, deadline));
     loop {
         let probe = (Instant::now() + STALL_PROBE).min(deadline);
         monoio::select! {
-            r = &mut write => {
-                return match r {
-                    Ok(()) => BodyWrite::Done,
-                    Err(IoEnd::TimedOut) => BodyWrite::TimedOut,
-                    Err(_) => BodyWrite::Failed,
-                };
-            }
+            r = &mut write => return as_write(r),
             _ = monoio::time::sleep_until(probe.into()) => {
-                if fd.is_some_and(answered_early) {
+                if answered_early(fd) {
                     return BodyWrite::Answered;
                 }
             }

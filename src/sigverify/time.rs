@@ -1,0 +1,216 @@
+//! Request timestamps: the ISO 8601 basic form SigV4 signs (`20130524T000000Z`) and the
+//! HTTP dates SigV2 requests carry (`Tue, 27 Mar 2007 19:36:42 +0000`), as Unix seconds.
+//! Pure calendar arithmetic (proleptic Gregorian, UTC); nothing here reads a clock.
+
+/// Days since 1970-01-01 of a civil date (era-based, valid for every year ≥ 0).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
+fn days_in_month(year: i64, month: u32) -> u32 {
+    match month {
+        4 | 6 | 9 | 11 => 30,
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        _ => 31,
+    }
+}
+
+/// Unix seconds of a UTC civil time, `None` for an invalid or pre-1970 one.
+fn unix(year: i64, month: u32, day: u32, h: u32, m: u32, s: u32) -> Option<u64> {
+    let valid = (1..=12).contains(&month)
+        && day >= 1
+        && day <= days_in_month(year, month)
+        && h < 24
+        && m < 60
+        && s < 60;
+    let days = days_from_civil(year, month, day);
+    if !valid || days < 0 {
+        return None;
+    }
+    Some(days as u64 * 86_400 + u64::from(h * 3600 + m * 60 + s))
+}
+
+fn digits(s: &[u8]) -> Option<u32> {
+    if s.is_empty() || s.len() > 9 || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(s.iter().fold(0, |n, &d| n * 10 + u32::from(d - b'0')))
+}
+
+/// `YYYYMMDDTHHMMSSZ` → Unix seconds.
+pub(crate) fn parse_amz_date(s: &[u8]) -> Option<u64> {
+    if s.len() != 16 || s[8] != b'T' || s[15] != b'Z' {
+        return None;
+    }
+    unix(
+        i64::from(digits(&s[0..4])?),
+        digits(&s[4..6])?,
+        digits(&s[6..8])?,
+        digits(&s[9..11])?,
+        digits(&s[11..13])?,
+        digits(&s[13..15])?,
+    )
+}
+
+/// Unix seconds → `YYYYMMDDTHHMMSSZ`.
+pub(crate) fn format_amz_date(t: u64) -> [u8; 16] {
+    let (y, mo, d) = civil_from_days((t / 86_400) as i64);
+    let rem = t % 86_400;
+    let mut out = *b"00000000T000000Z";
+    let mut put = |at: usize, width: usize, mut v: u64| {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, y as u64);
+    put(4, 2, u64::from(mo));
+    put(6, 2, u64::from(d));
+    put(9, 2, rem / 3600);
+    put(11, 2, rem / 60 % 60);
+    put(13, 2, rem % 60);
+    out
+}
+
+fn month_of(name: &[u8]) -> Option<u32> {
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov",
+        b"dec",
+    ];
+    let pos = MONTHS
+        .iter()
+        .position(|m| name.eq_ignore_ascii_case(&m[..]))?;
+    Some(pos as u32 + 1)
+}
+
+/// Zone offset in seconds east of UTC: `GMT`, `UTC`, `Z`, `+hhmm` or `-hhmm`.
+fn zone_offset(z: &[u8]) -> Option<i64> {
+    if [&b"GMT"[..], b"UTC", b"Z"]
+        .iter()
+        .any(|n| z.eq_ignore_ascii_case(n))
+    {
+        return Some(0);
+    }
+    let (sign, rest) = match z.split_first()? {
+        (b'+', rest) => (1, rest),
+        (b'-', rest) => (-1, rest),
+        _ => return None,
+    };
+    if rest.len() != 4 {
+        return None;
+    }
+    let (h, m) = (digits(&rest[..2])?, digits(&rest[2..])?);
+    (h < 24 && m < 60).then(|| sign * i64::from(h * 3600 + m * 60))
+}
+
+/// An RFC 1123 HTTP date, `[Wdy, ]D[D] Mon YYYY HH:MM:SS ZONE` (zone `GMT`, `UTC`, `Z`
+/// or a numeric offset, as the S3 documentation's `+0000`) → Unix seconds. The weekday is
+/// not checked against the date.
+pub(crate) fn parse_http_date(s: &[u8]) -> Option<u64> {
+    let s = match s.iter().position(|&b| b == b',') {
+        Some(comma) => &s[comma + 1..],
+        None => s,
+    };
+    let mut parts = s
+        .split(|&b| b == b' ' || b == b'\t')
+        .filter(|p| !p.is_empty());
+    let day = parts.next().filter(|d| d.len() <= 2).and_then(digits)?;
+    let month = month_of(parts.next()?)?;
+    let year = parts.next().filter(|y| y.len() == 4).and_then(digits)?;
+    let mut hms = parts.next()?.split(|&b| b == b':');
+    let mut field = || hms.next().filter(|f| f.len() == 2).and_then(digits);
+    let (h, m, sec) = (field()?, field()?, field()?);
+    let offset = zone_offset(parts.next()?)?;
+    if parts.next().is_some() || hms.next().is_some() {
+        return None;
+    }
+    let t = unix(i64::from(year), month, day, h, m, sec)?;
+    u64::try_from(t as i64 - offset).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amz_dates() {
+        assert_eq!(parse_amz_date(b"20130524T000000Z"), Some(1_369_353_600));
+        assert_eq!(parse_amz_date(b"20150830T123600Z"), Some(1_440_938_160));
+        assert_eq!(parse_amz_date(b"20000229T010101Z"), Some(951_786_061));
+        assert_eq!(&format_amz_date(951_786_061), b"20000229T010101Z");
+        assert_eq!(&format_amz_date(1_369_353_600), b"20130524T000000Z");
+        for bad in [
+            &b"20130524T000000"[..],
+            b"20130524 000000Z",
+            b"20130230T000000Z",
+            b"20131324T000000Z",
+            b"20130524T240000Z",
+            b"2013052aT000000Z",
+            b"19690101T000000Z",
+        ] {
+            assert_eq!(
+                parse_amz_date(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn round_trip_over_centuries() {
+        for t in (0..5_000_000_000u64).step_by(86_399 * 97) {
+            assert_eq!(parse_amz_date(&format_amz_date(t)), Some(t));
+        }
+    }
+
+    #[test]
+    fn http_dates() {
+        let t = 1_175_024_202; // 2007-03-27 19:36:42 UTC
+        assert_eq!(parse_http_date(b"Tue, 27 Mar 2007 19:36:42 +0000"), Some(t));
+        assert_eq!(parse_http_date(b"Tue, 27 Mar 2007 19:36:42 GMT"), Some(t));
+        assert_eq!(parse_http_date(b"27 Mar 2007 19:36:42 UTC"), Some(t));
+        assert_eq!(parse_http_date(b"Tue, 27 Mar 2007 21:36:42 +0200"), Some(t));
+        assert_eq!(parse_http_date(b"Tue, 27 Mar 2007 14:36:42 -0500"), Some(t));
+        assert_eq!(
+            parse_http_date(b"Fri, 1 Jan 2016 00:00:00 GMT"),
+            Some(1_451_606_400)
+        );
+        for bad in [
+            &b"Tue, 27 Mar 2007 19:36:42"[..],
+            b"Tue, 27 Foo 2007 19:36:42 GMT",
+            b"Tue, 27 Mar 07 19:36:42 GMT",
+            b"Tue, 27 Mar 2007 19:36 GMT",
+            b"Tue, 27 Mar 2007 19:36:42 GMT extra",
+            b"Tue, 32 Mar 2007 19:36:42 GMT",
+            b"Tue, 27 Mar 2007 19:36:42 +2500",
+            b"",
+        ] {
+            assert_eq!(
+                parse_http_date(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}
