@@ -10,7 +10,7 @@ touch: anything but its sockets to the given URL and the files it is given.
   send --url URL --keys K1,K2 --burst 30 --every 0.9 --duration 8 --out CLIENT.jsonl
   analyse --client CLIENT.jsonl --origin ORIGIN.log --limit 10 --window 1   → key=value lines
 
-The certain criterion (DESIGN.md "measuring exactness"): a set of admissions is over the limit
+The certain criterion: a set of admissions is over the limit
 only if every one of them was sent after the window opened and reached the origin before it
 closed — then the limiter let them all through inside that window, whatever the jitter of the
 responses. Send times are taken before the write (so the true send is no earlier), arrival

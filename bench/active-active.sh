@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/active-active.sh — what [cluster] (one limit per key across tollgate instances through
-# Redis, SPEC §8) costs and how close it holds, on one machine, 127.0.0.1 only.
+# Redis) costs and how close it holds, on one machine, 127.0.0.1 only.
 #
 # Why it exists: the "done when" asks for the over-admission measured against the
 # stated bound (src/limit/cluster.rs: admitted <= L + (N-1)·A(D), D = 10 ms + 2·sync_interval

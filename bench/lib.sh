@@ -283,9 +283,11 @@ write_tollgate_config() {
                 echo "per_minute = 65535"
                 echo "per_second = ${SEED_SEC[$t]}"
             else
-                # tollgate's window limits are 1..=65535, so "open" cannot be 1e8/min: two
-                # windows still checked and updated on every request, each far above the load
-                # (65535 per 500 ms = 131k req/s sustained, 65535 per 100 ms = 655k req/s burst)
+                # tollgate refuses window limits over 1,000,000, and a tier with a limit over
+                # 65,535 gets the larger wide state, so "open" is not 1e8/min but two windows
+                # of 65,535 (the 48-byte state the seed's tiers use, checked and updated on
+                # every request) far above the load: 65,535 per 500 ms = 131k req/s
+                # sustained, 65,535 per 100 ms = 655k req/s burst
                 echo 'sustained = { limit = 65535, window = "500ms" }'
                 echo 'burst = { limit = 65535, window = "100ms" }'
             fi

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# bench/run.sh — the SPEC §10 comparison in one command: tollgate, HAProxy with the seed's
+# bench/run.sh — the benchmark comparison in one command: tollgate, HAProxy with the seed's
 # configuration (haproxy-seed), plain HAProxy and nginx `limit_req` side by side on this machine,
-# every case of issue 14 (bench/cases/*.sh, each runnable alone), results with the machine in
+# every case (bench/cases/NAME.sh, each runnable alone), results with the machine in
 # bench/results/<date>-<host>.{json,md}.
 #
-# Cases, in order (bench/cases/NAME.sh; the table's method text is each script's header):
+# Cases, in order (ALL_CASES below; the table's method text is each script's header):
 #   saturation  1. req/s and CPU µs/request at saturation, 1 worker, 1,000 keys
 #   fixed-rate  2. CPU µs/request and p50/p99/p99.9 at 25% and 50% of haproxy-seed's saturation
 #               (measured by case 1 of the same run), open loop
@@ -36,7 +36,10 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 QUICK=0 ROUNDS="" DURATION="" OUT_DIR="" WAIT_IDLE=0 INSTALL=1 BUILD=1
-CASES="saturation,fixed-rate,tls,large,many-keys,workers,accuracy,scenarios"
+# The cases, in order: each NAME is bench/cases/NAME.sh. A new case is its script plus its name
+# here (and, for its own options, a line in case_args below).
+ALL_CASES="saturation,fixed-rate,tls,large,many-keys,workers,accuracy,scenarios"
+CASES="$ALL_CASES"
 SYSTEMS="$ALL_SYSTEMS"
 usage() { sed -n '2,/^$/p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while (($#)); do
@@ -127,26 +130,29 @@ print(round(statistics.median(v)) if v else "")
 PY
 }
 
+# case_args NAME → the options run.sh adds to case NAME beyond the common ones, one a line:
+# the reference rate SAT (haproxy-seed's saturation, measured by case 1 of this run; without
+# it the case measures it first) for the fixed-rate cases; in a full run, perf profiles of each
+# system at the highest fixed load and of each proxy relaying large GETs.
+case_args() {
+    case "$1" in
+    fixed-rate | workers) [[ -z "$SAT" ]] || printf '%s\n' --sat-rps "$SAT" ;;
+    esac
+    case "$1" in
+    fixed-rate | large) ((QUICK)) || printf '%s\n' --profile-dir "$RUN_DIR/profiles" ;;
+    esac
+}
+
 IFS=, read -r -a CASE_LIST <<<"$CASES"
+for c in "${CASE_LIST[@]}"; do
+    [[ -x "$BENCH_DIR/cases/$c.sh" ]] || bench_die "unknown case $c (no bench/cases/$c.sh)"
+done
 SAT=""
 for c in "${CASE_LIST[@]}"; do
-    case "$c" in
-    fixed-rate | workers)
-        [[ -n "$SAT" ]] || SAT="$(seed_rps)"
-        # Full runs keep a perf profile of each system at the highest fixed load (and of each
-        # proxy relaying 64 MiB GETs).
-        prof=()
-        [[ "$c" == fixed-rate ]] && ((!QUICK)) && prof=(--profile-dir "$RUN_DIR/profiles")
-        run_case "$c" ${SAT:+--sat-rps "$SAT"} "${prof[@]+"${prof[@]}"}"
-        ;;
-    large)
-        prof=()
-        ((!QUICK)) && prof=(--profile-dir "$RUN_DIR/profiles")
-        run_case "$c" "${prof[@]+"${prof[@]}"}"
-        ;;
-    saturation | tls | many-keys | accuracy | scenarios) run_case "$c" ;;
-    *) bench_die "unknown case $c" ;;
-    esac
+    # SAT is set here, not in case_args (a subshell): seed_rps reads case 1's records.
+    if [[ "$c" == fixed-rate || "$c" == workers ]] && [[ -z "$SAT" ]]; then SAT="$(seed_rps)"; fi
+    mapfile -t extra < <(case_args "$c")
+    run_case "$c" "${extra[@]+"${extra[@]}"}"
 done
 
 # ---- the report -------------------------------------------------------------------------------
