@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # bench/install-peers.sh — install the benchmark peers and tools from the distribution's packages
-# (Debian/Ubuntu): haproxy, nginx, wrk, curl, taskset (util-linux), python3. Installs only what is
+# (Debian/Ubuntu): haproxy, nginx, wrk, curl, openssl, taskset (util-linux), python3. Installs only what is
 # missing; does not enable or start any service (the benchmarks run their own instances).
 set -euo pipefail
-declare -A PKG=([haproxy]=haproxy [nginx]=nginx [wrk]=wrk [curl]=curl [taskset]=util-linux
+declare -A PKG=([haproxy]=haproxy [nginx]=nginx [wrk]=wrk [curl]=curl [openssl]=openssl [taskset]=util-linux
     [python3]=python3 [lscpu]=util-linux)
 need=()
 for c in "${!PKG[@]}"; do command -v "$c" >/dev/null 2>&1 || need+=("${PKG[$c]}"); done

@@ -3,8 +3,9 @@
 # (idempotently), checks format and lints, runs the Rust unit + integration tests,
 # then the real-client S3 suite (boto3, aws-cli, curl against Garage and s3s-fs
 # through tollgate, and loadgen's burst scenario through tollgate to Garage), then the
-# data-path suites and the S3 suite again through segmenting relays (segrelay), and finally
-# the README's demo command at a small scale.
+# data-path suites and the S3 suite again through segmenting relays (segrelay), the benchmark
+# harness in its quick form (bench/test-quick.sh), and finally the README's demo command at a
+# small scale.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -52,6 +53,9 @@ TOLLGATE_TEST_RELAY="$relay" timeout 600 cargo test --release --test proxy --tes
 
 say "real S3 clients, segmenting relays before and behind tollgate (TOLLGATE_TEST_RELAY=$relay)"
 TOLLGATE_TEST_RELAY="$relay" timeout 1200 bash scripts/run-s3-tests.sh
+
+say "benchmark harness, quick (bench/run.sh --quick: every case, every system, its JSON checked; ~2-3 min)"
+timeout 600 bash bench/test-quick.sh
 
 say "the README's demo command, scaled to 6 s of load (DEMO_SCALE=0.05)"
 DEMO_SCALE=0.05 timeout 600 bash scripts/demo.sh
