@@ -5,7 +5,7 @@
 # AWS/MinIO-style ids, `garage`: 26-byte Garage ids): start it with one worker and the seed's
 # limits (1 min and 1 s windows: entries outlive the run; each key sends a few requests, far
 # below every tier's limit, so nothing is denied), warm it with one key (connections, buffers), read its memory, then send
-# requests carrying N distinct SigV4 keys (wrk, every key at least --passes times), read its
+# requests carrying N distinct SigV4 keys (loadgen, every key exactly --passes times), read its
 # memory again. Memory = proportional set size (Pss, /proc/PID/smaps_rollup) summed over the
 # process and its children, so nginx's shared zones are counted once.
 #   bytes per key         (Pss after − Pss before) / N
