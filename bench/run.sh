@@ -28,7 +28,7 @@
 #   --wait-idle  wait up to MAX_S seconds for the machine to go below 15% busy first
 #   --max-foreign  repeat a measurement (up to 2 times, after waiting for quiet) during which
 #                other processes took more than PCT% of the proxy core (a shared machine)
-# Defaults: 3 rounds of 10 s, every case and system; ≈35 min on a 2-core VM. Peers are
+# Defaults: 3 rounds of 10 s, every case and system; ≈35–40 min on a 2-core VM. Peers are
 # installed from the distribution (bench/install-peers.sh) when missing, tollgate and loadgen
 # built (cargo build --release) when missing. Every process started is killed by PID on exit.
 
