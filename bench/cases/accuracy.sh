@@ -7,9 +7,10 @@
 # keep-alive connection, all at once) every --every seconds (0.9: bursts timed near the window
 # length expose a two-period estimate) for --duration seconds (at least 3, --quick too: a
 # two-period estimate shows only once bursts span more than two windows); every request is
-# numbered and its send time logged. The origin logs each request's arrival (nginx $msec). A window counts as
-# over the limit only if all its admissions were sent after it opened and reached the origin
-# before it closed (see bench/accuracy.py). haproxy-plain has no limiter and is not run.
+# numbered and its send time logged. The origin logs each request's arrival (nginx $msec). A
+# window counts as over the limit only if all its admissions were sent after it opened and
+# reached the origin before it closed (the certain criterion, bench/accuracy.py). Every limiter
+# is run (tollgate, haproxy-seed, nginx-limit); haproxy-plain has no limiter and is not.
 #
 # Usage: bench/cases/accuracy.sh [--keys 3] [--burst 30] [--every 0.9]
 #          [common case options: --rounds --duration --systems --out --quick, see lib.sh]

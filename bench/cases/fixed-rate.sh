@@ -11,8 +11,9 @@
 # fraction of haproxy-seed's saturation rate: --sat-rps (bench/run.sh passes case 1's median),
 # or measured here first.
 #
-# After each measurement, a separate run of 3 s counts the proxy's syscalls, io_uring_enter and
-# epoll_wait calls and context switches per request with `perf stat` (tracepoints).
+# After each measurement, a separate run of 3 s (1 s with --quick) counts the proxy's syscalls,
+# io_uring_enter and epoll_wait calls and context switches per request with `perf stat`
+# (tracepoints; not in the CPU figure, the counting costs a little).
 #
 # Usage: bench/cases/fixed-rate.sh [--loads 0.25,0.5] [--sat-rps R] [--connections 64]
 #          [--profile-dir DIR]

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # bench/cases/large.sh — case 4: large objects through each proxy and direct to the origin.
 #
-# The origin (nginx, one worker, on the load core) serves one --size object (64 MiB) from
-# memory (tmpfs) with sendfile for GET, and stores a PUT body of the same size whole (WebDAV PUT
-# into tmpfs, overwriting one file) before answering. `loadgen bench -c 1` (one connection, closed loop, one key header) on the
-# load core GETs it, then PUTs one, over and over for --duration seconds, through each system
+# The origin (nginx, one worker, on the load core) serves one --size object (64 MiB; 4 MiB with
+# --quick) from memory (tmpfs) with sendfile for GET, and stores a PUT body of the same size
+# whole (WebDAV PUT into tmpfs, overwriting one file) before answering. `loadgen bench -c 1`
+# (one connection, closed loop, one key header) on the load core GETs it, then PUTs one, over
+# and over for --duration seconds, through each system
 # (one worker alone on the proxy core, limits out of reach) and — as `direct` — straight to the
 # origin. Measured: GB/s (bytes of bodies and heads moved / elapsed) and CPU seconds per GB of
 # the proxy (for `direct`: of the origin, which shares the load core with the client).
