@@ -673,6 +673,21 @@ impl Shard {
         Some(self.peek_under(s, limits, now_ms))
     }
 
+    /// What [`check_cost`](Self::check_cost) would decide for `cost` units, counting the
+    /// other instances as it does; `None` if the subject is not tracked.
+    pub fn peek_cost(
+        &self,
+        subject: &[u8],
+        limits: &TierLimits,
+        now_ms: u64,
+        cost: u32,
+    ) -> Option<Decision> {
+        let key = Probe::new(subject);
+        let (_, s) = self.find(&key, self.probe_hash(&key))?;
+        let extra = self.others_of(s, self.metas[s].tier, limits);
+        Some(self.peek_under_cost(s, limits, now_ms, extra, cost))
+    }
+
     /// Incremental idle expiry: examines at most `budget` entries from the cursor and
     /// removes those whose windows are both empty (judged under the limits their
     /// counters were built with, which is exact; `_limits_of` is not needed for that).
@@ -806,7 +821,13 @@ impl Shard {
     }
 
     /// [`refund`](Self::refund) of an admission of `cost` units.
-    pub fn refund_cost(&mut self, subject: &[u8], token: RefundToken, now_ms: u64, cost: u32) -> bool {
+    pub fn refund_cost(
+        &mut self,
+        subject: &[u8],
+        token: RefundToken,
+        now_ms: u64,
+        cost: u32,
+    ) -> bool {
         let key = Probe::new(subject);
         let Some((_, s)) = self.find(&key, self.probe_hash(&key)) else {
             return false;

@@ -696,9 +696,8 @@ impl<const N: usize> State<N> {
             self.estimate(limits, 0, v.pos[0]),
             self.estimate(limits, 1, v.pos[1]),
         ];
-        let admitted = (0..2).all(|i| {
-            est[i] as u64 + extra[i] as u64 + cost as u64 <= limits.rings[i].limit as u64
-        });
+        let admitted = (0..2)
+            .all(|i| est[i] as u64 + extra[i] as u64 + cost as u64 <= limits.rings[i].limit as u64);
         if admitted {
             for (i, e) in est.iter_mut().enumerate() {
                 self.bump(limits, i, v.pos[i], cost);
@@ -717,15 +716,27 @@ impl<const N: usize> State<N> {
     /// [`peek`](Self::peek) with `extra` admissions made elsewhere (as
     /// [`check_with`](Self::check_with)).
     pub fn peek_with(&self, limits: &TierLimits, now_ms: u64, extra: [u32; 2]) -> Decision {
+        self.peek_cost(limits, now_ms, extra, 1)
+    }
+
+    /// What [`check_cost`](Self::check_cost) would decide for `cost` units, changing
+    /// nothing (counts are the current ones).
+    pub fn peek_cost(
+        &self,
+        limits: &TierLimits,
+        now_ms: u64,
+        extra: [u32; 2],
+        cost: u32,
+    ) -> Decision {
         let mut s = self.clone();
         let v = s.prepare(limits, now_ms);
         let est = [
             s.estimate(limits, 0, v.pos[0]),
             s.estimate(limits, 1, v.pos[1]),
         ];
-        let admitted =
-            (0..2).all(|i| (est[i] as u64 + extra[i] as u64) < limits.rings[i].limit as u64);
-        s.decide(limits, &v, est, extra, 1, admitted, false)
+        let admitted = (0..2)
+            .all(|i| est[i] as u64 + extra[i] as u64 + cost as u64 <= limits.rings[i].limit as u64);
+        s.decide(limits, &v, est, extra, cost, admitted, false)
     }
 
     /// Whether [`check`](Self::check) at `now_ms` would admit, without changing anything
