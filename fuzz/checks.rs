@@ -64,8 +64,7 @@ fn scan(pieces: &[&[u8]]) -> Result<(usize, bool), tollgate::http::ChunkError> {
 }
 
 /// The chunked-body scanner never panics, and cutting its input at any two points
-/// (taken from the first two bytes) gives the same outcome as one read: bytes in pieces
-/// (SPEC §8a).
+/// (taken from the first two bytes) gives the same outcome as one read: bytes in pieces.
 pub fn chunked(data: &[u8]) {
     let (cuts, body) = match data {
         [a, b, rest @ ..] => ((*a as usize, *b as usize), rest),

@@ -5,7 +5,7 @@
 //! Must not touch: tiers, limits, tables, I/O. Signatures are *not* verified here (the
 //! upstream does that); this only decides whose counters a request is charged to.
 //!
-//! # Order (SPEC §2): the first form present wins
+//! # Order: the first form present wins
 //!
 //! 1. `Authorization: AWS4-… Credential=KEY/date/region/s3/aws4_request, …` → `v4`
 //!    (any `AWS4-` scheme, so SigV4a too; scheme case-insensitive; parameters split on
@@ -22,7 +22,7 @@
 //! `Authorization` header with another scheme (e.g. `Bearer`) is not a key-bearing
 //! form and the search continues.
 //!
-//! # One key per request (SPEC §2): [`Identified::conflict`]
+//! # One key per request: [`Identified::conflict`]
 //!
 //! tollgate must charge the key the store will authenticate, and stores disagree on
 //! which of several credentials wins (Garage takes the last `Credential=`, MinIO a V2
@@ -447,7 +447,7 @@ where
     id
 }
 
-/// The first key-bearing form present (SPEC §2 order); `conflict` set only for what
+/// The first key-bearing form present; `conflict` set only for what
 /// the `Authorization` header itself shows (doubled parameters, a presigned query too).
 fn identify_first<'a>(
     auth: Option<&'a [u8]>,

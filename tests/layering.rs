@@ -1,4 +1,4 @@
-//! The dependency rules of DESIGN.md ("Layout"), checked on the source instead of living in
+//! The project's dependency rules, checked on the source instead of living in
 //! prose: `config`, `limit`, `identity`, `sigverify` and `http` (and the per-core counters,
 //! `stats`) are leaves with no monoio and no I/O, so none of them imports `runtime`, `proxy` or
 //! `control`;
@@ -22,7 +22,7 @@ type Graph = BTreeMap<String, BTreeSet<String>>;
 const LEAVES: &[&str] = &["config", "http", "identity", "limit", "sigverify", "stats"];
 
 /// What each tollgate module may import, from the rules above (not from today's imports). A
-/// module missing here fails the test: add it with the arrows DESIGN.md allows.
+/// module missing here fails the test: add it with the arrows the rules above allow.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("config", LEAVES),
     ("http", LEAVES),
@@ -200,7 +200,7 @@ fn check(
         for (from, tos) in graph {
             let Some((_, ok)) = allowed.iter().find(|(m, _)| m == from) else {
                 errors.push(format!(
-                    "{from} is not in ALLOWED: add it with the imports DESIGN.md permits"
+                    "{from} is not in ALLOWED: add it with the imports the layering rules permit"
                 ));
                 continue;
             };

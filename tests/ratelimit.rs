@@ -726,7 +726,7 @@ fn bulk_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     (addr, count)
 }
 
-/// SPEC §3 "limits up to at least 1,000,000": a tier of 300,000 per minute admits exactly
+/// Limits up to 1,000,000 per window: a tier of 300,000 per minute admits exactly
 /// 300,000 of 320,000 requests sent within the minute (pipelined over 4 connections, so
 /// both cores check the key: one of them through the owner-core messages), and the
 /// upstream sees exactly those.

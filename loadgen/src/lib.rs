@@ -1,4 +1,4 @@
-//! loadgen — tollgate's bundled open-loop load generator (SPEC §9). Talks to targets only over
+//! loadgen — tollgate's bundled open-loop load generator. Talks to targets only over
 //! the network.
 //!
 //! Module map:

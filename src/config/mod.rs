@@ -57,7 +57,7 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
 }
 
-/// `[cluster]`: one limit per key across the instances sharing `redis_url` (SPEC §8).
+/// `[cluster]`: one limit per key across the instances sharing `redis_url`.
 /// `Debug` shows the URL without its password (it reaches logs, e.g. a refused reload).
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClusterConfig {

@@ -9,7 +9,7 @@
 //! GET /keys/{key}, GET /keys?top=N, POST /keys/{key}/reset, GET /table?key=K|addr=IP,
 //! GET /table/top?n=N, POST /table/clear[?key=K|addr=IP], POST /reload.
 //!
-//! Hostile clients (SPEC §8a): one thread per connection, at most [`MAX_CONNECTIONS`]
+//! Hostile clients: one thread per connection, at most [`MAX_CONNECTIONS`]
 //! at once (more get 503 at once), so a slow client delays nobody else; a request head
 //! must arrive within [`HEAD_TIMEOUT`] of the accept, with no gap over
 //! [`IDLE_TIMEOUT`]; a handler that panics ends only its own connection. Requests

@@ -148,7 +148,7 @@ pub fn write_error_response(
     }
 }
 
-/// An upstream's "this request is not authenticated" answer (SPEC §3 borrowed keys).
+/// An upstream's "this request is not authenticated" answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuthFailure {
     SignatureDoesNotMatch,

@@ -1,4 +1,4 @@
-//! Active-active, the pure half (SPEC §8): one limit per key across several tollgate
+//! Active-active, the pure half: one limit per key across several tollgate
 //! instances that share a store (Redis), every decision still local and exact for local
 //! traffic. No I/O, no clocks: the sync thread (`crate::cluster`) and the simulation in
 //! the tests drive these types with time passed in.

@@ -8,7 +8,7 @@
 //! The layout half (state sizes, ring geometry, the layout chooser) is in `layout`.
 //! Must not touch: clocks, tables, keys, I/O — callers pass `now_ms` and own the state.
 //!
-//! # Semantics (SPEC §3)
+//! # Semantics
 //!
 //! A request at time `t` (integer ms) is admitted iff, after admitting it, the number
 //! of admitted requests in the trailing window `(t - W, t]` is `<= L` for **both** of
@@ -24,7 +24,7 @@
 //! windows, proven by induction over admissions and checked by brute force in the
 //! property tests below).
 //!
-//! Improvement over the plain ring (DESIGN.md): the oldest bucket, when it is only
+//! Improvement over the plain ring of `k + 1` counters: the oldest bucket, when it is only
 //! partly inside the window (`rem` of its ms still inside), is charged
 //! `min(count, L_other * ceil(rem / W_other))` instead of its full count, where
 //! `(L_other, W_other)` is the *other* window of the tier. This is sound because
@@ -50,11 +50,11 @@
 //! | basic 100 / 10     | 1875 ms (33 × 5 bit) | 33 ms (32 × 4 bit) | 97.0 % / 96.9 % |
 //! | unknown 50 / 5     | 1429 ms (43 × 4 bit) | 25 ms (41 × 3 bit) | 97.7 % / 97.7 % |
 //!
-//! (asserted by `default_tier_layouts`). DESIGN.md's starting point (fixed 2 s / 50 ms
+//! (asserted by `default_tier_layouts`). The plain ring as first designed (fixed 2 s / 50 ms
 //! buckets, u16/u8 counters) needs ~87 bytes for 96.8 % / 95.2 %; this layout gives the
 //! same order of bound in 48 bytes, and the credit does better than the bound in
 //! practice. Measured against the exact sliding log (`seed_burst_scenario_efficiency`):
-//! premium client at 60 req/s for 120 s (SPEC §9 scenario 1): 2000 vs 2000 admitted;
+//! premium client at 60 req/s for 120 s: 2000 vs 2000 admitted;
 //! at 20 req/s for 600 s (sustained-bound): 97.1 % (bound 95.2 %); at 60 req/s against
 //! a 50/s burst limit: 95.3 % (bound 95.3 %). Limits up to [`MAX_LIMIT`] = 1,000,000
 //! per window work (larger configured limits are clamped, conservatively; the

@@ -289,7 +289,7 @@ impl SubjectBytes<'_> {
     }
 }
 
-/// Chooses subject and tier (SPEC §3): listed key → its tier, per key; unlisted key →
+/// Chooses subject and tier: listed key → its tier, per key; unlisted key →
 /// default tier, per key or per client address (config); anonymous → anonymous
 /// tier, per client address.
 pub fn target<'a>(limits: &LimitsConfig, id: &Identified<'a>, peer: IpAddr) -> Target<'a> {

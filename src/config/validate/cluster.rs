@@ -1,4 +1,4 @@
-//! `[cluster]`: active-active through a shared Redis (SPEC §8). Absent = off.
+//! `[cluster]`: active-active through a shared Redis. Absent = off.
 //!
 //! Owns: the checks of `redis_url`, `sync_interval`, `instance_id` (and its default: the
 //! first listener's host:port, with the machine's host name for an unspecified address),

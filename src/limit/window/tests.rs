@@ -724,7 +724,7 @@ fn compare_n<const N: usize>(lim: &TierLimits, times: impl Iterator<Item = u64>)
 
 #[test]
 fn seed_burst_scenario_efficiency() {
-    // SPEC §9 scenario 1: a premium key at 60 req/s for 120 s.
+    // the seed's burst scenario: a premium key at 60 req/s for 120 s.
     let lim = premium();
     let times = (0..7200u64).map(|k| 1_000_000 + k * 1000 / 60);
     let (ours, exact) = compare(&lim, times);
@@ -973,7 +973,7 @@ proptest! {
     }
 }
 
-/// SPEC §3: a tier of 300,000 per minute is enforced exactly — never more than 300,000
+/// A tier of 300,000 per minute is enforced exactly — never more than 300,000
 /// in any trailing minute, and a client offering 6,000/s for 75 s gets at least the
 /// layout's efficiency of what the exact sliding log admits.
 #[test]
