@@ -55,6 +55,19 @@ pub struct TierMethod {
     pub shadow_denied: Counter,
 }
 
+/// Per `[[rules]]` entry (by its position in the current config).
+#[derive(Default, Debug)]
+pub struct RuleCounters {
+    /// Requests it was charged for that were admitted.
+    pub admitted: Counter,
+    /// Requests it denied (a limit, or `action = "deny"`).
+    pub denied: Counter,
+    /// Would have been denied, forwarded because of shadow mode.
+    pub shadow_denied: Counter,
+    /// Requests it exempted (`action = "allow"`).
+    pub allowed: Counter,
+}
+
 #[derive(Debug)]
 #[repr(align(128))]
 pub struct CoreStats {
@@ -62,6 +75,8 @@ pub struct CoreStats {
     /// Requests of a method that is not limited for their tier (passed, counted only).
     pub unlimited: [Counter; METHODS],
     pub tiers: Vec<[TierMethod; METHODS]>,
+    /// Per rule (`rules::MAX_RULES` slots).
+    pub rules: Vec<RuleCounters>,
     pub auth_methods: [Counter; 6],
     pub malformed_keys: Counter,
     pub responses: [Counter; 6], // 1xx..5xx, [0] = other
@@ -133,6 +148,9 @@ impl Default for CoreStats {
             requests: Default::default(),
             unlimited: Default::default(),
             tiers: (0..MAX_TIERS).map(|_| Default::default()).collect(),
+            rules: (0..crate::rules::MAX_RULES)
+                .map(|_| Default::default())
+                .collect(),
             auth_methods: Default::default(),
             malformed_keys: Default::default(),
             responses: Default::default(),
@@ -178,6 +196,16 @@ impl Default for CoreStats {
 }
 
 impl CoreStats {
+    /// Counts what rule `i` decided: an exemption, or a denial (enforced or shadow).
+    pub fn count_rule(&self, i: usize, allowed: bool, enforce: bool) {
+        let Some(r) = self.rules.get(i) else { return };
+        match (allowed, enforce) {
+            (true, _) => r.allowed.inc(),
+            (false, true) => r.denied.inc(),
+            (false, false) => r.shadow_denied.inc(),
+        }
+    }
+
     /// Records that the key hashing to `hash` ([`key_hash`]) was just seen with auth method
     /// `auth` (index into [`AUTH_NAMES`]) in tier `tier`, at `now_ms` (Unix ms). One slot
     /// per hash modulo [`SEEN_SLOTS`]: a colliding key overwrites it (then the older key

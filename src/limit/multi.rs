@@ -93,6 +93,9 @@ impl DenyKind {
 pub struct Verdict {
     pub decision: Decision,
     pub kind: DenyKind,
+    /// The charge counted the request in flight: its end must release it (and an undo
+    /// gives the slot back).
+    pub in_flight: bool,
 }
 
 impl Verdict {
@@ -110,6 +113,7 @@ impl Verdict {
             token: None,
         },
         kind: DenyKind::Rate,
+        in_flight: false,
     };
 
     pub fn admitted(&self) -> bool {
@@ -125,6 +129,7 @@ impl Verdict {
         Verdict {
             decision: Decision::untracked(retry),
             kind,
+            in_flight: false,
         }
     }
 }
@@ -153,6 +158,7 @@ pub fn peek(
     Some(Verdict {
         decision,
         kind: DenyKind::Rate,
+        in_flight: false,
     })
 }
 
@@ -178,6 +184,7 @@ pub fn take(
         return Verdict {
             decision,
             kind: DenyKind::Rate,
+            in_flight: false,
         };
     }
     if flow && let Err(e) = flows.take(subject, l.max_in_flight, l.bytes, now) {
@@ -190,6 +197,7 @@ pub fn take(
     Verdict {
         decision,
         kind: DenyKind::Rate,
+        in_flight: flow && l.max_in_flight > 0,
     }
 }
 
@@ -279,7 +287,7 @@ fn commit_local<C: Cores>(
     out: &mut [Verdict],
 ) -> Result<(), usize> {
     let local = move |to: usize| (0..to).filter(move |&i| remote >> i & 1 == 0);
-    let Some(last) = local(n).last() else {
+    let Some(last) = local(n).next_back() else {
         return Ok(());
     };
     for i in local(last) {

@@ -101,7 +101,7 @@ pub struct RuleLimits {
 /// What a matching rule does.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
-    Limit(RuleLimits),
+    Limit(Box<RuleLimits>),
     Allow,
     Deny,
 }

@@ -22,13 +22,13 @@ fn rule(name: &str, subject: SubjectKind, m: Match, action: Action) -> Rule {
 }
 
 fn limit() -> Action {
-    Action::Limit(RuleLimits {
+    Action::Limit(Box::new(RuleLimits {
         cost: 1,
         windows: None,
         rate: None,
         max_in_flight: 1,
         bytes: None,
-    })
+    }))
 }
 
 fn ops(c: OpClass) -> Match {
@@ -90,8 +90,10 @@ fn rules_run_in_order_and_actions_end_them() {
 
 #[test]
 fn subjects_name_rule_and_parts() {
-    let mut paths = Match::default();
-    paths.paths = vec!["/web/login".into()];
+    let paths = Match {
+        paths: vec!["/web/login".into()],
+        ..Match::default()
+    };
     let r = |k| rule("r", k, paths.clone(), limit());
     let ip: IpAddr = "10.0.0.1".parse().unwrap();
     let set = RuleSet::default();

@@ -253,7 +253,7 @@ impl Validator<'_> {
             || r.max_in_flight.is_some()
             || r.bytes_per_window.is_some();
         match r.action.as_deref() {
-            None if limited => Ok(Action::Limit(self.rule_limits(i, r)?)),
+            None if limited => Ok(Action::Limit(Box::new(self.rule_limits(i, r)?))),
             None => Err(self.err(
                 &p!["rules", i],
                 "the rule neither limits nor acts: give per_second/per_minute, burst/sustained, \

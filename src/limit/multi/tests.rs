@@ -43,6 +43,9 @@ struct Core {
 
 /// Everything the simulated cores share: the counters, the clock, delayed undos, and what
 /// each charge took and gave back.
+/// Per (rule, subject): (time, cost, token) of one unit counted and not undone.
+type Unit = (usize, Vec<u8>, u64, u32, Option<RefundToken>);
+
 struct World {
     cores: Vec<Core>,
     rules: Vec<SimRule>,
@@ -53,7 +56,7 @@ struct World {
     takes: u64,
     undone: u64,
     /// Per (rule, subject): (time, cost) of every unit counted and not undone.
-    log: Vec<(usize, Vec<u8>, u64, u32, Option<RefundToken>)>,
+    log: Vec<Unit>,
 }
 
 impl World {
@@ -305,13 +308,7 @@ fn fit(reqs: Vec<(u64, Req)>, rules: usize, cores: usize) -> Vec<(u64, Req)> {
 }
 
 /// Units of `rule`/`subject` admitted and not undone in `(t - span, t]`.
-fn units(
-    log: &[(usize, Vec<u8>, u64, u32, Option<RefundToken>)],
-    rule: usize,
-    s: &[u8],
-    t: u64,
-    span: u64,
-) -> u64 {
+fn units(log: &[Unit], rule: usize, s: &[u8], t: u64, span: u64) -> u64 {
     log.iter()
         .filter(|e| e.0 == rule && e.1 == s && e.2 <= t && e.2 + span > t)
         .map(|e| u64::from(e.3))
@@ -410,7 +407,8 @@ proptest! {
         let n = rules.len();
         let reqs = fit(reqs, n, cores);
         let w = Rc::new(RefCell::new(World::new(cores, rules)));
-        let results: Rc<RefCell<Vec<Option<(bool, u64, u64)>>>> = Rc::new(RefCell::new(vec![None; reqs.len()]));
+        type Results = Rc<RefCell<Vec<Option<(bool, u64, u64)>>>>;
+        let results: Results = Rc::new(RefCell::new(vec![None; reqs.len()]));
         let mut tasks: Vec<Pin<Box<dyn Future<Output = ()> + '_>>> = Vec::new();
         for (k, (_, req)) in reqs.iter().enumerate() {
             let (w2, res) = (w.clone(), results.clone());
