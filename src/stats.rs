@@ -66,6 +66,8 @@ pub struct RuleCounters {
     pub shadow_denied: Counter,
     /// Requests it exempted (`action = "allow"`).
     pub allowed: Counter,
+    /// Requests this core holds in flight under it now (gauge).
+    pub in_flight: Counter,
 }
 
 #[derive(Debug)]

@@ -48,7 +48,8 @@ pub const RULE_HEAD: usize = 9;
 /// What a rule counts a request under.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SubjectKind {
-    /// The request's key (an anonymous request: its client address, like its tier).
+    /// The request's key (an anonymous request: what its tier counts it under, its client
+    /// address).
     Key,
     /// The client address.
     Address,
@@ -146,9 +147,11 @@ impl Rule {
     }
 
     /// Appends the table subject of this rule's counter for the request to `out`:
-    /// [`RULE_PREFIX`], the identity, then the subject's bytes. `tier_subject` is what the
-    /// request's tier counts it under (its key, or its address subject).
-    pub fn subject_into(&self, f: &Facts<'_>, tier_subject: &[u8], out: &mut Vec<u8>) {
+    /// [`RULE_PREFIX`], the identity, then the subject's bytes. `key` is the request's key
+    /// (empty: anonymous), `tier_subject` what its tier counts it under (the key, or its
+    /// address subject).
+    pub fn subject_into(&self, f: &Facts<'_>, key: &[u8], tier_subject: &[u8], out: &mut Vec<u8>) {
+        let tier_subject = if key.is_empty() { tier_subject } else { key };
         out.push(RULE_PREFIX);
         out.extend_from_slice(&self.id);
         match self.subject {

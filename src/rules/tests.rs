@@ -100,7 +100,7 @@ fn subjects_name_rule_and_parts() {
     let f = facts(&set, Some(Method::Get), b"/web/login/x", b"", None, 0, ip);
     let subj = |k| {
         let mut out = Vec::new();
-        r(k).subject_into(&f, b"KEY1", &mut out);
+        r(k).subject_into(&f, b"KEY1", b"addr", &mut out);
         assert_eq!(out[0], RULE_PREFIX);
         assert_eq!(out[1..RULE_HEAD], Rule::identity("r", k));
         out[RULE_HEAD..].to_vec()
@@ -114,7 +114,7 @@ fn subjects_name_rule_and_parts() {
     // Without paths, the route is the class and bucket.
     let mut out = Vec::new();
     rule("r", SubjectKind::AddressRoute, Match::default(), limit())
-        .subject_into(&f, b"K", &mut out);
+        .subject_into(&f, b"", b"K", &mut out);
     assert!(out.ends_with(b"get_object /web"));
     assert_ne!(
         Rule::identity("r", SubjectKind::Key),
@@ -125,7 +125,8 @@ fn subjects_name_rule_and_parts() {
         domains: vec![],
     };
     let mut s = Vec::new();
-    set.rules[0].subject_into(&f, b"K", &mut s);
+    set.rules[0].subject_into(&f, b"", b"K", &mut s);
+    assert!(s.ends_with(b"K"), "anonymous: the tier's subject");
     assert!(set.owning(0, &s).is_some());
     assert!(set.owning(0, b"K").is_none() && set.owning(1, &s).is_none());
 }

@@ -69,7 +69,12 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         };
         for &i in &self.outcome.charges {
             let start = self.charge_bytes.len();
-            set.rules[usize::from(i)].subject_into(&f, &self.subject, &mut self.charge_bytes);
+            set.rules[usize::from(i)].subject_into(
+                &f,
+                &self.key,
+                &self.subject,
+                &mut self.charge_bytes,
+            );
             push(RULE_TIER_BASE + i, &mut self.charge_bytes, start);
         }
         if limited && self.outcome.charges_tier() {
@@ -116,12 +121,6 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
             Ok(()) => {
                 adm.decision = tier_at.map(|i| out[i].decision);
                 adm.rules_charged = true;
-                for c in self.charges.iter().filter(|c| c.what >= RULE_TIER_BASE) {
-                    let i = usize::from(c.what - RULE_TIER_BASE);
-                    if let Some(r) = self.w.stats.rules.get(i) {
-                        r.admitted.inc();
-                    }
-                }
                 self.counts_bytes = self.charges.iter().any(|c| c.bytes);
             }
             Err(i) if Some(i) == tier_at => adm.decision = Some(out[i].decision),

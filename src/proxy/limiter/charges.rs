@@ -212,10 +212,20 @@ pub async fn charge_all(
     multi::decide(&mut c, n, out).await?;
     for (ch, v) in charges.iter_mut().zip(out.iter()) {
         ch.in_flight = v.in_flight;
+        if let Some(r) = rule_stats(w, ch.what) {
+            r.admitted.inc();
+            r.in_flight.add(u64::from(v.in_flight));
+        }
         ch.bytes =
             limits_of(snap, ch.subject(bytes), ch.what).is_some_and(|(l, _)| l.bytes.is_some());
     }
     Ok(())
+}
+
+/// This core's counters of the rule of charge `what` (None for a tier).
+fn rule_stats(w: &Worker, what: u16) -> Option<&crate::stats::RuleCounters> {
+    let i = what.checked_sub(RULE_TIER_BASE)?;
+    w.stats.rules.get(usize::from(i))
 }
 
 /// The end of an admitted request: every in-flight slot it holds is released (a message
@@ -223,6 +233,9 @@ pub async fn charge_all(
 pub fn release_all(w: &Worker, charges: &mut [Charge], bytes: &[u8]) {
     for c in charges.iter_mut().filter(|c| c.in_flight) {
         c.in_flight = false;
+        if let Some(r) = rule_stats(w, c.what) {
+            r.in_flight.sub(1);
+        }
         let subject = c.subject(bytes);
         if usize::from(c.owner) == w.id {
             w.flows.borrow_mut().release(subject, w.now_ms());
