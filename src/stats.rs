@@ -208,27 +208,46 @@ impl CoreStats {
         }
     }
 
-    /// Records that the key hashing to `hash` ([`key_hash`]) was just seen with auth method
-    /// `auth` (index into [`AUTH_NAMES`]) in tier `tier`, at `now_ms` (Unix ms). One slot
+    /// Records that the key hashing to `hash` ([`key_hash`]) was just seen as `s`. One slot
     /// per hash modulo [`SEEN_SLOTS`]: a colliding key overwrites it (then the older key
     /// reads as not seen on this core). Two plain stores, no allocation.
-    pub fn record_seen(&self, hash: u64, auth: u8, tier: u16, now_ms: u64) {
+    pub fn record_seen(&self, hash: u64, s: Seen) {
         let slot = &self.seen[(hash % SEEN_SLOTS as u64) as usize];
         slot[0].set(hash);
-        slot[1].set((u64::from(auth) << 56) | (u64::from(tier) << 40) | (now_ms & SEEN_MS_MASK));
+        let rule = s.rule.map_or(0, |r| (r as u64 + 1).min(0xFF));
+        slot[1].set(
+            (u64::from(s.auth) << 56)
+                | (rule << 48)
+                | (u64::from(s.tier).min(0xFF) << 40)
+                | (s.unix_ms & SEEN_MS_MASK),
+        );
     }
 
-    /// What [`record_seen`](Self::record_seen) last stored for `hash` on this core:
-    /// (auth method index, tier, Unix ms, low 40 bits).
-    pub fn lookup_seen(&self, hash: u64) -> Option<(u8, u16, u64)> {
+    /// What [`record_seen`](Self::record_seen) last stored for `hash` on this core (its
+    /// Unix ms: the low 40 bits).
+    pub fn lookup_seen(&self, hash: u64) -> Option<Seen> {
         let slot = &self.seen[(hash % SEEN_SLOTS as u64) as usize];
         let v = slot[1].get();
-        (slot[0].get() == hash && v != 0).then_some((
-            (v >> 56) as u8,
-            (v >> 40) as u16,
-            v & SEEN_MS_MASK,
-        ))
+        let rule = (v >> 48) as u8;
+        (slot[0].get() == hash && v != 0).then_some(Seen {
+            auth: (v >> 56) as u8,
+            rule: rule.checked_sub(1).map(usize::from),
+            tier: u16::from((v >> 40) as u8),
+            unix_ms: v & SEEN_MS_MASK,
+        })
     }
+}
+
+/// How a key was last seen (see [`CoreStats::record_seen`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seen {
+    /// The auth method (index into [`AUTH_NAMES`]).
+    pub auth: u8,
+    /// The tier (below 256: `MAX_TIERS` is smaller).
+    pub tier: u16,
+    /// The `[[rules]]` entry that decided its request, if one did.
+    pub rule: Option<usize>,
+    pub unix_ms: u64,
 }
 
 /// Slots of [`CoreStats::record_seen`] per core.
@@ -477,9 +496,17 @@ mod tests {
         let s = CoreStats::default();
         let (a, b) = (key_hash(b"AKIAONE"), key_hash(b"AKIATWO"));
         assert_eq!(s.lookup_seen(a), None);
-        s.record_seen(a, 1, 2, 1234);
-        s.record_seen(a, 3, 2, 1300);
-        assert_eq!(s.lookup_seen(a), Some((3, 2, 1300)));
+        let seen = |auth, rule, unix_ms| Seen {
+            auth,
+            tier: 2,
+            rule,
+            unix_ms,
+        };
+        s.record_seen(a, seen(1, None, 1234));
+        s.record_seen(a, seen(3, Some(7), 1300));
+        assert_eq!(s.lookup_seen(a), Some(seen(3, Some(7), 1300)));
+        s.record_seen(a, seen(3, None, 1301));
+        assert_eq!(s.lookup_seen(a).unwrap().rule, None);
         assert_eq!(
             s.lookup_seen(b),
             None,

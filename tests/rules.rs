@@ -53,8 +53,38 @@ fn handler() -> Handler {
 
 fn start(tag: &str, rules: &str) -> (FakeUpstream, Proxy) {
     let up = FakeUpstream::start(handler());
-    let p = start_proxy(tag, &[up.addr], 2, &format!("{rules}\n{TIER}"), None);
+    let log = tmpdir(&format!("{tag}-log")).join("access.log");
+    let log = format!(
+        "[access_log]\npath = \"{}\"\nflush_interval = \"50ms\"\n",
+        log.display()
+    );
+    let p = start_proxy(tag, &[up.addr], 2, &format!("{rules}\n{log}{TIER}"), None);
     (up, p)
+}
+
+/// The access-log lines written so far, waiting (bounded) for at least `n`.
+fn log_lines(p: &Proxy, n: usize) -> Vec<serde_json::Value> {
+    let cfg = std::fs::read_to_string(p.dir.join("tollgate.toml")).unwrap();
+    let path = cfg
+        .split("path = \"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let t0 = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.len() >= n || t0.elapsed() > Duration::from_secs(5) {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A request for `key` (SigV4-style) with extra header lines.
@@ -146,6 +176,31 @@ per_minute = 3
     assert_eq!(up.seen().len(), 3 + 3 + 2);
     assert_eq!(rule_stat(&p, "per-bucket", "denied"), 4);
     assert_eq!(rule_stat(&p, "per-bucket", "admitted"), 7);
+    // The deciding rule in the access log, the key view and /metrics.
+    let lines = log_lines(&p, 12);
+    let denied: Vec<_> = lines.iter().filter(|l| l["status"] == 429).collect();
+    assert_eq!(denied.len(), 4);
+    assert!(
+        denied
+            .iter()
+            .all(|l| l["rule"] == "per-bucket" && l["limit"] == "denied")
+    );
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l["status"] == 200)
+            .all(|l| l["rule"].is_null())
+    );
+    assert_eq!(get(p.addr, "/logs-2026/again", k).status, 429);
+    let (_, view) = admin_get(p.admin.unwrap(), &format!("/keys/{k}"));
+    let view: serde_json::Value = serde_json::from_str(&view).unwrap();
+    assert_eq!(view["last_rule"], "per-bucket", "{view}");
+    let (_, metrics) = admin_get(p.admin.unwrap(), "/metrics");
+    assert!(
+        metrics
+            .contains("tollgate_rule_decisions_total{rule=\"per-bucket\",decision=\"denied\"} 5"),
+        "{metrics}"
+    );
 }
 
 #[test]

@@ -342,6 +342,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
             tier: self.rec.tier,
             decision: self.rec.limit,
             auth: self.rec.auth,
+            rule: self.rec.rule,
             key: &self.key,
             subject: &self.subject,
             elapsed: t0.elapsed(),
@@ -431,6 +432,10 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
             auth: r.auth,
             tier,
             limit: r.limit,
+            rule: r
+                .rule
+                .and_then(|i| snap.cfg.rules.rules.get(i))
+                .map(|r| r.name.as_str()),
             request_length: r.request_length,
             bytes_sent: r.bytes_sent,
             duration: t0.elapsed(),
