@@ -329,7 +329,7 @@ mod tests {
         assert_eq!(v["request_length"], serde_json::Value::Null);
         assert_eq!(v["bytes_sent"], 512);
         assert_eq!(v["duration_ms"], 1.234);
-        assert_eq!(v.as_object().unwrap().len(), 15);
+        assert_eq!(v.as_object().unwrap().len(), 16);
     }
 
     #[test]
