@@ -199,7 +199,7 @@ fn explain(config: &Path, request: &str, headers: &[String], from: std::net::IpA
             .ok_or_else(|| anyhow::anyhow!("header {h:?}: expected 'Name: value'"))?;
         hs.push((n.trim().to_string(), v.trim().to_string()));
     }
-    let text = tollgate::rules::explain::explain(&cfg, request, &hs, from)
+    let text = tollgate::config::explain::explain(&cfg, request, &hs, from)
         .map_err(|e| anyhow::anyhow!(e))?;
     print!("{text}");
     Ok(())

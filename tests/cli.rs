@@ -420,8 +420,8 @@ fn check_prints_the_rules_in_order_with_what_each_matches() {
         &l[at + 1..at + 4],
         [
             "  1. ci: header x-team equals \"ci\" → allow (exempt from the rules after it and the tier)",
-            "  2. lists: ops list; tiers gold → per key+bucket: 100/minute, cost 5",
-            "  3. bw: buckets media-* → per key: at most 2 in flight, 1048576 body bytes per 10 seconds",
+            "  2. lists: ops list; tiers gold → per key+bucket: 100 per 1m, cost 5",
+            "  3. bw: buckets media-* → per key: at most 2 in flight, 1048576 body bytes per 10s",
         ]
     );
     let (_d, plain) = setup("cli-norules", VALID, Some(VALID_KEYS));

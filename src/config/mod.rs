@@ -12,6 +12,7 @@
 
 mod doc;
 mod error;
+pub mod explain;
 pub mod file;
 pub mod keys;
 mod summary;

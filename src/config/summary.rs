@@ -92,7 +92,7 @@ fn rules(s: &mut String, cfg: &Config) {
     }
     let _ = writeln!(s, "rules: {}, tested in this order:", set.rules.len());
     for (i, r) in set.rules.iter().enumerate() {
-        let line = crate::rules::explain::describe_rule(r, &cfg.limits.tiers);
+        let line = super::explain::describe_rule(r, &cfg.limits.tiers);
         let _ = writeln!(s, "  {}. {line}", i + 1);
     }
     if !set.domains.is_empty() {

@@ -23,7 +23,6 @@
 //! (its identity, [`Rule::id`]); new limits rebase them like a tier's.
 
 pub mod class;
-pub mod explain;
 pub mod matcher;
 
 use std::net::IpAddr;

@@ -1,22 +1,29 @@
-//! The rules in words: what each matches and counts (`tollgate check`), and which rules
-//! match one request and why (`tollgate explain`).
+//! The `[[rules]]` in words: what each matches and counts (`tollgate check`), and which
+//! rules match one request and why (`tollgate explain`).
 //!
 //! Owns: [`describe_rule`] and [`explain`]. Pure: text from the config and a request given
-//! on the command line; no counters are read (a rule that matches may still admit).
+//! on the command line; no counters are read (a rule that matches may still admit). Must
+//! not touch: the evaluation itself (`crate::rules` decides; this only calls it).
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use crate::config::{Config, TierConfig, WindowConfig};
+use std::time::Duration;
+
+use super::file::format_duration;
+use super::{Config, TierConfig, WindowConfig};
 use crate::http::Method;
 use crate::identity::identify;
+use crate::rules::class::OpClass;
+use crate::rules::matcher::{Cond, Facts, HeaderLookup, Match};
+use crate::rules::{Action, Decided, Outcome, Rule, RuleLimits};
 
-use super::class::OpClass;
-use super::matcher::{Cond, Facts, HeaderLookup, Match};
-use super::{Action, Decided, Outcome, Rule, RuleLimits};
+fn window_text(ms: u32) -> String {
+    format_duration(Duration::from_millis(ms.into()))
+}
 
 fn window(w: WindowConfig) -> String {
-    format!("{}/{}", w.limit, crate::proxy::headers::window_words(w))
+    format!("{} per {}", w.limit, window_text(w.length_ms))
 }
 
 /// The values condition `c` of `m` accepts, as written.
@@ -74,14 +81,10 @@ fn limits_words(l: &RuleLimits) -> String {
         parts.push(format!("at most {} in flight", l.max_in_flight));
     }
     if let Some(b) = l.bytes {
-        let w = WindowConfig {
-            length_ms: b.window_ms,
-            limit: 0,
-        };
         parts.push(format!(
             "{} body bytes per {}",
             b.bytes,
-            crate::proxy::headers::window_words(w)
+            window_text(b.window_ms)
         ));
     }
     parts.join(", ")
@@ -151,12 +154,15 @@ pub fn explain(
     let mut scratch = [0u8; 256];
     let hs = headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
     let id = identify(target.as_bytes(), hs, cfg.limits.max_key_len, &mut scratch);
-    let tier = crate::proxy::limiter::target(&cfg.limits, &id, client).tier;
+    // The tier the request counts under (as the limiter chooses it).
+    let tier = id
+        .key
+        .map_or(cfg.limits.anonymous_tier, |k| cfg.limits.tier_of_key(k).0);
     let set = &cfg.rules;
     let given = Given(headers);
     let host = given.header("host");
     let m = Method::from_bytes(method.as_bytes());
-    let f = super::facts(
+    let f = crate::rules::facts(
         set,
         m,
         path.as_bytes(),
@@ -288,7 +294,7 @@ action = "deny"
         );
         assert_eq!(
             lines[1],
-            "lists: ops list; buckets logs tmp-* → per key+bucket: 10/second, cost 5"
+            "lists: ops list; buckets logs tmp-* → per key+bucket: 10 per 1s, cost 5"
         );
         assert_eq!(
             lines[2],
