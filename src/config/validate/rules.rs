@@ -347,7 +347,7 @@ impl Validator<'_> {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::testutil::{SERVERS, err_at, ok};
+    use crate::config::testutil::{SERVERS, err_at, manifest_file, ok};
     use crate::rules::{Action, SubjectKind};
 
     #[test]
@@ -450,5 +450,29 @@ mod tests {
         for &(tail, line, field) in cases {
             err_at(&format!("{base}{tail}"), line, field);
         }
+    }
+
+    /// The commented `[[rules]]` examples of the shipped config load as written.
+    #[test]
+    fn shipped_rule_examples_load() {
+        let text = std::fs::read_to_string(manifest_file("config/tollgate.toml")).unwrap();
+        let start = text.find("# [[rules]]\n# name = \"ci-exempt\"").unwrap();
+        let block: String = text[start..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or("")))
+            .collect();
+        let c = ok(&format!("{SERVERS}{block}"));
+        let names: Vec<&str> = c.rules.rules.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "ci-exempt",
+                "no-deletes-on-archive",
+                "lists",
+                "curl-on-login",
+                "media-bandwidth"
+            ]
+        );
     }
 }
