@@ -461,3 +461,38 @@ fn a_reload_keeps_the_counters_of_unchanged_rules() {
         "a new identity starts afresh"
     );
 }
+
+#[test]
+fn a_shadow_tier_does_not_keep_the_rules_from_counting() {
+    let up = FakeUpstream::start(handler());
+    let cfg = r#"
+[[rules]]
+name = "per-key"
+per_minute = 3
+[tiers.t]
+per_second = 1
+per_minute = 1000
+enforce = false
+[limits]
+default_tier = "t"
+anonymous_tier = "t"
+[upstream.health]
+enabled = false
+"#;
+    let p = start_proxy("rules-shadow", &[up.addr], 2, cfg, None);
+    let k = "AKIASHADOW0000000001";
+    let reqs: Vec<_> = (0..4)
+        .map(|i| req("GET", &format!("/b/{i}"), k, ""))
+        .collect();
+    assert_eq!(
+        statuses(p.addr, &reqs),
+        [200, 200, 200, 429],
+        "the tier only shadows"
+    );
+    let s = stats(&p);
+    let shadow = s["tiers"]["t"]["methods"]["GET"]["shadow_denied"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(shadow, 2, "{s}");
+    assert_eq!(rule_stat(&p, "per-key", "denied"), 1);
+}

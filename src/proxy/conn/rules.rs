@@ -85,7 +85,9 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
     }
 
     /// The admission under `[[rules]]`: a deny rule refuses, an allow rule exempts (from
-    /// the rules after it and the tier), and every charge is decided together.
+    /// the rules after it and the tier), and every charge is decided together. A tier in
+    /// shadow mode is checked after the rules admitted (its denial forwards the request, so
+    /// it must not keep the rules from counting it).
     pub(super) async fn admit_rules(
         &mut self,
         snap: &Snapshot,
@@ -93,7 +95,8 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         adm: &mut Admission,
         limited: bool,
     ) {
-        self.plan_charges(snap, req, adm.tier, limited);
+        let shadow_tier = limited && !adm.enforce;
+        self.plan_charges(snap, req, adm.tier, limited && !shadow_tier);
         match self.outcome.decided {
             Decided::Deny(i) => {
                 adm.rule = Some(RuleHit::Refused(i as u16));
@@ -104,10 +107,18 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
             Decided::Allow(i) => adm.rule = Some(RuleHit::Allowed(i as u16)),
             Decided::Charge => {}
         }
-        if self.charges.is_empty() {
-            return;
+        if !self.charges.is_empty() {
+            self.charge_rules(snap, adm, limited && !shadow_tier).await;
         }
-        let tier_at = (limited && self.outcome.charges_tier()).then(|| self.charges.len() - 1);
+        if shadow_tier && self.outcome.charges_tier() && adm.rule.is_none() {
+            let t = adm.tier as u16;
+            adm.decision = Some(limiter::check(&self.w, &self.subject, t).await);
+        }
+    }
+
+    /// Decides the planned charges together (the tier's last when `tier_charged`).
+    async fn charge_rules(&mut self, snap: &Snapshot, adm: &mut Admission, tier_charged: bool) {
+        let tier_at = (tier_charged && self.outcome.charges_tier()).then(|| self.charges.len() - 1);
         let mut out = std::mem::take(&mut self.verdicts);
         let r = limiter::charge_all(
             &self.w,
