@@ -1,7 +1,9 @@
 //! The admit phase: what the head says ([`ReqInfo`]), refusals that need no upstream
 //! (a signed hop-by-hop field), the key and its tier, the limit decision ([`Admission`]),
-//! the denial (SlowDown, with the body drained or the connection closed) and the rate-limit
-//! headers of an admitted request. Must not touch upstream connections.
+//! the denial (SlowDown — or a rule's 403 — with the body drained or the connection closed)
+//! and the rate-limit headers of an admitted request. With `[[rules]]` the decision is made
+//! in `conn::rules` (every matching rule and the tier together). Must not touch upstream
+//! connections.
 
 use std::time::Instant;
 
