@@ -37,6 +37,7 @@ pub mod http;
 pub mod identity;
 pub mod limit;
 pub mod proxy;
+pub mod rules;
 pub mod runtime;
 pub mod sigverify;
 pub mod stats;

@@ -2,7 +2,7 @@
 //! and control; the only place that uses `anyhow`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
@@ -78,6 +78,19 @@ enum Cmd {
         #[command(flatten)]
         overrides: OverrideArgs,
     },
+    /// Which `[[rules]]` match a request and why, and what they decide (counters are not
+    /// read): `tollgate explain CONFIG 'GET /bucket/key?list-type=2' -H 'Authorization: …'`.
+    Explain {
+        config: PathBuf,
+        /// `METHOD TARGET`, e.g. 'GET /logs?list-type=2'.
+        request: String,
+        /// A request header, 'Name: value' (repeatable).
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+        /// The client address the request comes from.
+        #[arg(long, default_value = "127.0.0.1")]
+        from: std::net::IpAddr,
+    },
     /// Live terminal view of a running tollgate's admin API (q quits).
     Top {
         /// The admin listener.
@@ -137,6 +150,12 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Keys { config, op } => keys(config, op),
+        Cmd::Explain {
+            config,
+            request,
+            headers,
+            from,
+        } => explain(&config, &request, &headers, from),
         Cmd::Top {
             admin,
             token,
@@ -168,6 +187,22 @@ fn humantime_secs(s: &str) -> Result<std::time::Duration, String> {
         .filter(|v| *v > 0.0 && v.is_finite())
         .map(|v| std::time::Duration::from_secs_f64(v * scale))
         .ok_or_else(|| format!("{s:?}: a duration such as 500ms or 2s"))
+}
+
+/// `tollgate explain`: loads the config, prints which rules match the request.
+fn explain(config: &Path, request: &str, headers: &[String], from: std::net::IpAddr) -> Result<()> {
+    let cfg = load_with(config, &Overrides::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut hs = Vec::with_capacity(headers.len());
+    for h in headers {
+        let (n, v) = h
+            .split_once(':')
+            .ok_or_else(|| anyhow::anyhow!("header {h:?}: expected 'Name: value'"))?;
+        hs.push((n.trim().to_string(), v.trim().to_string()));
+    }
+    let text = tollgate::config::explain::explain(&cfg, request, &hs, from)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    print!("{text}");
+    Ok(())
 }
 
 fn keys(config: PathBuf, op: KeysOp) -> Result<()> {

@@ -55,6 +55,21 @@ pub struct TierMethod {
     pub shadow_denied: Counter,
 }
 
+/// Per `[[rules]]` entry (by its position in the current config).
+#[derive(Default, Debug)]
+pub struct RuleCounters {
+    /// Requests it was charged for that were admitted.
+    pub admitted: Counter,
+    /// Requests it denied (a limit, or `action = "deny"`).
+    pub denied: Counter,
+    /// Would have been denied, forwarded because of shadow mode.
+    pub shadow_denied: Counter,
+    /// Requests it exempted (`action = "allow"`).
+    pub allowed: Counter,
+    /// Requests this core holds in flight under it now (gauge).
+    pub in_flight: Counter,
+}
+
 #[derive(Debug)]
 #[repr(align(128))]
 pub struct CoreStats {
@@ -62,6 +77,8 @@ pub struct CoreStats {
     /// Requests of a method that is not limited for their tier (passed, counted only).
     pub unlimited: [Counter; METHODS],
     pub tiers: Vec<[TierMethod; METHODS]>,
+    /// Per rule (`rules::MAX_RULES` slots).
+    pub rules: Vec<RuleCounters>,
     pub auth_methods: [Counter; 6],
     pub malformed_keys: Counter,
     pub responses: [Counter; 6], // 1xx..5xx, [0] = other
@@ -133,6 +150,9 @@ impl Default for CoreStats {
             requests: Default::default(),
             unlimited: Default::default(),
             tiers: (0..MAX_TIERS).map(|_| Default::default()).collect(),
+            rules: (0..crate::rules::MAX_RULES)
+                .map(|_| Default::default())
+                .collect(),
             auth_methods: Default::default(),
             malformed_keys: Default::default(),
             responses: Default::default(),
@@ -178,27 +198,56 @@ impl Default for CoreStats {
 }
 
 impl CoreStats {
-    /// Records that the key hashing to `hash` ([`key_hash`]) was just seen with auth method
-    /// `auth` (index into [`AUTH_NAMES`]) in tier `tier`, at `now_ms` (Unix ms). One slot
-    /// per hash modulo [`SEEN_SLOTS`]: a colliding key overwrites it (then the older key
-    /// reads as not seen on this core). Two plain stores, no allocation.
-    pub fn record_seen(&self, hash: u64, auth: u8, tier: u16, now_ms: u64) {
-        let slot = &self.seen[(hash % SEEN_SLOTS as u64) as usize];
-        slot[0].set(hash);
-        slot[1].set((u64::from(auth) << 56) | (u64::from(tier) << 40) | (now_ms & SEEN_MS_MASK));
+    /// Counts what rule `i` decided: an exemption, or a denial (enforced or shadow).
+    pub fn count_rule(&self, i: usize, allowed: bool, enforce: bool) {
+        let Some(r) = self.rules.get(i) else { return };
+        match (allowed, enforce) {
+            (true, _) => r.allowed.inc(),
+            (false, true) => r.denied.inc(),
+            (false, false) => r.shadow_denied.inc(),
+        }
     }
 
-    /// What [`record_seen`](Self::record_seen) last stored for `hash` on this core:
-    /// (auth method index, tier, Unix ms, low 40 bits).
-    pub fn lookup_seen(&self, hash: u64) -> Option<(u8, u16, u64)> {
+    /// Records that the key hashing to `hash` ([`key_hash`]) was just seen as `s`. One slot
+    /// per hash modulo [`SEEN_SLOTS`]: a colliding key overwrites it (then the older key
+    /// reads as not seen on this core). Two plain stores, no allocation.
+    pub fn record_seen(&self, hash: u64, s: Seen) {
+        let slot = &self.seen[(hash % SEEN_SLOTS as u64) as usize];
+        slot[0].set(hash);
+        let rule = s.rule.map_or(0, |r| (r as u64 + 1).min(0xFF));
+        slot[1].set(
+            (u64::from(s.auth) << 56)
+                | (rule << 48)
+                | (u64::from(s.tier).min(0xFF) << 40)
+                | (s.unix_ms & SEEN_MS_MASK),
+        );
+    }
+
+    /// What [`record_seen`](Self::record_seen) last stored for `hash` on this core (its
+    /// Unix ms: the low 40 bits).
+    pub fn lookup_seen(&self, hash: u64) -> Option<Seen> {
         let slot = &self.seen[(hash % SEEN_SLOTS as u64) as usize];
         let v = slot[1].get();
-        (slot[0].get() == hash && v != 0).then_some((
-            (v >> 56) as u8,
-            (v >> 40) as u16,
-            v & SEEN_MS_MASK,
-        ))
+        let rule = (v >> 48) as u8;
+        (slot[0].get() == hash && v != 0).then_some(Seen {
+            auth: (v >> 56) as u8,
+            rule: rule.checked_sub(1).map(usize::from),
+            tier: u16::from((v >> 40) as u8),
+            unix_ms: v & SEEN_MS_MASK,
+        })
     }
+}
+
+/// How a key was last seen (see [`CoreStats::record_seen`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seen {
+    /// The auth method (index into [`AUTH_NAMES`]).
+    pub auth: u8,
+    /// The tier (below 256: `MAX_TIERS` is smaller).
+    pub tier: u16,
+    /// The `[[rules]]` entry that decided its request, if one did.
+    pub rule: Option<usize>,
+    pub unix_ms: u64,
 }
 
 /// Slots of [`CoreStats::record_seen`] per core.
@@ -447,9 +496,17 @@ mod tests {
         let s = CoreStats::default();
         let (a, b) = (key_hash(b"AKIAONE"), key_hash(b"AKIATWO"));
         assert_eq!(s.lookup_seen(a), None);
-        s.record_seen(a, 1, 2, 1234);
-        s.record_seen(a, 3, 2, 1300);
-        assert_eq!(s.lookup_seen(a), Some((3, 2, 1300)));
+        let seen = |auth, rule, unix_ms| Seen {
+            auth,
+            tier: 2,
+            rule,
+            unix_ms,
+        };
+        s.record_seen(a, seen(1, None, 1234));
+        s.record_seen(a, seen(3, Some(7), 1300));
+        assert_eq!(s.lookup_seen(a), Some(seen(3, Some(7), 1300)));
+        s.record_seen(a, seen(3, None, 1301));
+        assert_eq!(s.lookup_seen(a).unwrap().rule, None);
         assert_eq!(
             s.lookup_seen(b),
             None,

@@ -1,5 +1,6 @@
 //! Command-line tests: `tollgate check` (summary, overrides, `FILE:LINE: FIELD: message`
-//! errors) and `tollgate keys` (add/list/remove/backups/restore on a temporary keys file).
+//! errors, the rules in order), `tollgate explain` (which rules match a request) and
+//! `tollgate keys` (add/list/remove/backups/restore on a temporary keys file).
 //! Every run of the binary has a timeout.
 
 mod common;
@@ -394,4 +395,103 @@ fn keys_add_list_remove_round_trip_with_atomic_writes_and_backups() {
         .filter(|n| n.contains(".tmp."))
         .collect();
     assert!(stray.is_empty(), "{stray:?}");
+}
+
+/// `VALID` with three rules.
+fn with_rules() -> String {
+    format!(
+        "{VALID}\n[[rules]]\nname = \"ci\"\nmatch.header = {{ name = \"X-Team\", equals = \"ci\" }}\naction = \"allow\"\n\
+         [[rules]]\nname = \"lists\"\nmatch.ops = [\"list\"]\nmatch.tiers = [\"gold\"]\nsubject = \"key+bucket\"\ncost = 5\nper_minute = 100\n\
+         [[rules]]\nname = \"bw\"\nmatch.buckets = [\"media-*\"]\nmax_in_flight = 2\nbytes_per_window = {{ bytes = 1048576, window = \"10s\" }}\n"
+    )
+}
+
+#[test]
+fn check_prints_the_rules_in_order_with_what_each_matches() {
+    let (_d, cfg) = setup("cli-rules", &with_rules(), Some(VALID_KEYS));
+    let out = tollgate(&["check", "--config", path_str(&cfg)]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let l = lines(&out.stdout);
+    let at = l
+        .iter()
+        .position(|x| x.starts_with("rules: 3"))
+        .expect(&out.stdout);
+    assert_eq!(
+        &l[at + 1..at + 4],
+        [
+            "  1. ci: header x-team equals \"ci\" → allow (exempt from the rules after it and the tier)",
+            "  2. lists: ops list; tiers gold → per key+bucket: 100 per 1m, cost 5",
+            "  3. bw: buckets media-* → per key: at most 2 in flight, 1048576 body bytes per 10s",
+        ]
+    );
+    let (_d, plain) = setup("cli-norules", VALID, Some(VALID_KEYS));
+    let out = tollgate(&["check", "--config", path_str(&plain)]);
+    assert!(out.stdout.contains("rules: none"), "{}", out.stdout);
+    // A bad rule names its field and line.
+    let bad = with_rules().replace("match.ops = [\"list\"]", "match.ops = [\"lsit\"]");
+    let (_d, cfg) = setup("cli-badrule", &bad, Some(VALID_KEYS));
+    let out = tollgate(&["check", "--config", path_str(&cfg)]);
+    assert_eq!(out.code, Some(1));
+    let line = bad.lines().position(|x| x.contains("lsit")).unwrap() + 1;
+    assert!(
+        out.stderr.contains(&format!(
+            "tollgate.toml:{line}: rules[1].match.ops[0]: unknown operation class \"lsit\""
+        )),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn explain_prints_which_rules_match_a_request_and_why() {
+    let (_d, cfg) = setup("cli-explain", &with_rules(), Some(VALID_KEYS));
+    let auth = "Authorization: AWS4-HMAC-SHA256 Credential=AKIAGOLD1/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00";
+    let out = tollgate(&[
+        "explain",
+        path_str(&cfg),
+        "GET /bucket?list-type=2",
+        "-H",
+        auth,
+    ]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let l = lines(&out.stdout);
+    assert!(
+        l[0].contains("operation list, bucket \"bucket\""),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        l[0].contains("key \"AKIAGOLD1\", tier gold"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        l[1],
+        "1. ci: does not match — header x-team equals \"ci\" (NO)"
+    );
+    assert_eq!(
+        l[2],
+        "2. lists: matches — ops list (yes); tiers gold (yes) → limit"
+    );
+    assert_eq!(l[3], "3. bw: does not match — buckets media-* (NO)");
+    assert!(
+        l[4].contains("counted by each: lists, tier gold"),
+        "{}",
+        out.stdout
+    );
+    let out = tollgate(&[
+        "explain",
+        path_str(&cfg),
+        "GET /media-1/a.mp4",
+        "-H",
+        "X-Team: ci",
+    ]);
+    assert!(out.stdout.contains("1. ci: matches"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("exempted by rule ci, nothing counted"),
+        "{}",
+        out.stdout
+    );
+    let out = tollgate(&["explain", path_str(&cfg), "GET"]);
+    assert_eq!(out.code, Some(1));
 }

@@ -284,6 +284,10 @@ pub struct RawConfig {
     pub tiers: Option<BTreeMap<String, RawTier>>,
     /// None = no `[cluster]` table: this instance limits on its own.
     pub cluster: Option<RawCluster>,
+    /// `[[rules]]`, in file order (validated by `validate::rules`).
+    #[serde(default)]
+    pub rules: Vec<super::validate::RawRule>,
+    pub virtual_host_domains: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

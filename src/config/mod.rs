@@ -12,6 +12,7 @@
 
 mod doc;
 mod error;
+pub mod explain;
 pub mod file;
 pub mod keys;
 mod summary;
@@ -46,6 +47,8 @@ pub struct Config {
     pub http: HttpConfig,
     pub upstream: UpstreamConfig,
     pub limits: LimitsConfig,
+    /// `[[rules]]`, evaluated in order for every request (see `crate::rules`).
+    pub rules: std::sync::Arc<crate::rules::RuleSet>,
     pub shutdown_grace: Duration,
     /// After SIGTERM, `/ready` answers 503 for this long while the listeners still accept,
     /// so a load balancer stops sending first; then `shutdown_grace` runs. Default 0 s.

@@ -77,9 +77,27 @@ pub fn summary(cfg: &Config) -> String {
     admin(&mut s, cfg);
     upstream(&mut s, cfg);
     limits(&mut s, cfg);
+    rules(&mut s, cfg);
     access_log(&mut s, cfg);
     cluster(&mut s, cfg);
     s
+}
+
+/// `[[rules]]` in evaluation order, each with what it matches and does.
+fn rules(s: &mut String, cfg: &Config) {
+    let set = &cfg.rules;
+    if set.is_empty() {
+        let _ = writeln!(s, "rules: none (each request counts against its tier only)");
+        return;
+    }
+    let _ = writeln!(s, "rules: {}, tested in this order:", set.rules.len());
+    for (i, r) in set.rules.iter().enumerate() {
+        let line = super::explain::describe_rule(r, &cfg.limits.tiers);
+        let _ = writeln!(s, "  {}. {line}", i + 1);
+    }
+    if !set.domains.is_empty() {
+        let _ = writeln!(s, "  virtual-host buckets under: {}", set.domains.join(" "));
+    }
 }
 
 fn cluster(s: &mut String, cfg: &Config) {

@@ -38,6 +38,77 @@ fn tier_stat(
     }
 }
 
+/// Rule `i`'s counters summed over the cores: admitted, denied, shadow_denied, allowed,
+/// in flight (requests of this instance now counted in flight under it).
+fn rule_counts(s: &[std::sync::Arc<CoreStats>], i: usize) -> [u64; 5] {
+    let get = |f: fn(&crate::stats::RuleCounters) -> u64| sum(s, |c| c.rules.get(i).map_or(0, f));
+    [
+        get(|r| r.admitted.get()),
+        get(|r| r.denied.get()),
+        get(|r| r.shadow_denied.get()),
+        get(|r| r.allowed.get()),
+        get(|r| r.in_flight.get()),
+    ]
+}
+
+/// `/stats` `rules`: each rule in order with its counters.
+fn rules_json(cfg: &crate::config::Config, s: &[std::sync::Arc<CoreStats>]) -> Value {
+    let list: Vec<Value> = cfg
+        .rules
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let [a, d, sd, al, inf] = rule_counts(s, i);
+            json!({"name": r.name, "action": r.action.word(), "subject": r.subject.as_str(),
+                   "admitted": a, "denied": d, "shadow_denied": sd, "allowed": al,
+                   "in_flight": inf})
+        })
+        .collect();
+    Value::Array(list)
+}
+
+/// `tollgate_rule_decisions_total` by rule and outcome, `tollgate_rule_in_flight` by rule.
+fn rule_series(o: &mut String, st: &ControlState) {
+    let cfg = st.current();
+    if cfg.rules.is_empty() {
+        return;
+    }
+    family(
+        o,
+        "tollgate_rule_decisions_total",
+        "counter",
+        "Decisions of each [[rules]] entry: admitted (charged), denied, shadow_denied, allowed.",
+    );
+    for (i, r) in cfg.rules.rules.iter().enumerate() {
+        let c = rule_counts(&st.stats, i);
+        for (label, v) in ["admitted", "denied", "shadow_denied", "allowed"]
+            .iter()
+            .zip(c)
+        {
+            let _ = writeln!(
+                o,
+                "tollgate_rule_decisions_total{{rule=\"{}\",decision=\"{label}\"}} {v}",
+                esc(&r.name)
+            );
+        }
+    }
+    family(
+        o,
+        "tollgate_rule_in_flight",
+        "gauge",
+        "Requests of this instance counted in flight under each rule.",
+    );
+    for (i, r) in cfg.rules.rules.iter().enumerate() {
+        let v = rule_counts(&st.stats, i)[4];
+        let _ = writeln!(
+            o,
+            "tollgate_rule_in_flight{{rule=\"{}\"}} {v}",
+            esc(&r.name)
+        );
+    }
+}
+
 pub fn stats_json(st: &ControlState) -> Value {
     let cfg = st.current();
     let s = &st.stats;
@@ -106,6 +177,7 @@ pub fn stats_json(st: &ControlState) -> Value {
         "auth_methods": auth,
         "malformed_keys": sum(s, |c| c.malformed_keys.get()),
         "tiers": tiers,
+        "rules": rules_json(&cfg, s),
         "responses": {
             "1xx": sum(s, |c| c.responses[1].get()), "2xx": sum(s, |c| c.responses[2].get()),
             "3xx": sum(s, |c| c.responses[3].get()), "4xx": sum(s, |c| c.responses[4].get()),
@@ -366,6 +438,7 @@ pub fn prometheus(st: &ControlState) -> String {
         let _ = writeln!(o, "tollgate_requests_total{{method=\"{m}\"}} {v}");
     }
     decisions(&mut o, st);
+    rule_series(&mut o, st);
     family(
         &mut o,
         "tollgate_auth_method_total",

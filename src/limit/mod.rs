@@ -10,10 +10,13 @@
 //! callers pass `now_ms` and the validated limits, and route requests to the owner.
 
 pub mod cluster;
+pub mod flow;
+pub mod multi;
 pub mod route;
 pub mod table;
 pub mod window;
 
+pub use flow::{ByteLimit, FlowDenial, FlowTable};
 pub use route::Router;
 pub use table::{
     DEFAULT_PENALTY, EntrySnapshot, PENALTY_PREFIX, PENALTY_TIER, Shard, addr_subject,

@@ -576,6 +576,7 @@ impl Shard {
     /// Decides one request of `subject` (of tier `tier`, whose limits are `limits`) at
     /// `now_ms`, creating the entry if needed (making room if the shard is full) and
     /// rebasing it first if it was built under other limits.
+    #[inline]
     pub fn check(
         &mut self,
         subject: &[u8],
@@ -583,16 +584,47 @@ impl Shard {
         limits: &TierLimits,
         now_ms: u64,
     ) -> Decision {
+        self.check_cost(subject, tier, limits, now_ms, 1)
+    }
+
+    /// [`check`](Self::check) of a request that counts `cost` units (a rule's `cost`; see
+    /// [`WindowState::check_cost`]).
+    #[inline]
+    pub fn check_cost(
+        &mut self,
+        subject: &[u8],
+        tier: u16,
+        limits: &TierLimits,
+        now_ms: u64,
+        cost: u32,
+    ) -> Decision {
         let s = match self.entry_for(subject, tier, limits, now_ms) {
             Ok(s) => s,
             Err(d) => return d,
         };
         let extra = self.others_of(s, tier, limits);
-        let d = self.check_at(s, limits, now_ms, extra);
+        let d = self.check_at(s, limits, now_ms, extra, cost);
         if d.admitted && tier != PENALTY_TIER {
             self.note_admission(s);
         }
         d
+    }
+
+    /// Whether [`check_cost`](Self::check_cost) of `subject` under `limits` would admit
+    /// `cost` units at `now_ms`, changing nothing. A subject not tracked would be admitted
+    /// if `cost` fits its limits (a full shard may still refuse to track it).
+    pub fn would_admit_cost(
+        &self,
+        subject: &[u8],
+        limits: &TierLimits,
+        now_ms: u64,
+        cost: u32,
+    ) -> bool {
+        let key = Probe::new(subject);
+        match self.find(&key, self.probe_hash(&key)) {
+            Some((_, s)) => self.would_admit_under(s, limits, now_ms, cost),
+            None => limits.fits(cost),
+        }
     }
 
     /// The entry of `subject`, created if needed (making room if the shard is full) and
@@ -639,6 +671,21 @@ impl Shard {
         let key = Probe::new(subject);
         let (_, s) = self.find(&key, self.probe_hash(&key))?;
         Some(self.peek_under(s, limits, now_ms))
+    }
+
+    /// What [`check_cost`](Self::check_cost) would decide for `cost` units, counting the
+    /// other instances as it does; `None` if the subject is not tracked.
+    pub fn peek_cost(
+        &self,
+        subject: &[u8],
+        limits: &TierLimits,
+        now_ms: u64,
+        cost: u32,
+    ) -> Option<Decision> {
+        let key = Probe::new(subject);
+        let (_, s) = self.find(&key, self.probe_hash(&key))?;
+        let extra = self.others_of(s, self.metas[s].tier, limits);
+        Some(self.peek_under_cost(s, limits, now_ms, extra, cost))
     }
 
     /// Incremental idle expiry: examines at most `budget` entries from the cursor and
@@ -770,11 +817,22 @@ impl Shard {
     /// subject), if the subject is still tracked; see [`WindowState::refund`] for when
     /// nothing can be given back. Returns whether a slot was given back.
     pub fn refund(&mut self, subject: &[u8], token: RefundToken, now_ms: u64) -> bool {
+        self.refund_cost(subject, token, now_ms, 1)
+    }
+
+    /// [`refund`](Self::refund) of an admission of `cost` units.
+    pub fn refund_cost(
+        &mut self,
+        subject: &[u8],
+        token: RefundToken,
+        now_ms: u64,
+        cost: u32,
+    ) -> bool {
         let key = Probe::new(subject);
         let Some((_, s)) = self.find(&key, self.probe_hash(&key)) else {
             return false;
         };
-        self.refund_at(s, token, now_ms)
+        self.refund_at(s, token, now_ms, cost)
     }
 
     // ---- penalty windows (per client address, tier-less) -------------------------

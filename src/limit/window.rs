@@ -484,16 +484,17 @@ impl<const N: usize> State<N> {
         }
     }
 
-    /// Earliest absolute time `>= now` at which ring `i` would admit (no further
-    /// admissions assumed, `extra` others' admissions constant); `now + W` as a hint if
-    /// its limit is 0, `now + g` if `extra` alone fills it. O(nb).
-    fn earliest(&self, lim: &TierLimits, i: usize, v: &View, est_now: u32, extra: u32) -> u64 {
+    /// Earliest absolute time `>= now` at which ring `i` would admit a request of `cost`
+    /// (no further admissions assumed, `extra` others' admissions constant); `now + W` as
+    /// a hint if its limit is below `cost`, `now + g` if `extra` alone fills it. O(nb).
+    fn earliest(&self, lim: &TierLimits, i: usize, v: &View, est_now: u32, need: [u32; 2]) -> u64 {
+        let [extra, cost] = need;
         let r = &lim.rings[i];
-        if r.limit == 0 {
+        if r.limit < cost.max(1) {
             // Nothing will ever be admitted: hint one window length.
             return v.now + r.w;
         }
-        let Some(room) = (r.limit - 1).checked_sub(extra) else {
+        let Some(room) = (r.limit - cost.max(1)).checked_sub(extra) else {
             // The others' share alone fills the window: it can only change with them.
             return v.now + r.g;
         };
@@ -589,12 +590,14 @@ impl<const N: usize> State<N> {
         t.max(v.now)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn decide(
         &self,
         lim: &TierLimits,
         v: &View,
         local: [u32; 2],
         extra: [u32; 2],
+        cost: u32,
         admitted: bool,
         bumped: bool,
     ) -> Decision {
@@ -614,8 +617,8 @@ impl<const N: usize> State<N> {
             (0, burst_binds as usize)
         } else {
             let t = [
-                self.earliest(lim, 0, v, local[0], extra[0]),
-                self.earliest(lim, 1, v, local[1], extra[1]),
+                self.earliest(lim, 0, v, local[0], [extra[0], cost]),
+                self.earliest(lim, 1, v, local[1], [extra[1], cost]),
             ];
             let b = (t[1] > t[0]) as usize;
             (t[b].saturating_sub(v.now), b)
@@ -640,22 +643,23 @@ impl<const N: usize> State<N> {
         }
     }
 
-    /// Records one admission at the current bucket of ring `i`.
+    /// Records `n` admitted units (a request of cost `n`) at the current bucket of ring `i`.
     #[inline]
-    fn bump(&mut self, lim: &TierLimits, i: usize, p: Pos) {
+    fn bump(&mut self, lim: &TierLimits, i: usize, p: Pos, n: u32) {
         let r = &lim.rings[i];
         let s = p.sb;
         let c = self.bucket(r, s);
-        if c < r.fmax {
-            self.set_bucket(r, s, c + 1);
+        if c + n <= r.fmax {
+            self.set_bucket(r, s, c + n);
         } else {
             // Only reachable right after a rebase put old admissions in this bucket:
             // keep the overflow in the sum until everything recorded now has expired.
+            self.set_bucket(r, s, r.fmax);
             let t = self.taint();
             self.set_taint(t.max(lim.taint_len));
         }
         let cur = self.sum(i);
-        self.set_sum(i, cur.saturating_add(1));
+        self.set_sum(i, cur.saturating_add(n));
     }
 
     // ---- public API --------------------------------------------------------------
@@ -670,21 +674,37 @@ impl<const N: usize> State<N> {
     /// elsewhere (other instances, `limit::cluster`): admitted iff this state's count
     /// plus `extra` stays within the limit, in both windows. Only this state's own
     /// admission is recorded; the decision's counts include `extra`.
+    #[inline]
     pub fn check_with(&mut self, limits: &TierLimits, now_ms: u64, extra: [u32; 2]) -> Decision {
+        self.check_cost(limits, now_ms, extra, 1)
+    }
+
+    /// [`check_with`](Self::check_with) for a request that counts `cost` units (a rule's
+    /// `cost`, e.g. 5 for a LIST): admitted iff this state's count plus `extra` plus `cost`
+    /// stays within the limit in both windows; then all `cost` units are recorded. The
+    /// guarantee and the bounds hold per unit (every unit obeyed both windows).
+    #[inline]
+    pub fn check_cost(
+        &mut self,
+        limits: &TierLimits,
+        now_ms: u64,
+        extra: [u32; 2],
+        cost: u32,
+    ) -> Decision {
         let v = self.prepare(limits, now_ms);
         let mut est = [
             self.estimate(limits, 0, v.pos[0]),
             self.estimate(limits, 1, v.pos[1]),
         ];
-        let admitted =
-            (0..2).all(|i| (est[i] as u64 + extra[i] as u64) < limits.rings[i].limit as u64);
+        let admitted = (0..2)
+            .all(|i| est[i] as u64 + extra[i] as u64 + cost as u64 <= limits.rings[i].limit as u64);
         if admitted {
             for (i, e) in est.iter_mut().enumerate() {
-                self.bump(limits, i, v.pos[i]);
-                *e += 1;
+                self.bump(limits, i, v.pos[i], cost);
+                *e += cost;
             }
         }
-        self.decide(limits, &v, est, extra, admitted, admitted)
+        self.decide(limits, &v, est, extra, cost, admitted, admitted)
     }
 
     /// What [`check`](Self::check) would decide at `now_ms`, without changing anything.
@@ -696,23 +716,43 @@ impl<const N: usize> State<N> {
     /// [`peek`](Self::peek) with `extra` admissions made elsewhere (as
     /// [`check_with`](Self::check_with)).
     pub fn peek_with(&self, limits: &TierLimits, now_ms: u64, extra: [u32; 2]) -> Decision {
+        self.peek_cost(limits, now_ms, extra, 1)
+    }
+
+    /// What [`check_cost`](Self::check_cost) would decide for `cost` units, changing
+    /// nothing (counts are the current ones).
+    pub fn peek_cost(
+        &self,
+        limits: &TierLimits,
+        now_ms: u64,
+        extra: [u32; 2],
+        cost: u32,
+    ) -> Decision {
         let mut s = self.clone();
         let v = s.prepare(limits, now_ms);
         let est = [
             s.estimate(limits, 0, v.pos[0]),
             s.estimate(limits, 1, v.pos[1]),
         ];
-        let admitted =
-            (0..2).all(|i| (est[i] as u64 + extra[i] as u64) < limits.rings[i].limit as u64);
-        s.decide(limits, &v, est, extra, admitted, false)
+        let admitted = (0..2)
+            .all(|i| est[i] as u64 + extra[i] as u64 + cost as u64 <= limits.rings[i].limit as u64);
+        s.decide(limits, &v, est, extra, cost, admitted, false)
     }
 
     /// Whether [`check`](Self::check) at `now_ms` would admit, without changing anything
     /// and without computing the rest of the [`Decision`] (cheap: no ring scan).
     pub fn would_admit(&self, limits: &TierLimits, now_ms: u64) -> bool {
+        self.would_admit_cost(limits, now_ms, 1)
+    }
+
+    /// Whether [`check_cost`](Self::check_cost) of `cost` units at `now_ms` would admit
+    /// (no other instances counted), without changing anything.
+    pub fn would_admit_cost(&self, limits: &TierLimits, now_ms: u64, cost: u32) -> bool {
         let mut s = self.clone();
         let v = s.prepare(limits, now_ms);
-        (0..2).all(|i| s.estimate(limits, i, v.pos[i]) < limits.rings[i].limit)
+        (0..2).all(|i| {
+            s.estimate(limits, i, v.pos[i]) as u64 + cost as u64 <= limits.rings[i].limit as u64
+        })
     }
 
     /// Gives back the admission `token` names (made by [`check`](Self::check) on this
@@ -725,6 +765,19 @@ impl<const N: usize> State<N> {
     /// between buckets), the bucket left the window, or it is already empty. Refund
     /// each token at most once.
     pub fn refund(&mut self, limits: &TierLimits, token: RefundToken, now_ms: u64) -> bool {
+        self.refund_cost(limits, token, now_ms, 1)
+    }
+
+    /// [`refund`](Self::refund) of an admission of `cost` units (from
+    /// [`check_cost`](Self::check_cost)): all of them go back, or, where a bucket holds
+    /// fewer, what it holds.
+    pub fn refund_cost(
+        &mut self,
+        limits: &TierLimits,
+        token: RefundToken,
+        now_ms: u64,
+        cost: u32,
+    ) -> bool {
         let v = self.prepare(limits, now_ms);
         let t = token.at_ms();
         if self.taint() != 0 || t > v.now {
@@ -741,9 +794,10 @@ impl<const N: usize> State<N> {
             let s = r.slot_of(&p, j);
             let c = self.bucket(r, s);
             if c > 0 {
-                self.set_bucket(r, s, c - 1);
+                let back = c.min(cost);
+                self.set_bucket(r, s, c - back);
                 let sum = self.sum(i);
-                self.set_sum(i, sum.saturating_sub(1));
+                self.set_sum(i, sum.saturating_sub(back));
                 any = true;
             }
         }

@@ -168,6 +168,8 @@ pub struct Entry<'a> {
     pub tier: Option<&'a str>,
     /// "admitted", "denied", "shadow_denied" or "unlimited" (method not limited), or "-".
     pub limit: &'a str,
+    /// The `[[rules]]` entry that decided (denied, refused, exempted), if one did.
+    pub rule: Option<&'a str>,
     /// The request's Content-Length; None when chunked or absent.
     pub request_length: Option<u64>,
     /// Bytes written to the client for this response (head and body).
@@ -200,6 +202,8 @@ pub fn write_line(out: &mut Vec<u8>, e: &Entry<'_>) {
     json_opt(out, e.tier.map(str::as_bytes));
     out.extend_from_slice(b",\"limit\":");
     json_str(out, e.limit.as_bytes());
+    out.extend_from_slice(b",\"rule\":");
+    json_opt(out, e.rule.map(str::as_bytes));
     match e.request_length {
         Some(n) => {
             let _ = write!(out, ",\"request_length\":{n}");
@@ -276,6 +280,7 @@ mod tests {
             auth: "v4",
             tier: Some("premium"),
             limit: "denied",
+            rule: Some("lists"),
             request_length: None,
             bytes_sent: 512,
             duration: Duration::from_micros(1_234),
@@ -320,10 +325,11 @@ mod tests {
         assert_eq!(v["auth"], "v4");
         assert_eq!(v["tier"], "premium");
         assert_eq!(v["limit"], "denied");
+        assert_eq!(v["rule"], "lists");
         assert_eq!(v["request_length"], serde_json::Value::Null);
         assert_eq!(v["bytes_sent"], 512);
         assert_eq!(v["duration_ms"], 1.234);
-        assert_eq!(v.as_object().unwrap().len(), 15);
+        assert_eq!(v.as_object().unwrap().len(), 16);
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! over every `limit::cluster::FLUSH_MS`, [`apply_from_sync`] takes the others' views and
 //! the mode in (the decision itself stays in `Shard::check`, which counts them).
 //!
+//! With `[[rules]]`, a request's several charges are decided together (`charges`).
+//!
 //! Owns: `Pending` (this core's table of requests waiting for a remote decision).
 //! Must not touch: sockets. The reply path of each request is its slot index.
 
@@ -18,11 +20,15 @@ use std::task::{Poll, Waker};
 
 use crate::config::{LimitsConfig, UnlistedKeys};
 use crate::identity::Identified;
+use crate::limit::multi::Verdict;
 use crate::limit::{Decision, RefundToken, Shard, TierLimits, addr_subject, penalty_subject};
 use crate::runtime::mesh::RING_SLOTS;
 use crate::runtime::msg::{CoreMsg, FromSync, LimitUpdate, Subject, ToSync};
 
 use super::Worker;
+
+mod charges;
+pub use charges::{Charge, Counters, add_bytes, charge_all, release_all};
 
 enum Slot {
     Free {
@@ -31,7 +37,7 @@ enum Slot {
     Waiting(Option<Waker>),
     /// The waiting request went away (client closed); free the slot when the reply comes.
     Abandoned,
-    Ready(Decision),
+    Ready(Verdict),
 }
 
 /// Requests of this core waiting for a decision from another core.
@@ -67,7 +73,7 @@ impl Pending {
         self.free_head = Some(i);
     }
 
-    pub fn complete(&mut self, i: u32, d: Decision) {
+    pub fn complete(&mut self, i: u32, d: Verdict) {
         let Some(slot) = self.slots.get_mut(i as usize) else {
             return;
         };
@@ -82,7 +88,7 @@ impl Pending {
         }
     }
 
-    fn poll(&mut self, i: u32, waker: &Waker) -> Option<Decision> {
+    fn poll(&mut self, i: u32, waker: &Waker) -> Option<Verdict> {
         match &mut self.slots[i as usize] {
             Slot::Ready(d) => {
                 let d = *d;
@@ -146,18 +152,24 @@ pub async fn check(w: &Worker, subject: &[u8], tier: u16) -> Decision {
         },
     );
     w.kick_mesh();
+    let d = wait(w, slot).await;
+    d.decision
+}
+
+/// The answer for pending `slot`; the slot is abandoned if the wait is dropped.
+async fn wait(w: &Worker, slot: u32) -> Verdict {
     let mut guard = SlotGuard {
         w,
         slot,
         done: false,
     };
-    let d = poll_fn(|cx| match w.pending.borrow_mut().poll(slot, cx.waker()) {
-        Some(d) => Poll::Ready(d),
+    let v = poll_fn(|cx| match w.pending.borrow_mut().poll(slot, cx.waker()) {
+        Some(v) => Poll::Ready(v),
         None => Poll::Pending,
     })
     .await;
     guard.done = true;
-    d
+    v
 }
 
 /// Gives back the admission `token` (from the [`check`] decision of `subject`) — for
@@ -171,7 +183,11 @@ pub fn refund(w: &Worker, subject: &[u8], token: RefundToken) -> bool {
         return w.shard.borrow_mut().refund(subject, token, w.now_ms());
     }
     let subject = Subject::new(subject);
-    send_update(w, owner, LimitUpdate::Refund { subject, token })
+    send_update(
+        w,
+        owner,
+        CoreMsg::Update(LimitUpdate::Refund { subject, token }),
+    )
 }
 
 /// Counts one authentication failure of client address `peer` on every core. True if
@@ -181,7 +197,7 @@ pub fn add_penalty(w: &Worker, peer: IpAddr) -> bool {
     w.shard.borrow_mut().add_penalty(&subject, w.now_ms());
     let mut all = true;
     for core in (0..w.router.workers()).filter(|&c| c != w.id) {
-        all &= send_update(w, core, LimitUpdate::Penalty { subject });
+        all &= send_update(w, core, CoreMsg::Update(LimitUpdate::Penalty { subject }));
     }
     all
 }
@@ -243,24 +259,24 @@ pub fn apply_from_sync(shard: &mut Shard, tiers: &[TierLimits], m: FromSync, now
 }
 
 /// Applies an update from another core (called by the mesh task).
-pub fn apply_update(shard: &mut Shard, u: LimitUpdate, now: u64) {
+pub fn apply_update(c: &mut Counters<'_>, u: LimitUpdate) {
     match u {
         LimitUpdate::Refund { subject, token } => {
-            shard.refund(subject.as_bytes(), token, now);
+            c.shard.refund(subject.as_bytes(), token, c.now);
         }
         LimitUpdate::Penalty { subject } => {
-            shard.add_penalty(&subject, now);
+            c.shard.add_penalty(&subject, c.now);
         }
     }
 }
 
 /// Queues a fire-and-forget update for `core` unless a ring's worth already waits.
-fn send_update(w: &Worker, core: usize, u: LimitUpdate) -> bool {
+pub(super) fn send_update(w: &Worker, core: usize, u: CoreMsg) -> bool {
     let mut mesh = w.mesh.borrow_mut();
     if mesh.queued(core) >= RING_SLOTS {
         return false;
     }
-    mesh.send(core, CoreMsg::Update(u));
+    mesh.send(core, u);
     drop(mesh);
     w.kick_mesh();
     true
@@ -319,11 +335,15 @@ pub fn target<'a>(limits: &LimitsConfig, id: &Identified<'a>, peer: IpAddr) -> T
 mod tests {
     use super::*;
 
-    fn d(n: u32) -> Decision {
-        Decision {
+    fn v(n: u32) -> Verdict {
+        let decision = Decision {
             sustained_count: n,
             burst_count: n,
             ..Decision::unlimited()
+        };
+        Verdict {
+            decision,
+            ..Verdict::ADMIT
         }
     }
 
@@ -336,12 +356,26 @@ mod tests {
         let token = sh.check(b"k", 0, &lim, 100).token.unwrap();
         assert!(!sh.check(b"k", 0, &lim, 101).admitted);
         let subject = Subject::new(b"k");
-        apply_update(&mut sh, LimitUpdate::Refund { subject, token }, 102);
+        let text = "[[upstream.servers]]\naddr = \"127.0.0.1:9000\"\n";
+        let cfg =
+            crate::config::load_str(text, std::path::Path::new("/nonexistent/t.toml")).unwrap();
+        let snap = super::super::build_snapshot(std::sync::Arc::new(cfg));
+        let mut flows = crate::limit::FlowTable::new(10);
+        let mut at = |sh: &mut Shard, u, now| {
+            let mut c = Counters {
+                shard: sh,
+                flows: &mut flows,
+                snap: &snap,
+                now,
+            };
+            apply_update(&mut c, u)
+        };
+        at(&mut sh, LimitUpdate::Refund { subject, token }, 102);
         assert!(sh.check(b"k", 0, &lim, 103).admitted);
         let p = penalty_subject("2001:db8::1".parse().unwrap());
         for _ in 0..20 {
             assert!(sh.check_penalty(&p, 200).is_none());
-            apply_update(&mut sh, LimitUpdate::Penalty { subject: p }, 200);
+            at(&mut sh, LimitUpdate::Penalty { subject: p }, 200);
         }
         assert!(sh.check_penalty(&p, 201).is_some());
     }
@@ -362,13 +396,16 @@ mod tests {
         assert_ne!(a, b);
         p.abandon(a);
         assert_eq!(p.in_flight, 2, "abandoned slot waits for its reply");
-        p.complete(a, d(1));
+        p.complete(a, v(1));
         assert_eq!(p.in_flight, 1);
         let c = p.alloc();
         assert_eq!(c, a, "freed slot reused");
-        p.complete(b, d(7));
+        p.complete(b, v(7));
         let waker = std::task::Waker::noop();
-        assert_eq!(p.poll(b, waker).map(|x| x.sustained_count), Some(7));
+        assert_eq!(
+            p.poll(b, waker).map(|x| x.decision.sustained_count),
+            Some(7)
+        );
         assert_eq!(p.poll(c, waker), None);
     }
 }

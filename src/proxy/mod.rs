@@ -180,6 +180,8 @@ pub struct Worker {
     pub id: usize,
     pub snap: RefCell<Rc<Snapshot>>,
     pub shard: RefCell<Shard>,
+    /// In-flight counts and byte windows of the `[[rules]]` subjects this core owns.
+    pub flows: RefCell<crate::limit::FlowTable>,
     pub router: Router,
     pub mesh: RefCell<crate::runtime::CoreMesh>,
     pub pending: RefCell<Pending>,
@@ -261,6 +263,7 @@ impl Worker {
             let mut shard = self.shard.borrow_mut();
             shard.set_cap_at(snap.cfg.limits.table_cap, Some(self.now_ms()));
             shard.set_penalty(snap.cfg.limits.penalty);
+            self.flows.borrow_mut().set_cap(snap.cfg.limits.table_cap);
         }
         self.stats.config_version.set(snap.cfg.limits.version);
         *self.snap.borrow_mut() = Rc::new(snap);
@@ -360,6 +363,7 @@ fn new_worker(index: usize, mesh: crate::runtime::CoreMesh, shared: &Shared) -> 
         id: index,
         snap: RefCell::new(Rc::new(build_snapshot(cfg.clone()))),
         shard: RefCell::new(shard),
+        flows: RefCell::new(crate::limit::FlowTable::new(cfg.limits.table_cap)),
         router: Router::new(workers, shared.hasher.clone()),
         mesh: RefCell::new(mesh),
         pending: RefCell::new(Pending::default()),
@@ -562,34 +566,7 @@ async fn mesh_loop(w: Rc<Worker>) {
                 }
             }
             if !inbound.is_empty() {
-                let snap = w.snapshot();
-                let now = w.now_ms();
-                let mut shard = w.shard.borrow_mut();
-                let mut mesh = w.mesh.borrow_mut();
-                let mut pending = w.pending.borrow_mut();
-                for (from, m) in inbound.drain(..) {
-                    match m {
-                        CoreMsg::Check {
-                            slot,
-                            subject,
-                            tier,
-                        } => {
-                            let decision = match snap.tiers.get(tier as usize) {
-                                Some(l) => shard.check(subject.as_bytes(), tier, l, now),
-                                None => crate::limit::Decision::unlimited(),
-                            };
-                            mesh.send(from, CoreMsg::Decision { slot, decision });
-                        }
-                        CoreMsg::Decision { slot, decision } => pending.complete(slot, decision),
-                        CoreMsg::Health { node, ok } => {
-                            let mut ups = w.upstreams.borrow_mut();
-                            if let Some(slot) = ups.slot_of(node) {
-                                ups.health_result(slot, ok);
-                            }
-                        }
-                        CoreMsg::Update(u) => limiter::apply_update(&mut shard, u, now),
-                    }
-                }
+                apply_inbound(&w, &mut inbound);
             }
             for c in controls.drain(..) {
                 match c {
@@ -619,6 +596,69 @@ async fn mesh_loop(w: Rc<Worker>) {
         }
     })
     .await
+}
+
+/// Handles the messages of other cores drained this turn: checks and rule charges for
+/// subjects this core owns (answered), answers to this core's requests, updates, health.
+fn apply_inbound(w: &Worker, inbound: &mut Vec<(usize, CoreMsg)>) {
+    let snap = w.snapshot();
+    let now = w.now_ms();
+    let mut shard = w.shard.borrow_mut();
+    let mut flows = w.flows.borrow_mut();
+    let mut mesh = w.mesh.borrow_mut();
+    let mut pending = w.pending.borrow_mut();
+    for (from, m) in inbound.drain(..) {
+        let mut counters = limiter::Counters {
+            shard: &mut shard,
+            flows: &mut flows,
+            snap: &snap,
+            now,
+        };
+        match m {
+            CoreMsg::Check {
+                slot,
+                subject,
+                tier,
+            } => {
+                let decision = match snap.tiers.get(tier as usize) {
+                    Some(l) => counters.shard.check(subject.as_bytes(), tier, l, now),
+                    None => crate::limit::Decision::unlimited(),
+                };
+                mesh.send(from, CoreMsg::Decision { slot, decision });
+            }
+            CoreMsg::Decision { slot, decision } => {
+                let verdict = crate::limit::multi::Verdict {
+                    decision,
+                    ..crate::limit::multi::Verdict::ADMIT
+                };
+                pending.complete(slot, verdict);
+            }
+            CoreMsg::Charge {
+                slot,
+                subject,
+                what,
+            } => {
+                let verdict = counters.take(subject.as_bytes(), what);
+                mesh.send(from, CoreMsg::Verdict { slot, verdict });
+            }
+            CoreMsg::Verdict { slot, verdict } => pending.complete(slot, verdict),
+            CoreMsg::Undo {
+                subject,
+                what,
+                in_flight,
+                token,
+            } => counters.undo(subject.as_bytes(), what, in_flight, token),
+            CoreMsg::Release { subject } => counters.flows.release(subject.as_bytes(), now),
+            CoreMsg::Bytes { subject, n } => counters.flows.add_bytes(subject.as_bytes(), n, now),
+            CoreMsg::Health { node, ok } => {
+                let mut ups = w.upstreams.borrow_mut();
+                if let Some(slot) = ups.slot_of(node) {
+                    ups.health_result(slot, ok);
+                }
+            }
+            CoreMsg::Update(u) => limiter::apply_update(&mut counters, u),
+        }
+    }
 }
 
 /// Writes the low `4 * out.len()` bits of `v` as upper-case hex, most significant first.

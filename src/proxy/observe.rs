@@ -28,6 +28,8 @@ pub struct Finished<'a> {
     pub decision: &'static str,
     /// The auth method name (`identity::AuthMethod::as_str`).
     pub auth: &'static str,
+    /// The `[[rules]]` entry that decided, if one did.
+    pub rule: Option<usize>,
     pub key: &'a [u8],
     pub subject: &'a [u8],
     pub elapsed: Duration,
@@ -49,7 +51,13 @@ impl Worker {
         let now = self.coarse_unix_ms.get();
         if !f.key.is_empty() {
             let auth = AUTH_NAMES.iter().position(|&a| a == f.auth).unwrap_or(0);
-            self.stats.record_seen(key_hash(f.key), auth as u8, t, now);
+            let seen = crate::stats::Seen {
+                auth: auth as u8,
+                tier: t,
+                rule: f.rule,
+                unix_ms: now,
+            };
+            self.stats.record_seen(key_hash(f.key), seen);
         }
         if f.decision == "denied" {
             self.denied.borrow_mut().add(f.subject, t, now);

@@ -6,7 +6,8 @@
 //! core that probes a node) and
 //! from the control thread to a core (`ControlMsg`, with `TableOp` / `TableReply` for the
 //! admin API), and between the cores and their instance's sync thread (active-active:
-//! `ToSync` deltas, `FromSync` views and modes). Must not touch: I/O, HTTP.
+//! `ToSync` deltas, `FromSync` views and modes), and the `[[rules]]` charges of a request
+//! (`Charge`, `Verdict`, `Undo`, `Release`, `Bytes`). Must not touch: I/O, HTTP.
 //!
 //! Ring-full policy:
 //! - `CoreMsg::Check`, `Decision` and `Health`: never dropped. The sender keeps the message
@@ -14,7 +15,9 @@
 //!   (backpressure: checks are bounded by the sender's in-flight requests, one per
 //!   connection; decisions by the checks received; health results by one per node and
 //!   probe interval).
-//! - `CoreMsg::Update` (refunds, penalties; fire-and-forget, no reply): queued like a
+//! - `CoreMsg::Charge`, `Verdict`, `Undo` and `Release`: never dropped,
+//!   like a `Check` (bounded the same way: by the requests in flight).
+//! - `CoreMsg::Update` and `Bytes` (refunds, penalties, byte counts; fire-and-forget, no reply): queued like a
 //!   `Check`, unless more than a ring's worth (`mesh::RING_SLOTS`) already waits for that
 //!   core — then it is dropped and the sender is told (`limiter::refund`/`add_penalty`
 //!   return false). Dropping is conservative: an unrefunded slot stays used, an uncounted
@@ -39,6 +42,7 @@ use std::sync::Arc;
 use std::sync::mpsc::SyncSender;
 
 use crate::limit::cluster::Mode;
+use crate::limit::multi::Verdict;
 use crate::limit::{Decision, EntrySnapshot, RefundToken};
 
 /// Inline capacity of a subject; longer subjects (keys up to 255 bytes) go to the heap.
@@ -89,6 +93,32 @@ pub enum CoreMsg {
     },
     /// The owner's answer to a `Check`.
     Decision { slot: u32, decision: Decision },
+    /// "Take charge `what` of one request of `subject`" (`[[rules]]`: one charge of a
+    /// request counted on several cores, see `limit::multi`): `what` is a tier index or
+    /// `rules::RULE_TIER_BASE` + a rule's index. Taken (a reservation)
+    /// or denied with nothing counted; answered by a `Verdict`. The owner takes the
+    /// rule's cost from its own snapshot.
+    Charge {
+        slot: u32,
+        subject: Subject,
+        what: u16,
+    },
+    /// The owner's answer to a `Charge`.
+    Verdict { slot: u32, verdict: Verdict },
+    /// "Give back charge `what` of `subject`, taken as `token`" (a request denied by
+    /// another of its charges; never dropped: sent like a `Check`). Not a `LimitUpdate`:
+    /// nested, it would make every ring slot bigger.
+    Undo {
+        subject: Subject,
+        what: u16,
+        in_flight: bool,
+        token: Option<RefundToken>,
+    },
+    /// "A request of `subject` counted in flight has ended" (never dropped).
+    Release { subject: Subject },
+    /// "`n` body bytes of `subject` went through" (dropped like an `Update` when the
+    /// queue is full: the window then counts fewer bytes).
+    Bytes { subject: Subject, n: u64 },
     /// One active health-check result for upstream `node`, from the core that probes it
     /// (each node is probed by one core; every core keeps the same up/down view).
     Health { node: u16, ok: bool },

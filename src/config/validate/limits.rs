@@ -49,7 +49,7 @@ pub fn load_keys_setup(path: &Path) -> Result<KeysSetup, ConfigError> {
 }
 
 impl Validator<'_> {
-    fn window(
+    pub(super) fn window(
         &self,
         shorthand: Option<u64>,
         explicit: Option<&RawWindow>,

@@ -5,7 +5,7 @@
 //! checks live on one `Validator` (so every error knows its line and whether a flag supplied
 //! the value), split by section: `server` (top level, `[tls]`, `[admin]`, `[http]`,
 //! `[access_log]`), `upstream` (`[upstream]` with its health checks and TLS), `limits`
-//! (`[limits]`, `[tiers]`, the keys file), `cluster` (`[cluster]`). `build` only calls them in order.
+//! (`[limits]`, `[tiers]`, the keys file), `cluster` (`[cluster]`), `rules` (`[[rules]]`). `build` only calls them in order.
 //! Must not touch: sockets (other than name resolution), the running proxy, the keys CLI
 //! (`keys` owns the keys file; `doc` owns positions; `summary` owns the `check` text).
 
@@ -33,6 +33,7 @@ macro_rules! int {
 
 mod cluster;
 mod limits;
+mod rules;
 mod server;
 mod upstream;
 
@@ -48,6 +49,7 @@ pub use super::error::ConfigError;
 pub use super::keys::{check_key, load_keys, load_keys_checked, load_keys_str, parse_keys_text};
 pub use super::summary::summary;
 pub use limits::{KeysSetup, load_keys_setup};
+pub use rules::RawRule;
 pub use upstream::MAX_UPSTREAM_SERVERS;
 
 /// Command-line values that replace the file's values before validation.
@@ -307,6 +309,7 @@ impl<'a> Validator<'a> {
         let upstream = self.upstream(&raw, base)?;
         let access_log = self.access_log(&raw.access_log, base)?;
         let limits = self.limits(&raw, base)?;
+        let rules = self.rules(&raw.rules, raw.virtual_host_domains.as_deref(), &limits)?;
         let first = top
             .listen
             .first()
@@ -323,6 +326,7 @@ impl<'a> Validator<'a> {
             http,
             upstream,
             limits,
+            rules: std::sync::Arc::new(rules),
             shutdown_grace: top.shutdown_grace,
             shutdown_delay: top.shutdown_delay,
             access_log,

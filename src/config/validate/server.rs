@@ -187,7 +187,7 @@ impl Validator<'_> {
     }
 
     /// Addresses or CIDR networks (`10.0.0.0/8`, `127.0.0.1`, `::1`).
-    fn networks(&self, list: &[String], path: &[Seg]) -> R<Vec<ipnet::IpNet>> {
+    pub(super) fn networks(&self, list: &[String], path: &[Seg]) -> R<Vec<ipnet::IpNet>> {
         let mut out = Vec::with_capacity(list.len());
         for (i, s) in list.iter().enumerate() {
             let net = s

@@ -1,6 +1,6 @@
 //! The key view of the admin API: `GET /keys/{key}` (what the limiter holds for one key:
 //! tier, owner core, both windows' counts as the next check sees them, retry-after, the
-//! auth method it was last seen with), `GET /keys?top=N` (busiest by admissions in the
+//! auth method it was last seen with and the rule that decided its last request), `GET /keys?top=N` (busiest by admissions in the
 //! sustained window, and most denied) and `POST /keys/{key}/reset`.
 //!
 //! Owns: those documents. Table reads go to the owner core as `TableOp` messages, so the
@@ -26,19 +26,20 @@ fn counted_per_key(cfg: &Config, key: &[u8]) -> (usize, bool, bool) {
     (tier, listed, per_key)
 }
 
-/// The auth method `key` was last seen with on any core, and how long ago (ms).
-fn last_seen(st: &ControlState, key: &[u8]) -> Option<(&'static str, u64)> {
+/// The auth method `key` was last seen with on any core, how long ago (ms), and the rule
+/// that decided that request (if one did).
+fn last_seen(st: &ControlState, key: &[u8]) -> Option<(&'static str, u64, Option<usize>)> {
     let h = key_hash(key);
-    let (auth, at) = st
+    let s = st
         .stats
         .iter()
         .filter_map(|c| c.lookup_seen(h))
-        .max_by_key(|&(_, _, ms)| ms)
-        .map(|(a, _, ms)| (a, ms))?;
+        .max_by_key(|s| s.unix_ms)?;
     let now = super::super::page::unix_ms() & ((1 << 40) - 1);
     Some((
-        AUTH_NAMES.get(auth as usize).copied()?,
-        now.saturating_sub(at),
+        AUTH_NAMES.get(s.auth as usize).copied()?,
+        now.saturating_sub(s.unix_ms),
+        s.rule,
     ))
 }
 
@@ -62,13 +63,16 @@ pub(super) fn one(st: &ControlState, key: &[u8]) -> Reply {
         "tracked": false,
         "auth_method_last_seen": null,
         "last_seen_ms_ago": null,
+        // The [[rules]] entry that decided its last request (denied, refused, exempted).
+        "last_rule": null,
         // With [cluster]: the other instances' admissions of this key as last read, and the
         // global totals the limiter checks (local + others); null on a single instance.
         "cluster": null,
     });
-    if let Some((auth, ago)) = last_seen(st, key) {
+    if let Some((auth, ago, rule)) = last_seen(st, key) {
         v["auth_method_last_seen"] = json!(auth);
         v["last_seen_ms_ago"] = json!(ago);
+        v["last_rule"] = json!(rule.and_then(|i| cfg.rules.rules.get(i)).map(|r| &r.name));
     }
     let entry = if per_key {
         match table_ask(st, core, TableOp::Inspect(key.to_vec())) {

@@ -110,14 +110,32 @@ impl Shard {
         limits: &TierLimits,
         now: u64,
         extra: [u32; 2],
+        cost: u32,
     ) -> Decision {
-        with_state!(mut self, s, |st| st.check_with(limits, now, extra))
+        with_state!(mut self, s, |st| st.check_cost(limits, now, extra, cost))
     }
 
-    pub(super) fn refund_at(&mut self, s: usize, token: RefundToken, now: u64) -> bool {
+    pub(super) fn refund_at(&mut self, s: usize, token: RefundToken, now: u64, cost: u32) -> bool {
         let layout = self.metas[s].layout as usize;
         with_state!(mut self, s, |st| st
-            .refund(&self.layouts[layout].limits, token, now))
+            .refund_cost(&self.layouts[layout].limits, token, now, cost))
+    }
+
+    /// Whether entry `s` would admit `cost` units under `limits` (its counters rebased to
+    /// them first, on a copy, if they were built under others), counting the other
+    /// instances' share as `check` does.
+    pub(super) fn would_admit_under(
+        &self,
+        s: usize,
+        limits: &TierLimits,
+        now: u64,
+        cost: u32,
+    ) -> bool {
+        let extra = self.others_of(s, self.metas[s].tier, limits);
+        if self.own_limits(s) == limits && extra == [0, 0] {
+            return with_state!(self, s, |st| st.would_admit_cost(limits, now, cost));
+        }
+        self.peek_under_cost(s, limits, now, extra, cost).admitted
     }
 
     /// What checking entry `s` under `limits` would decide (rebasing a copy first if its
@@ -134,19 +152,31 @@ impl Shard {
         now: u64,
         extra: [u32; 2],
     ) -> Decision {
+        self.peek_under_cost(s, limits, now, extra, 1)
+    }
+
+    /// [`peek_under_with`](Self::peek_under_with) for a request of `cost` units.
+    pub(super) fn peek_under_cost(
+        &self,
+        s: usize,
+        limits: &TierLimits,
+        now: u64,
+        extra: [u32; 2],
+        cost: u32,
+    ) -> Decision {
         let own = self.own_limits(s);
         if own == limits {
-            return with_state!(self, s, |st| st.peek_with(limits, now, extra));
+            return with_state!(self, s, |st| st.peek_cost(limits, now, extra, cost));
         }
         let wide = limits.is_wide();
         with_state!(self, s, |st| {
             let mut st = st.clone();
             if wide {
                 st.rebased::<WIDE>(own, limits, now)
-                    .peek_with(limits, now, extra)
+                    .peek_cost(limits, now, extra, cost)
             } else {
                 st.rebased::<NARROW>(own, limits, now)
-                    .peek_with(limits, now, extra)
+                    .peek_cost(limits, now, extra, cost)
             }
         })
     }

@@ -282,6 +282,11 @@ fn choose(w: [u64; 2], l: [u32; 2], bits: u64) -> Geometry {
 }
 
 impl TierLimits {
+    /// Whether a request of `cost` units can ever be admitted (both limits hold it).
+    pub fn fits(&self, cost: u32) -> bool {
+        self.rings.iter().all(|r| r.limit >= cost)
+    }
+
     pub fn new(sustained: WindowConfig, burst: WindowConfig) -> TierLimits {
         let cfg = [sustained, burst];
         let w = cfg.map(|c| (c.length_ms as u64).max(1));

@@ -1036,3 +1036,70 @@ fn extra_admissions_elsewhere_count_against_both_windows() {
         .count();
     assert_eq!(n, 1, "1000 - 994 - 5 already here");
 }
+
+// ---- requests of several units (a rule's `cost`) -----------------------------------------
+
+/// Units admitted in `(t - span, t]` of `log` (time, cost).
+fn units_in(log: &[(u64, u32)], t: u64, span: u64) -> u64 {
+    log.iter()
+        .filter(|&&(a, _)| a <= t && a + span > t)
+        .map(|&(_, c)| u64::from(c))
+        .sum()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Requests of random costs, some given back: the units of the requests that were not
+    /// given back never exceed the limit in any trailing window; a denial says when a
+    /// request of that cost is admitted (exact); `would_admit_cost` agrees with `check_cost`.
+    #[test]
+    fn costs_never_over_admit_and_refund_whole(
+        lim in limits_strategy(),
+        reqs in prop::collection::vec((0u64..400, 1u32..6, any::<bool>()), 1..300),
+    ) {
+        let mut st = WindowState::default();
+        let w = [lim.sustained().length_ms.max(1) as u64, lim.burst().length_ms.max(1) as u64];
+        let l = [u64::from(lim.sustained().limit), u64::from(lim.burst().limit)];
+        let mut log: Vec<(u64, u32)> = Vec::new();
+        let mut now = 5_000_000u64;
+        for (gap, cost, give_back) in reqs {
+            now += gap;
+            let would = st.would_admit_cost(&lim, now, cost);
+            let d = st.check_cost(&lim, now, [0, 0], cost);
+            prop_assert_eq!(would, d.admitted);
+            if !d.admitted {
+                prop_assert!(d.retry_after_ms >= 1);
+                if d.retry_after_ms < 1_000_000 && lim.fits(cost) {
+                    let at = now + d.retry_after_ms;
+                    prop_assert!(st.would_admit_cost(&lim, at, cost), "retry at {} refused", at);
+                    prop_assert!(!st.would_admit_cost(&lim, at - 1, cost));
+                }
+                continue;
+            }
+            log.push((now, cost));
+            for i in 0..2 {
+                prop_assert!(units_in(&log, now, w[i]) <= l[i], "window {} over at {}", i, now);
+            }
+            if give_back {
+                prop_assert!(st.refund_cost(&lim, d.token.unwrap(), now, cost));
+                log.pop();
+                prop_assert!(st.would_admit_cost(&lim, now, cost), "a refund gives the room back");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_request_of_cost_five_takes_five_units() {
+    let lim = tier(100, 60_000, 10, 1000);
+    let mut st = WindowState::default();
+    let d = st.check_cost(&lim, 1000, [0, 0], 5);
+    assert!(d.admitted);
+    assert_eq!((d.sustained_count, d.burst_count), (5, 5));
+    assert!(st.check_cost(&lim, 1001, [0, 0], 5).admitted);
+    let d = st.check_cost(&lim, 1002, [0, 0], 1);
+    assert!(!d.admitted, "10 of 10 units in the second");
+    assert_eq!(d.burst_count, 10, "the denial counted nothing");
+    assert!(!lim.fits(11) && lim.fits(10));
+}

@@ -1,7 +1,9 @@
 //! The admit phase: what the head says ([`ReqInfo`]), refusals that need no upstream
 //! (a signed hop-by-hop field), the key and its tier, the limit decision ([`Admission`]),
-//! the denial (SlowDown, with the body drained or the connection closed) and the rate-limit
-//! headers of an admitted request. Must not touch upstream connections.
+//! the denial (SlowDown — or a rule's 403 — with the body drained or the connection closed)
+//! and the rate-limit headers of an admitted request. With `[[rules]]` the decision is made
+//! in `conn::rules` (every matching rule and the tier together). Must not touch upstream
+//! connections.
 
 use std::time::Instant;
 
@@ -12,6 +14,7 @@ use crate::config::{ExpectDenied, Method};
 use crate::http::{BodyFraming, BodyProgress, signed_hop_by_hop};
 use crate::identity::{AuthMethod, Identified, identify, sigv4_signed_headers};
 use crate::limit::Decision;
+use crate::limit::multi::DenyKind;
 use crate::sigverify::{
     DEFAULT_SIGNING_KEY_CACHE, RequestParts, SigningKeyCache, VerifyError, verify,
 };
@@ -56,16 +59,39 @@ fn verified(
     }
 }
 
+/// What a `[[rules]]` entry (by index) decided for a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum RuleHit {
+    /// An `action = "deny"` rule refused it (403).
+    Refused(u16),
+    /// An `action = "allow"` rule exempted it.
+    Allowed(u16),
+    /// A limit rule denied it (429), by the limit of this kind.
+    Limited(u16, DenyKind),
+}
+
+impl RuleHit {
+    pub(super) fn index(self) -> usize {
+        match self {
+            RuleHit::Refused(i) | RuleHit::Allowed(i) | RuleHit::Limited(i, _) => usize::from(i),
+        }
+    }
+}
+
 /// The limit decision for one request.
 pub(super) struct Admission {
-    tier: usize,
+    pub(super) tier: usize,
     auth: AuthMethod,
-    /// None: the method is not limited for the tier.
-    decision: Option<Decision>,
-    enforce: bool,
+    /// None: the method is not limited for the tier (or the rules exempted it).
+    pub(super) decision: Option<Decision>,
+    pub(super) enforce: bool,
     /// The client address is over its authentication-failure window: `decision` is that
     /// window's denial, and no key's counters were touched.
     penalized: bool,
+    /// The rule that decided, if one did (a denial, a refusal, an exemption).
+    pub(super) rule: Option<RuleHit>,
+    /// Limit rules were charged (and admitted it).
+    pub(super) rules_charged: bool,
 }
 
 impl Admission {
@@ -79,6 +105,12 @@ impl Admission {
     }
 
     fn log_word(&self) -> &'static str {
+        match (self.decision, self.rule) {
+            (_, Some(RuleHit::Refused(_))) if self.enforce => return "refused",
+            (None, Some(RuleHit::Allowed(_))) => return "allowed",
+            (None, _) if self.rules_charged => return "admitted",
+            _ => {}
+        }
         match self.decision {
             None => "unlimited",
             Some(d) if d.admitted => "admitted",
@@ -186,26 +218,33 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         let (tier, auth, penalty) = self.identify(snap)?;
         let t = &lim.tiers[tier];
         let limited = req.method.is_some_and(|m| t.methods.contains(m));
-        let decision = match (penalty, limited) {
-            (Some(d), _) => Some(d),
-            (None, true) => Some(limiter::check(&self.w, &self.subject, tier as u16).await),
-            (None, false) => {
-                self.w.stats.unlimited[req.mi].inc();
-                None
-            }
+        let mut adm = Admission {
+            tier,
+            auth,
+            decision: penalty,
+            enforce: lim.enforce && t.enforce,
+            penalized: penalty.is_some(),
+            rule: None,
+            rules_charged: false,
         };
+        if penalty.is_none() {
+            if !snap.cfg.rules.is_empty() {
+                self.admit_rules(snap, req, &mut adm, limited).await;
+            } else if limited {
+                adm.decision = Some(limiter::check(&self.w, &self.subject, tier as u16).await);
+            }
+            if adm.decision.is_none() && !adm.rules_charged {
+                self.w.stats.unlimited[req.mi].inc();
+            }
+        }
         self.auth_check = lim.refund_on_auth_failure && penalty.is_none();
-        self.refund = decision.and_then(|d| d.token).filter(|_| self.auth_check);
+        self.refund = adm
+            .decision
+            .and_then(|d| d.token)
+            .filter(|_| self.auth_check);
         if penalty.is_some() {
             self.w.stats.penalty_denials.inc();
         }
-        let adm = Admission {
-            tier,
-            auth,
-            decision,
-            enforce: lim.enforce && t.enforce,
-            penalized: penalty.is_some(),
-        };
         self.count_decision(req, &adm);
         Ok(adm)
     }
@@ -303,6 +342,14 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         self.rec.tier = Some(adm.tier as u16);
         self.rec.auth = adm.auth.as_str();
         self.rec.limit = adm.log_word();
+        self.rec.rule = adm.rule.map(RuleHit::index);
+        if let Some(hit) = adm.rule {
+            let allowed = matches!(hit, RuleHit::Allowed(_));
+            self.w.stats.count_rule(hit.index(), allowed, adm.enforce);
+            if !allowed {
+                return; // a rule's denial is not the tier's
+            }
+        }
         let Some(d) = adm.decision else { return };
         let tm = &self.w.stats.tiers[adm.tier.min(crate::stats::MAX_TIERS - 1)][req.mi];
         if d.admitted {
@@ -325,10 +372,22 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         d: &Decision,
     ) -> Result<bool, Fail> {
         let lim = &snap.cfg.limits;
-        if !adm.penalized {
-            self.limit_headers(snap, adm, d, false);
+        let (status, code, message) = match adm.rule {
+            Some(hit) => self.rule_denial(snap, hit),
+            None if adm.penalized => (
+                lim.deny_status,
+                "SlowDown",
+                "Too many failed authentications from this address".into(),
+            ),
+            None => {
+                self.limit_headers(snap, adm, d, false);
+                let m = &snap.deny_messages[adm.tier][usize::from(d.burst_binds)];
+                (lim.deny_status, "SlowDown", m.as_str().into())
+            }
+        };
+        if !matches!(adm.rule, Some(RuleHit::Refused(_))) {
+            retry_headers(&mut self.extra, d);
         }
-        retry_headers(&mut self.extra, d);
         let body_pending = req.framing.has_body();
         let buffered = self.cbuf.len() - self.cstart - req.hl;
         let drain_cap = match lim.expect_denied {
@@ -337,15 +396,10 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         };
         let close = !req.keep_alive
             || (body_pending && (drain_cap.is_none() || (req.expect && buffered == 0)));
-        let message = if adm.penalized {
-            "Too many failed authentications from this address"
-        } else {
-            &snap.deny_messages[adm.tier][usize::from(d.burst_binds)]
-        };
         let answer = Answer {
-            status: lim.deny_status,
-            code: "SlowDown",
-            message,
+            status,
+            code,
+            message: &message,
             api_key: true,
             close,
             head_only: req.is_head,

@@ -132,6 +132,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         let Ok(buffered) = progress.feed(&self.cbuf[start..]) else {
             return self.answer_400_chunked(req).await;
         };
+        self.count_body(buffered);
         let mut body = Body {
             progress,
             start,

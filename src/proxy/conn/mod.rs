@@ -17,6 +17,7 @@
 mod admit;
 mod forward;
 mod relay;
+mod rules;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -119,6 +120,14 @@ struct Conn<S> {
     auth_check: bool,
     /// The admission to give back if the upstream says the request was not authenticated.
     refund: Option<RefundToken>,
+    /// `[[rules]]`: what the rules decided for the current request, its charges (their
+    /// subjects in `charge_bytes`) and their verdicts, kept for reuse.
+    outcome: crate::rules::Outcome,
+    charges: Vec<super::limiter::Charge>,
+    charge_bytes: Vec<u8>,
+    verdicts: Vec<crate::limit::multi::Verdict>,
+    /// The current request's body bytes count against a rule's byte window.
+    counts_bytes: bool,
     /// The access log is on (fixed for the process's life).
     logging: bool,
     rec: LogRec,
@@ -133,6 +142,8 @@ struct LogRec {
     tier: Option<u16>,
     auth: &'static str,
     limit: &'static str,
+    /// The `[[rules]]` entry that decided (index).
+    rule: Option<usize>,
     request_length: Option<u64>,
     /// Counted always (one add per write): bytes written to the client for this request.
     bytes_sent: u64,
@@ -147,6 +158,7 @@ impl LogRec {
             tier: None,
             auth: "-",
             limit: "-",
+            rule: None,
             request_length: None,
             bytes_sent: 0,
         }
@@ -159,6 +171,7 @@ impl LogRec {
         self.tier = None;
         self.auth = "-";
         self.limit = "-";
+        self.rule = None;
         self.request_length = None;
         self.bytes_sent = 0;
     }
@@ -196,6 +209,16 @@ pub async fn serve<S: AsyncReadRent + AsyncWriteRent>(
     let _ = c.io.shutdown().await;
 }
 
+impl<S> Drop for Conn<S> {
+    /// A connection dropped mid-request (its task cancelled) still releases what the
+    /// request holds.
+    fn drop(&mut self) {
+        if self.charges.iter().any(super::limiter::Charge::holds) {
+            super::limiter::release_all(&self.w, &mut self.charges, &self.charge_bytes);
+        }
+    }
+}
+
 impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
     fn new(w: Rc<Worker>, io: S, peer: SocketAddr, tls: bool) -> Conn<S> {
         let snap = w.snapshot();
@@ -224,6 +247,11 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
             client: peer.ip(),
             auth_check: false,
             refund: None,
+            outcome: crate::rules::Outcome::new(),
+            charges: Vec::new(),
+            charge_bytes: Vec::new(),
+            verdicts: Vec::new(),
+            counts_bytes: false,
             rec: LogRec::new(),
         }
     }
@@ -309,10 +337,12 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         self.rec.reset();
         let req = self.begin(&snap, served);
         let keep = self.serve_request(&snap, &req).await.unwrap_or(false);
+        self.end_charges();
         self.w.record_request(&super::observe::Finished {
             tier: self.rec.tier,
             decision: self.rec.limit,
             auth: self.rec.auth,
+            rule: self.rec.rule,
             key: &self.key,
             subject: &self.subject,
             elapsed: t0.elapsed(),
@@ -402,6 +432,10 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
             auth: r.auth,
             tier,
             limit: r.limit,
+            rule: r
+                .rule
+                .and_then(|i| snap.cfg.rules.rules.get(i))
+                .map(|r| r.name.as_str()),
             request_length: r.request_length,
             bytes_sent: r.bytes_sent,
             duration: t0.elapsed(),

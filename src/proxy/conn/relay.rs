@@ -301,6 +301,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
                 .map_err(|_| Fail::Client)?;
             self.w.stats.bytes_from_client.add(n as u64);
             let take = progress.feed(&buf).map_err(|_| Fail::BadBody)?;
+            self.count_body(take);
             if take < n {
                 self.cbuf.extend_from_slice(&buf[take..n]);
             }
@@ -342,6 +343,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
             reuse.upstream = false;
         }
         self.out.extend_from_slice(&rbuf[hl..hl + data]);
+        self.count_body(data);
         self.write_out().await?;
         if body.is_done() {
             return Ok(());
@@ -364,6 +366,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
                 .map_err(|_| Fail::Late)?;
             self.w.stats.bytes_to_client.add(data as u64);
             self.rec.bytes_sent += data as u64;
+            self.count_body(data);
             if body.is_done() {
                 break;
             }

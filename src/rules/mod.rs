@@ -1,0 +1,301 @@
+//! `[[rules]]`: limits beyond one key per tier — by bucket, operation class, route, address
+//! or a header — evaluated in order for every request, and exemptions (`allow`) and
+//! refusals (`deny`).
+//!
+//! Owns: [`RuleSet`] (the validated rules and the virtual-host domains), [`Rule`], its
+//! [`Action`] and [`SubjectKind`], the evaluation ([`RuleSet::evaluate`]: which rules
+//! charge a request, or which one decides it alone) and the table subject of a rule's
+//! counter ([`Rule::subject_into`]). Pure: no I/O, no counters, no messages — the
+//! admission (`proxy::conn::admit`) charges what [`Outcome`] lists through
+//! `limit::multi` (decide all, then commit), `config::validate::rules` builds the set.
+//!
+//! # Semantics
+//!
+//! Rules are tested in file order. A rule whose `match` holds:
+//! - `action = "deny"`: the request is refused (403 AccessDenied) and nothing is charged;
+//! - `action = "allow"`: the request is exempt from the rules after it and from its tier
+//!   (with the allow rule first, nothing is counted at all);
+//! - limits: the request is charged to the rule's counter for its subject, as well as to
+//!   every other matching limit rule and its tier. It is admitted only if every charge
+//!   admits it; when one denies, none is counted.
+//!
+//! A rule keeps its counters across a reload while its name and subject stay the same
+//! (its identity, [`Rule::id`]); new limits rebase them like a tier's.
+
+pub mod class;
+pub mod matcher;
+
+use std::net::IpAddr;
+
+use crate::limit::{ByteLimit, TierLimits, WindowConfig, addr_subject};
+
+use class::OpClass;
+use matcher::{Facts, HeaderLookup, Match};
+
+/// Most rules a config may have (stats keep counters per rule).
+pub const MAX_RULES: usize = 64;
+
+/// The table `tier` field of rule `i`'s entries (tiers use their index, below this).
+pub const RULE_TIER_BASE: u16 = 0x8000;
+
+/// First byte of every rule subject: distinct from keys (printable), address subjects
+/// (`0x00`) and penalty subjects (`0x01`).
+pub const RULE_PREFIX: u8 = 0x02;
+
+/// Bytes in front of a rule subject: [`RULE_PREFIX`] + the rule's 8-byte identity.
+pub const RULE_HEAD: usize = 9;
+
+/// What a rule counts a request under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SubjectKind {
+    /// The request's key (an anonymous request: what its tier counts it under, its client
+    /// address).
+    Key,
+    /// The client address.
+    Address,
+    /// The bucket (every key together).
+    Bucket,
+    /// The key and the bucket together.
+    KeyBucket,
+    /// The client address and the route: the rule's first `paths` prefix that matched,
+    /// else the operation class and bucket (`list /logs`).
+    AddressRoute,
+}
+
+impl SubjectKind {
+    pub const ALL: [SubjectKind; 5] = [
+        SubjectKind::Key,
+        SubjectKind::Address,
+        SubjectKind::Bucket,
+        SubjectKind::KeyBucket,
+        SubjectKind::AddressRoute,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubjectKind::Key => "key",
+            SubjectKind::Address => "address",
+            SubjectKind::Bucket => "bucket",
+            SubjectKind::KeyBucket => "key+bucket",
+            SubjectKind::AddressRoute => "address+route",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<SubjectKind> {
+        SubjectKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// What a limit rule counts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuleLimits {
+    /// Units per request (default 1).
+    pub cost: u32,
+    /// The request windows (sustained, burst) as configured; None = no request limit.
+    pub windows: Option<[WindowConfig; 2]>,
+    pub rate: Option<TierLimits>,
+    /// 0 = no in-flight limit.
+    pub max_in_flight: u32,
+    pub bytes: Option<ByteLimit>,
+}
+
+/// What a matching rule does.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    Limit(Box<RuleLimits>),
+    Allow,
+    Deny,
+}
+
+impl Action {
+    pub fn word(&self) -> &'static str {
+        match self {
+            Action::Limit(_) => "limit",
+            Action::Allow => "allow",
+            Action::Deny => "deny",
+        }
+    }
+}
+
+/// One validated `[[rules]]` entry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rule {
+    pub name: String,
+    pub matcher: Match,
+    pub subject: SubjectKind,
+    pub action: Action,
+    /// The rule's identity (a hash of its name and subject): the bytes its counters are
+    /// kept under, so a reload that keeps both keeps the counters.
+    pub id: [u8; 8],
+}
+
+impl Rule {
+    pub fn identity(name: &str, subject: SubjectKind) -> [u8; 8] {
+        // FNV-1a: stable within and across processes.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in name.bytes().chain([0]).chain(subject.as_str().bytes()) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        h.to_le_bytes()
+    }
+
+    pub fn limits(&self) -> Option<&RuleLimits> {
+        match &self.action {
+            Action::Limit(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// Appends the table subject of this rule's counter for the request to `out`:
+    /// [`RULE_PREFIX`], the identity, then the subject's bytes. `key` is the request's key
+    /// (empty: anonymous), `tier_subject` what its tier counts it under (the key, or its
+    /// address subject).
+    pub fn subject_into(&self, f: &Facts<'_>, key: &[u8], tier_subject: &[u8], out: &mut Vec<u8>) {
+        let tier_subject = if key.is_empty() { tier_subject } else { key };
+        out.push(RULE_PREFIX);
+        out.extend_from_slice(&self.id);
+        match self.subject {
+            SubjectKind::Key => out.extend_from_slice(tier_subject),
+            SubjectKind::Address => out.extend_from_slice(&addr_subject(f.client)),
+            SubjectKind::Bucket => out.extend_from_slice(f.bucket),
+            SubjectKind::KeyBucket => {
+                out.extend_from_slice(f.bucket);
+                out.push(b'/');
+                out.extend_from_slice(tier_subject);
+            }
+            SubjectKind::AddressRoute => {
+                out.extend_from_slice(&addr_subject(f.client));
+                match self
+                    .matcher
+                    .paths
+                    .iter()
+                    .find(|p| f.route_starts_with(p.as_bytes()))
+                {
+                    Some(p) => out.extend_from_slice(p.as_bytes()),
+                    None => {
+                        out.extend_from_slice(f.class.as_str().as_bytes());
+                        out.extend_from_slice(b" /");
+                        out.extend_from_slice(f.bucket);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The validated `[[rules]]` and what they need to read a request.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RuleSet {
+    pub rules: Vec<Rule>,
+    /// `virtual_host_domains`: `BUCKET.DOMAIN` hosts address their bucket by name.
+    pub domains: Vec<String>,
+}
+
+/// What the rules decide for one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decided {
+    /// Charge the matching limit rules (see [`Outcome::charges`]) and the tier.
+    Charge,
+    /// Rule `i` allows: charge the limit rules before it, not the tier.
+    Allow(usize),
+    /// Rule `i` denies: charge nothing.
+    Deny(usize),
+}
+
+/// The matching limit rules of a request (indexes, in order) and how it ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub charges: Vec<u16>,
+    pub decided: Decided,
+}
+
+impl Outcome {
+    pub fn new() -> Outcome {
+        Outcome {
+            charges: Vec::with_capacity(8),
+            decided: Decided::Charge,
+        }
+    }
+
+    /// Whether the tier is charged too.
+    pub fn charges_tier(&self) -> bool {
+        self.decided == Decided::Charge
+    }
+}
+
+impl Default for Outcome {
+    fn default() -> Outcome {
+        Outcome::new()
+    }
+}
+
+impl RuleSet {
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Tests the rules in order (see the module docs) into `out`.
+    pub fn evaluate(&self, f: &Facts<'_>, h: &impl HeaderLookup, out: &mut Outcome) {
+        out.charges.clear();
+        out.decided = Decided::Charge;
+        for (i, r) in self.rules.iter().enumerate() {
+            if !r.matcher.test(f, h) {
+                continue;
+            }
+            match r.action {
+                Action::Limit(_) => out.charges.push(i as u16),
+                Action::Allow => {
+                    out.decided = Decided::Allow(i);
+                    return;
+                }
+                Action::Deny => {
+                    out.charges.clear();
+                    out.decided = Decided::Deny(i);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The rule of a table `tier` field (`RULE_TIER_BASE + i`).
+    pub fn of_tier(&self, tier: u16) -> Option<&Rule> {
+        let i = tier.checked_sub(RULE_TIER_BASE)?;
+        self.rules.get(usize::from(i))
+    }
+
+    /// The rule whose counters `subject` names, if rule `i` still has that identity.
+    pub fn owning(&self, i: usize, subject: &[u8]) -> Option<&Rule> {
+        let r = self.rules.get(i)?;
+        (subject.len() >= RULE_HEAD && subject[0] == RULE_PREFIX && subject[1..RULE_HEAD] == r.id)
+            .then_some(r)
+    }
+}
+
+/// What the rules see of a request, built from its head (see [`class`]).
+pub fn facts<'a>(
+    set: &RuleSet,
+    method: Option<crate::http::Method>,
+    path: &'a [u8],
+    query: &'a [u8],
+    host: Option<&'a [u8]>,
+    tier: usize,
+    client: IpAddr,
+) -> Facts<'a> {
+    let t = class::split_target(path, host, &set.domains);
+    Facts {
+        method,
+        class: class::classify(method, &t, query),
+        bucket: t.bucket,
+        key: t.key,
+        tier,
+        client,
+    }
+}
+
+/// The operation classes, for messages.
+pub fn class_names() -> String {
+    OpClass::ALL.map(OpClass::as_str).join(" ")
+}
+
+#[cfg(test)]
+mod tests;
