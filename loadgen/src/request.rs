@@ -549,4 +549,130 @@ mod tests {
             }
         }
     }
+
+    fn line_of(b: &mut RequestBuilder, op: Op, bucket: u16) -> (String, Vec<(String, String)>) {
+        let mut out = Vec::new();
+        let p = Pick {
+            op,
+            bucket,
+            obj: 3,
+            size_idx: 0,
+        };
+        b.build_pick(&p, 1_700_000_000, &mut out);
+        head_of(&out)
+    }
+
+    fn header<'h>(h: &'h [(String, String)], name: &str) -> Option<&'h str> {
+        h.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn every_op_class_has_its_request_line() {
+        let buckets: std::sync::Arc<[String]> = vec!["bench".into(), "logs".into()].into();
+        let mut b = builder(AuthStyle::XApiKey).with_buckets(buckets, Addressing::Path);
+        let want = [
+            (Op::Get, "GET /logs/obj-000003"),
+            (Op::Put, "PUT /logs/obj-000003"),
+            (Op::Head, "HEAD /logs/obj-000003"),
+            (Op::Delete, "DELETE /logs/obj-000003"),
+            (Op::List, "GET /logs?list-type=2"),
+            (Op::Multipart, "POST /logs/obj-000003?uploads"),
+            (Op::Other, "GET /logs?acl"),
+        ];
+        for (op, line) in want {
+            let (got, h) = line_of(&mut b, op, 1);
+            assert_eq!(got, line, "{op:?}");
+            assert_eq!(header(&h, "Host"), Some("127.0.0.1:3900"));
+            let cl = header(&h, "Content-Length");
+            match op {
+                Op::Put => assert_eq!(cl, Some("10")),
+                Op::Multipart => assert_eq!(cl, Some("0")),
+                _ => assert_eq!(cl, None, "{op:?}"),
+            }
+        }
+        assert_eq!(line_of(&mut b, Op::Get, 0).0, "GET /bench/obj-000003");
+    }
+
+    #[test]
+    fn virtual_host_style_moves_the_bucket_into_host() {
+        let buckets: std::sync::Arc<[String]> = vec!["media".into()].into();
+        let mut b = builder(AuthStyle::Sigv4).with_buckets(buckets, Addressing::Virtual);
+        let (line, h) = line_of(&mut b, Op::Get, 0);
+        assert_eq!(line, "GET /obj-000003");
+        assert_eq!(header(&h, "Host"), Some("media.127.0.0.1:3900"));
+        assert_eq!(line_of(&mut b, Op::List, 0).0, "GET /?list-type=2");
+        let s = b.shape(Op::Multipart, 0, 3);
+        assert_eq!(s.v2_resource, "/media/obj-000003?uploads");
+        // SigV4 signs the Host the request carries and the op's canonical query.
+        let mut v4 = V4Signer::new(
+            "GK0123456789abcdef01234567",
+            "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "garage",
+        );
+        let civil = Civil::from_unix(1_700_000_000);
+        let amz = civil.amz_date();
+        let (line, h) = line_of(&mut b, Op::List, 0);
+        assert_eq!(line, "GET /?list-type=2");
+        let sig = v4.sign(
+            "GET",
+            "/",
+            "list-type=2",
+            &[
+                ("host", "media.127.0.0.1:3900"),
+                ("x-amz-content-sha256", EMPTY_SHA256),
+                ("x-amz-date", &amz),
+            ],
+            EMPTY_SHA256,
+            civil,
+        );
+        assert!(
+            header(&h, "Authorization")
+                .unwrap()
+                .ends_with(&sig.signature)
+        );
+    }
+
+    #[test]
+    fn sub_resources_are_signed_in_every_style() {
+        let mut b = builder(AuthStyle::PresignV4);
+        let (line, _) = line_of(&mut b, Op::Other, 0);
+        assert!(
+            line.starts_with("GET /bench?acl&X-Amz-Algorithm="),
+            "{line}"
+        );
+        let mut v4 = V4Signer::new(
+            "GK0123456789abcdef01234567",
+            "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "garage",
+        );
+        let q = v4.presign_query_with(
+            "GET",
+            "/bench",
+            "acl=",
+            "127.0.0.1:3900",
+            3600,
+            Civil::from_unix(1_700_000_000),
+        );
+        assert!(line.ends_with(&format!("?acl&{q}")), "{line}");
+        assert_ne!(
+            q,
+            v4.presign_query(
+                "GET",
+                "/bench",
+                "127.0.0.1:3900",
+                3600,
+                Civil::from_unix(1_700_000_000)
+            ),
+            "the sub-resource is part of the signature"
+        );
+        let mut b = builder(AuthStyle::Sigv2);
+        let (_, h) = line_of(&mut b, Op::Multipart, 0);
+        let date = Civil::from_unix(1_700_000_000).http_date();
+        let sts = v2_string_to_sign("POST", &date, "/bench/obj-000003?uploads");
+        let secret = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let auth = header(&h, "Authorization").unwrap();
+        assert!(auth.ends_with(&v2_signature(secret, &sts)), "{auth}");
+        // list-type is no V2 sub-resource.
+        assert_eq!(b.shape(Op::List, 0, 0).v2_resource, "/bench");
+    }
 }

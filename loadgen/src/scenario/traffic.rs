@@ -207,3 +207,183 @@ fn product_entries(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Overrides, Scenario};
+    use crate::plan::{MixEntry, Op};
+    use crate::request::Addressing;
+    use crate::scenario::Metric;
+
+    fn load(extra_top: &str, group: &str) -> Result<Scenario, String> {
+        let text = format!(
+            "target = \"http://127.0.0.1:1\"\nduration = \"1s\"\n{extra_top}\n[[group]]\nkeys = [\"K\"]\nrate = \"10/s\"\n{group}\n"
+        );
+        Scenario::from_toml(&text, "t", &Overrides::default()).map_err(|e| e.to_string())
+    }
+
+    fn entries(sc: &Scenario) -> Vec<(Op, &str, u32)> {
+        sc.groups[0]
+            .mix
+            .entries
+            .iter()
+            .map(|e| (e.op, sc.buckets[e.bucket as usize].as_str(), e.weight))
+            .collect()
+    }
+
+    #[test]
+    fn ops_by_class_times_weighted_buckets() {
+        let sc = load(
+            "",
+            "ops = { list = 1, get_object = 3, GET = 0 }\nbuckets = { logs = 2, media = 1 }",
+        );
+        // GET and get_object are the same class.
+        assert!(
+            sc.unwrap_err()
+                .contains("group[0].ops: get_object given twice")
+        );
+        let sc = load(
+            "",
+            "ops = { list = 1, get_object = 3 }\nbuckets = { logs = 2, media = 1 }",
+        )
+        .unwrap();
+        assert_eq!(sc.buckets, ["logs", "media"]);
+        assert_eq!(
+            entries(&sc),
+            [
+                (Op::Get, "logs", 6),
+                (Op::List, "logs", 2),
+                (Op::Get, "media", 3),
+                (Op::List, "media", 1)
+            ]
+        );
+        assert_eq!(sc.groups[0].addressing, Addressing::Path);
+        // Defaults: all get_object on the scenario's bucket; a plain list of buckets is even.
+        let sc = load("bucket = \"b0\"", "").unwrap();
+        assert_eq!(entries(&sc), [(Op::Get, "b0", 1)]);
+        let sc = load(
+            "buckets = [\"x\", \"y\"]\naddressing = \"virtual\"",
+            "ops = { multipart = 1 }",
+        )
+        .unwrap();
+        assert_eq!(
+            entries(&sc),
+            [(Op::Multipart, "x", 1), (Op::Multipart, "y", 1)]
+        );
+        assert_eq!(sc.groups[0].addressing, Addressing::Virtual);
+    }
+
+    #[test]
+    fn explicit_mix_entries() {
+        let sc = load(
+            "bucket = \"main\"",
+            "mix = [{ op = \"list\", bucket = \"logs\", weight = 5 }, { op = \"delete\" }, { op = \"other\", bucket = \"logs\", weight = 0 }]",
+        )
+        .unwrap();
+        assert_eq!(sc.buckets, ["logs", "main"]);
+        let e = &sc.groups[0].mix.entries;
+        assert_eq!(
+            e[..],
+            [
+                MixEntry {
+                    op: Op::List,
+                    bucket: 0,
+                    weight: 5
+                },
+                MixEntry {
+                    op: Op::Delete,
+                    bucket: 1,
+                    weight: 1
+                }
+            ],
+            "weight 0 never picked"
+        );
+        assert_eq!(sc.groups[0].mix.buckets(), [0, 1]);
+    }
+
+    #[test]
+    fn traffic_errors_name_their_field() {
+        let cases = [
+            (
+                "",
+                "ops = { LIST = 1 }",
+                "group[0].ops: unknown op \"LIST\"",
+            ),
+            ("", "ops = { list = 0 }", "group[0].ops: weights sum to 0"),
+            (
+                "",
+                "bucket = \"a\"\nbuckets = [\"b\"]",
+                "group[0].buckets: give `bucket` or `buckets`",
+            ),
+            ("", "buckets = []", "group[0].buckets: empty list"),
+            (
+                "",
+                "buckets = [\"a/b\"]",
+                "group[0].buckets: bucket \"a/b\": letters",
+            ),
+            (
+                "addressing = \"virtual\"",
+                "buckets = [\"Logs\"]",
+                "group[0].buckets: bucket \"Logs\": virtual-host",
+            ),
+            (
+                "",
+                "mix = [{ op = \"list\" }]\nops = { GET = 1 }",
+                "group[0].mix: give `mix`, or `ops`",
+            ),
+            (
+                "",
+                "mix = [{ op = \"read\" }]",
+                "group[0].mix[0].op: unknown op \"read\"",
+            ),
+            (
+                "",
+                "mix = [{ op = \"head\", bucket = \"\" }]",
+                "group[0].mix[0].bucket: bucket \"\": 1 to 63",
+            ),
+            ("", "mix = []", "group[0].mix: empty list"),
+            (
+                "",
+                "mix = [{ op = \"list\", wieght = 1 }]",
+                "unknown field `wieght`",
+            ),
+        ];
+        for (top, group, want) in cases {
+            let e = load(top, group)
+                .err()
+                .unwrap_or_else(|| panic!("accepted: {group}"));
+            assert!(e.contains(want), "{group}: {e}");
+        }
+    }
+
+    #[test]
+    fn asserts_select_op_classes_and_buckets() {
+        let group = "ops = { list = 1, GET = 1 }\nbuckets = [\"logs\"]";
+        let a = "[[assert]]\nmetric = \"denied\"\nscope = \"key:K\"\nop = \"list\"\nbucket = \"logs\"\nmin = 1";
+        let sc = load("", &format!("{group}\n{a}")).unwrap();
+        let a0 = &sc.asserts[0];
+        assert_eq!(
+            (a0.metric, a0.op, a0.bucket.as_deref()),
+            (Metric::Denied, Some(Op::List), Some("logs"))
+        );
+        assert_eq!(a0.scope_label(), "key:K op:list bucket:logs");
+        let bad = [
+            (
+                "metric = \"p99\"\nop = \"list\"",
+                "assert[0].metric: p99 is not kept per op/bucket",
+            ),
+            (
+                "metric = \"sent\"\nop = \"lists\"",
+                "assert[0].op: unknown op \"lists\"",
+            ),
+            (
+                "metric = \"sent\"\nbucket = \"media\"",
+                "assert[0].bucket: no group sends to bucket \"media\" (buckets: logs)",
+            ),
+        ];
+        for (body, want) in bad {
+            let e = load("", &format!("{group}\n[[assert]]\n{body}")).unwrap_err();
+            assert!(e.contains(want), "{body}: {e}");
+        }
+    }
+}
