@@ -386,4 +386,25 @@ mod tests {
             assert!(e.contains(want), "{body}: {e}");
         }
     }
+
+    #[test]
+    fn the_shipped_rules_scenario_loads() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/scenarios/rules.toml");
+        let sc = Scenario::load(path, &Overrides::default()).unwrap();
+        assert_eq!(sc.buckets, ["logs", "media", "bench", "tmp-scratch"]);
+        assert_eq!(
+            sc.asserts
+                .iter()
+                .filter(|a| a.op.is_some() || a.bucket.is_some())
+                .count(),
+            6
+        );
+        let ops: Vec<Vec<Op>> = sc
+            .groups
+            .iter()
+            .map(|g| g.mix.entries.iter().map(|e| e.op).collect())
+            .collect();
+        assert_eq!(ops[1], [Op::Get, Op::List]);
+        assert_eq!(ops[2], [Op::Put, Op::Get]);
+    }
 }
