@@ -36,7 +36,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 QUICK=0 ROUNDS="" DURATION="" OUT_DIR="" WAIT_IDLE=0 INSTALL=1 BUILD=1
-CASES="saturation,fixed-rate,tls,large,many-keys,workers,accuracy,scenarios"
+CASES="saturation,fixed-rate,tls,large,many-keys,workers,accuracy,scenarios,rules"
 SYSTEMS="$ALL_SYSTEMS"
 usage() { sed -n '2,/^$/p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while (($#)); do
@@ -144,7 +144,7 @@ for c in "${CASE_LIST[@]}"; do
         ((!QUICK)) && prof=(--profile-dir "$RUN_DIR/profiles")
         run_case "$c" "${prof[@]+"${prof[@]}"}"
         ;;
-    saturation | tls | many-keys | accuracy | scenarios) run_case "$c" ;;
+    saturation | tls | many-keys | accuracy | scenarios | rules) run_case "$c" ;;
     *) bench_die "unknown case $c" ;;
     esac
 done
