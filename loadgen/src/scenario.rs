@@ -682,11 +682,14 @@ struct GroupDefaults {
     total_secs: f64,
 }
 
+/// The validated groups, their keys and the bucket names their mixes index.
+type GroupsKeysBuckets = (Vec<Group>, Vec<KeySpec>, Vec<String>);
+
 fn groups_from_raw(
     raw: &[RawGroup],
     tiers: &[Tier],
     d: &GroupDefaults,
-) -> Result<(Vec<Group>, Vec<KeySpec>, Vec<String>), ScenarioError> {
+) -> Result<GroupsKeysBuckets, ScenarioError> {
     if raw.is_empty() {
         return Err(invalid("group", "at least one [[group]] is required"));
     }
