@@ -99,6 +99,12 @@ CASES = {
                     ("unmatched", "2xx not seen at the origin", "%d")],
         "ratios": [],
     },
+    "rules": {
+        "title": "9. tollgate with 5 [[rules]] (2 matching) vs its tier only, fixed rate, 1,000 keys",
+        "metrics": [("rps", "req/s", "%.0f"), ("cpu_us_per_req", "CPU µs/req", "%.2f"),
+                    ("p99_us", "p99 µs", "%.0f"), ("errors", "errors", "%d")],
+        "ratios": [("cpu_us_per_req", "tollgate-rules", ["tollgate-tier"])],
+    },
     "scenarios": {
         "title": "8. The seed's scenarios, scaled: admitted per tier vs the exact rule's expectation",
         "metrics": [("sent", "sent", "%d"), ("admitted", "admitted", "%d"),
@@ -139,6 +145,7 @@ TARGETS = [
     ("64 MiB PUT vs direct", "large", "gb_per_s", "tollgate", "direct", "PUT", 0.9, "ge"),
     ("2 workers vs 1: CPU/req at 50% load", "workers", "cpu_us_per_req", "tollgate-2w", "tollgate-1w", "50%", 1.15, "le"),
     ("2 workers vs 1: CPU/req at 25% load", "workers", "cpu_us_per_req", "tollgate-2w", "tollgate-1w", "25%", 1.15, "le"),
+    ("5 rules (2 matching) vs one tier: CPU/req", "rules", "cpu_us_per_req", "tollgate-rules", "tollgate-tier", None, 1.15, "le"),
 ]
 
 

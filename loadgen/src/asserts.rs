@@ -1,9 +1,10 @@
 //! `[[assert]]` evaluation against a finished [`Report`]: each assert's value per row of its
-//! scope, judged against its bounds (the worst row reported). A failed assert makes
-//! `loadgen run` exit with status 1. The vocabulary (`Metric`, `Scope`) is the scenario's. Pure.
+//! scope (of the whole row, or of the op classes / buckets it selects), judged against its
+//! bounds (the worst row reported). A failed assert makes `loadgen run` exit with status 1. The vocabulary (`Metric`, `Scope`) is the scenario's. Pure.
 
 use crate::report::{AssertResult, Report, Row};
 use crate::scenario::{Assert, Metric, Scope};
+use crate::stats::OpCounts;
 
 fn ratio(a: u64, b: u64) -> Option<f64> {
     (b > 0).then(|| a as f64 / b as f64)
@@ -39,6 +40,37 @@ fn row_metric(r: &Row, m: Metric) -> Option<f64> {
         Metric::Identity => f64::from(u8::from(r.identity_ok)),
         Metric::Valid | Metric::Accuracy => return None,
     })
+}
+
+/// A count metric over the requests of row `r` that `a`'s `op` and `bucket` select.
+fn op_metric(r: &Row, a: &Assert, secs: f64) -> Option<f64> {
+    let mut c = OpCounts::default();
+    for o in r.ops.iter().filter(|o| {
+        a.op.is_none_or(|op| o.op == op.name()) && a.bucket.as_ref().is_none_or(|b| &o.bucket == b)
+    }) {
+        c.add(&o.counts);
+    }
+    Some(match a.metric {
+        Metric::Sent => c.sent as f64,
+        Metric::Admitted => c.ok as f64,
+        Metric::Denied => c.denied as f64,
+        Metric::Errors => c.errors as f64,
+        Metric::Passed => c.passed as f64,
+        Metric::Rps => (secs > 0.0).then(|| c.sent as f64 / secs)?,
+        Metric::ErrorRatio => ratio(c.errors, c.sent)?,
+        Metric::DeniedRatio => ratio(c.denied, c.sent)?,
+        Metric::AdmittedRatio => ratio(c.ok, c.sent)?,
+        _ => return None,
+    })
+}
+
+/// The value of `a`'s metric for row `r`: of the whole row, or of its selected ops/buckets.
+fn metric_of(r: &Row, a: &Assert, secs: f64) -> Option<f64> {
+    if a.op.is_some() || a.bucket.is_some() {
+        op_metric(r, a, secs)
+    } else {
+        row_metric(r, a.metric)
+    }
 }
 
 /// A report-wide metric's value (`None` for the per-row ones).
@@ -82,7 +114,7 @@ fn evaluate_one(a: &Assert, r: &Report) -> AssertResult {
     let boolean = a.metric.is_boolean();
     let result = |value: Option<f64>, pass: bool, detail: String| AssertResult {
         metric: a.metric.as_str().to_string(),
-        scope: a.scope.to_string(),
+        scope: a.scope_label(),
         min: a.min,
         max: a.max,
         value,
@@ -105,7 +137,7 @@ fn evaluate_one(a: &Assert, r: &Report) -> AssertResult {
     let mut pass = true;
     let mut missing = None;
     for row in &rows {
-        let v = row_metric(row, a.metric);
+        let v = metric_of(row, a, r.duration_s);
         if !judge(v, a.min, a.max, boolean) {
             pass = false;
             match v {

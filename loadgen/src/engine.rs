@@ -7,7 +7,7 @@
 //! runs [`KeyWork`]s (request source, plan, limited ops) under an [`EngineConfig`].
 
 use crate::client::{ClientError, Conn, TlsSetup};
-use crate::plan::{KeyPlan, Mix, Mode, Op, Rng};
+use crate::plan::{KeyPlan, Mix, Mode, Op, Pick, Rng};
 use crate::request::{BODY_CHUNK, RequestBuilder, Target, body_source};
 use crate::stats::{KeyStats, Outcome, Sample, Timeline, new_hist};
 use hdrhistogram::Histogram;
@@ -59,7 +59,7 @@ pub struct KeyWork {
     /// Closed loop: op/object/size choice.
     pub mix: Arc<Mix>,
     pub seed: u64,
-    /// Which ops the limiter counts for this key (Op::ALL order).
+    /// Which methods the limiter counts for this key ([`crate::plan::LIMITED_METHODS`] order).
     pub limited: [bool; 4],
 }
 
@@ -161,9 +161,7 @@ struct Job {
     /// Index into `EngineConfig::addrs`.
     target: u16,
     intended_ns: u64,
-    op: Op,
-    obj: u32,
-    size_idx: u16,
+    pick: Pick,
 }
 
 #[derive(Default)]
@@ -237,9 +235,12 @@ fn clock_thread(
                 key: plans[i].0,
                 target: plans[i].2.next_target(),
                 intended_ns: pl.at_ns,
-                op: pl.op,
-                obj: pl.obj,
-                size_idx: pl.size_idx,
+                pick: Pick {
+                    op: pl.op,
+                    bucket: pl.bucket,
+                    obj: pl.obj,
+                    size_idx: pl.size_idx,
+                },
             });
             next[i] = plans[i].1.next();
             if let Some(n) = &next[i] {
@@ -315,14 +316,19 @@ impl Local {
         bytes_out: u64,
     ) {
         let warm = job.intended_ns < self.cfg.warmup.as_nanos() as u64;
-        let op_i = Op::ALL.iter().position(|o| *o == job.op).unwrap_or(0);
         let s = Sample {
             intended_ns: job.intended_ns,
             sent_ns,
             done_ns,
             outcome,
             status: resp.map_or(0, |r| r.status),
-            limited: self.limited[job.key as usize][op_i],
+            limited: job
+                .pick
+                .op
+                .method_index()
+                .is_some_and(|m| self.limited[job.key as usize][m]),
+            op: job.pick.op,
+            bucket: job.pick.bucket,
             warm,
             retry_after_s: resp.and_then(|r| r.retry_after_s),
             amz_retry_after_ms: resp.and_then(|r| r.amz_retry_after_ms),
@@ -365,8 +371,9 @@ impl Local {
         let mut sources = self.sources.borrow_mut();
         match &mut sources[job.key as usize] {
             ReqSource::S3(b) => {
-                let rest = b.build(job.op, job.obj, job.size_idx, unix, wbuf);
-                (rest, job.op == Op::Head, b.body_len(job.op, job.size_idx))
+                let p = &job.pick;
+                let rest = b.build_pick(p, unix, wbuf);
+                (rest, p.op == Op::Head, b.body_len(p.op, p.size_idx))
             }
             ReqSource::Fixed { reqs, next, head } => {
                 wbuf.extend_from_slice(&reqs[*next % reqs.len()]);
@@ -389,14 +396,11 @@ impl Local {
         self.rr.set(self.rr.get() + 1);
         let mut closed = self.closed.borrow_mut();
         let (mix, rng) = &mut closed[k];
-        let (op, obj, size_idx) = mix.pick(rng);
         Some(Job {
             key: k as u32,
             target: target as u16,
             intended_ns: now,
-            op,
-            obj,
-            size_idx,
+            pick: mix.pick(rng),
         })
     }
 }

@@ -1,8 +1,8 @@
 //! The offered load, as pure functions of time: rate profiles (constant, ramp/hold stages),
 //! per-key arrival schedules (uniform with a random phase, or Poisson) and the per-request
-//! choice of operation, object and body size. Deterministic from a seed so the expectation
-//! simulator can replay exactly what the engine sends; and the loop [`Mode`] (open: these
-//! schedules; closed: back-to-back). Owns no I/O and no clock.
+//! choice of S3 operation class ([`Op`]), bucket, object and body size. Deterministic from a
+//! seed so the expectation simulator can replay exactly what the engine sends; and the loop
+//! [`Mode`] (open: these schedules; closed: back-to-back). Owns no I/O and no clock.
 
 use serde::{Deserialize, Serialize};
 
@@ -316,53 +316,138 @@ impl Iterator for Schedule {
     }
 }
 
-/// S3 operation.
+/// S3 operation class: what a request does, as a rule's `match.ops` sees it (method + path +
+/// query). `Get`, `Put`, `Head` and `Delete` act on one object; `List` is `GET /bucket?list-type=2`,
+/// `Multipart` `POST /bucket/object?uploads`, `Other` a bucket sub-resource (`GET /bucket?acl`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
 pub enum Op {
     Get,
     Put,
     Head,
     Delete,
+    List,
+    Multipart,
+    Other,
 }
 
+/// The HTTP methods a scenario tier can limit, in [`Op::method_index`] order.
+pub const LIMITED_METHODS: [&str; 4] = ["GET", "PUT", "HEAD", "DELETE"];
+
 impl Op {
-    pub const ALL: [Op; 4] = [Op::Get, Op::Put, Op::Head, Op::Delete];
+    pub const ALL: [Op; 7] = [
+        Op::Get,
+        Op::Put,
+        Op::Head,
+        Op::Delete,
+        Op::List,
+        Op::Multipart,
+        Op::Other,
+    ];
+    pub const COUNT: usize = Op::ALL.len();
 
     pub fn method(self) -> &'static str {
         match self {
-            Op::Get => "GET",
+            Op::Get | Op::List | Op::Other => "GET",
             Op::Put => "PUT",
             Op::Head => "HEAD",
             Op::Delete => "DELETE",
+            Op::Multipart => "POST",
         }
     }
 
+    /// The class name (`get_object put_object head delete list multipart other`), as in
+    /// tollgate's `match.ops`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Get => "get_object",
+            Op::Put => "put_object",
+            Op::Head => "head",
+            Op::Delete => "delete",
+            Op::List => "list",
+            Op::Multipart => "multipart",
+            Op::Other => "other",
+        }
+    }
+
+    /// Position in [`Op::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Position of the op's method in [`LIMITED_METHODS`] (None for POST: a scenario tier
+    /// never limits it).
+    pub fn method_index(self) -> Option<usize> {
+        LIMITED_METHODS.iter().position(|m| *m == self.method())
+    }
+
+    /// The object op of an HTTP method name (GET PUT HEAD DELETE, any case).
     pub fn from_method(s: &str) -> Option<Op> {
+        Op::ALL[..4]
+            .iter()
+            .copied()
+            .find(|o| o.method().eq_ignore_ascii_case(s))
+    }
+
+    /// A class name, or one of the four method names (`GET` = `get_object`, …).
+    pub fn parse(s: &str) -> Option<Op> {
         Op::ALL
             .into_iter()
-            .find(|o| o.method().eq_ignore_ascii_case(s))
+            .find(|o| o.name() == s)
+            .or_else(|| Op::from_method(s))
+    }
+
+    /// Whether the request names an object (false: a bucket-level request).
+    pub fn has_object(self) -> bool {
+        !matches!(self, Op::List | Op::Other)
     }
 }
 
-/// Weighted op mix plus object and body-size choice.
+/// One choice of a mix: an op class on a bucket (an index into the scenario's bucket list).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MixEntry {
+    pub op: Op,
+    pub bucket: u16,
+    pub weight: u32,
+}
+
+/// Weighted choice of (op class, bucket) plus object and body-size choice.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Mix {
-    /// Cumulative weights in Op::ALL order.
-    pub cum_weights: [u32; 4],
+    /// The choices, with cumulative weights in `cum_weights`.
+    pub entries: Vec<MixEntry>,
+    pub cum_weights: Vec<u32>,
     pub objects: u32,
     pub put_sizes: Vec<u64>,
 }
 
 impl Mix {
+    /// The four object ops (weights in GET PUT HEAD DELETE order) on bucket 0.
     pub fn new(weights: [u32; 4], objects: u32, put_sizes: Vec<u64>) -> Self {
-        let mut cum = [0u32; 4];
-        let mut acc = 0;
-        for (i, w) in weights.iter().enumerate() {
-            acc += w;
-            cum[i] = acc;
-        }
+        let entries = Op::ALL[..4]
+            .iter()
+            .zip(weights)
+            .map(|(&op, weight)| MixEntry {
+                op,
+                bucket: 0,
+                weight,
+            })
+            .collect();
+        Self::from_entries(entries, objects, put_sizes)
+    }
+
+    /// Any (op, bucket) choices; entries of weight 0 are never picked.
+    pub fn from_entries(entries: Vec<MixEntry>, objects: u32, put_sizes: Vec<u64>) -> Self {
+        let entries: Vec<MixEntry> = entries.into_iter().filter(|e| e.weight > 0).collect();
+        let cum_weights = entries
+            .iter()
+            .scan(0u32, |acc, e| {
+                *acc += e.weight;
+                Some(*acc)
+            })
+            .collect();
         Mix {
-            cum_weights: cum,
+            entries,
+            cum_weights,
             objects: objects.max(1),
             put_sizes: if put_sizes.is_empty() {
                 vec![0]
@@ -372,14 +457,46 @@ impl Mix {
         }
     }
 
-    pub fn pick(&self, rng: &mut Rng) -> (Op, u32, u16) {
-        let total = self.cum_weights[3].max(1);
-        let r = rng.below(total as u64) as u32;
-        let op = Op::ALL[self.cum_weights.iter().position(|&c| r < c).unwrap_or(0)];
-        let obj = rng.below(self.objects as u64) as u32;
-        let size = rng.below(self.put_sizes.len() as u64) as u16;
-        (op, obj, size)
+    /// Every bucket index the mix can pick, sorted, without repeats.
+    pub fn buckets(&self) -> Vec<u16> {
+        let mut b: Vec<u16> = self.entries.iter().map(|e| e.bucket).collect();
+        b.sort_unstable();
+        b.dedup();
+        b
     }
+
+    pub fn pick(&self, rng: &mut Rng) -> Pick {
+        let total = self.cum_weights.last().copied().unwrap_or(0).max(1);
+        let r = rng.below(total as u64) as u32;
+        let e = self
+            .cum_weights
+            .iter()
+            .position(|&c| r < c)
+            .and_then(|i| self.entries.get(i))
+            .copied()
+            .unwrap_or(MixEntry {
+                op: Op::Get,
+                bucket: 0,
+                weight: 0,
+            });
+        let obj = rng.below(self.objects as u64) as u32;
+        let size_idx = rng.below(self.put_sizes.len() as u64) as u16;
+        Pick {
+            op: e.op,
+            bucket: e.bucket,
+            obj,
+            size_idx,
+        }
+    }
+}
+
+/// What one request does: op class, bucket (index), object and body size (index).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pick {
+    pub op: Op,
+    pub bucket: u16,
+    pub obj: u32,
+    pub size_idx: u16,
 }
 
 /// One planned request.
@@ -387,6 +504,7 @@ impl Mix {
 pub struct Planned {
     pub at_ns: u64,
     pub op: Op,
+    pub bucket: u16,
     pub obj: u32,
     pub size_idx: u16,
 }
@@ -419,12 +537,13 @@ impl Iterator for KeyPlan {
 
     fn next(&mut self) -> Option<Planned> {
         let at_ns = self.schedule.next()?;
-        let (op, obj, size_idx) = self.mix.pick(&mut self.rng);
+        let p = self.mix.pick(&mut self.rng);
         Some(Planned {
             at_ns,
-            op,
-            obj,
-            size_idx,
+            op: p.op,
+            bucket: p.bucket,
+            obj: p.obj,
+            size_idx: p.size_idx,
         })
     }
 }
@@ -521,5 +640,46 @@ mod tests {
         assert!((puts / plan.len() as f64 - 0.3).abs() < 0.02);
         assert!(plan.iter().all(|r| r.obj < 10 && r.size_idx < 2));
         assert!(!plan.iter().any(|r| r.op == Op::Head));
+        assert!(plan.iter().all(|r| r.bucket == 0));
+    }
+
+    #[test]
+    fn joint_mix_picks_classes_and_buckets_by_weight() {
+        let e = |op, bucket, weight| MixEntry { op, bucket, weight };
+        let mix = Mix::from_entries(
+            vec![
+                e(Op::List, 1, 1),
+                e(Op::Get, 0, 3),
+                e(Op::Other, 1, 0),
+                e(Op::Multipart, 2, 1),
+            ],
+            5,
+            vec![],
+        );
+        assert_eq!(mix.entries.len(), 3, "weight 0 dropped");
+        assert_eq!(mix.buckets(), [0, 1, 2]);
+        let mut rng = Rng::new(11);
+        let picks: Vec<Pick> = (0..20_000).map(|_| mix.pick(&mut rng)).collect();
+        let share =
+            |op, b| picks.iter().filter(|p| p.op == op && p.bucket == b).count() as f64 / 20_000.0;
+        assert!((share(Op::Get, 0) - 0.6).abs() < 0.02);
+        assert!((share(Op::List, 1) - 0.2).abs() < 0.02);
+        assert!((share(Op::Multipart, 2) - 0.2).abs() < 0.02);
+        assert_eq!(share(Op::Other, 1), 0.0);
+    }
+
+    #[test]
+    fn op_names_methods_and_parsing() {
+        for op in Op::ALL {
+            assert_eq!(Op::parse(op.name()), Some(op));
+            assert_eq!(Op::ALL[op.index()], op);
+        }
+        assert_eq!(Op::parse("GET"), Some(Op::Get));
+        assert_eq!(Op::parse("delete"), Some(Op::Delete), "class name");
+        assert_eq!(Op::from_method("post"), None, "POST is no object op");
+        assert_eq!(Op::parse("list-objects"), None);
+        assert_eq!(Op::List.method_index(), Some(0), "a LIST is a GET");
+        assert_eq!(Op::Multipart.method_index(), None);
+        assert!(!Op::List.has_object() && Op::Multipart.has_object());
     }
 }

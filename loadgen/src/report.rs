@@ -8,8 +8,9 @@
 use crate::engine::RunOutput;
 use crate::expect::{Accuracy, KeyExpect};
 use crate::plan::Mode;
+use crate::plan::Op;
 use crate::scenario::Scenario;
-use crate::stats::{KeyStats, OUTCOME_NAMES, Percentiles};
+use crate::stats::{KeyStats, OUTCOME_NAMES, OpCounts, Percentiles};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -49,6 +50,32 @@ pub struct Row {
     pub expected: Option<KeyExpect>,
     /// sent == admitted + denied + errors.
     pub identity_ok: bool,
+    /// The counts per op class and bucket that were sent to.
+    pub ops: Vec<OpRow>,
+}
+
+/// The counts of one op class on one bucket, within a row.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpRow {
+    /// Class name (`list`, `get_object`, …).
+    pub op: &'static str,
+    pub bucket: String,
+    #[serde(flatten)]
+    pub counts: OpCounts,
+}
+
+/// The non-empty per-(op, bucket) counts of `s`.
+fn op_rows(s: &KeyStats, buckets: &[String]) -> Vec<OpRow> {
+    s.by_op
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.sent > 0)
+        .map(|(slot, c)| OpRow {
+            op: Op::ALL[slot % Op::COUNT].name(),
+            bucket: buckets.get(slot / Op::COUNT).cloned().unwrap_or_default(),
+            counts: *c,
+        })
+        .collect()
 }
 
 impl Row {
@@ -58,6 +85,7 @@ impl Row {
         s: &KeyStats,
         secs: f64,
         expected: Option<KeyExpect>,
+        buckets: &[String],
     ) -> Row {
         Row {
             name: name.into(),
@@ -92,6 +120,7 @@ impl Row {
             bytes_in: s.bytes_in,
             expected,
             identity_ok: s.sent == s.ok + s.denied + s.errors(),
+            ops: op_rows(s, buckets),
         }
     }
 }
@@ -139,7 +168,7 @@ fn rows(
         let s = &out.keys[i];
         let tier = &sc.groups[k.group].tier;
         let e = expected.map(|e| e[i]);
-        keys.push(Row::from_stats(&k.id, tier, s, secs, e));
+        keys.push(Row::from_stats(&k.id, tier, s, secs, e, &sc.buckets));
         overall.merge(s);
         let entry = tiers
             .entry(tier.clone())
@@ -158,9 +187,9 @@ fn rows(
     }
     let tiers: Vec<Row> = tiers
         .iter()
-        .map(|(n, (s, e))| Row::from_stats(n, n, s, secs, *e))
+        .map(|(n, (s, e))| Row::from_stats(n, n, s, secs, *e, &sc.buckets))
         .collect();
-    let overall = Row::from_stats("overall", "*", &overall, secs, overall_exp);
+    let overall = Row::from_stats("overall", "*", &overall, secs, overall_exp, &sc.buckets);
     (keys, tiers, overall)
 }
 
@@ -330,6 +359,7 @@ impl Report {
             }
         );
         self.text_tables(&mut s);
+        self.text_ops(&mut s);
         self.text_details(&mut s);
         self.text_accuracy(&mut s);
         let _ = writeln!(
@@ -415,6 +445,40 @@ impl Report {
         header(s, "key");
         for r in &self.keys {
             line(s, r);
+        }
+    }
+
+    /// Counts per op class and bucket (tiers, overall, keys), when the run sent more than one.
+    fn text_ops(&self, s: &mut String) {
+        if self.overall.ops.len() < 2 {
+            return;
+        }
+        let _ = writeln!(
+            s,
+            "\n{:<28} {:<10} {:<16} {:>8} {:>8} {:>8} {:>6} {:>8}",
+            "per op and bucket", "op", "bucket", "sent", "admitted", "denied", "errors", "req/s"
+        );
+        let rows = self.tiers.iter().chain([&self.overall]).chain(&self.keys);
+        for r in rows {
+            for o in &r.ops {
+                let c = &o.counts;
+                let _ = writeln!(
+                    s,
+                    "{:<28} {:<10} {:<16} {:>8} {:>8} {:>8} {:>6} {:>8.1}",
+                    truncate(&r.name, 28),
+                    o.op,
+                    truncate(&o.bucket, 16),
+                    c.sent,
+                    c.ok,
+                    c.denied,
+                    c.errors,
+                    if self.duration_s > 0.0 {
+                        c.sent as f64 / self.duration_s
+                    } else {
+                        0.0
+                    }
+                );
+            }
         }
     }
 

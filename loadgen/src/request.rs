@@ -1,9 +1,10 @@
 //! Target URLs and request bytes. [`Target`] parses and resolves `http(s)://host:port[/base]`;
-//! [`RequestBuilder`] turns (key, op, object, size, wall-clock second) into the exact bytes of a
-//! path-style S3 request signed in the group's auth style ([`AuthStyle`]). Pure apart from name
-//! resolution.
+//! [`RequestBuilder`] turns (key, op class, bucket, object, size, wall-clock second) into the
+//! exact bytes of an S3 request (path-style or virtual-host-style, [`Addressing`]) signed in the
+//! group's auth style ([`AuthStyle`]); [`Shape`] is the request line of each op class. Pure
+//! apart from name resolution.
 
-use crate::plan::Op;
+use crate::plan::{Op, Pick};
 use crate::sign::{
     Civil, EMPTY_SHA256, UNSIGNED_PAYLOAD, V4Signer, uri_encode, v2_signature, v2_string_to_sign,
 };
@@ -33,6 +34,42 @@ impl AuthStyle {
             self,
             AuthStyle::Sigv4 | AuthStyle::Sigv2 | AuthStyle::PresignV4 | AuthStyle::PresignV2
         )
+    }
+}
+
+/// Where the bucket goes: the first path segment (`/bucket/key`) or the Host
+/// (`bucket.host/key`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Addressing {
+    #[default]
+    Path,
+    Virtual,
+}
+
+/// What identifies one request of an op class, before authentication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shape {
+    pub method: &'static str,
+    /// The Host header.
+    pub host: String,
+    /// The URI-encoded path (also the SigV4 canonical URI).
+    pub path: String,
+    /// The op's own query on the wire (`list-type=2`, `uploads`, `acl`), "" for object ops.
+    pub query: &'static str,
+    /// The same query in SigV4 canonical form (`uploads=`).
+    pub canonical_query: &'static str,
+    /// The SigV2 canonicalized resource (`/bucket/key?uploads`; `list-type` is no sub-resource).
+    pub v2_resource: String,
+}
+
+/// (wire query, SigV4 canonical query, SigV2 sub-resource) of an op class.
+fn op_query(op: Op) -> (&'static str, &'static str, &'static str) {
+    match op {
+        Op::List => ("list-type=2", "list-type=2", ""),
+        Op::Multipart => ("uploads", "uploads=", "?uploads"),
+        Op::Other => ("acl", "acl=", "?acl"),
+        Op::Get | Op::Put | Op::Head | Op::Delete => ("", "", ""),
     }
 }
 
@@ -141,7 +178,10 @@ pub struct RequestBuilder {
     secret: String,
     auth: AuthStyle,
     host_header: String,
-    path_base: String,
+    /// The target URL's path ("" for the root).
+    base_path: String,
+    buckets: std::sync::Arc<[String]>,
+    addressing: Addressing,
     object_prefix: String,
     put_sizes: Vec<u64>,
     presign_expires: u32,
@@ -171,7 +211,9 @@ impl RequestBuilder {
             secret: secret.into(),
             auth,
             host_header: target.host_header.clone(),
-            path_base: format!("{}/{}", target.base_path, bucket),
+            base_path: target.base_path.clone(),
+            buckets: vec![bucket.to_string()].into(),
+            addressing: Addressing::Path,
             object_prefix: object_prefix.into(),
             put_sizes,
             presign_expires,
@@ -191,8 +233,57 @@ impl RequestBuilder {
         }
     }
 
-    /// Appends the request (head, plus the body when ≤ [`INLINE_BODY`]) to `out`.
-    /// Returns the number of body bytes the caller still has to write.
+    /// Sends to `buckets` (a [`Pick`]'s bucket indexes them) addressed as `addressing`
+    /// instead of the one bucket of [`Self::new`].
+    pub fn with_buckets(
+        mut self,
+        buckets: std::sync::Arc<[String]>,
+        addressing: Addressing,
+    ) -> Self {
+        self.buckets = buckets;
+        self.addressing = addressing;
+        self
+    }
+
+    /// The request line and Host of `op` on bucket `bucket` (an index), object `obj`.
+    pub fn shape(&self, op: Op, bucket: u16, obj: u32) -> Shape {
+        let b = self
+            .buckets
+            .get(bucket as usize)
+            .unwrap_or(&self.buckets[0]);
+        let object = op
+            .has_object()
+            .then(|| format!("{}{obj:06}", self.object_prefix));
+        let (query, canonical_query, v2_sub) = op_query(op);
+        let (host, raw_path) = match self.addressing {
+            Addressing::Path => (
+                self.host_header.clone(),
+                match &object {
+                    Some(o) => format!("{}/{b}/{o}", self.base_path),
+                    None => format!("{}/{b}", self.base_path),
+                },
+            ),
+            Addressing::Virtual => (
+                format!("{b}.{}", self.host_header),
+                format!("{}/{}", self.base_path, object.as_deref().unwrap_or("")),
+            ),
+        };
+        let path = uri_encode(&raw_path, true);
+        let v2_resource = match self.addressing {
+            Addressing::Path => format!("{path}{v2_sub}"),
+            Addressing::Virtual => format!("/{}{path}{v2_sub}", uri_encode(b, true)),
+        };
+        Shape {
+            method: op.method(),
+            host,
+            path,
+            query,
+            canonical_query,
+            v2_resource,
+        }
+    }
+
+    /// [`Self::build_pick`] on the first bucket.
     pub fn build(
         &mut self,
         op: Op,
@@ -201,6 +292,18 @@ impl RequestBuilder {
         now_unix: u64,
         out: &mut Vec<u8>,
     ) -> u64 {
+        let p = Pick {
+            op,
+            bucket: 0,
+            obj,
+            size_idx,
+        };
+        self.build_pick(&p, now_unix, out)
+    }
+
+    /// Appends the request (head, plus the body when ≤ [`INLINE_BODY`]) to `out`.
+    /// Returns the number of body bytes the caller still has to write.
+    pub fn build_pick(&mut self, p: &Pick, now_unix: u64, out: &mut Vec<u8>) -> u64 {
         use std::io::Write;
         if now_unix != self.cached_sec {
             self.cached_sec = now_unix;
@@ -208,12 +311,38 @@ impl RequestBuilder {
             self.http_date = self.civil.http_date();
         }
         self.counter += 1;
-        let method = op.method();
-        let path = uri_encode(
-            &format!("{}/{}{:06}", self.path_base, self.object_prefix, obj),
-            true,
-        );
-        let body = self.body_len(op, size_idx);
+        let op = p.op;
+        let shape = self.shape(op, p.bucket, p.obj);
+        let (method, path) = (shape.method, shape.path.as_str());
+        let body = self.body_len(op, p.size_idx);
+        let (query, extra) = self.auth_parts(&shape, body, now_unix);
+        let _ = write!(out, "{method} {path}");
+        let query = match (shape.query, query.as_str()) {
+            ("", q) => q.to_string(),
+            (o, "") => o.to_string(),
+            (o, q) => format!("{o}&{q}"),
+        };
+        if !query.is_empty() {
+            out.push(b'?');
+            out.extend_from_slice(query.as_bytes());
+        }
+        let _ = write!(out, " HTTP/1.1\r\nHost: {}\r\n{extra}", shape.host);
+        if matches!(op, Op::Put | Op::Multipart) {
+            let _ = write!(out, "Content-Length: {body}\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        if body > 0 && body <= INLINE_BODY {
+            out.extend_from_slice(&body_source()[..body as usize]);
+            0
+        } else {
+            body
+        }
+    }
+
+    /// The authentication of one request: (query parameters, header lines).
+    fn auth_parts(&mut self, shape: &Shape, body: u64, now_unix: u64) -> (String, String) {
+        let (method, path) = (shape.method, shape.path.as_str());
+
         let mut query = String::new();
         let mut extra = String::new();
         match self.auth {
@@ -225,18 +354,25 @@ impl RequestBuilder {
                 let payload = if body > 0 { UNSIGNED_PAYLOAD } else { EMPTY_SHA256 };
                 let amz = self.civil.amz_date();
                 let headers = [
-                    ("host", self.host_header.as_str()),
+                    ("host", shape.host.as_str()),
                     ("x-amz-content-sha256", payload),
                     ("x-amz-date", amz.as_str()),
                 ];
-                let sig = self.v4.sign(method, &path, "", &headers, payload, self.civil);
+                let sig = self.v4.sign(
+                    method,
+                    path,
+                    shape.canonical_query,
+                    &headers,
+                    payload,
+                    self.civil,
+                );
                 extra = format!(
                     "x-amz-content-sha256: {payload}\r\nx-amz-date: {amz}\r\nAuthorization: {}\r\n",
                     self.v4.authorization(&sig, &headers)
                 );
             }
             AuthStyle::Sigv2 => {
-                let sts = v2_string_to_sign(method, &self.http_date, &path);
+                let sts = v2_string_to_sign(method, &self.http_date, &shape.v2_resource);
                 extra = format!(
                     "Date: {}\r\nAuthorization: AWS {}:{}\r\n",
                     self.http_date,
@@ -245,17 +381,18 @@ impl RequestBuilder {
                 );
             }
             AuthStyle::PresignV4 => {
-                query = self.v4.presign_query(
+                query = self.v4.presign_query_with(
                     method,
-                    &path,
-                    &self.host_header,
+                    path,
+                    shape.canonical_query,
+                    &shape.host,
                     self.presign_expires,
                     self.civil,
                 );
             }
             AuthStyle::PresignV2 => {
                 let expires = (now_unix + self.presign_expires as u64).to_string();
-                let sts = v2_string_to_sign(method, &expires, &path);
+                let sts = v2_string_to_sign(method, &expires, &shape.v2_resource);
                 query = format!(
                     "AWSAccessKeyId={}&Expires={expires}&Signature={}",
                     uri_encode(&self.key_id, false),
@@ -276,22 +413,7 @@ impl RequestBuilder {
                 _ => extra = format!("X-API-Key: {}\u{e9}\r\n", self.key_id),
             },
         }
-        let _ = write!(out, "{method} {path}");
-        if !query.is_empty() {
-            out.push(b'?');
-            out.extend_from_slice(query.as_bytes());
-        }
-        let _ = write!(out, " HTTP/1.1\r\nHost: {}\r\n{extra}", self.host_header);
-        if op == Op::Put {
-            let _ = write!(out, "Content-Length: {body}\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
-        if body > 0 && body <= INLINE_BODY {
-            out.extend_from_slice(&body_source()[..body as usize]);
-            0
-        } else {
-            body
-        }
+        (query, extra)
     }
 }
 
@@ -426,5 +548,131 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn line_of(b: &mut RequestBuilder, op: Op, bucket: u16) -> (String, Vec<(String, String)>) {
+        let mut out = Vec::new();
+        let p = Pick {
+            op,
+            bucket,
+            obj: 3,
+            size_idx: 0,
+        };
+        b.build_pick(&p, 1_700_000_000, &mut out);
+        head_of(&out)
+    }
+
+    fn header<'h>(h: &'h [(String, String)], name: &str) -> Option<&'h str> {
+        h.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn every_op_class_has_its_request_line() {
+        let buckets: std::sync::Arc<[String]> = vec!["bench".into(), "logs".into()].into();
+        let mut b = builder(AuthStyle::XApiKey).with_buckets(buckets, Addressing::Path);
+        let want = [
+            (Op::Get, "GET /logs/obj-000003"),
+            (Op::Put, "PUT /logs/obj-000003"),
+            (Op::Head, "HEAD /logs/obj-000003"),
+            (Op::Delete, "DELETE /logs/obj-000003"),
+            (Op::List, "GET /logs?list-type=2"),
+            (Op::Multipart, "POST /logs/obj-000003?uploads"),
+            (Op::Other, "GET /logs?acl"),
+        ];
+        for (op, line) in want {
+            let (got, h) = line_of(&mut b, op, 1);
+            assert_eq!(got, line, "{op:?}");
+            assert_eq!(header(&h, "Host"), Some("127.0.0.1:3900"));
+            let cl = header(&h, "Content-Length");
+            match op {
+                Op::Put => assert_eq!(cl, Some("10")),
+                Op::Multipart => assert_eq!(cl, Some("0")),
+                _ => assert_eq!(cl, None, "{op:?}"),
+            }
+        }
+        assert_eq!(line_of(&mut b, Op::Get, 0).0, "GET /bench/obj-000003");
+    }
+
+    #[test]
+    fn virtual_host_style_moves_the_bucket_into_host() {
+        let buckets: std::sync::Arc<[String]> = vec!["media".into()].into();
+        let mut b = builder(AuthStyle::Sigv4).with_buckets(buckets, Addressing::Virtual);
+        let (line, h) = line_of(&mut b, Op::Get, 0);
+        assert_eq!(line, "GET /obj-000003");
+        assert_eq!(header(&h, "Host"), Some("media.127.0.0.1:3900"));
+        assert_eq!(line_of(&mut b, Op::List, 0).0, "GET /?list-type=2");
+        let s = b.shape(Op::Multipart, 0, 3);
+        assert_eq!(s.v2_resource, "/media/obj-000003?uploads");
+        // SigV4 signs the Host the request carries and the op's canonical query.
+        let mut v4 = V4Signer::new(
+            "GK0123456789abcdef01234567",
+            "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "garage",
+        );
+        let civil = Civil::from_unix(1_700_000_000);
+        let amz = civil.amz_date();
+        let (line, h) = line_of(&mut b, Op::List, 0);
+        assert_eq!(line, "GET /?list-type=2");
+        let sig = v4.sign(
+            "GET",
+            "/",
+            "list-type=2",
+            &[
+                ("host", "media.127.0.0.1:3900"),
+                ("x-amz-content-sha256", EMPTY_SHA256),
+                ("x-amz-date", &amz),
+            ],
+            EMPTY_SHA256,
+            civil,
+        );
+        assert!(
+            header(&h, "Authorization")
+                .unwrap()
+                .ends_with(&sig.signature)
+        );
+    }
+
+    #[test]
+    fn sub_resources_are_signed_in_every_style() {
+        let mut b = builder(AuthStyle::PresignV4);
+        let (line, _) = line_of(&mut b, Op::Other, 0);
+        assert!(
+            line.starts_with("GET /bench?acl&X-Amz-Algorithm="),
+            "{line}"
+        );
+        let mut v4 = V4Signer::new(
+            "GK0123456789abcdef01234567",
+            "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "garage",
+        );
+        let q = v4.presign_query_with(
+            "GET",
+            "/bench",
+            "acl=",
+            "127.0.0.1:3900",
+            3600,
+            Civil::from_unix(1_700_000_000),
+        );
+        assert!(line.ends_with(&format!("?acl&{q}")), "{line}");
+        assert_ne!(
+            q,
+            v4.presign_query(
+                "GET",
+                "/bench",
+                "127.0.0.1:3900",
+                3600,
+                Civil::from_unix(1_700_000_000)
+            ),
+            "the sub-resource is part of the signature"
+        );
+        let mut b = builder(AuthStyle::Sigv2);
+        let (_, h) = line_of(&mut b, Op::Multipart, 0);
+        let date = Civil::from_unix(1_700_000_000).http_date();
+        let sts = v2_string_to_sign("POST", &date, "/bench/obj-000003?uploads");
+        let secret = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let auth = header(&h, "Authorization").unwrap();
+        assert!(auth.ends_with(&v2_signature(secret, &sts)), "{auth}");
+        // list-type is no V2 sub-resource.
+        assert_eq!(b.shape(Op::List, 0, 0).v2_resource, "/bench");
     }
 }

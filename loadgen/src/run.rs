@@ -9,7 +9,7 @@ use crate::client::TlsSetup;
 use crate::engine::{self, EngineConfig, KeyWork, ProgressSnapshot, ReqSource};
 pub use crate::expect::KeyExpect;
 use crate::expect::{Accuracy, accuracy, simulate};
-use crate::plan::{KeyPlan, Mode, Op, mix_seed};
+use crate::plan::{KeyPlan, LIMITED_METHODS, Mode, Op, Pick, mix_seed};
 use crate::report::Report;
 use crate::request::{AuthStyle, RequestBuilder, Target};
 use crate::scenario::Scenario;
@@ -41,13 +41,14 @@ pub fn key_plan(sc: &Scenario, i: usize) -> KeyPlan {
     )
 }
 
-fn limited_ops(sc: &Scenario, i: usize) -> [bool; 4] {
-    let mut l = [false; 4];
-    if let Some(t) = sc.limiter_tier(&sc.keys[i]) {
-        if !t.windows.is_empty() {
-            for (j, op) in Op::ALL.iter().enumerate() {
-                l[j] = t.methods.contains(op);
-            }
+/// Which of [`LIMITED_METHODS`] key `i`'s tier counts (none when it has no window).
+fn limited_methods(sc: &Scenario, i: usize) -> [bool; LIMITED_METHODS.len()] {
+    let mut l = [false; LIMITED_METHODS.len()];
+    if let Some(t) = sc.limiter_tier(&sc.keys[i])
+        && !t.windows.is_empty()
+    {
+        for m in t.methods.iter().filter_map(|op| op.method_index()) {
+            l[m] = true;
         }
     }
     l
@@ -66,10 +67,9 @@ pub fn expectation(sc: &Scenario) -> Vec<KeyExpect> {
         // (time, key, limited)
         let mut reqs: Vec<(u64, usize, bool)> = Vec::new();
         for &i in keys {
-            let lim = limited_ops(sc, i);
+            let lim = limited_methods(sc, i);
             for p in key_plan(sc, i) {
-                let oi = Op::ALL.iter().position(|o| *o == p.op).unwrap_or(0);
-                reqs.push((p.at_ns, i, lim[oi]));
+                reqs.push((p.at_ns, i, p.op.method_index().is_some_and(|m| lim[m])));
             }
         }
         reqs.sort_unstable();
@@ -131,6 +131,7 @@ pub fn prepare(sc: &Scenario, progress: bool) -> Result<(EngineConfig, Vec<KeyWo
     let target = Target::parse(&sc.target)?;
     let tls = tls_setup(sc, &target)?;
     let mut work = Vec::new();
+    let buckets: Arc<[String]> = sc.buckets.clone().into();
     for (i, k) in sc.keys.iter().enumerate() {
         let g = &sc.groups[k.group];
         let builder = RequestBuilder::new(
@@ -138,19 +139,20 @@ pub fn prepare(sc: &Scenario, progress: bool) -> Result<(EngineConfig, Vec<KeyWo
             &k.secret,
             g.auth,
             &target,
-            &g.bucket,
+            &sc.buckets[0],
             &g.region,
             &g.object_prefix,
             g.mix.put_sizes.clone(),
             sc.presign_expires,
-        );
+        )
+        .with_buckets(buckets.clone(), g.addressing);
         work.push(KeyWork {
             idx: i,
             source: ReqSource::S3(Box::new(builder)),
             plan: (sc.mode == Mode::Open).then(|| key_plan(sc, i)),
             mix: Arc::new(g.mix.clone()),
             seed: key_seed(sc, i),
-            limited: limited_ops(sc, i),
+            limited: limited_methods(sc, i),
         });
     }
     let mut addrs = Vec::with_capacity(sc.targets.len());
@@ -211,16 +213,23 @@ pub struct PrefillResult {
 }
 
 /// Creates every object the scenario's groups read (PUT, one connection, sequential), signed as
-/// the first key of each group. Point it at the store itself, not at the proxy, so it spends no
-/// rate budget. Groups sharing a bucket and object prefix are written once.
+/// the first key of each group, in every bucket of the group's mix. Point it at the store
+/// itself, not at the proxy, so it spends no rate budget. A bucket and object prefix shared by
+/// several groups is written once.
 pub fn prefill(sc: &Scenario) -> Result<PrefillResult, RunError> {
     use crate::client::Conn;
     let target = Target::parse(&sc.target)?;
     let tls = tls_setup(sc, &target)?;
-    let mut jobs: Vec<(RequestBuilder, u32, String)> = Vec::new();
+    let mut jobs: Vec<(RequestBuilder, u16, u32, String)> = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for (gi, g) in sc.groups.iter().enumerate() {
-        if !seen.insert((g.bucket.clone(), g.object_prefix.clone())) {
+    let buckets: Arc<[String]> = sc.buckets.clone().into();
+    for ((gi, g), bucket) in sc
+        .groups
+        .iter()
+        .enumerate()
+        .flat_map(|(gi, g)| g.mix.buckets().into_iter().map(move |b| ((gi, g), b)))
+    {
+        if !seen.insert((bucket, g.object_prefix.clone())) {
             continue;
         }
         let Some(k) = sc.keys.iter().find(|k| k.group == gi) else {
@@ -236,17 +245,15 @@ pub fn prefill(sc: &Scenario) -> Result<PrefillResult, RunError> {
             &k.secret,
             auth,
             &target,
-            &g.bucket,
+            &sc.buckets[0],
             &g.region,
             &g.object_prefix,
             vec![g.mix.put_sizes[0]],
             sc.presign_expires,
-        );
-        jobs.push((
-            b,
-            g.mix.objects,
-            format!("{}/{}", g.bucket, g.object_prefix),
-        ));
+        )
+        .with_buckets(buckets.clone(), g.addressing);
+        let label = format!("{}/{}", sc.buckets[bucket as usize], g.object_prefix);
+        jobs.push((b, bucket, g.mix.objects, label));
     }
     let (mut rt, _) = engine::build_runtime(false)
         .map_err(|e| RunError::Engine(engine::EngineError::Runtime(e)))?;
@@ -255,14 +262,20 @@ pub fn prefill(sc: &Scenario) -> Result<PrefillResult, RunError> {
         let mut res = PrefillResult::default();
         let mut conn: Option<Conn> = None;
         let mut buf = Vec::new();
-        for (mut b, n, prefix) in jobs {
+        for (mut b, bucket, n, prefix) in jobs {
             for obj in 0..n {
                 let unix = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_secs())
                     .unwrap_or(0);
                 buf.clear();
-                let rest = b.build(Op::Put, obj, 0, unix, &mut buf);
+                let put = Pick {
+                    op: Op::Put,
+                    bucket,
+                    obj,
+                    size_idx: 0,
+                };
+                let rest = b.build_pick(&put, unix, &mut buf);
                 let one = async {
                     if conn.is_none() {
                         conn = Some(Conn::connect(target.addr, tls.as_ref()).await?);

@@ -1,17 +1,21 @@
 //! Scenario files: the raw TOML mirror (unknown fields are errors), defaults, validation into a
 //! [`Scenario`] (section by section: top-level durations, tiers, groups with their keys, stages
-//! and mix, asserts), command-line overrides and `--scale`, and the assert vocabulary
-//! ([`Metric`], [`Scope`]; `asserts` evaluates them). `Mode`, `AuthStyle` and `Window` belong to
+//! and traffic — op classes over buckets, in `traffic` — asserts), command-line overrides and
+//! `--scale`, and the assert vocabulary ([`Metric`], [`Scope`], the `op`/`bucket` filters;
+//! `asserts` evaluates them). `Mode`, `AuthStyle` and `Window` belong to
 //! `plan`, `request` and `expect` and are re-exported here. Owns no I/O beyond reading the file.
 
 pub use crate::expect::Window;
 pub use crate::plan::Mode;
+mod traffic;
+
 use crate::plan::{Arrival, Mix, Op, Profile, Stage};
-pub use crate::request::AuthStyle;
-use crate::units::{UnitError, parse_duration, parse_rate, parse_size};
+pub use crate::request::{Addressing, AuthStyle};
+use crate::units::{UnitError, parse_duration, parse_rate};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
+pub use traffic::{RawBuckets, RawMixEntry};
 
 pub const DEFAULT_DURATION: &str = "30s";
 pub const DEFAULT_TIMEOUT: &str = "5s";
@@ -72,6 +76,10 @@ pub struct RawScenario {
     pub seed: Option<u64>,
     pub region: Option<String>,
     pub bucket: Option<String>,
+    /// Default bucket list of the groups (see [`RawGroup::buckets`]).
+    pub buckets: Option<RawBuckets>,
+    /// Default addressing of the groups: "path" (`/bucket/key`) or "virtual" (`bucket.host`).
+    pub addressing: Option<Addressing>,
     pub insecure: Option<bool>,
     pub ca_file: Option<String>,
     pub server_name: Option<String>,
@@ -125,11 +133,17 @@ pub struct RawGroup {
     /// Repeat the whole stage list this many times (default 1).
     pub repeat: Option<u32>,
     pub arrival: Option<Arrival>,
+    /// Weights per op class (`list = 5`) or method (`GET = 70`, an object op).
     pub ops: Option<BTreeMap<String, u32>>,
     pub objects: Option<u32>,
     pub object_prefix: Option<String>,
     pub put_sizes: Option<Vec<String>>,
     pub bucket: Option<String>,
+    /// Buckets the `ops` mix is spread over (a list: equal shares; a table: weights).
+    pub buckets: Option<RawBuckets>,
+    /// Explicit (op, bucket, weight) entries instead of `ops` × `buckets`.
+    pub mix: Option<Vec<RawMixEntry>>,
+    pub addressing: Option<Addressing>,
     pub region: Option<String>,
 }
 
@@ -151,6 +165,10 @@ pub struct RawStage {
 pub struct RawAssert {
     pub metric: String,
     pub scope: Option<String>,
+    /// Count only this op class's requests of the scope's rows.
+    pub op: Option<String>,
+    /// Count only the requests to this bucket.
+    pub bucket: Option<String>,
     pub min: Option<f64>,
     pub max: Option<f64>,
 }
@@ -211,9 +229,10 @@ pub struct Group {
     pub initial_rate: f64,
     pub stages: Vec<Stage>,
     pub arrival: Arrival,
+    /// Op classes and buckets (indices into [`Scenario::buckets`]).
     pub mix: Mix,
+    pub addressing: Addressing,
     pub object_prefix: String,
-    pub bucket: String,
     pub region: String,
 }
 
@@ -223,8 +242,27 @@ pub struct Group {
 pub struct Assert {
     pub metric: Metric,
     pub scope: Scope,
+    /// Only this op class / bucket of each row (count metrics only).
+    pub op: Option<Op>,
+    pub bucket: Option<String>,
     pub min: Option<f64>,
     pub max: Option<f64>,
+}
+
+impl Assert {
+    /// The scope as reports show it: `key:K`, `key:K op:list bucket:logs`.
+    pub fn scope_label(&self) -> String {
+        let mut s = self.scope.to_string();
+        if let Some(op) = self.op {
+            s.push_str(" op:");
+            s.push_str(op.name());
+        }
+        if let Some(b) = &self.bucket {
+            s.push_str(" bucket:");
+            s.push_str(b);
+        }
+        s
+    }
 }
 
 /// Defines `Metric` with its `ALL` list and names from one table.
@@ -281,6 +319,22 @@ metrics! {
 }
 
 impl Metric {
+    /// Whether the metric is kept per op class and bucket (the counts and their rates).
+    pub fn per_op(self) -> bool {
+        use Metric::*;
+        matches!(
+            self,
+            Sent | Admitted
+                | Denied
+                | Errors
+                | Passed
+                | Rps
+                | ErrorRatio
+                | DeniedRatio
+                | AdmittedRatio
+        )
+    }
+
     /// 1 (true) or 0 (false); with neither `min` nor `max` it must be true.
     pub fn is_boolean(self) -> bool {
         matches!(self, Metric::Valid | Metric::Accuracy | Metric::Identity)
@@ -373,6 +427,8 @@ pub struct Scenario {
     pub tiers: Vec<Tier>,
     pub groups: Vec<Group>,
     pub keys: Vec<KeySpec>,
+    /// Every bucket a group sends to, in order of first use (a mix entry's bucket indexes it).
+    pub buckets: Vec<String>,
     pub asserts: Vec<Assert>,
 }
 
@@ -465,13 +521,17 @@ impl Scenario {
         let defaults = GroupDefaults {
             arrival: raw.arrival.unwrap_or_default(),
             region: raw.region.clone().unwrap_or(DEFAULT_REGION.into()),
-            bucket: raw.bucket.clone().unwrap_or(DEFAULT_BUCKET.into()),
+            traffic: traffic::TrafficDefaults {
+                bucket: raw.bucket.clone().unwrap_or(DEFAULT_BUCKET.into()),
+                buckets: raw.buckets.clone(),
+                addressing: raw.addressing.unwrap_or_default(),
+            },
             closed: raw.mode == Some(Mode::Closed),
             scale,
             total_secs: (warmup + duration).as_secs_f64(),
         };
-        let (groups, keys) = groups_from_raw(&raw.groups, &tiers, &defaults)?;
-        let asserts = asserts_from_raw(&raw.asserts)?;
+        let (groups, keys, buckets) = groups_from_raw(&raw.groups, &tiers, &defaults)?;
+        let asserts = asserts_from_raw(&raw.asserts, &buckets)?;
         let anonymous_tier = raw.anonymous_tier.clone().unwrap_or("unknown".into());
         let threads = ov.threads.or(raw.threads).unwrap_or(1).max(1);
         Ok(Scenario {
@@ -506,6 +566,7 @@ impl Scenario {
             tiers,
             groups,
             keys,
+            buckets,
             asserts,
         })
     }
@@ -613,7 +674,7 @@ fn durations(
 struct GroupDefaults {
     arrival: Arrival,
     region: String,
-    bucket: String,
+    traffic: traffic::TrafficDefaults,
     /// Closed loop: a group needs no rate.
     closed: bool,
     scale: f64,
@@ -621,18 +682,22 @@ struct GroupDefaults {
     total_secs: f64,
 }
 
+/// The validated groups, their keys and the bucket names their mixes index.
+type GroupsKeysBuckets = (Vec<Group>, Vec<KeySpec>, Vec<String>);
+
 fn groups_from_raw(
     raw: &[RawGroup],
     tiers: &[Tier],
     d: &GroupDefaults,
-) -> Result<(Vec<Group>, Vec<KeySpec>), ScenarioError> {
+) -> Result<GroupsKeysBuckets, ScenarioError> {
     if raw.is_empty() {
         return Err(invalid("group", "at least one [[group]] is required"));
     }
     let mut groups = Vec::new();
     let mut keys = Vec::new();
+    let mut buckets = traffic::BucketNames::default();
     for (gi, g) in raw.iter().enumerate() {
-        groups.push(group_from_raw(gi, g, tiers, d, &mut keys)?);
+        groups.push(group_from_raw(gi, g, tiers, d, &mut keys, &mut buckets)?);
     }
     if groups
         .iter()
@@ -643,16 +708,18 @@ fn groups_from_raw(
     {
         return Err(invalid("group.name", "group names must be unique"));
     }
-    Ok((groups, keys))
+    Ok((groups, keys, buckets.0))
 }
 
-/// Group `gi`; its keys are appended to `keys` (which holds the earlier groups' keys).
+/// Group `gi`; its keys are appended to `keys` (which holds the earlier groups' keys), its
+/// buckets interned into `buckets`.
 fn group_from_raw(
     gi: usize,
     g: &RawGroup,
     tiers: &[Tier],
     d: &GroupDefaults,
     keys: &mut Vec<KeySpec>,
+    buckets: &mut traffic::BucketNames,
 ) -> Result<Group, ScenarioError> {
     let f = |s: &str| format!("group[{gi}].{s}");
     let name = g.name.clone().unwrap_or(format!("group{gi}"));
@@ -681,6 +748,7 @@ fn group_from_raw(
         stages.extend(one.iter().cloned());
     }
     let profile = Profile::staged(initial_rate, &stages, d.total_secs);
+    let (mix, addressing) = traffic::group_mix(gi, g, &d.traffic, buckets)?;
     Ok(Group {
         name,
         tier,
@@ -689,12 +757,12 @@ fn group_from_raw(
         initial_rate,
         stages,
         arrival: g.arrival.unwrap_or(d.arrival),
-        mix: group_mix(gi, g)?,
+        mix,
+        addressing,
         object_prefix: g
             .object_prefix
             .clone()
             .unwrap_or(DEFAULT_OBJECT_PREFIX.into()),
-        bucket: g.bucket.clone().unwrap_or(d.bucket.clone()),
         region: g.region.clone().unwrap_or(d.region.clone()),
     })
 }
@@ -828,42 +896,7 @@ fn stage_from_raw(
     Ok(())
 }
 
-/// Group `gi`'s operation weights (`ops`, default all GET), objects and PUT sizes.
-fn group_mix(gi: usize, g: &RawGroup) -> Result<Mix, ScenarioError> {
-    let f = |s: &str| format!("group[{gi}].{s}");
-    let mut weights = [0u32; 4];
-    match &g.ops {
-        None => weights[0] = 100,
-        Some(m) => {
-            for (k, w) in m {
-                let op = Op::from_method(k).ok_or_else(|| {
-                    invalid(f("ops"), format!("unknown op {k:?} (GET PUT HEAD DELETE)"))
-                })?;
-                weights[Op::ALL.iter().position(|o| *o == op).unwrap()] = *w;
-            }
-        }
-    }
-    if weights.iter().sum::<u32>() == 0 {
-        return Err(invalid(f("ops"), "weights sum to 0"));
-    }
-    let mut sizes = Vec::new();
-    for s in g.put_sizes.iter().flatten() {
-        sizes.push(parse_size(s).map_err(|source| ScenarioError::Unit {
-            field: f("put_sizes"),
-            source,
-        })?);
-    }
-    if sizes.is_empty() {
-        sizes.push(1024);
-    }
-    Ok(Mix::new(
-        weights,
-        g.objects.unwrap_or(DEFAULT_OBJECTS),
-        sizes,
-    ))
-}
-
-fn asserts_from_raw(raw: &[RawAssert]) -> Result<Vec<Assert>, ScenarioError> {
+fn asserts_from_raw(raw: &[RawAssert], buckets: &[String]) -> Result<Vec<Assert>, ScenarioError> {
     let mut asserts = Vec::new();
     for (i, a) in raw.iter().enumerate() {
         let metric = a
@@ -876,14 +909,58 @@ fn asserts_from_raw(raw: &[RawAssert]) -> Result<Vec<Assert>, ScenarioError> {
             .unwrap_or("overall")
             .parse()
             .map_err(|m| invalid(format!("assert[{i}].scope"), m))?;
+        let (op, bucket) = assert_filter(i, a, metric, buckets)?;
         asserts.push(Assert {
             metric,
             scope,
+            op,
+            bucket,
             min: a.min,
             max: a.max,
         });
     }
     Ok(asserts)
+}
+
+/// Assert `i`'s `op` and `bucket` filters, for a metric kept per op class and bucket.
+fn assert_filter(
+    i: usize,
+    a: &RawAssert,
+    metric: Metric,
+    buckets: &[String],
+) -> Result<(Option<Op>, Option<String>), ScenarioError> {
+    let f = |s: &str| format!("assert[{i}].{s}");
+    if (a.op.is_some() || a.bucket.is_some()) && !metric.per_op() {
+        let known: Vec<&str> = Metric::ALL
+            .iter()
+            .filter(|m| m.per_op())
+            .map(|m| m.as_str())
+            .collect();
+        return Err(invalid(
+            f("metric"),
+            format!(
+                "{} is not kept per op/bucket (with `op` or `bucket`: {})",
+                metric.as_str(),
+                known.join(", ")
+            ),
+        ));
+    }
+    let op =
+        a.op.as_deref()
+            .map(|s| Op::parse(s).ok_or_else(|| invalid(f("op"), format!("unknown op {s:?}"))))
+            .transpose()?;
+    if let Some(b) = &a.bucket
+        && !buckets.contains(b)
+    {
+        return Err(invalid(
+            f("bucket"),
+            format!(
+                "no group sends to bucket {b:?} (buckets: {})",
+                buckets.join(", ")
+            ),
+        ));
+    }
+    Ok((op, a.bucket.clone()))
 }
 
 fn tier_from_raw(name: &str, t: &RawTier) -> Result<Tier, ScenarioError> {

@@ -204,16 +204,36 @@ impl V4Signer {
         expires: u32,
         now: Civil,
     ) -> String {
+        self.presign_query_with(method, canonical_uri, "", host, expires, now)
+    }
+
+    /// [`Self::presign_query`] for a request that also carries the canonical query `sub`
+    /// (e.g. `list-type=2`, `uploads=`: lower-case names, so they sort after the `X-Amz-*`
+    /// parameters); the result holds the `X-Amz-*` parameters only, the caller adds `sub`.
+    pub fn presign_query_with(
+        &mut self,
+        method: &str,
+        canonical_uri: &str,
+        sub: &str,
+        host: &str,
+        expires: u32,
+        now: Civil,
+    ) -> String {
         let scope = format!("{}/{}/s3/aws4_request", now.ymd(), self.region);
         let query = format!(
             "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={}&X-Amz-Date={}&X-Amz-Expires={expires}&X-Amz-SignedHeaders=host",
             uri_encode(&format!("{}/{scope}", self.access_key), false),
             now.amz_date()
         );
+        let canonical = if sub.is_empty() {
+            query.clone()
+        } else {
+            format!("{query}&{sub}")
+        };
         let sig = self.sign(
             method,
             canonical_uri,
-            &query,
+            &canonical,
             &[("host", host)],
             UNSIGNED_PAYLOAD,
             now,

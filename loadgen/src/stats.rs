@@ -1,6 +1,6 @@
-//! Measurement records: outcome classification, per-key counters and HdrHistograms (latency
-//! from the intended send time, service time from the actual send), admitted-request intervals
-//! for the accuracy check, and the per-second timeline. Merging only; no I/O, no clock.
+//! Measurement records: outcome classification, per-key counters (also per op class and
+//! bucket) and HdrHistograms (latency from the intended send time, service time from the actual
+//! send), admitted-request intervals for the accuracy check, and the per-second timeline. Merging only; no I/O, no clock.
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -59,11 +59,53 @@ pub struct Sample {
     pub outcome: Outcome,
     pub status: u16,
     pub limited: bool,
+    /// The op class and bucket (index into the scenario's bucket list).
+    pub op: crate::plan::Op,
+    pub bucket: u16,
     pub warm: bool,
     pub retry_after_s: Option<u32>,
     pub amz_retry_after_ms: Option<u32>,
     pub bytes_out: u64,
     pub bytes_in: u64,
+}
+
+/// Measured-phase outcome counts of one (op class, bucket) of a key or of merged keys.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct OpCounts {
+    pub sent: u64,
+    pub ok: u64,
+    pub denied: u64,
+    /// Other statuses, transport errors and timeouts.
+    pub errors: u64,
+    /// Let through by the limiter (2xx and other HTTP statuses).
+    pub passed: u64,
+}
+
+impl OpCounts {
+    fn record(&mut self, o: Outcome) {
+        self.sent += 1;
+        match o {
+            Outcome::Ok => self.ok += 1,
+            Outcome::Denied => self.denied += 1,
+            _ => self.errors += 1,
+        }
+        if o.passed_limiter() {
+            self.passed += 1;
+        }
+    }
+
+    pub fn add(&mut self, o: &OpCounts) {
+        self.sent += o.sent;
+        self.ok += o.ok;
+        self.denied += o.denied;
+        self.errors += o.errors;
+        self.passed += o.passed;
+    }
+}
+
+/// Where (op, bucket) is counted in [`KeyStats::by_op`].
+pub fn op_slot(op: crate::plan::Op, bucket: u16) -> usize {
+    bucket as usize * crate::plan::Op::COUNT + op.index()
 }
 
 /// Counters and histograms of one key (or of a merged set of keys).
@@ -95,6 +137,8 @@ pub struct KeyStats {
     /// Measured-phase limited requests (for the expectation comparison).
     pub limited_sent: u64,
     pub limited_passed: u64,
+    /// Outcome counts per (op class, bucket), indexed by [`op_slot`] (grown on demand).
+    pub by_op: Vec<OpCounts>,
 }
 
 impl Default for KeyStats {
@@ -120,6 +164,7 @@ impl Default for KeyStats {
             admitted: Vec::new(),
             limited_sent: 0,
             limited_passed: 0,
+            by_op: Vec::new(),
         }
     }
 }
@@ -139,6 +184,11 @@ impl KeyStats {
             return;
         }
         self.sent += 1;
+        let slot = op_slot(s.op, s.bucket);
+        if slot >= self.by_op.len() {
+            self.by_op.resize(slot + 1, OpCounts::default());
+        }
+        self.by_op[slot].record(s.outcome);
         match s.outcome {
             Outcome::Ok => self.ok += 1,
             Outcome::Denied => self.denied += 1,
@@ -199,6 +249,12 @@ impl KeyStats {
         self.service.add(&o.service).expect("same bounds");
         self.limited_sent += o.limited_sent;
         self.limited_passed += o.limited_passed;
+        if o.by_op.len() > self.by_op.len() {
+            self.by_op.resize(o.by_op.len(), OpCounts::default());
+        }
+        for (a, b) in self.by_op.iter_mut().zip(&o.by_op) {
+            a.add(b);
+        }
     }
 }
 
@@ -303,6 +359,8 @@ mod tests {
             outcome,
             status,
             limited: true,
+            op: crate::plan::Op::Get,
+            bucket: 0,
             warm,
             retry_after_s: if status == 429 { Some(2) } else { None },
             amz_retry_after_ms: None,
@@ -343,6 +401,35 @@ mod tests {
         assert_eq!(b.errors(), 1);
         assert_eq!(b.sent, b.ok + b.denied + b.errors());
         assert_eq!(b.statuses[&429], 1);
+    }
+
+    #[test]
+    fn counts_per_op_class_and_bucket() {
+        use crate::plan::Op;
+        let mut a = KeyStats::default();
+        let mut list = sample(Outcome::Denied, 429, false);
+        (list.op, list.bucket) = (Op::List, 2);
+        a.record(&list, true);
+        a.record(&sample(Outcome::Ok, 200, false), true);
+        a.record(&sample(Outcome::OtherStatus, 404, false), true);
+        let mut warm = list;
+        warm.warm = true;
+        a.record(&warm, true);
+        assert_eq!(a.by_op.len(), op_slot(Op::List, 2) + 1);
+        let get = a.by_op[op_slot(Op::Get, 0)];
+        assert_eq!((get.sent, get.ok, get.errors, get.passed), (2, 1, 1, 2));
+        let l = a.by_op[op_slot(Op::List, 2)];
+        assert_eq!(
+            (l.sent, l.denied, l.passed),
+            (1, 1, 0),
+            "warm-up not counted"
+        );
+        let mut b = KeyStats::default();
+        b.record(&sample(Outcome::Ok, 200, false), true);
+        b.merge(&a);
+        assert_eq!(b.by_op[op_slot(Op::Get, 0)].sent, 3);
+        assert_eq!(b.by_op[op_slot(Op::List, 2)].denied, 1);
+        assert_eq!(b.by_op.iter().map(|c| c.sent).sum::<u64>(), b.sent);
     }
 
     #[test]

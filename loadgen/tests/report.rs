@@ -87,6 +87,8 @@ fn synthetic_run(sc: &Scenario) -> (RunOutput, Vec<Vec<(u64, u64)>>) {
                 outcome,
                 status,
                 limited: true,
+                op: loadgen::plan::Op::Get,
+                bucket: 0,
                 warm: intended < 1_000_000_000,
                 retry_after_s: (outcome == Outcome::Denied).then_some(1 + (j % 3) as u32),
                 amz_retry_after_ms: (outcome == Outcome::Denied && j % 2 == 0)

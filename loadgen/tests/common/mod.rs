@@ -1,7 +1,9 @@
 //! Test responders started inside the test process (std threads, one per connection):
 //! a fixed 200 responder with an optional stall window, and a limiter emulator that answers 429
 //! (S3 SlowDown body, Retry-After) beyond N admissions per trailing second per API key.
-//! Each records the arrival time of every request per key.
+//! Each records the arrival time of every request per key, and every request's key, method,
+//! target (path and query) and Host. `LimitPath` limits only the requests whose target contains
+//! a string (e.g. LISTs), letting the others pass.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -17,6 +19,22 @@ pub enum Behaviour {
     Fixed,
     /// Exact sliding window: admit iff < limit admissions in the trailing `window`.
     Limiter { limit: usize, window: Duration },
+    /// `Limiter` for the requests whose target contains `contains`; the others always pass.
+    LimitPath {
+        contains: &'static str,
+        limit: usize,
+        window: Duration,
+    },
+}
+
+/// One request as the responder saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub key: String,
+    pub method: String,
+    /// Path and query, as on the request line.
+    pub target: String,
+    pub host: String,
 }
 
 pub struct Responder {
@@ -24,6 +42,7 @@ pub struct Responder {
     pub start: Instant,
     /// Arrival times (since `start`) per key ("" = no key).
     pub arrivals: Arc<Mutex<HashMap<String, Vec<Duration>>>>,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -39,6 +58,7 @@ struct Shared {
     pause: Option<(Instant, Duration)>,
     admitted: Mutex<HashMap<String, std::collections::VecDeque<Instant>>>,
     arrivals: Arc<Mutex<HashMap<String, Vec<Duration>>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
     start: Instant,
 }
 
@@ -82,11 +102,13 @@ pub fn start_with(
     let port = listener.local_addr().unwrap().port();
     let start = Instant::now();
     let arrivals = Arc::new(Mutex::new(HashMap::new()));
+    let seen = Arc::new(Mutex::new(Vec::new()));
     let shared = Arc::new(Shared {
         behaviour,
         pause: pause.map(|(at, len)| (start + at, len)),
         admitted: Mutex::new(HashMap::new()),
         arrivals: arrivals.clone(),
+        seen: seen.clone(),
         start,
     });
     let stop = Arc::new(AtomicBool::new(false));
@@ -114,6 +136,7 @@ pub fn start_with(
         port,
         start,
         arrivals,
+        seen,
         stop,
     }
 }
@@ -153,6 +176,18 @@ fn serve<S: Read + Write>(mut s: S, sh: Arc<Shared>) {
             let now = Instant::now();
             let key = key_of(&req);
             let head = req.method == Some("HEAD");
+            let host = req
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("host"))
+                .map(|h| String::from_utf8_lossy(h.value).into_owned())
+                .unwrap_or_default();
+            let seen = Seen {
+                key: key.clone(),
+                method: req.method.unwrap_or("").to_string(),
+                target: req.path.unwrap_or("").to_string(),
+                host,
+            };
             let cl: usize = req
                 .headers
                 .iter()
@@ -190,9 +225,19 @@ fn serve<S: Read + Write>(mut s: S, sh: Arc<Shared>) {
                 .entry(key.clone())
                 .or_default()
                 .push(now - sh.start);
-            let admit = match sh.behaviour {
-                Behaviour::Fixed => true,
-                Behaviour::Limiter { limit, window } => {
+            let limit_of = match sh.behaviour {
+                Behaviour::Fixed => None,
+                Behaviour::Limiter { limit, window } => Some((limit, window)),
+                Behaviour::LimitPath {
+                    contains,
+                    limit,
+                    window,
+                } => seen.target.contains(contains).then_some((limit, window)),
+            };
+            sh.seen.lock().unwrap().push(seen);
+            let admit = match limit_of {
+                None => true,
+                Some((limit, window)) => {
                     let mut m = sh.admitted.lock().unwrap();
                     let q = m.entry(key.clone()).or_default();
                     while q.front().is_some_and(|&t| t + window <= now) {
