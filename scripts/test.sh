@@ -57,10 +57,24 @@ TOLLGATE_TEST_RELAY="$relay" timeout 1200 bash scripts/run-s3-tests.sh
 say "benchmark harness, quick (bench/run.sh --quick: every case, every system, its JSON checked; ~2-3 min)"
 timeout 600 bash bench/test-quick.sh
 
+# demo ARGS...: the demo, scaled; a run loadgen marks invalid (exit 3: the generator fell
+# behind its schedule on a busy machine, which says nothing about tollgate) is run again, at
+# most three runs in all. Any other failure fails at once.
+demo() {
+    local rc
+    for attempt in 1 2 3; do
+        rc=0
+        DEMO_SCALE=0.05 timeout 600 bash scripts/demo.sh "$@" || rc=$?
+        ((rc == 3)) || return "$rc"
+        say "demo run $attempt invalid (the machine could not keep loadgen's schedule); running it again"
+    done
+    return 3
+}
+
 say "the README's demo command, scaled to 6 s of load (DEMO_SCALE=0.05)"
-DEMO_SCALE=0.05 timeout 600 bash scripts/demo.sh
+demo
 
 say "the active-active demo (Redis + two tollgate instances), 6 s of load per round"
-DEMO_SCALE=0.05 timeout 600 bash scripts/demo.sh --active-active
+demo --active-active
 
 say "all tests passed"
