@@ -1,6 +1,7 @@
 //! Per-core I/O buffers and the few ways the data path reads and writes with them.
 //!
-//! Owns: [`BufPool`] (a core's free list of 64 KiB buffers), [`PoolBuf`] (a pooled buffer that
+//! Owns: [`BufPool`] (a core's free lists of 64 KiB buffers and of a few large ones for
+//! bodies), [`PoolBuf`] (a pooled buffer that
 //! goes back to its pool when dropped, on every path), and the socket helpers every
 //! connection uses: [`read_append`] (one read into the buffer's *spare capacity*, so bytes
 //! that arrive in pieces accumulate behind what is already buffered instead of replacing it),
@@ -41,17 +42,28 @@ struct Free {
     bufs: Vec<Vec<u8>>,
     size: usize,
     max_free: usize,
+    /// Buffers of at least [`BufPool::LARGE`] bytes (body relay), at most `MAX_FREE_LARGE`.
+    large: Vec<Vec<u8>>,
 }
+
+/// Large buffers a pool keeps for reuse (each body relay in progress holds two).
+const MAX_FREE_LARGE: usize = 8;
 
 impl BufPool {
     /// Buffer size for bodies and upstream heads.
     pub const SIZE: usize = 64 * 1024;
+    /// Buffer size for relaying a body that does not fit in one [`SIZE`](Self::SIZE) buffer:
+    /// fewer, larger reads and writes per byte, each write waking the reader once (64 MiB
+    /// GET: CPU per GB 0.95 s with 64 KiB pieces, 0.47 s with 1 MiB; 2 MiB is no better).
+    /// A response being relayed holds two of them.
+    pub const LARGE: usize = 1024 * 1024;
 
     pub fn new(size: usize, max_free: usize) -> BufPool {
         BufPool(Rc::new(RefCell::new(Free {
             bufs: Vec::new(),
             size,
             max_free,
+            large: Vec::new(),
         })))
     }
 
@@ -68,10 +80,24 @@ impl BufPool {
         }
     }
 
+    /// An empty buffer of [`LARGE`](Self::LARGE) bytes (reused), returned to the pool
+    /// when dropped.
+    pub fn get_large(&self) -> PoolBuf {
+        let popped = self.0.borrow_mut().large.pop();
+        PoolBuf {
+            buf: popped.unwrap_or_else(|| Vec::with_capacity(Self::LARGE)),
+            pool: self.clone(),
+        }
+    }
+
     fn put(&self, mut b: Vec<u8>) {
         let mut f = self.0.borrow_mut();
-        if b.capacity() >= f.size && f.bufs.len() < f.max_free {
-            b.clear();
+        b.clear();
+        if b.capacity() >= Self::LARGE {
+            if f.large.len() < MAX_FREE_LARGE {
+                f.large.push(b);
+            }
+        } else if b.capacity() >= f.size && f.bufs.len() < f.max_free {
             f.bufs.push(b);
         }
     }
@@ -208,6 +234,38 @@ mod tests {
             pool.free_count(),
             1,
             "a buffer smaller than the pool's is not kept"
+        );
+    }
+
+    #[test]
+    fn large_buffers_are_reused_apart_from_the_small_ones_and_capped() {
+        let pool = BufPool::new(1024, 4);
+        let held: Vec<PoolBuf> = (0..MAX_FREE_LARGE + 2).map(|_| pool.get_large()).collect();
+        assert!(
+            held.iter()
+                .all(|b| b.capacity() >= BufPool::LARGE && b.is_empty())
+        );
+        drop(held);
+        assert_eq!(
+            pool.free_count(),
+            0,
+            "large buffers do not fill the small list"
+        );
+        assert_eq!(pool.0.borrow().large.len(), MAX_FREE_LARGE, "capped");
+        let mut a = pool.get_large();
+        a.extend_from_slice(b"piece");
+        drop(a);
+        let a = pool.get_large();
+        assert!(a.is_empty(), "a reused large buffer comes back cleared");
+        assert_eq!(
+            pool.0.borrow().large.len(),
+            MAX_FREE_LARGE - 1,
+            "it was reused"
+        );
+        let small = pool.get();
+        assert!(
+            small.capacity() < BufPool::LARGE,
+            "a small request gets a small buffer"
         );
     }
 

@@ -177,15 +177,25 @@ where
     Ok(handles)
 }
 
-/// io_uring setup flags tried first; TOLLGATE_URING_FLAGS=0 disables them (comparison runs).
+/// io_uring setup flags tried first: COOP_TASKRUN + TASKRUN_FLAG (completions are run when
+/// the worker next enters the kernel, without an interrupt). Measured against the previous
+/// COOP_TASKRUN + SINGLE_ISSUER + DEFER_TASKRUN at 15k req/s open loop, one worker: 2.0
+/// instead of 2.7 `io_uring_enter` per request, CPU per request 6 % lower, same context
+/// switches and latency; equal at saturation. TOLLGATE_URING_FLAGS=defer selects that
+/// previous set, =0 no flags (comparison runs).
 fn tuned_uring() -> Option<io_uring::Builder> {
-    if std::env::var("TOLLGATE_URING_FLAGS").as_deref() == Ok("0") {
-        return None;
-    }
     let mut b = io_uring::IoUring::builder();
-    b.setup_coop_taskrun()
-        .setup_single_issuer()
-        .setup_defer_taskrun();
+    match std::env::var("TOLLGATE_URING_FLAGS").as_deref() {
+        Ok("0") => return None,
+        Ok("defer") => {
+            b.setup_coop_taskrun()
+                .setup_single_issuer()
+                .setup_defer_taskrun();
+        }
+        _ => {
+            b.setup_coop_taskrun().setup_taskrun_flag();
+        }
+    }
     Some(b)
 }
 
@@ -203,7 +213,7 @@ fn build_runtime() -> std::io::Result<
             .build()
         {
             Ok(rt) => return Ok(rt),
-            Err(e) => log::info!("io_uring with DEFER_TASKRUN unavailable ({e}); plain setup"),
+            Err(e) => log::info!("io_uring setup flags unavailable ({e}); plain setup"),
         }
     }
     RuntimeBuilder::<FusionDriver>::new()

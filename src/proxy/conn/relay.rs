@@ -348,33 +348,71 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         if body.is_done() {
             return Ok(());
         }
+        self.relay_body(snap, up, &mut body, reuse).await
+    }
+
+    /// Streams the rest of a response body upstream → client in two large pooled buffers:
+    /// while one piece is written to the client the next is already being read from the
+    /// upstream, so both sockets stay busy and each piece is whatever has arrived meanwhile.
+    /// The next read is started only while the body is unfinished (a keep-alive upstream
+    /// sends nothing after it). A failed write ends the exchange at once (the read in flight
+    /// is dropped with the upstream connection).
+    async fn relay_body(
+        &mut self,
+        snap: &Snapshot,
+        up: &mut UpConn,
+        body: &mut BodyProgress,
+        reuse: &mut Reuse,
+    ) -> Result<(), Fail> {
         let up_idle = snap.cfg.upstream.idle_timeout;
-        loop {
-            rbuf.clear();
-            let n = match read_append(up, rbuf, BufPool::SIZE, Instant::now() + up_idle).await {
-                Ok(n) => n,
-                Err(IoEnd::Closed) if body.framing() == BodyFraming::UntilClose => break,
-                Err(_) => return Err(Fail::Late),
-            };
-            let (take, data) = feed_body(&mut body, rbuf, reuse.unchunk).map_err(|_| Fail::Late)?;
-            if take < n {
-                reuse.upstream = false;
-            }
+        let mut cur = self.w.pool.get_large();
+        let mut next = self.w.pool.get_large();
+        let mut piece = read_body(up, &mut cur, body, reuse, up_idle).await?;
+        while let Some(n) = piece {
             let deadline = Instant::now() + self.client_idle;
-            write_range(&mut self.io, rbuf, 0..data, deadline)
-                .await
-                .map_err(|_| Fail::Late)?;
-            self.w.stats.bytes_to_client.add(data as u64);
-            self.rec.bytes_sent += data as u64;
-            self.count_body(data);
-            if body.is_done() {
-                break;
-            }
+            let write = async {
+                write_range(&mut self.io, &mut cur, 0..n, deadline)
+                    .await
+                    .map_err(|_| Fail::Late)
+            };
+            piece = if body.is_done() {
+                write.await?;
+                None
+            } else {
+                monoio::try_join!(write, read_body(up, &mut next, body, reuse, up_idle))?.1
+            };
+            self.w.stats.bytes_to_client.add(n as u64);
+            self.rec.bytes_sent += n as u64;
+            self.count_body(n);
+            std::mem::swap(&mut cur, &mut next);
         }
         flush(&mut self.io, Instant::now() + self.client_idle)
             .await
             .map_err(|_| Fail::Late)
     }
+}
+
+/// Reads the next piece of a response body into `buf` (emptied first): `Some(bytes to send
+/// at its front)`, or `None` when an until-close body ended. Bytes after the body make the
+/// upstream connection unusable.
+async fn read_body(
+    up: &mut UpConn,
+    buf: &mut PoolBuf,
+    body: &mut BodyProgress,
+    reuse: &mut Reuse,
+    idle: Duration,
+) -> Result<Option<usize>, Fail> {
+    buf.clear();
+    let n = match read_append(up, buf, BufPool::SIZE, Instant::now() + idle).await {
+        Ok(n) => n,
+        Err(IoEnd::Closed) if body.framing() == BodyFraming::UntilClose => return Ok(None),
+        Err(_) => return Err(Fail::Late),
+    };
+    let (take, data) = feed_body(body, buf, reuse.unchunk).map_err(|_| Fail::Late)?;
+    if take < n {
+        reuse.upstream = false;
+    }
+    Ok(Some(data))
 }
 
 /// Feeds response bytes: (consumed, bytes to send at the front of `bytes`).
