@@ -101,17 +101,7 @@ pub struct Verdict {
 impl Verdict {
     /// Admitted, counted nowhere (a charge that limits nothing, or not decided yet).
     pub const ADMIT: Verdict = Verdict {
-        decision: Decision {
-            admitted: true,
-            sustained_count: 0,
-            burst_count: 0,
-            sustained_remaining: 0,
-            burst_remaining: 0,
-            retry_after_ms: 0,
-            burst_binds: false,
-            reset_ms: 0,
-            token: None,
-        },
+        decision: Decision::unlimited(),
         kind: DenyKind::Rate,
         in_flight: false,
     };

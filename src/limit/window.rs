@@ -163,7 +163,7 @@ pub struct Decision {
 impl Decision {
     /// Admitted and counted nowhere (no limit applies: e.g. a tier index that a reload
     /// removed while a message was in flight).
-    pub fn unlimited() -> Decision {
+    pub const fn unlimited() -> Decision {
         Decision {
             admitted: true,
             sustained_count: 0,
