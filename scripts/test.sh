@@ -29,7 +29,7 @@ TOLLGATE_REQUIRE_REDIS=1 timeout 1200 cargo test --workspace --release -- --test
 
 say "data-path suites on the epoll driver too (MONOIO_FORCE_LEGACY_DRIVER=1: where io_uring is unavailable)"
 MONOIO_FORCE_LEGACY_DRIVER=1 timeout 600 cargo test --release --test proxy --test ratelimit \
-    --test wire -- --test-threads=2
+    --test wire --test large_body --test rules -- --test-threads=2
 
 say "fuzz targets (request head, chunked body): the committed corpus plus 200,000 mutations each, at most 120 s"
 FUZZ_CASES=200000 FUZZ_SECS=120 timeout 300 cargo test --release --test fuzz_replay
@@ -49,7 +49,8 @@ timeout 1200 bash scripts/run-s3-tests.sh
 relay="random:${RELAY_SEED:-20261201}"
 say "data-path suites through a segmenting relay (TOLLGATE_TEST_RELAY=$relay)"
 TOLLGATE_TEST_RELAY="$relay" timeout 600 cargo test --release --test proxy --test ratelimit \
-    --test access_log --test wire --test hostile --test admin -- --test-threads=2
+    --test access_log --test wire --test hostile --test admin --test large_body --test rules \
+    -- --test-threads=2
 
 say "real S3 clients, segmenting relays before and behind tollgate (TOLLGATE_TEST_RELAY=$relay)"
 TOLLGATE_TEST_RELAY="$relay" timeout 1200 bash scripts/run-s3-tests.sh
