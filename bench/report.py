@@ -546,7 +546,8 @@ def cmd_check(argv):
     systems = {c: peers for c in cases}
     systems.update({"large": peers + ["direct"], "many-keys": ["tollgate", "haproxy-seed", "nginx-limit"],
                     "accuracy": ["tollgate", "haproxy-seed", "nginx-limit"],
-                    "workers": ["tollgate-1w", "tollgate-2w"]})
+                    "workers": ["tollgate-1w", "tollgate-2w"],
+                    "rules": ["tollgate-tier", "tollgate-rules"]})
     problems = []
     for c in cases:
         if c not in doc.get("cases", {}):
