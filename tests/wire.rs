@@ -443,6 +443,58 @@ fn a_pooled_connection_that_is_not_clean_is_never_reused() {
     }
 }
 
+/// An idle pooled connection is closed by tollgate itself, with no request to trigger a
+/// check: at once when the upstream closes its side (no socket left half-closed in the
+/// pool), and after `upstream.pool_idle_timeout` when it stays quiet. Each upstream answers
+/// one request, then waits for tollgate's end of the connection.
+#[test]
+fn idle_pooled_connections_close_without_traffic() {
+    for (shape, ttl_ms) in [("upstream closes", 60_000u64), ("idle timeout", 400)] {
+        let (tx, rx) = std::sync::mpsc::channel::<Duration>();
+        let tx = Mutex::new(tx);
+        let half_close = shape == "upstream closes";
+        let up = Scripted::start(move |s, _| {
+            let mut w = s.try_clone().unwrap();
+            let mut r = BufReader::new(s);
+            let mut head = String::new();
+            while !head.ends_with("\r\n\r\n") {
+                if r.read_line(&mut head).unwrap_or(0) == 0 {
+                    return;
+                }
+            }
+            let _ = w.write_all(&answer_for(path_of(&head)));
+            if path_of(&head) != "/one" {
+                return; // a health probe
+            }
+            let answered = Instant::now();
+            if half_close {
+                let _ = w.shutdown(std::net::Shutdown::Write);
+            }
+            let mut rest = Vec::new();
+            let _ = r.read_to_end(&mut rest); // tollgate's FIN (or the 20 s read timeout)
+            let _ = tx.lock().unwrap().send(answered.elapsed());
+        });
+        let cfg = format!("[upstream]\npool_idle_timeout = \"{ttl_ms}ms\"\n");
+        let p = start_proxy("idle-close", &[up.addr], 1, &cfg, None);
+        let r = Client::connect(p.addr).request(b"GET /one HTTP/1.1\r\nHost: s3\r\n\r\n");
+        assert_eq!(r.body, b"/one", "{shape}");
+        let closed_after = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("tollgate closed the idle connection");
+        let bound = Duration::from_millis(ttl_ms.min(1_000) + 1_500);
+        assert!(
+            closed_after < bound,
+            "{shape}: closed after {closed_after:?}"
+        );
+        if !half_close {
+            assert!(
+                closed_after >= Duration::from_millis(ttl_ms - 50),
+                "{shape}: closed before the idle timeout ({closed_after:?})"
+            );
+        }
+    }
+}
+
 /// An upstream that never sends `100 Continue` (RFC 9110 allows it) and waits for the body.
 fn expect_ignoring_upstream() -> Scripted {
     Scripted::start(|s, _| {

@@ -1,5 +1,5 @@
 //! A core's background tasks besides the accept loops and the mesh: housekeeping (every
-//! 250 ms: table expiry, gauges, the heartbeat the control thread watches, the access-log
+//! 250 ms: table expiry, idle upstream connections' expiry, gauges, the heartbeat the control thread watches, the access-log
 //! hand-off), one health loop per upstream node this core probes, and the spread top-N scan
 //! of the admin API's `/keys?top=N`.
 //!
@@ -21,7 +21,7 @@ use super::{Worker, upstream};
 /// Table slots one turn of a top-N scan looks at, before it lets the core serve requests.
 pub const TOP_SCAN: usize = 16_384;
 
-/// Every 250 ms: expire idle table entries (bounded work), publish gauges, beat, hand a due
+/// Every 250 ms: expire idle table entries (bounded work) and idle upstream connections, publish gauges, beat, hand a due
 /// access-log buffer to the writer.
 pub async fn housekeeping(w: Rc<Worker>) {
     loop {
@@ -38,7 +38,8 @@ pub async fn housekeeping(w: Rc<Worker>) {
         w.stats.table_forced_evictions.set(shard.forced_evictions());
         w.stats.table_refused.set(shard.refused());
         drop(shard);
-        let ups = w.upstreams.borrow();
+        let mut ups = w.upstreams.borrow_mut();
+        ups.expire_idle(Instant::now());
         ups.publish(Instant::now());
         let discarded = ups.nodes.iter().map(|n| n.pool_discarded).sum();
         w.stats.upstream_pool_discarded.set(discarded);

@@ -1,5 +1,7 @@
 //! Upstream nodes as one core sees them: balancing, per-core keep-alive pools (a pooled
-//! connection is reused only while it is clean: not readable, not closed), passive
+//! connection is watched while idle, [`super::idle`], and reused only while it is clean:
+//! not readable, not closed; one idle past `upstream.pool_idle_timeout` is closed by the
+//! housekeeping sweep, [`Upstreams::expire_idle`]), passive
 //! ejection, the health state fed by active probes, and the upstream stream type (plain or
 //! TLS).
 //!
@@ -27,6 +29,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 
 use super::bufio::{IoEnd, flush, read_append, write_all};
+use super::idle::{Watchable, Watched};
 use std::sync::Arc;
 
 use crate::config::{Balance, Config, UpstreamConfig, UpstreamServer, status_ranges};
@@ -53,13 +56,6 @@ impl UpConn {
             io,
             wrote_at: None,
             head_time: None,
-        }
-    }
-
-    fn raw_fd(&self) -> RawFd {
-        match &self.io {
-            UpIo::Plain(s) => s.as_raw_fd(),
-            UpIo::Tls(_, fd) => *fd,
         }
     }
 
@@ -112,6 +108,36 @@ impl UpConn {
             UpIo::Plain(s) => Some(s.as_raw_fd()),
             UpIo::Tls(..) => None,
         }
+    }
+}
+
+/// While pooled, a plain connection is watched for readability by the ring. A TLS one is
+/// not (a session ticket may arrive after the handshake, and rustls holds the socket): it
+/// is checked with [`idle_is_clean`] when taken.
+impl Watchable for UpConn {
+    async fn readable(&self) {
+        match &self.io {
+            UpIo::Plain(s) => {
+                let _ = s.readable(false).await;
+            }
+            UpIo::Tls(..) => std::future::pending().await,
+        }
+    }
+}
+
+/// A connection in a node's idle pool.
+struct Pooled {
+    conn: Watched<UpConn>,
+    since: Instant,
+    /// The socket to peek when taken (TLS connections, which are not watched).
+    peek_fd: Option<RawFd>,
+}
+
+impl Pooled {
+    fn usable(&self, now: Instant, ttl: Duration) -> bool {
+        now.duration_since(self.since) < ttl
+            && !self.conn.is_dirty()
+            && self.peek_fd.is_none_or(idle_is_clean)
     }
 }
 
@@ -235,9 +261,11 @@ pub struct Node {
     passive_fails: u32,
     ejected_until: Option<Instant>,
     pub outstanding: u32,
-    idle: Vec<(UpConn, Instant)>,
+    /// Oldest first (a pool is used last in, first out).
+    idle: Vec<Pooled>,
     pub checks_failed: u64,
-    /// Pooled connections closed instead of reused (expired, readable or closed).
+    /// Pooled connections closed instead of reused (expired, readable or closed; counted
+    /// when they leave the pool).
     pub pool_discarded: u64,
 }
 
@@ -391,21 +419,43 @@ impl Upstreams {
         best
     }
 
-    /// A pooled idle connection to `node`, if one is fresh enough and clean; the others are
-    /// closed (and counted in `pool_discarded`).
-    pub fn take_idle(&mut self, node: usize, now: Instant) -> Option<UpConn> {
+    /// The newest pooled idle connection to `node` that is fresh enough and clean so far;
+    /// the unusable ones above it are closed (and counted in `pool_discarded`). Its watcher
+    /// hands it over ([`Watched::take`], `None` if it turned readable in the meantime:
+    /// count that with [`discarded`](Self::discarded)).
+    pub fn take_idle(&mut self, node: usize, now: Instant) -> Option<Watched<UpConn>> {
         let ttl = self.cfg.upstream.pool_idle_timeout;
         let n = &mut self.nodes[node];
         let mut found = None;
-        while let Some((conn, since)) = n.idle.pop() {
-            if now.duration_since(since) < ttl && idle_is_clean(conn.raw_fd()) {
-                found = Some(conn);
+        while let Some(p) = n.idle.pop() {
+            if p.usable(now, ttl) {
+                found = Some(p.conn);
                 break;
             }
             n.pool_discarded += 1;
         }
         self.publish_pool(node);
         found
+    }
+
+    /// A connection taken from `node`'s pool turned out unusable.
+    pub fn discarded(&mut self, node: usize) {
+        self.nodes[node].pool_discarded += 1;
+    }
+
+    /// Housekeeping: closes every node's pooled connections that are past
+    /// `upstream.pool_idle_timeout` or turned readable, so none lingers open (or half
+    /// closed by the upstream) while traffic is low.
+    pub fn expire_idle(&mut self, now: Instant) {
+        let ttl = self.cfg.upstream.pool_idle_timeout;
+        for node in 0..self.nodes.len() {
+            let n = &mut self.nodes[node];
+            let before = n.idle.len();
+            n.idle
+                .retain(|p| now.duration_since(p.since) < ttl && !p.conn.is_dirty());
+            n.pool_discarded += (before - n.idle.len()) as u64;
+            self.publish_pool(node);
+        }
     }
 
     /// The TLS connector and server name for a new connection to `node` (None = plain).
@@ -426,7 +476,15 @@ impl Upstreams {
         let max = self.cfg.upstream.pool_max_idle;
         let n = &mut self.nodes[node];
         if n.idle.len() < max && n.up && !n.removed {
-            n.idle.push((conn, now));
+            let peek_fd = match conn.io {
+                UpIo::Plain(_) => None,
+                UpIo::Tls(_, fd) => Some(fd),
+            };
+            n.idle.push(Pooled {
+                conn: Watched::new(conn),
+                since: now,
+                peek_fd,
+            });
         }
         self.publish_pool(node);
     }
