@@ -277,6 +277,43 @@ mod tests {
     }
 
     #[test]
+    fn civil_date_edges() {
+        let cases = [
+            (0, "19700101T000000Z", "Thu, 01 Jan 1970 00:00:00 GMT"),
+            (
+                946_684_799,
+                "19991231T235959Z",
+                "Fri, 31 Dec 1999 23:59:59 GMT",
+            ),
+            (
+                946_684_800,
+                "20000101T000000Z",
+                "Sat, 01 Jan 2000 00:00:00 GMT",
+            ),
+            (
+                4_107_542_399,
+                "21000228T235959Z",
+                "Sun, 28 Feb 2100 23:59:59 GMT",
+            ),
+            (
+                4_107_542_400,
+                "21000301T000000Z",
+                "Mon, 01 Mar 2100 00:00:00 GMT",
+            ),
+            (
+                253_402_300_799,
+                "99991231T235959Z",
+                "Fri, 31 Dec 9999 23:59:59 GMT",
+            ),
+        ];
+        for (t, amz, http) in cases {
+            let c = Civil::from_unix(t);
+            assert_eq!((c.amz_date().as_str(), c.http_date().as_str()), (amz, http));
+            assert_eq!(c.ymd(), amz[..8]);
+        }
+    }
+
+    #[test]
     fn uri_encoding() {
         assert_eq!(uri_encode("a b/c~d", true), "a%20b/c~d");
         assert_eq!(uri_encode("a/b", false), "a%2Fb");

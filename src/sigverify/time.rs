@@ -177,6 +177,59 @@ mod tests {
     }
 
     #[test]
+    fn calendar_edges() {
+        let ok = |s: &[u8], t: u64| {
+            assert_eq!(parse_amz_date(s), Some(t), "{}", String::from_utf8_lossy(s));
+            assert_eq!(&format_amz_date(t), s);
+        };
+        ok(b"19700101T000000Z", 0);
+        ok(b"19991231T235959Z", 946_684_799);
+        ok(b"20000101T000000Z", 946_684_800);
+        ok(b"20240229T120000Z", 1_709_208_000);
+        ok(b"20241231T235959Z", 1_735_689_599);
+        ok(b"21000301T000000Z", 4_107_542_400);
+        ok(b"24000229T000000Z", 13_574_563_200);
+        ok(b"99991231T235959Z", 253_402_300_799);
+        for bad in [
+            &b"19691231T235959Z"[..],
+            b"00000101T000000Z",
+            b"19000229T000000Z",
+            b"21000229T000000Z",
+            b"20230229T000000Z",
+            b"20240230T000000Z",
+            b"20240431T000000Z",
+            b"20240001T000000Z",
+            b"20240100T000000Z",
+            b"20241301T000000Z",
+            b"20240101T006000Z",
+            b"20240101T000060Z",
+            b"+2024011T000000Z",
+        ] {
+            let shown = String::from_utf8_lossy(bad);
+            assert_eq!(parse_amz_date(bad), None, "{shown}");
+        }
+    }
+
+    #[test]
+    fn http_dates_around_the_epoch() {
+        assert_eq!(parse_http_date(b"Thu, 1 Jan 1970 00:00:00 GMT"), Some(0));
+        assert_eq!(
+            parse_http_date(b"Thu, 1 Jan 1970 00:00:00 -0100"),
+            Some(3600)
+        );
+        assert_eq!(parse_http_date(b"Thu, 1 Jan 1970 00:00:00 +0100"), None);
+        assert_eq!(parse_http_date(b"Wed, 31 Dec 1969 23:59:59 GMT"), None);
+        // The local date is checked before the offset is applied: a 1969 one is refused
+        // even when its UTC instant is in 1970.
+        assert_eq!(parse_http_date(b"Wed, 31 Dec 1969 23:00:00 -0100"), None);
+        assert_eq!(
+            parse_http_date(b"Sat, 29 Feb 2020 00:00:00 GMT"),
+            Some(1_582_934_400)
+        );
+        assert_eq!(parse_http_date(b"Fri, 29 Feb 2019 00:00:00 GMT"), None);
+    }
+
+    #[test]
     fn round_trip_over_centuries() {
         for t in (0..5_000_000_000u64).step_by(86_399 * 97) {
             assert_eq!(parse_amz_date(&format_amz_date(t)), Some(t));
