@@ -4,6 +4,7 @@
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
+use time::{OffsetDateTime, PrimitiveDateTime};
 
 type HmacSha256 = Hmac<Sha256>;
 type HmacSha1 = Hmac<sha1::Sha1>;
@@ -12,54 +13,36 @@ type HmacSha1 = Hmac<sha1::Sha1>;
 pub const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 
-/// UTC calendar fields of a Unix time.
+/// A Unix time as a UTC calendar date and time (the `time` crate's calendar).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Civil {
-    pub year: i64,
-    pub month: u32,
-    pub day: u32,
-    pub hour: u32,
-    pub min: u32,
-    pub sec: u32,
-    pub weekday: u32, // 0 = Sunday
-}
+pub struct Civil(OffsetDateTime);
 
 impl Civil {
+    /// Saturates at 9999-12-31T23:59:59Z, the last second a four-digit year can name.
     pub fn from_unix(secs: u64) -> Civil {
-        let days = (secs / 86_400) as i64;
-        let rem = secs % 86_400;
-        // Days-to-civil (proleptic Gregorian), era-based.
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-        let year = yoe + era * 400 + i64::from(month <= 2);
-        Civil {
-            year,
-            month,
-            day,
-            hour: (rem / 3600) as u32,
-            min: (rem / 60 % 60) as u32,
-            sec: (rem % 60) as u32,
-            weekday: ((days + 4).rem_euclid(7)) as u32,
-        }
+        let utc = i64::try_from(secs)
+            .ok()
+            .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+            .unwrap_or(PrimitiveDateTime::MAX.assume_utc());
+        Civil(utc)
     }
 
     /// "20130524T000000Z"
     pub fn amz_date(&self) -> String {
+        let t = self.0;
         format!(
-            "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-            self.year, self.month, self.day, self.hour, self.min, self.sec
+            "{}T{:02}{:02}{:02}Z",
+            self.ymd(),
+            t.hour(),
+            t.minute(),
+            t.second()
         )
     }
 
     /// "20130524"
     pub fn ymd(&self) -> String {
-        format!("{:04}{:02}{:02}", self.year, self.month, self.day)
+        let t = self.0;
+        format!("{:04}{:02}{:02}", t.year(), u8::from(t.month()), t.day())
     }
 
     /// "Fri, 24 May 2013 00:00:00 GMT"
@@ -68,15 +51,16 @@ impl Civil {
         const MO: [&str; 12] = [
             "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
         ];
+        let t = self.0;
         format!(
             "{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
-            WD[self.weekday as usize],
-            self.day,
-            MO[self.month as usize - 1],
-            self.year,
-            self.hour,
-            self.min,
-            self.sec
+            WD[usize::from(t.weekday().number_days_from_sunday())],
+            t.day(),
+            MO[usize::from(u8::from(t.month())) - 1],
+            t.year(),
+            t.hour(),
+            t.minute(),
+            t.second()
         )
     }
 }
@@ -273,7 +257,44 @@ mod tests {
         assert_eq!(c.http_date(), "Fri, 24 May 2013 00:00:00 GMT");
         let c = Civil::from_unix(951_782_400 + 3661); // 2000-02-29 01:01:01 Tue
         assert_eq!(c.amz_date(), "20000229T010101Z");
-        assert_eq!(c.weekday, 2);
+        assert_eq!(c.http_date(), "Tue, 29 Feb 2000 01:01:01 GMT");
+    }
+
+    #[test]
+    fn civil_date_edges() {
+        let cases = [
+            (0, "19700101T000000Z", "Thu, 01 Jan 1970 00:00:00 GMT"),
+            (
+                946_684_799,
+                "19991231T235959Z",
+                "Fri, 31 Dec 1999 23:59:59 GMT",
+            ),
+            (
+                946_684_800,
+                "20000101T000000Z",
+                "Sat, 01 Jan 2000 00:00:00 GMT",
+            ),
+            (
+                4_107_542_399,
+                "21000228T235959Z",
+                "Sun, 28 Feb 2100 23:59:59 GMT",
+            ),
+            (
+                4_107_542_400,
+                "21000301T000000Z",
+                "Mon, 01 Mar 2100 00:00:00 GMT",
+            ),
+            (
+                253_402_300_799,
+                "99991231T235959Z",
+                "Fri, 31 Dec 9999 23:59:59 GMT",
+            ),
+        ];
+        for (t, amz, http) in cases {
+            let c = Civil::from_unix(t);
+            assert_eq!((c.amz_date().as_str(), c.http_date().as_str()), (amz, http));
+            assert_eq!(c.ymd(), amz[..8]);
+        }
     }
 
     #[test]

@@ -1,52 +1,19 @@
 //! Request timestamps: the ISO 8601 basic form SigV4 signs (`20130524T000000Z`) and the
 //! HTTP dates SigV2 requests carry (`Tue, 27 Mar 2007 19:36:42 +0000`), as Unix seconds.
-//! Pure calendar arithmetic (proleptic Gregorian, UTC); nothing here reads a clock.
+//! Owns the byte-level parsing and formatting of those forms; the calendar (proleptic
+//! Gregorian, UTC: field validation, days ↔ dates) is the `time` crate's. Nothing here reads
+//! a clock.
 
-/// Days since 1970-01-01 of a civil date (era-based, valid for every year ≥ 0).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
-}
-
-fn days_in_month(year: i64, month: u32) -> u32 {
-    match month {
-        4 | 6 | 9 | 11 => 30,
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
-        2 => 28,
-        _ => 31,
-    }
-}
+use ::time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time};
 
 /// Unix seconds of a UTC civil time, `None` for an invalid or pre-1970 one.
-fn unix(year: i64, month: u32, day: u32, h: u32, m: u32, s: u32) -> Option<u64> {
-    let valid = (1..=12).contains(&month)
-        && day >= 1
-        && day <= days_in_month(year, month)
-        && h < 24
-        && m < 60
-        && s < 60;
-    let days = days_from_civil(year, month, day);
-    if !valid || days < 0 {
-        return None;
-    }
-    Some(days as u64 * 86_400 + u64::from(h * 3600 + m * 60 + s))
+fn unix(year: u32, month: u32, day: u32, h: u32, m: u32, s: u32) -> Option<u64> {
+    let small = |n: u32| u8::try_from(n).ok();
+    let month = Month::try_from(small(month)?).ok()?;
+    let date = Date::from_calendar_date(i32::try_from(year).ok()?, month, small(day)?).ok()?;
+    let time = Time::from_hms(small(h)?, small(m)?, small(s)?).ok()?;
+    let utc = PrimitiveDateTime::new(date, time).assume_utc();
+    u64::try_from(utc.unix_timestamp()).ok()
 }
 
 fn digits(s: &[u8]) -> Option<u32> {
@@ -62,7 +29,7 @@ pub(crate) fn parse_amz_date(s: &[u8]) -> Option<u64> {
         return None;
     }
     unix(
-        i64::from(digits(&s[0..4])?),
+        digits(&s[0..4])?,
         digits(&s[4..6])?,
         digits(&s[6..8])?,
         digits(&s[9..11])?,
@@ -71,23 +38,27 @@ pub(crate) fn parse_amz_date(s: &[u8]) -> Option<u64> {
     )
 }
 
-/// Unix seconds → `YYYYMMDDTHHMMSSZ`.
+/// Unix seconds → `YYYYMMDDTHHMMSSZ`; saturates at 9999-12-31T23:59:59Z, the last second
+/// a four-digit year can name (only a `Date` on that day with a negative offset parses to
+/// later).
 pub(crate) fn format_amz_date(t: u64) -> [u8; 16] {
-    let (y, mo, d) = civil_from_days((t / 86_400) as i64);
-    let rem = t % 86_400;
+    let utc = i64::try_from(t)
+        .ok()
+        .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+        .unwrap_or(PrimitiveDateTime::MAX.assume_utc());
     let mut out = *b"00000000T000000Z";
-    let mut put = |at: usize, width: usize, mut v: u64| {
+    let mut put = |at: usize, width: usize, mut v: u32| {
         for i in (at..at + width).rev() {
             out[i] = b'0' + (v % 10) as u8;
             v /= 10;
         }
     };
-    put(0, 4, y as u64);
-    put(4, 2, u64::from(mo));
-    put(6, 2, u64::from(d));
-    put(9, 2, rem / 3600);
-    put(11, 2, rem / 60 % 60);
-    put(13, 2, rem % 60);
+    put(0, 4, utc.year().unsigned_abs());
+    put(4, 2, u32::from(u8::from(utc.month())));
+    put(6, 2, u32::from(utc.day()));
+    put(9, 2, u32::from(utc.hour()));
+    put(11, 2, u32::from(utc.minute()));
+    put(13, 2, u32::from(utc.second()));
     out
 }
 
@@ -143,7 +114,7 @@ pub(crate) fn parse_http_date(s: &[u8]) -> Option<u64> {
     if parts.next().is_some() || hms.next().is_some() {
         return None;
     }
-    let t = unix(i64::from(year), month, day, h, m, sec)?;
+    let t = unix(year, month, day, h, m, sec)?;
     u64::try_from(t as i64 - offset).ok()
 }
 
@@ -173,6 +144,71 @@ mod tests {
                 "{:?}",
                 String::from_utf8_lossy(bad)
             );
+        }
+    }
+
+    #[test]
+    fn calendar_edges() {
+        let ok = |s: &[u8], t: u64| {
+            assert_eq!(parse_amz_date(s), Some(t), "{}", String::from_utf8_lossy(s));
+            assert_eq!(&format_amz_date(t), s);
+        };
+        ok(b"19700101T000000Z", 0);
+        ok(b"19991231T235959Z", 946_684_799);
+        ok(b"20000101T000000Z", 946_684_800);
+        ok(b"20240229T120000Z", 1_709_208_000);
+        ok(b"20241231T235959Z", 1_735_689_599);
+        ok(b"21000301T000000Z", 4_107_542_400);
+        ok(b"24000229T000000Z", 13_574_563_200);
+        ok(b"99991231T235959Z", 253_402_300_799);
+        for bad in [
+            &b"19691231T235959Z"[..],
+            b"00000101T000000Z",
+            b"19000229T000000Z",
+            b"21000229T000000Z",
+            b"20230229T000000Z",
+            b"20240230T000000Z",
+            b"20240431T000000Z",
+            b"20240001T000000Z",
+            b"20240100T000000Z",
+            b"20241301T000000Z",
+            b"20240101T006000Z",
+            b"20240101T000060Z",
+            b"+2024011T000000Z",
+        ] {
+            let shown = String::from_utf8_lossy(bad);
+            assert_eq!(parse_amz_date(bad), None, "{shown}");
+        }
+    }
+
+    #[test]
+    fn http_dates_around_the_epoch() {
+        assert_eq!(parse_http_date(b"Thu, 1 Jan 1970 00:00:00 GMT"), Some(0));
+        assert_eq!(
+            parse_http_date(b"Thu, 1 Jan 1970 00:00:00 -0100"),
+            Some(3600)
+        );
+        assert_eq!(parse_http_date(b"Thu, 1 Jan 1970 00:00:00 +0100"), None);
+        assert_eq!(parse_http_date(b"Wed, 31 Dec 1969 23:59:59 GMT"), None);
+        // The local date is checked before the offset is applied: a 1969 one is refused
+        // even when its UTC instant is in 1970.
+        assert_eq!(parse_http_date(b"Wed, 31 Dec 1969 23:00:00 -0100"), None);
+        assert_eq!(
+            parse_http_date(b"Sat, 29 Feb 2020 00:00:00 GMT"),
+            Some(1_582_934_400)
+        );
+        assert_eq!(parse_http_date(b"Fri, 29 Feb 2019 00:00:00 GMT"), None);
+    }
+
+    #[test]
+    fn format_saturates_past_year_9999() {
+        let last = 253_402_300_799;
+        assert_eq!(
+            parse_http_date(b"Fri, 31 Dec 9999 23:59:59 -0100"),
+            Some(last + 3600)
+        );
+        for t in [last + 1, last + 3600, i64::MAX as u64 + 1, u64::MAX] {
+            assert_eq!(&format_amz_date(t), b"99991231T235959Z", "{t}");
         }
     }
 
