@@ -410,7 +410,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         let mut next = self.w.pool.get_large();
         let mut piece = read_body(up, &mut cur, body, reuse, up_idle).await?;
         while let Some(n) = piece {
-            let deadline = Instant::now() + self.client_idle;
+            let deadline = self.client_deadline();
             let write = async {
                 write_range(&mut self.io, &mut cur, 0..n, deadline)
                     .await
@@ -427,9 +427,8 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
             self.count_body(n);
             std::mem::swap(&mut cur, &mut next);
         }
-        flush(&mut self.io, Instant::now() + self.client_idle)
-            .await
-            .map_err(|_| Fail::Late)
+        let deadline = self.client_deadline();
+        flush(&mut self.io, deadline).await.map_err(|_| Fail::Late)
     }
 }
 
