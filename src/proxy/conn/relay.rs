@@ -281,8 +281,14 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         Ok(())
     }
 
-    /// Streams the rest of a request body client → upstream with a pooled buffer; bytes
-    /// after the body (a pipelined request) stay in the client buffer.
+    /// Streams the rest of a request body client → upstream in two large pooled buffers,
+    /// like [`relay_body`](Self::relay_body) the other way: while one piece is written
+    /// upstream the next is already being read from the client. The next read is started
+    /// only while the body is unfinished, so bytes after the body (a pipelined request) come
+    /// in the last read only and go to the client buffer once, in order. The write's outcome
+    /// comes first: an upstream that answers early or fails ends the body at once (the read
+    /// in flight is dropped; the client connection closes after the answer), while a failed
+    /// read counts only once the piece before it is written, as if the two were in turn.
     async fn pump_request(
         &mut self,
         snap: &Snapshot,
@@ -292,33 +298,68 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         let up_idle = snap.cfg.upstream.idle_timeout;
         // Everything buffered so far belongs to the body already sent.
         self.compact();
-        let mut buf = self.w.pool.get();
+        let mut cur = self.w.pool.get_large();
+        let mut next = self.w.pool.get_large();
+        let deadline = self.client_deadline();
+        let first = read_append(&mut self.io, &mut cur, BufPool::SIZE, deadline).await;
+        let mut take = self.took_from_client(&cur, first, progress)?;
         loop {
-            buf.clear();
-            let deadline = Instant::now() + self.client_idle;
-            let n = read_append(&mut self.io, &mut buf, BufPool::SIZE, deadline)
-                .await
-                .map_err(|_| Fail::Client)?;
-            self.w.stats.bytes_from_client.add(n as u64);
-            let take = progress.feed(&buf).map_err(|_| Fail::BadBody)?;
-            self.count_body(take);
-            if take < n {
-                self.cbuf.extend_from_slice(&buf[take..n]);
-            }
-            match write_body(up, &mut buf, 0..take, up_idle).await {
-                BodyWrite::Done => {}
+            let more = !progress.is_done();
+            next.clear();
+            let deadline = self.client_deadline();
+            let write = async {
+                match write_body(up, &mut cur, 0..take, up_idle).await {
+                    BodyWrite::Done => Ok(()),
+                    end => Err(end),
+                }
+            };
+            // Never an `Err`: a failed read must not cut the write short.
+            let read = async {
+                if !more {
+                    return Ok(None);
+                }
+                let r = read_append(&mut self.io, &mut next, BufPool::SIZE, deadline).await;
+                Ok(Some(r))
+            };
+            let read = match monoio::try_join!(write, read) {
+                Ok(((), read)) => read,
+                Err(BodyWrite::TimedOut) => return Err(Fail::Timeout),
                 // The caller reads and relays the answer (both connections then close).
-                BodyWrite::Failed | BodyWrite::Answered => return Ok(ReqBody::Abandoned),
-                BodyWrite::TimedOut => return Err(Fail::Timeout),
-            }
-            if progress.is_done() {
-                let deadline = Instant::now() + up_idle;
-                return match flush(up, deadline).await {
-                    Ok(()) => Ok(ReqBody::Sent),
-                    Err(_) => Ok(ReqBody::Abandoned),
-                };
-            }
+                Err(_) => return Ok(ReqBody::Abandoned),
+            };
+            let Some(read) = read else {
+                return Ok(match flush(up, Instant::now() + up_idle).await {
+                    Ok(()) => ReqBody::Sent,
+                    Err(_) => ReqBody::Abandoned,
+                });
+            };
+            std::mem::swap(&mut cur, &mut next);
+            take = self.took_from_client(&cur, read, progress)?;
         }
+    }
+
+    /// When a client read started now must have returned.
+    fn client_deadline(&self) -> Instant {
+        Instant::now() + self.client_idle
+    }
+
+    /// Accounts for one read of request-body bytes at the front of `buf`: feeds them to
+    /// `progress` and moves any bytes after the body to the client buffer. Returns how many
+    /// go upstream.
+    fn took_from_client(
+        &mut self,
+        buf: &[u8],
+        read: Result<usize, IoEnd>,
+        progress: &mut BodyProgress,
+    ) -> Result<usize, Fail> {
+        let n = read.map_err(|_| Fail::Client)?;
+        self.w.stats.bytes_from_client.add(n as u64);
+        let take = progress.feed(&buf[..n]).map_err(|_| Fail::BadBody)?;
+        self.count_body(take);
+        if take < n {
+            self.cbuf.extend_from_slice(&buf[take..n]);
+        }
+        Ok(take)
     }
 
     /// Writes the final response head and streams the body to the client. A body whose end
@@ -369,7 +410,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         let mut next = self.w.pool.get_large();
         let mut piece = read_body(up, &mut cur, body, reuse, up_idle).await?;
         while let Some(n) = piece {
-            let deadline = Instant::now() + self.client_idle;
+            let deadline = self.client_deadline();
             let write = async {
                 write_range(&mut self.io, &mut cur, 0..n, deadline)
                     .await
@@ -386,9 +427,8 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
             self.count_body(n);
             std::mem::swap(&mut cur, &mut next);
         }
-        flush(&mut self.io, Instant::now() + self.client_idle)
-            .await
-            .map_err(|_| Fail::Late)
+        let deadline = self.client_deadline();
+        flush(&mut self.io, deadline).await.map_err(|_| Fail::Late)
     }
 }
 
