@@ -4,7 +4,7 @@
 //!
 //! Owns: accept loops (`serve`), the connection loop (`conn`), buffers and socket I/O
 //! (`bufio`), limit decisions (`limiter`: owner-local call or cross-core message), upstream
-//! handling (`upstream`; idle pooled connections watched by `idle`), TLS (`tls`), response headers (`headers`), the access log, the
+//! handling (`upstream`), TLS (`tls`), response headers (`headers`), the access log, the
 //! background tasks (`tasks`: housekeeping, health checks, top-N scans) and what a core
 //! keeps for the operator (`observe`). A reload (`ControlMsg::Config`) swaps the snapshot
 //! and the upstream node list (`Worker::apply_config`).
@@ -15,7 +15,6 @@ pub mod bufio;
 pub mod client_addr;
 pub mod conn;
 pub mod headers;
-pub mod idle;
 pub mod limiter;
 pub mod observe;
 pub mod tasks;

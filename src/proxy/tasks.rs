@@ -1,7 +1,7 @@
 //! A core's background tasks besides the accept loops and the mesh: housekeeping (every
-//! 250 ms: table expiry, idle upstream connections' expiry, gauges, the heartbeat the control thread watches, the access-log
-//! hand-off), one health loop per upstream node this core probes, and the spread top-N scan
-//! of the admin API's `/keys?top=N`.
+//! 250 ms: table expiry, closing unclean or expired idle upstream connections, gauges, the
+//! heartbeat the control thread watches, the access-log hand-off), one health loop per
+//! upstream node this core probes, and the spread top-N scan of the admin API's `/keys?top=N`.
 //!
 //! Owns: those loops. Must not touch: client connections; the tables are borrowed only
 //! between awaits, for bounded work (at most [`TOP_SCAN`] or the sweep's 8192 entries).
@@ -21,8 +21,8 @@ use super::{Worker, upstream};
 /// Table slots one turn of a top-N scan looks at, before it lets the core serve requests.
 pub const TOP_SCAN: usize = 16_384;
 
-/// Every 250 ms: expire idle table entries (bounded work) and idle upstream connections, publish gauges, beat, hand a due
-/// access-log buffer to the writer.
+/// Every 250 ms: expire idle table entries (bounded work) and pooled upstream connections,
+/// publish gauges, beat, hand a due access-log buffer to the writer.
 pub async fn housekeeping(w: Rc<Worker>) {
     loop {
         w.stats.heartbeat.inc();

@@ -1,7 +1,6 @@
 //! Upstream nodes as one core sees them: balancing, per-core keep-alive pools (a pooled
-//! connection is watched while idle, [`super::idle`], and reused only while it is clean:
-//! not readable, not closed; one idle past `upstream.pool_idle_timeout` is closed by the
-//! housekeeping sweep, [`Upstreams::expire_idle`]), passive
+//! connection is reused only while it is clean: not readable, not closed; the housekeeping
+//! sweep, [`Upstreams::expire_idle`], closes the unclean and the expired ones), passive
 //! ejection, the health state fed by active probes, and the upstream stream type (plain or
 //! TLS).
 //!
@@ -29,7 +28,6 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 
 use super::bufio::{IoEnd, flush, read_append, write_all};
-use super::idle::{Watchable, Watched};
 use std::sync::Arc;
 
 use crate::config::{Balance, Config, UpstreamConfig, UpstreamServer, status_ranges};
@@ -63,6 +61,13 @@ impl UpConn {
     /// answer read last (an interim `100` is an answer too); taken once.
     pub fn take_head_time(&mut self) -> Option<Duration> {
         self.head_time.take()
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        match &self.io {
+            UpIo::Plain(s) => s.as_raw_fd(),
+            UpIo::Tls(_, fd) => *fd,
+        }
     }
 
     fn wrote(&mut self, n: usize) {
@@ -111,33 +116,16 @@ impl UpConn {
     }
 }
 
-/// While pooled, a plain connection is watched for readability by the ring. A TLS one is
-/// not (a session ticket may arrive after the handshake, and rustls holds the socket): it
-/// is checked with [`idle_is_clean`] when taken.
-impl Watchable for UpConn {
-    async fn readable(&self) {
-        match &self.io {
-            UpIo::Plain(s) => {
-                let _ = s.readable(false).await;
-            }
-            UpIo::Tls(..) => std::future::pending().await,
-        }
-    }
-}
-
 /// A connection in a node's idle pool.
 struct Pooled {
-    conn: Watched<UpConn>,
+    conn: UpConn,
     since: Instant,
-    /// The socket to peek when taken (TLS connections, which are not watched).
-    peek_fd: Option<RawFd>,
 }
 
 impl Pooled {
+    /// Fresh enough and clean (see [`idle_is_clean`]).
     fn usable(&self, now: Instant, ttl: Duration) -> bool {
-        now.duration_since(self.since) < ttl
-            && !self.conn.is_dirty()
-            && self.peek_fd.is_none_or(idle_is_clean)
+        now.duration_since(self.since) < ttl && idle_is_clean(self.conn.raw_fd())
     }
 }
 
@@ -419,11 +407,9 @@ impl Upstreams {
         best
     }
 
-    /// The newest pooled idle connection to `node` that is fresh enough and clean so far;
-    /// the unusable ones above it are closed (and counted in `pool_discarded`). Its watcher
-    /// hands it over ([`Watched::take`], `None` if it turned readable in the meantime:
-    /// count that with [`discarded`](Self::discarded)).
-    pub fn take_idle(&mut self, node: usize, now: Instant) -> Option<Watched<UpConn>> {
+    /// The newest pooled idle connection to `node` that is fresh enough and clean; the
+    /// unusable ones above it are closed (and counted in `pool_discarded`).
+    pub fn take_idle(&mut self, node: usize, now: Instant) -> Option<UpConn> {
         let ttl = self.cfg.upstream.pool_idle_timeout;
         let n = &mut self.nodes[node];
         let mut found = None;
@@ -438,21 +424,17 @@ impl Upstreams {
         found
     }
 
-    /// A connection taken from `node`'s pool turned out unusable.
-    pub fn discarded(&mut self, node: usize) {
-        self.nodes[node].pool_discarded += 1;
-    }
-
     /// Housekeeping: closes every node's pooled connections that are past
-    /// `upstream.pool_idle_timeout` or turned readable, so none lingers open (or half
-    /// closed by the upstream) while traffic is low.
+    /// `upstream.pool_idle_timeout` or not clean (the upstream closed them, or sent bytes
+    /// that answer no request), so none lingers open, or half closed, while traffic is low
+    /// (a pool is used last in, first out: its oldest entries may wait long). One peek per
+    /// idle connection per sweep.
     pub fn expire_idle(&mut self, now: Instant) {
         let ttl = self.cfg.upstream.pool_idle_timeout;
         for node in 0..self.nodes.len() {
             let n = &mut self.nodes[node];
             let before = n.idle.len();
-            n.idle
-                .retain(|p| now.duration_since(p.since) < ttl && !p.conn.is_dirty());
+            n.idle.retain(|p| p.usable(now, ttl));
             n.pool_discarded += (before - n.idle.len()) as u64;
             self.publish_pool(node);
         }
@@ -476,15 +458,7 @@ impl Upstreams {
         let max = self.cfg.upstream.pool_max_idle;
         let n = &mut self.nodes[node];
         if n.idle.len() < max && n.up && !n.removed {
-            let peek_fd = match conn.io {
-                UpIo::Plain(_) => None,
-                UpIo::Tls(_, fd) => Some(fd),
-            };
-            n.idle.push(Pooled {
-                conn: Watched::new(conn),
-                since: now,
-                peek_fd,
-            });
+            n.idle.push(Pooled { conn, since: now });
         }
         self.publish_pool(node);
     }

@@ -220,7 +220,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
             let pooled = if at.stale_used {
                 None
             } else {
-                self.pooled(node, now).await
+                self.w.upstreams.borrow_mut().take_idle(node, now)
             };
             let reused = pooled.is_some();
             let mut up = match pooled {
@@ -237,17 +237,6 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
                 // A pooled connection the upstream had closed: nothing was processed.
                 Err(_) if reused && at.take_stale_retry() => continue,
                 Err(_) => return Err(UpError::WriteFailed),
-            }
-        }
-    }
-
-    /// A clean idle connection to `node` from this core's pool, if there is one.
-    async fn pooled(&self, node: usize, now: Instant) -> Option<UpConn> {
-        loop {
-            let watched = self.w.upstreams.borrow_mut().take_idle(node, now)?;
-            match watched.take().await {
-                Some(c) => return Some(c),
-                None => self.w.upstreams.borrow_mut().discarded(node),
             }
         }
     }
