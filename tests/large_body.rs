@@ -362,12 +362,7 @@ fn scripted_upstream<T: Send + 'static>(
 fn accept_and_read(l: &TcpListener, body: usize) -> (TcpStream, String, Vec<u8>) {
     let (mut s, _) = l.accept().unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut b).unwrap(), 1, "upstream: head cut short");
-        head.push(b[0]);
-    }
+    let head = read_head_bytes(&mut s);
     let mut got = vec![0u8; body];
     s.read_exact(&mut got).unwrap();
     (s, String::from_utf8(head).unwrap(), got)

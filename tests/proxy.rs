@@ -366,12 +366,7 @@ fn early_answer_from_an_upstream_that_stops_reading_but_stays_open_is_relayed() 
     let upstream = std::thread::spawn(move || {
         let (mut s, _) = l.accept().unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut head = Vec::new();
-        let mut b = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            assert_eq!(s.read(&mut b).unwrap(), 1, "upstream: head cut short");
-            head.push(b[0]);
-        }
+        read_head_bytes(&mut s);
         s.write_all(
             b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: 27\r\n\r\n<Error>AccessDenied</Error>",
         )
@@ -439,12 +434,7 @@ fn early_upstream_answer_while_body_streams_is_relayed() {
     let upstream = std::thread::spawn(move || {
         let (mut s, _) = l.accept().unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut head = Vec::new();
-        let mut b = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            assert_eq!(s.read(&mut b).unwrap(), 1, "upstream: head cut short");
-            head.push(b[0]);
-        }
+        let head = read_head_bytes(&mut s);
         s.write_all(
             b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/xml\r\nContent-Length: 21\r\nConnection: close\r\n\r\n<Error>tooBig</Error>",
         )

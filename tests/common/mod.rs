@@ -435,6 +435,18 @@ impl Resp {
     }
 }
 
+/// Reads a request head byte by byte (nothing after it is consumed), as a scripted upstream
+/// does before it misbehaves.
+pub fn read_head_bytes(s: &mut TcpStream) -> Vec<u8> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut b).unwrap(), 1, "upstream: head cut short");
+        head.push(b[0]);
+    }
+    head
+}
+
 /// Reads one response (Content-Length or chunked or none) from `r`.
 pub fn read_response(r: &mut BufReader<TcpStream>, head_request: bool) -> std::io::Result<Resp> {
     let mut status_line = String::new();
