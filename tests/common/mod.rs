@@ -60,13 +60,27 @@ pub fn free_port() -> u16 {
     free_ports::<1>()[0]
 }
 
-/// `N` distinct free ports of 127.0.0.1 (all held until all are chosen).
 /// Config for data-path tests: nothing limited, no health checks.
 pub const NO_LIMITS: &str = "[limits]\nmethods = []\n[upstream.health]\nenabled = false\n";
 
+/// `N` distinct free ports of 127.0.0.1 for a process to bind later. They come from below
+/// the kernel's ephemeral range (32768–60999 by default): a port picked by `bind(0)` is
+/// free again once we let it go, and a parallel test's outgoing connection or `bind(0)`
+/// (a relay, a fake upstream) could take it before tollgate binds it. Each test process
+/// walks its own stretch of 20000–31999 (by process id), each call the next ports.
 pub fn free_ports<const N: usize>() -> [u16; N] {
-    let held: [TcpListener; N] = std::array::from_fn(|_| TcpListener::bind("127.0.0.1:0").unwrap());
-    held.map(|l| l.local_addr().unwrap().port())
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    const LOW: usize = 20_000;
+    const SPAN: usize = 12_000;
+    let start = std::process::id() as usize * 613;
+    std::array::from_fn(|_| {
+        loop {
+            let port = (LOW + (start + NEXT.fetch_add(1, Ordering::SeqCst)) % SPAN) as u16;
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    })
 }
 
 pub fn tmpdir(tag: &str) -> PathBuf {
