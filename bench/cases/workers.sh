@@ -12,13 +12,18 @@
 # send time. R = each --loads fraction of haproxy-seed's saturation (--sat-rps, else measured
 # here first), so that one worker is not saturated either.
 #
-# Usage: bench/cases/workers.sh [--loads 0.25,0.5] [--sat-rps R]
+# --profile plain runs both with rate limiting off (no limited method: no key, no cross-core
+# message), which separates the cost of ownership from that of the second worker sharing a
+# core with the load generator and the origin.
+#
+# Usage: bench/cases/workers.sh [--loads 0.25,0.5] [--sat-rps R] [--profile open|plain]
 #          [common case options: --rounds --duration --out --quick, see lib.sh]
 
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 CASE_SYSTEMS="tollgate-1w,tollgate-2w" case_opts workers "$@"
 LOADS="${OPT[loads]:-0.25,0.5}"
+PROFILE="${OPT[profile]:-open}"
 case_origin
 SAT="${OPT[sat-rps]:-}"
 if [[ -z "$SAT" ]]; then
@@ -36,7 +41,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
         cores="$PROXY_CORE"
         ((workers == 1)) || cores="$BOTH_CORES"
         PORT="$(free_port)"
-        if ! BENCH_WORKERS="$workers" start_system tollgate "$PORT" "$cores" "$ORIGIN_PORT" open; then
+        if ! BENCH_WORKERS="$workers" start_system tollgate "$PORT" "$cores" "$ORIGIN_PORT" "$PROFILE"; then
             skip_record "$sys" "failed to start (round $round)"
             continue
         fi
@@ -48,7 +53,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
                 run_loadgen "$RUN_DIR/load.json" "$url" -c 64 -d "${DURATION}s" --rate "$rate" \
                 --keys 1000
             emit "$sys" "$label" "$RUN_DIR/load.json" "$RUN_DIR/cpu.json" "rate=$rate" \
-                "workers=$workers" "cores=$cores"
+                "workers=$workers" "cores=$cores" "profile=$PROFILE"
         done
         bench_stop_pid "$SYS_PID"
     done
