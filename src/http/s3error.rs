@@ -69,8 +69,35 @@ pub fn reason_phrase(status: u16) -> &'static str {
 const REPLACEMENT: &[u8] = "\u{FFFD}".as_bytes();
 
 /// Emits `text` XML-escaped through `emit`: `& < > " '` become entities; bytes that are
-/// not valid UTF-8 and control characters (C0, DEL, C1) become U+FFFD.
+/// not valid UTF-8 and control characters (C0, DEL, C1) become U+FFFD. ASCII is handled a
+/// byte at a time (runs of plain bytes emitted whole); from the first non-ASCII byte on,
+/// the rest goes through [`escape_utf8`].
 fn escape(text: &[u8], emit: &mut impl FnMut(&[u8])) {
+    let mut run_start = 0;
+    for (i, &b) in text.iter().enumerate() {
+        let replacement: &[u8] = match b {
+            b'&' => b"&amp;",
+            b'<' => b"&lt;",
+            b'>' => b"&gt;",
+            b'"' => b"&quot;",
+            b'\'' => b"&apos;",
+            0x20..=0x7e => continue,
+            0x00..=0x1f | 0x7f => REPLACEMENT,
+            0x80.. => {
+                emit(&text[run_start..i]);
+                return escape_utf8(&text[i..], emit);
+            }
+        };
+        emit(&text[run_start..i]);
+        emit(replacement);
+        run_start = i + 1;
+    }
+    emit(&text[run_start..]);
+}
+
+/// [`escape`] for text that is not plain ASCII: decoded chunk by chunk, invalid sequences
+/// and control characters replaced.
+fn escape_utf8(text: &[u8], emit: &mut impl FnMut(&[u8])) {
     for chunk in text.utf8_chunks() {
         let valid = chunk.valid();
         let mut run_start = 0;
@@ -125,9 +152,38 @@ pub fn write_error_response(
     head_only: bool,
     out: &mut Vec<u8>,
 ) {
-    let mut body_len = 0usize;
-    write_body(body, &mut |s: &[u8]| body_len += s.len());
+    // The body is escaped once, at the end of `out`; the head (whose Content-Length is the
+    // escaped length) is written after it, then rotated in front of it.
+    let start = out.len();
+    write_body(body, &mut |s: &[u8]| out.extend_from_slice(s));
+    let body_len = out.len() - start;
+    write_head(status, body_len, extra, close, out);
+    head_to_front(&mut out[start..], body_len);
+    if head_only {
+        out.truncate(out.len() - body_len);
+    }
+}
 
+/// `buf` is a body (`body_len` bytes) then a head: puts the head first. Three copies through
+/// a stack buffer when the head fits in it (`rotate_left` moves byte cycles at these sizes).
+fn head_to_front(buf: &mut [u8], body_len: usize) {
+    let head_len = buf.len() - body_len;
+    let mut tmp = [0u8; 2048];
+    if head_len > tmp.len() {
+        return buf.rotate_left(body_len);
+    }
+    tmp[..head_len].copy_from_slice(&buf[body_len..]);
+    buf.copy_within(..body_len, head_len);
+    buf[..head_len].copy_from_slice(&tmp[..head_len]);
+}
+
+fn write_head(
+    status: u16,
+    body_len: usize,
+    extra: &[(&[u8], &[u8])],
+    close: bool,
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(b"HTTP/1.1 ");
     push_decimal(out, u64::from(status));
     out.push(b' ');
@@ -142,10 +198,6 @@ pub fn write_error_response(
         out.extend_from_slice(b"Connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    if !head_only {
-        out.reserve(body_len);
-        write_body(body, &mut |s: &[u8]| out.extend_from_slice(s));
-    }
 }
 
 /// An upstream's "this request is not authenticated" answer.
@@ -256,6 +308,27 @@ mod tests {
         assert_eq!(escaped("c1\u{85}".as_bytes()), "c1\u{FFFD}");
         assert_eq!(escaped(b"]]><x/>"), "]]&gt;&lt;x/&gt;");
         assert_eq!(escaped(b""), "");
+        // ASCII entities after the first non-ASCII byte (the UTF-8 path).
+        assert_eq!(
+            escaped("\u{e9}&<\x01".as_bytes()),
+            "\u{e9}&amp;&lt;\u{FFFD}"
+        );
+    }
+
+    proptest::proptest! {
+        /// The ASCII fast path writes what the UTF-8 path writes, for any bytes.
+        #[test]
+        fn ascii_path_matches_utf8_path(
+            // Mostly ASCII, so that long ASCII runs come before (or without) other bytes.
+            text in proptest::collection::vec(
+                proptest::prop_oneof![6 => 0u8..0x80, 1 => proptest::prelude::any::<u8>()],
+                0..64,
+            )
+        ) {
+            let mut slow = Vec::new();
+            escape_utf8(&text, &mut |s: &[u8]| slow.extend_from_slice(s));
+            proptest::prop_assert_eq!(escaped(&text).into_bytes(), slow);
+        }
     }
 
     fn split(resp: &[u8]) -> (&str, &[u8]) {
@@ -316,6 +389,21 @@ mod tests {
         assert!(full_head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
         assert!(full_head.contains(&format!("Content-Length: {}\r\n", xml.len())));
         assert!(!std::str::from_utf8(xml).unwrap().contains("ApiKey"));
+        // A head longer than the stack buffer (many extra headers) is moved in front too.
+        let long = vec![(&b"x-long"[..], &[b'v'; 3000][..])];
+        let mut big = Vec::new();
+        write_error_response(503, &body, &long, false, false, &mut big);
+        let (big_head, big_xml) = split(&big);
+        assert!(big_head.starts_with("HTTP/1.1 503 ") && big_head.len() > 3000);
+        assert_eq!(big_xml, xml);
+        // Appended after what `out` held (responses queued before it), which stays as it was.
+        for head_only in [false, true] {
+            let mut queued = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+            write_error_response(503, &body, &[], false, head_only, &mut queued);
+            let alone = if head_only { &head } else { &full };
+            assert_eq!(&queued[..19], b"HTTP/1.1 200 OK\r\n\r\n");
+            assert_eq!(&queued[19..], &alone[..]);
+        }
     }
 
     #[test]
