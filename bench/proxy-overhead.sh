@@ -18,6 +18,10 @@
 # through 1,000 SigV4 keys: the limiters keep 1,000 entries hot). Limits are set so high that
 # nothing is denied: every system does its full accounting work and forwards every request.
 # Rounds alternate the order of the systems; the table shows medians over rounds.
+# --profile seed sets the seed's limits instead: with --modes 1key the one key is over its
+# limit within the first second, so nearly every request is refused (429 or the system's deny
+# status, counted under non-2xx): what one refusal costs, the load of a client that ignores
+# its limit.
 #
 # Core layout (2 cores): the proxy alone on --proxy-core (0); wrk and the origin share
 # --load-core (1). With the load generator and the origin on one core, req/s can be bounded by
@@ -27,7 +31,7 @@
 # Usage: bench/proxy-overhead.sh [--rounds N] [--duration S] [--connections C] [--warmup S]
 #          [--systems a,b,..] [--modes 1key,1000keys] [--proxy-core N] [--load-core N]
 #          [--out-dir DIR] [--no-save] [--wait-idle MAX_S] [--max-foreign PCT [--retries N]]
-#          [--client wrk|loadgen] [--save-json PATH]
+#          [--client wrk|loadgen] [--save-json PATH] [--profile open|seed]
 # Defaults: 3 rounds, 10 s, 64 connections, 1 s warm-up, every system, both modes, cores 0/1,
 # results to bench/results/<date>-proxy-overhead.{md,json}; --wait-idle waits up to MAX_S seconds
 # for the machine to go below 15% busy before starting (default 0: start at once);
@@ -56,6 +60,7 @@ MAX_FOREIGN=0
 RETRIES=2
 CLIENT=wrk
 SAVE_JSON=""
+PROFILE=open
 
 usage() { sed -n '2,/^$/p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while (($#)); do
@@ -75,6 +80,11 @@ while (($#)); do
     --retries) RETRIES="$2"; shift 2 ;;
     --client) CLIENT="$2"; shift 2 ;;
     --save-json) SAVE_JSON="$2"; SAVE=0; shift 2 ;;
+    --profile)
+        PROFILE="$2"
+        [[ "$PROFILE" == open || "$PROFILE" == seed ]] || { echo "--profile: open or seed, not $PROFILE" >&2; exit 2; }
+        shift 2
+        ;;
     -h | --help) usage 0 ;;
     *) echo "unknown option: $1" >&2; usage 1 ;;
     esac
@@ -174,7 +184,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
         sys="${RUNNABLE[$(((j + round - 1) % n))]}"
         port="$(free_port)"
         set +e
-        start_system "$sys" "$port" "$PROXY_CORE" "$ORIGIN_PORT" open
+        start_system "$sys" "$port" "$PROXY_CORE" "$ORIGIN_PORT" "$PROFILE"
         rc=$?
         set -e
         if ((rc != 0)); then
@@ -246,7 +256,9 @@ if ((SAVE)); then
 fi
 PARAMS="$(python3 -c 'import json,sys; print(json.dumps({"rounds":int(sys.argv[1]),"duration_s":int(sys.argv[2]),"connections":int(sys.argv[3]),"wrk_threads":1,"warmup_s":int(sys.argv[4]),"modes":sys.argv[5].split(","),"proxy_core":int(sys.argv[6]),"load_core":int(sys.argv[7]),"workers":1,"limits":"open (far above the load: nothing denied); tollgate-plain and haproxy-plain do not limit","max_foreign_pct":int(sys.argv[8]),"retries":int(sys.argv[9]),"skipped":sys.argv[10:]}))' \
     "$ROUNDS" "$DURATION" "$CONNECTIONS" "$WARMUP" "$MODES" "$PROXY_CORE" "$LOAD_CORE" "$MAX_FOREIGN" "$RETRIES" "${SKIPPED[@]+"${SKIPPED[@]}"}")"
-PARAMS="$(python3 -c 'import json,sys; p=json.loads(sys.argv[1]); p["client"]=sys.argv[2]; print(json.dumps(p))' "$PARAMS" "$CLIENT")"
+PARAMS="$(python3 -c 'import json,sys; p=json.loads(sys.argv[1]); p["client"]=sys.argv[2]
+if sys.argv[3] != "open": p["limits"] = "seed (the limits of the seed configuration: an over-limit key is refused)"
+print(json.dumps(p))' "$PARAMS" "$CLIENT" "$PROFILE")"
 touch "$RUN_DIR/discarded.jsonl"
 python3 - "$RUNS" "$MACHINE" "$PARAMS" "$SAVE" "$OUT_DIR/$STEM" "$RUN_DIR/discarded.jsonl" "$SAVE_JSON" <<'PY'
 import json, statistics, sys
@@ -287,7 +299,7 @@ lines += ["Machine: %s, %d CPUs, %s; git %s%s; load average at start %s." %
            m["loadavg_at_start"]),
           "Tools: %s; %s; %s; %s." % (m["haproxy"], m["nginx"], m["wrk"], m["rustc"]),
           "Layout: proxy alone on CPU %d; wrk and the origin (nginx `return 200`, 1 worker) on CPU %d. "
-          "Limits open (nothing denied)." % (params["proxy_core"], params["load_core"]), ""]
+          "Limits %s." % (params["proxy_core"], params["load_core"], params["limits"]), ""]
 for mode in modes:
     lines += ["## mode `%s`" % mode, "",
               "| system | req/s | CPU µs/req (min–max) | proxy core busy | foreign CPU on proxy core | wrk p50 / p99 µs | non-2xx | socket errors |",

@@ -165,41 +165,24 @@ fn is_v4_scheme(s: &[u8]) -> bool {
     s.len() > 5 && s[..5].eq_ignore_ascii_case(b"AWS4-")
 }
 
-/// The value of `name=` among comma/whitespace separated parameters.
+/// The value of `name=` among comma/whitespace separated parameters: the first token that
+/// starts with `name=` (found with a substring search; this runs on every V4 header).
 fn auth_param<'a>(params: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
-    params.split(|&b| b == b',' || is_ws(b)).find_map(|tok| {
-        let rest = tok.strip_prefix(name)?;
-        rest.strip_prefix(b"=")
+    let is_sep = |b: u8| b == b',' || is_ws(b);
+    memchr::memmem::find_iter(params, name).find_map(|at| {
+        let starts_token = at == 0 || is_sep(params[at - 1]);
+        let rest = params[at + name.len()..].strip_prefix(b"=")?;
+        let end = rest.iter().position(|&b| is_sep(b)).unwrap_or(rest.len());
+        starts_token.then_some(&rest[..end])
     })
 }
 
 /// The query string of a request-target (between `?` and `#`).
 fn query(target: &[u8]) -> Option<&[u8]> {
-    let q = find_byte(target, b'?')?;
+    let q = memchr::memchr(b'?', target)?;
     let rest = &target[q + 1..];
-    let end = find_byte(rest, b'#').unwrap_or(rest.len());
+    let end = memchr::memchr(b'#', rest).unwrap_or(rest.len());
     Some(&rest[..end])
-}
-
-/// Position of the first `b` in `hay`, eight bytes at a time (this runs over every
-/// query string and V4 `Authorization` header).
-fn find_byte(hay: &[u8], b: u8) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let pat = LO * u64::from(b);
-    let mut words = hay.chunks_exact(8);
-    let mut at = 0;
-    for c in &mut words {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        let x = u64::from_le_bytes(w) ^ pat;
-        // Some byte of x is zero (exact test; which one is found below).
-        if x.wrapping_sub(LO) & !x & HI != 0 {
-            break;
-        }
-        at += 8;
-    }
-    hay[at..].iter().position(|&x| x == b).map(|p| at + p)
 }
 
 /// The auth parameters of a query string, by name after decoding and case folding:
@@ -237,7 +220,7 @@ impl<'a> QueryAuth<'a> {
         let mut out = QueryAuth::default();
         let mut rest = q;
         loop {
-            let end = find_byte(rest, b'&').unwrap_or(rest.len());
+            let end = memchr::memchr(b'&', rest).unwrap_or(rest.len());
             out.param(&rest[..end]);
             if end == rest.len() {
                 return out;
@@ -307,14 +290,14 @@ fn query_name(raw: &[u8]) -> Option<usize> {
 /// missing and every store refuses the request itself (no key confusion possible); the
 /// `=` are counted without branching (vectorised) and the scan is skipped.
 fn v4_twice(params: &[u8]) -> Option<&'static str> {
-    if params.iter().filter(|&&b| b == b'=').count() <= 3 {
+    if memchr::memchr_iter(b'=', params).count() <= 3 {
         return None;
     }
     const NAMES: [&[u8]; 3] = [b"Credential", b"SignedHeaders", b"Signature"];
     const TWICE: [&str; 3] = ["Credential twice", "SignedHeaders twice", "Signature twice"];
     let mut seen = [false; 3];
     let mut from = 0;
-    while let Some(p) = find_byte(&params[from..], b'=') {
+    while let Some(p) = memchr::memchr(b'=', &params[from..]) {
         let eq = from + p;
         from = eq + 1;
         // The name: the letters right before '=' (at most 13, and not the tail of a
@@ -1162,9 +1145,18 @@ mod tests {
     }
 
     proptest! {
+        /// The same parameter as splitting at every separator and taking the first token
+        /// that starts with `name=`.
         #[test]
-        fn find_byte_is_position(hay in prop::collection::vec(prop::sample::select(vec![0u8, 1, b'=', b'&', 0x80, 0xff, 0x3d ^ 0x80]), 0..80), b in prop::sample::select(vec![b'=', b'&', 0u8, 0xff])) {
-            prop_assert_eq!(find_byte(&hay, b), hay.iter().position(|&x| x == b));
+        fn auth_param_is_first_token_match(
+            params in prop::collection::vec(prop::sample::select(vec![
+                &b"Credential"[..], b"Credential=", b"=", b",", b" ", b"\t", b"xCredential=", b"K/d", b"Signature=ab",
+            ]), 0..12).prop_map(|parts| parts.concat()),
+        ) {
+            let by_split = params
+                .split(|&b| b == b',' || is_ws(b))
+                .find_map(|tok| tok.strip_prefix(&b"Credential"[..])?.strip_prefix(b"="));
+            prop_assert_eq!(auth_param(&params, b"Credential"), by_split);
         }
     }
 

@@ -60,14 +60,7 @@ pub(crate) fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// Whether the head contains a LF not preceded by CR (httparse accepts those; we do not,
 /// since a peer that splits lines differently would see different headers).
 pub(crate) fn has_bare_lf(head: &[u8]) -> bool {
-    let mut prev = 0u8;
-    for &b in head {
-        if b == b'\n' && prev != b'\r' {
-            return true;
-        }
-        prev = b;
-    }
-    false
+    memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')
 }
 
 /// Rebuilds `out` from `httparse`'s parsed headers (slices of `buf`), marking hop-by-hop
@@ -421,18 +414,8 @@ pub(crate) fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 /// Appends the decimal digits of `n` without allocating.
-pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
+pub(crate) fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 #[cfg(test)]
@@ -453,6 +436,26 @@ mod tests {
         assert!(has_bare_lf(b"GET / HTTP/1.1\nHost: a\r\n\r\n"));
         assert!(has_bare_lf(b"GET / HTTP/1.1\r\nHost: a\r\n\n"));
         assert!(has_bare_lf(b"\n"));
+        // Past the first SIMD blocks, and a CR that is not right before its LF.
+        let long = format!(
+            "GET / HTTP/1.1\r\n{}X: 1\r\r\n",
+            "Name: value\r\n".repeat(20)
+        );
+        assert!(!has_bare_lf(long.as_bytes()));
+        assert!(has_bare_lf(format!("{long}Y: 2\r \n").as_bytes()));
+    }
+
+    proptest::proptest! {
+        /// The same answer as looking at every byte and the one before it.
+        #[test]
+        fn bare_lf_matches_bytewise(
+            head in proptest::collection::vec(proptest::prop_oneof![
+                4 => proptest::prelude::Just(b'a'), 2 => proptest::prelude::Just(b'\r'),
+                2 => proptest::prelude::Just(b'\n'), 1 => proptest::prelude::any::<u8>()], 0..200)
+        ) {
+            let bytewise = head.iter().enumerate().any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'));
+            proptest::prop_assert_eq!(has_bare_lf(&head), bytewise);
+        }
     }
 
     #[test]

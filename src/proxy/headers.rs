@@ -77,19 +77,8 @@ pub fn deny_message(tier: &str, w: WindowConfig) -> String {
 }
 
 /// Appends `n` in decimal (what `write!(s, "{n}")` does, without the formatting machinery).
-pub fn put_u64(s: &mut String, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // only ASCII digits were written
-    s.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
+pub fn put_u64(s: &mut String, n: u64) {
+    s.push_str(itoa::Buffer::new().format(n));
 }
 
 fn secs(ms: u32) -> u32 {
