@@ -221,6 +221,7 @@ print(json.dumps({
     "proxy_core_util": round(cpu / wall, 4),
     "foreign_cpu_on_proxy_core": round(max(core - cpu, 0.0) / wall, 4),
     "non_2xx_3xx": w["errors"]["status"],
+    "status_4xx": w.get("status_4xx"),
     "socket_errors": {k: v for k, v in w["errors"].items() if k != "status"},
     "latency_us": w["latency_us"], "identity_check": sys.argv[12],
     "loadavg_after": sys.argv[13], "attempt": int(sys.argv[14]),

@@ -37,6 +37,15 @@ CASES = {
                     ("p99_us", "p99 µs (closed loop)", "%.0f"), ("errors", "errors", "%d")],
         "ratios": [("cpu_us_per_req", "tollgate", ["haproxy-seed", "haproxy-plain", "nginx-limit"])],
     },
+    "refusals": {
+        "title": "10. Refusals: one key far over its limit (the seed's), closed loop",
+        "metrics": [("rps", "req/s", "%.0f"), ("cpu_us_per_req", "CPU µs/req", "%.2f"),
+                    ("refused_share", "refused (4xx) share", "pct"),
+                    ("proxy_core_util", "proxy core busy", "pct"),
+                    ("foreign_cpu_on_proxy_core", "foreign CPU on proxy core", "pct"),
+                    ("errors", "errors (not 2xx or 4xx)", "%d")],
+        "ratios": [("cpu_us_per_req", "tollgate", ["haproxy-seed", "nginx-limit"])],
+    },
     "fixed-rate": {
         "title": "2. Fixed offered rate (open loop, latency from the intended send time), 1,000 keys",
         "metrics": [("rps", "req/s", "%.0f"), ("cpu_us_per_req", "CPU µs/req", "%.2f"),
@@ -258,15 +267,19 @@ def cmd_wrkshape(argv):
         "bytes": r["bytes_in"],
         "errors": {"connect": 0, "read": r["transport_errors"], "write": 0,
                    "status": r["non_2xx"], "timeout": r["timeouts"]},
+        "status_4xx": lg.get("status_classes", [0] * 6)[4],
         "latency_us": {k: int(lat[k] * 1000) for k in ("p50", "p90", "p99", "p999", "max")} |
                       {"mean": lat["mean"] * 1000}}))
 
 
 def cmd_import_overhead(argv):
+    """--refusals: 4xx answers are the refusals measured (`refused_share`), not errors."""
     doc = json.load(open(argv[0]))
     case = argv[argv.index("--case") + 1]
+    refusals = "--refusals" in argv
     for run in doc["runs"]:
-        errors = run["non_2xx_3xx"] + sum(run["socket_errors"].values())
+        refused = (run.get("status_4xx") or 0) if refusals else 0
+        errors = run["non_2xx_3xx"] - refused + sum(run["socket_errors"].values())
         r = {"case": case, "system": run["system"], "round": run["round"], "variant": "",
              "requests": run["requests"], "rps": run["rps"], "elapsed_s": run["wrk_duration_s"],
              "proxy_cpu_s": run["proxy_cpu_s"], "wall_s": run["wall_s"],
@@ -274,6 +287,8 @@ def cmd_import_overhead(argv):
              "foreign_cpu_on_proxy_core": run["foreign_cpu_on_proxy_core"],
              "p50_us": run["latency_us"]["p50"], "p99_us": run["latency_us"]["p99"],
              "errors": errors, "loadavg": run["loadavg_after"].split()[0]}
+        if refusals:
+            r["refused_share"] = round(refused / run["requests"], 4) if run["requests"] else None
         print(json.dumps(derive(r)))
 
 
@@ -507,6 +522,7 @@ REQUIRED = {
     "accuracy": ["admitted", "max_certain", "over_windows_certain", "max_by_arrival",
                  "exact_admitted"],
     "scenarios": ["admitted", "expected_admitted", "admitted_vs_expected"],
+    "refusals": ["cpu_us_per_req", "refused_share"],
 }
 
 
@@ -531,6 +547,10 @@ def check_case(case, data, systems):
     if case == "accuracy":
         problems += ["accuracy/%s: %d 2xx responses never seen at the origin" % (r["system"], r["unmatched"])
                      for r in rows if num(r.get("unmatched")) and r["unmatched"] > 0.05 * r.get("admitted", 0)]
+    if case == "refusals":
+        # The case measures refusals only if nearly every request was one.
+        problems += ["refusals/%s: only %.1f%% of requests refused" % (r["system"], 100 * r["refused_share"])
+                     for r in rows if num(r.get("refused_share")) is not None and r["refused_share"] < 0.9]
     if spec_of(case)["ratios"] and not data.get("ratios"):
         problems.append("%s: no same-round ratio" % case)
     return problems
@@ -545,6 +565,7 @@ def cmd_check(argv):
     peers = ["tollgate", "haproxy-seed", "haproxy-plain", "nginx-limit"]
     systems = {c: peers for c in cases}
     systems.update({"large": peers + ["direct"], "many-keys": ["tollgate", "haproxy-seed", "nginx-limit"],
+                    "refusals": ["tollgate", "haproxy-seed", "nginx-limit"],
                     "accuracy": ["tollgate", "haproxy-seed", "nginx-limit"],
                     "workers": ["tollgate-1w", "tollgate-2w"],
                     "rules": ["tollgate-tier", "tollgate-rules"]})

@@ -16,6 +16,8 @@
 #               arrival at the origin (the certain criterion)
 #   scenarios   8. the seed's burst and mixed scenarios, scaled: admitted per tier vs expected
 #   rules       9. tollgate only: CPU µs/request with 5 [[rules]] (2 matching) vs one tier
+#   refusals   10. CPU µs/request when nearly every request is refused (one key far over its
+#               limit: a client that ignores 429s)
 # Method common to all: each proxy runs one worker (HAProxy nbthread 1, nginx worker_processes
 # 1, tollgate --workers 1) pinned alone on the proxy core (CPU 0); loadgen and the origin (nginx
 # `return 200`) share the load core (CPU 1); systems are started fresh for each case and round
@@ -39,7 +41,7 @@ source "$(dirname "$0")/lib.sh"
 QUICK=0 ROUNDS="" DURATION="" OUT_DIR="" WAIT_IDLE=0 INSTALL=1 BUILD=1
 # The cases, in order: each NAME is bench/cases/NAME.sh. A new case is its script plus its name
 # here (and, for its own options, a line in case_args below).
-ALL_CASES="saturation,fixed-rate,tls,large,many-keys,workers,accuracy,scenarios,rules"
+ALL_CASES="saturation,fixed-rate,tls,large,many-keys,workers,accuracy,scenarios,rules,refusals"
 CASES="$ALL_CASES"
 SYSTEMS="$ALL_SYSTEMS"
 usage() { sed -n '2,/^$/p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
