@@ -481,3 +481,49 @@ fn with_verify_forged_requests_never_reach_the_store() {
         "the fifth was refused by the penalty: {stats}"
     );
 }
+
+/// Heads built to make the parser work: a 16 KiB `Connection` list of one-letter options
+/// (each option is looked up among every field name, so unbounded it cost ~100 times the
+/// parse of a plain head) is refused with 400 naming the bound, whole or in pieces, and the
+/// upstream sees nothing; a head at the bound (32 options) is served.
+#[test]
+fn a_head_that_lists_thousands_of_connection_options_is_refused() {
+    let up = FakeUpstream::start(ok_handler());
+    let p = start_proxy("connopts", &[up.addr], 1, NO_LIMITS, None);
+    let mut flood = b"GET /b/k HTTP/1.1\r\nHost: s3\r\nConnection: ".to_vec();
+    while flood.len() < 15_000 {
+        flood.extend_from_slice(b"a,");
+    }
+    flood.extend_from_slice(b"a\r\n\r\n");
+    let cuts: Vec<usize> = (1..flood.len() / 1000).map(|i| i * 1000 - 7).collect();
+    for pieces in [false, true] {
+        let mut c = Client::connect(p.addr);
+        if pieces {
+            c.send_pieces(&flood, &cuts, Duration::from_millis(2));
+        } else {
+            c.send(&flood);
+        }
+        let r = c.recv();
+        assert_eq!(r.status, 400, "pieces {pieces}");
+        assert!(
+            r.body_text()
+                .contains("Connection lists more than 32 options"),
+            "{}",
+            r.body_text()
+        );
+    }
+    assert!(up.seen().is_empty(), "nothing went upstream");
+    let options: Vec<String> = (0..32).map(|i| format!("x-o{i}")).collect();
+    let at = format!(
+        "GET /b/k HTTP/1.1\r\nHost: s3\r\nConnection: {}\r\nX-O1: hop\r\n\r\n",
+        options.join(", ")
+    );
+    assert_eq!(Client::connect(p.addr).request(at.as_bytes()).status, 200);
+    let seen = up.seen();
+    assert_eq!(seen.len(), 1);
+    let head = String::from_utf8_lossy(&seen[0].head).to_ascii_lowercase();
+    assert!(
+        !head.contains("x-o1:"),
+        "a listed option is not sent on: {head}"
+    );
+}

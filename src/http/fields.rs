@@ -28,6 +28,12 @@ const STATIC_HOP_BY_HOP: [&[u8]; 7] = [
 /// change the framing (`Content-Length`) or the routing (`Host`) of what is forwarded.
 const NOT_NOMINATABLE: [&[u8]; 2] = [b"content-length", b"host"];
 
+/// Most options the `Connection` fields of one head may list (all lines together; empty list
+/// elements are not options). Each option is looked up among every field name, so without a
+/// bound a 16 KiB head of `a,a,a,…` costs ~100 times the parse of a plain one; real peers
+/// list one to four (`close`, `keep-alive`, `upgrade`, `te`).
+pub(crate) const MAX_CONNECTION_OPTIONS: usize = 32;
+
 pub(crate) fn is_static_hop_by_hop(name: &[u8]) -> bool {
     STATIC_HOP_BY_HOP
         .iter()
@@ -64,12 +70,13 @@ pub(crate) fn has_bare_lf(head: &[u8]) -> bool {
 }
 
 /// Rebuilds `out` from `httparse`'s parsed headers (slices of `buf`), marking hop-by-hop
-/// fields. Reuses `out`'s allocation.
+/// fields. Reuses `out`'s allocation. Fails when `Connection` lists more than
+/// [`MAX_CONNECTION_OPTIONS`] options.
 pub(crate) fn collect_headers(
     buf: &[u8],
     parsed: &[httparse::Header<'_>],
     out: &mut Vec<HeaderPos>,
-) {
+) -> Result<(), HeadError> {
     out.clear();
     for h in parsed {
         let name_start = offset(buf, h.name.as_bytes());
@@ -87,21 +94,31 @@ pub(crate) fn collect_headers(
             hop_by_hop: is_static_hop_by_hop(h.name.as_bytes()),
         });
     }
-    mark_connection_listed(buf, out);
+    mark_connection_listed(buf, out)
 }
 
-/// Marks every field named in a `Connection` header's list as hop-by-hop.
-fn mark_connection_listed(buf: &[u8], headers: &mut [HeaderPos]) {
+/// Marks every field named in a `Connection` header's list as hop-by-hop (at most
+/// [`MAX_CONNECTION_OPTIONS`] options looked up, else an error).
+fn mark_connection_listed(buf: &[u8], headers: &mut [HeaderPos]) -> Result<(), HeadError> {
+    let mut options = 0usize;
     for i in 0..headers.len() {
         if !headers[i].is(buf, "connection") {
             continue;
         }
         let value = headers[i].value.clone();
         for token in list_elements(&buf[value]) {
-            if token.is_empty()
-                || NOT_NOMINATABLE
-                    .iter()
-                    .any(|n| token.eq_ignore_ascii_case(n))
+            if token.is_empty() {
+                continue;
+            }
+            options += 1;
+            if options > MAX_CONNECTION_OPTIONS {
+                return Err(HeadError::Malformed(
+                    "Connection lists more than 32 options",
+                ));
+            }
+            if NOT_NOMINATABLE
+                .iter()
+                .any(|n| token.eq_ignore_ascii_case(n))
             {
                 continue;
             }
@@ -112,6 +129,7 @@ fn mark_connection_listed(buf: &[u8], headers: &mut [HeaderPos]) {
             }
         }
     }
+    Ok(())
 }
 
 /// What the Transfer-Encoding fields say, all lines taken together as one list.
@@ -399,10 +417,15 @@ pub(crate) fn classify_response_error(buf: &[u8], e: httparse::Error) -> HeadErr
     }
 }
 
-/// Whether a `;`-separated SigV4 `SignedHeaders` list names `name` (case-insensitive).
-pub(crate) fn signed_list_contains(list: &[u8], name: &[u8]) -> bool {
-    list.split(|&b| b == b';')
-        .any(|n| trim_ows(n).eq_ignore_ascii_case(name))
+/// Fills `out` with the first names of a `;`-separated SigV4 `SignedHeaders` list (OWS
+/// trimmed), at most `out.len()` of them; returns how many.
+pub(crate) fn signed_names<'a>(list: &'a [u8], out: &mut [&'a [u8]]) -> usize {
+    let mut n = 0;
+    for (slot, name) in out.iter_mut().zip(list.split(|&b| b == b';')) {
+        *slot = trim_ows(name);
+        n += 1;
+    }
+    n
 }
 
 /// Appends `name: value\r\n`.
@@ -469,11 +492,16 @@ mod tests {
 
     #[test]
     fn signed_list() {
-        let l = b"host;transfer-encoding;x-amz-date";
-        assert!(signed_list_contains(l, b"Transfer-Encoding"));
-        assert!(signed_list_contains(l, b"host"));
-        assert!(!signed_list_contains(l, b"connection"));
-        assert!(!signed_list_contains(l, b"hos"));
+        let l = b"host; transfer-encoding;x-amz-date";
+        let mut out = [&b""[..]; 4];
+        assert_eq!(signed_names(l, &mut out), 3);
+        assert_eq!(
+            out[..3],
+            [&b"host"[..], b"transfer-encoding", b"x-amz-date"]
+        );
+        let mut two = [&b""[..]; 2];
+        assert_eq!(signed_names(l, &mut two), 2, "no more than out holds");
+        assert_eq!(signed_names(b"", &mut out), 1, "one empty name");
     }
 
     #[test]

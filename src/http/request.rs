@@ -8,7 +8,7 @@ use std::ops::Range;
 
 use super::fields::{
     Summary, TransferCoding, classify_request_error, collect_headers, has_bare_lf, list_elements,
-    offset, push_decimal, push_header, signed_list_contains, summarize,
+    offset, push_decimal, push_header, signed_names, summarize,
 };
 use super::{BodyFraming, HEADER_STACK_CAP, HeadError, HeadLimits, HeaderPos, ParseStatus};
 
@@ -193,7 +193,7 @@ fn parse_into<'b>(
     out.target = target_start..target_start + target.len();
     out.request_line = method_start..line_end;
     out.minor_version = minor;
-    collect_headers(buf, req.headers, &mut out.headers);
+    collect_headers(buf, req.headers, &mut out.headers)?;
 
     let s = summarize(buf, &out.headers)?;
     if s.host_count > 1 {
@@ -276,18 +276,34 @@ fn request_framing(
 /// The first field of `head` that is hop-by-hop yet named in the SigV4 `SignedHeaders` list
 /// (`;`-separated): such a request cannot be both proxied (hop-by-hop fields are not sent
 /// on) and keep its signature. The framing fields sent on for a chunked body are exempt.
+/// The list is split once, into at most as many names as the head has fields (each signed
+/// name must be a field of the request, so a longer list cannot verify anyway): an
+/// attacker's 8 KiB list scanned again for every hop-by-hop field cost ~100 times the parse
+/// of the head.
 pub fn signed_hop_by_hop<'a>(
     buf: &'a [u8],
     head: &RequestHead,
     signed_headers: &[u8],
 ) -> Option<&'a [u8]> {
-    head.headers.iter().find_map(|h| {
-        let name = h.name(buf);
-        (h.hop_by_hop
-            && !forwarded_framing_field(head, name)
-            && signed_list_contains(signed_headers, name))
-        .then_some(name)
-    })
+    let limit = head.headers.len();
+    let mut stack = [&b""[..]; HEADER_STACK_CAP];
+    let mut heap = Vec::new();
+    let slots: &mut [&[u8]] = if limit <= HEADER_STACK_CAP {
+        &mut stack[..limit]
+    } else {
+        heap.resize(limit, &b""[..]);
+        &mut heap
+    };
+    let count = signed_names(signed_headers, slots);
+    let signed = &slots[..count];
+    head.headers
+        .iter()
+        .filter(|h| h.hop_by_hop)
+        .map(|h| h.name(buf))
+        .find(|name| {
+            !forwarded_framing_field(head, name)
+                && signed.iter().any(|s| s.eq_ignore_ascii_case(name))
+        })
 }
 
 /// `Transfer-Encoding` and `Trailer` of a chunked request: hop-by-hop, but sent on because the
@@ -788,6 +804,67 @@ mod tests {
         let back = complete(&out);
         assert_eq!(back.target(&out), h.target(buf));
         assert_eq!(back.framing, BodyFraming::Length(3));
+    }
+
+    /// Each `Connection` option is looked up among every field name: more than
+    /// `MAX_CONNECTION_OPTIONS` (all lines together, empty elements not counted) are refused
+    /// with 400, so a 16 KiB head of `a,a,a,…` costs no more than a plain one.
+    #[test]
+    fn connection_options_are_bounded() {
+        use crate::http::fields::MAX_CONNECTION_OPTIONS as MAX;
+        let head = |lines: &[String]| {
+            let mut b = b"GET / HTTP/1.1\r\nHost: h\r\nX-O0: 1\r\n".to_vec();
+            for l in lines {
+                b.extend_from_slice(format!("Connection: {l}\r\n").as_bytes());
+            }
+            b.extend_from_slice(b"\r\n");
+            b
+        };
+        let opts = |from: usize, n: usize| -> String {
+            (from..from + n)
+                .map(|i| format!("x-o{i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        // At the bound, over two lines and with empty elements: accepted, still marked.
+        let at = head(&[opts(0, MAX - 10), format!(",, {}, ,", opts(MAX - 10, 10))]);
+        let h = complete(&at);
+        assert!(
+            h.headers
+                .iter()
+                .find(|f| f.name(&at) == b"X-O0")
+                .unwrap()
+                .hop_by_hop
+        );
+        for over in [head(&[opts(0, MAX + 1)]), head(&[opts(0, MAX), "x".into()])] {
+            let e = assert_400(&over);
+            assert_eq!(
+                e,
+                HeadError::Malformed("Connection lists more than 32 options")
+            );
+        }
+        assert!(format!("{:?}", assert_400(&head(&[opts(0, MAX + 1)]))).contains(&MAX.to_string()));
+        // The attack shape: one 16 KiB list of one-letter options.
+        let mut flood = "a,".repeat(7_000);
+        flood.push('a');
+        assert_400(&head(&[flood]));
+    }
+
+    /// The `SignedHeaders` list is split once into at most as many names as the head has
+    /// fields: a signed hop-by-hop field is found among those, and an 8 KiB list is not
+    /// scanned again per hop-by-hop field.
+    #[test]
+    fn signed_list_is_read_up_to_the_field_count() {
+        let buf = b"GET /k HTTP/1.1\r\nHost: h\r\nTE: trailers\r\nX-Amz-Date: 1\r\n\r\n";
+        let h = complete(buf);
+        assert_eq!(
+            signed_hop_by_hop(buf, &h, b"host;x-amz-date;te"),
+            Some(&b"TE"[..])
+        );
+        // A fourth name cannot be one of the three fields' names, so it is not looked at.
+        assert_eq!(signed_hop_by_hop(buf, &h, b"host;x-a;x-amz-date;te"), None);
+        let long = format!("{}te", "x-amz-meta-aaaa;".repeat(500));
+        assert_eq!(signed_hop_by_hop(buf, &h, long.as_bytes()), None);
     }
 
     #[test]

@@ -153,7 +153,7 @@ fn parse_into<'b>(
     out.status = status;
     out.minor_version = minor;
     out.status_line = line_start..line_end;
-    collect_headers(buf, resp.headers, &mut out.headers);
+    collect_headers(buf, resp.headers, &mut out.headers)?;
 
     let s = summarize(buf, &out.headers)?;
     let te = s.transfer_coding;
@@ -269,6 +269,28 @@ mod tests {
     fn err(buf: &[u8]) -> HeadError {
         let mut h = ResponseHead::new();
         parse_response(buf, &LIMITS, false, &mut h).unwrap_err()
+    }
+
+    /// A response's `Connection` options are bounded like a request's (→ 502 upstream error).
+    #[test]
+    fn connection_options_are_bounded() {
+        let opts = |n: usize| {
+            (0..n)
+                .map(|i| format!("x-{i}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let resp = |n| {
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: {}\r\n\r\n",
+                opts(n)
+            )
+        };
+        complete(resp(32).as_bytes(), false);
+        assert_eq!(
+            err(resp(33).as_bytes()),
+            HeadError::Malformed("Connection lists more than 32 options")
+        );
     }
 
     #[test]
