@@ -27,7 +27,7 @@ use std::ops::Range;
 pub use body::BodyProgress;
 pub use chunked::{ChunkError, ChunkedScanner, MAX_CHUNK_LINE, MAX_TRAILER_BYTES};
 pub use method::{METHOD_NAMES, METHODS, Method, MethodSet, method_index};
-pub use request::{RequestHead, parse_request, signed_hop_by_hop, write_request_head};
+pub use request::{ReparseGate, RequestHead, parse_request, signed_hop_by_hop, write_request_head};
 pub use response::{ConnHeader, ResponseHead, parse_response, write_response_head};
 pub use s3error::{
     AUTH_FAILURE_SCAN, AuthFailure, ErrorBody, auth_failure_code, reason_phrase,

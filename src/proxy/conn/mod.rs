@@ -27,8 +27,8 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
 use crate::config::Method;
 use crate::http::{
-    BodyFraming, ErrorBody, HeadError, HeadLimits, ParseStatus, RequestHead, ResponseHead,
-    parse_request, write_error_response,
+    BodyFraming, ErrorBody, HeadError, HeadLimits, ParseStatus, ReparseGate, RequestHead,
+    ResponseHead, parse_request, write_error_response,
 };
 use crate::limit::RefundToken;
 
@@ -267,9 +267,11 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         };
         // The head timeout runs from the first byte of a head.
         let mut head_deadline: Option<Instant> = None;
+        let mut gate = ReparseGate::default();
         loop {
-            if self.cstart < self.cbuf.len() {
-                match parse_request(&self.cbuf[self.cstart..], &limits, &mut self.head) {
+            let head = &self.cbuf[self.cstart..];
+            if !head.is_empty() && gate.ready(head, limits.max_head_bytes) {
+                match parse_request(head, &limits, &mut self.head) {
                     Ok(ParseStatus::Complete) => return HeadRead::Ready,
                     Ok(ParseStatus::Partial) => {}
                     Err(e) => return HeadRead::Bad(e),
