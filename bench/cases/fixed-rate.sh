@@ -9,7 +9,10 @@
 # CPU µs per request (the proxy's utime+stime from /proc over the run / requests) and latency
 # p50/p99/p99.9 from the intended send time (no coordinated omission). R is each --loads
 # fraction of haproxy-seed's saturation rate: --sat-rps (bench/run.sh passes case 1's median),
-# or measured here first.
+# or measured here first. Beside them, loadgen's send lag p99 (actual send minus intended time:
+# the load core's own lateness, inside every latency figure; on 2 vCPUs the load generator and
+# the origin share a core, and a round whose lag is large measured that core as much as the
+# proxy).
 #
 # After each measurement, a separate run of 3 s (1 s with --quick) counts the proxy's syscalls,
 # io_uring_enter and epoll_wait calls and context switches per request with `perf stat`
