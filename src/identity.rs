@@ -283,12 +283,12 @@ fn query_name(raw: &[u8]) -> Option<usize> {
 }
 
 /// The first V4 `Authorization` parameter seen twice, names compared case-insensitively
-/// (as a lenient store might): every `=` ends a name, found eight bytes at a time.
+/// (as a lenient store might): every `=` ends a name, found with `memchr`.
 ///
 /// Fast path (this runs on every SigV4 request): with at most three `=` there are at
 /// most three parameters, so a doubled one leaves `SignedHeaders` or `Signature`
 /// missing and every store refuses the request itself (no key confusion possible); the
-/// `=` are counted without branching (vectorised) and the scan is skipped.
+/// `=` are counted (`memchr`, vectorised) and the scan is skipped.
 fn v4_twice(params: &[u8]) -> Option<&'static str> {
     if memchr::memchr_iter(b'=', params).count() <= 3 {
         return None;
