@@ -810,7 +810,11 @@ mod tests {
             if gate.ready(&head[..end], 16384) {
                 parses += 1;
                 let got = parse_request(&head[..end], &LIMITS, &mut out);
-                assert_eq!(got == Ok(ParseStatus::Complete), end == head.len(), "at {end}");
+                assert_eq!(
+                    got == Ok(ParseStatus::Complete),
+                    end == head.len(),
+                    "at {end}"
+                );
             }
         }
         // One per line end, plus the growth-by-half parses (at most log1.5 of 16 KiB, 24);
@@ -820,7 +824,9 @@ mod tests {
         let mut gate = ReparseGate::default();
         assert!(gate.ready(b"\x16", 16384));
         let mut gate = ReparseGate::default();
-        let at: Vec<usize> = (1..=100).filter(|&n| gate.ready(&[b'a'; 100][..n], 16384)).collect();
+        let at: Vec<usize> = (1..=100)
+            .filter(|&n| gate.ready(&[b'a'; 100][..n], 16384))
+            .collect();
         assert_eq!(at, [1, 2, 3, 4, 6, 9, 13, 19, 28, 42, 63, 94]);
         // At the size limit it is parsed (and refused as too large).
         let mut gate = ReparseGate::default();
