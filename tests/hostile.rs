@@ -136,6 +136,70 @@ enabled = false
     assert_eq!(statuses, vec![200, 200, 429]);
 }
 
+/// IPv6 clients rotating source addresses inside their own /64 (here forwarded by a trusted
+/// proxy): by default they are one client to the per-address limits and to the penalty
+/// window, and the admin API shows the network; with `ipv6_prefix = 128` the same rotation
+/// buys a fresh budget per address — the attack the default prevents.
+#[test]
+fn ipv6_clients_rotating_inside_their_64_count_as_one() {
+    let up = authenticating_upstream_for(|head| !head.contains("Signature="));
+    let via_lb = |client: &str, auth: &str| {
+        format!("GET /b/private HTTP/1.1\r\nHost: s3\r\nX-Forwarded-For: {client}\r\n{auth}\r\n")
+            .into_bytes()
+    };
+    let anonymous = |client: &str| via_lb(client, "");
+    let forged = |client: &str| {
+        let sig = String::from_utf8(signed_get("AKIAVICTIM0000000000", "forged")).unwrap();
+        let auth = sig
+            .lines()
+            .find(|l| l.starts_with("Authorization"))
+            .unwrap();
+        via_lb(
+            client,
+            &format!("x-amz-date: 20261201T000000Z\r\n{auth}\r\n"),
+        )
+    };
+    for (prefix, want) in [
+        ("", [200, 200, 429, 429]),
+        ("ipv6_prefix = 128\n", [200; 4]),
+    ] {
+        let cfg = format!(
+            "[http]\nx_forwarded_for = true\ntrusted_proxies = [\"127.0.0.2\"]\n[limits]\n{prefix}anonymous_tier = \"tiny\"\ndefault_tier = \"tiny\"\n[limits.penalty]\nfailures = 3\nwindow = \"60s\"\n[tiers.tiny]\nper_minute = 100\nper_second = 2\n[upstream.health]\nenabled = false\n"
+        );
+        let p = start_proxy("v6-net", &[up.addr], 1, &cfg, None);
+        let mut lb = Client::connect_from(p.addr, Some("127.0.0.2"));
+        let rotating: Vec<u16> = (1..=4)
+            .map(|i| {
+                lb.request(&anonymous(&format!("2001:db8:1:2::{i:x}")))
+                    .status
+            })
+            .collect();
+        assert_eq!(
+            rotating, want,
+            "anonymous, rotating inside one /64 ({prefix:?})"
+        );
+        assert_eq!(
+            lb.request(&anonymous("2001:db8:1:3::1")).status,
+            200,
+            "the next /64"
+        );
+        // Failed authentications: 3 from one address each, then a 4th address of the /64.
+        let failures: Vec<u16> = (0x10..0x13)
+            .map(|i| lb.request(&forged(&format!("2001:db8:7:7::{i:x}"))).status)
+            .collect();
+        assert_eq!(failures, [403; 3], "the store's answers ({prefix:?})");
+        let next = lb.request(&forged("2001:db8:7:7::99")).status;
+        if prefix.is_empty() {
+            assert_eq!(next, 429, "the /64 is over its failure window");
+            let (code, body) = admin_get(p.admin.unwrap(), "/table?addr=2001:db8:1:2::abc");
+            assert_eq!(code, 200, "{body}");
+            assert!(body.contains("\"addr\":\"2001:db8:1:2::/64\""), "{body}");
+        } else {
+            assert_eq!(next, 403, "per address: a fresh failure window");
+        }
+    }
+}
+
 const KEY_TIER: &str = r#"
 [limits]
 keys_file = "keys.toml"
@@ -248,8 +312,15 @@ fn requests_naming_two_keys_are_refused_before_the_upstream() {
 
 /// An upstream that authenticates: requests signed "good" pass, others get S3's 403.
 fn authenticating_upstream() -> FakeUpstream {
-    FakeUpstream::start(std::sync::Arc::new(|s: &Seen| {
-        if String::from_utf8_lossy(&s.head).contains("Signature=good") {
+    authenticating_upstream_for(|_| false)
+}
+
+/// 200 for a request signed `good` or one `anonymous_ok` accepts, else 403
+/// SignatureDoesNotMatch.
+fn authenticating_upstream_for(anonymous_ok: fn(&str) -> bool) -> FakeUpstream {
+    FakeUpstream::start(std::sync::Arc::new(move |s: &Seen| {
+        let head = String::from_utf8_lossy(&s.head);
+        if head.contains("Signature=good") || anonymous_ok(&head) {
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec()
         } else {
             let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SignatureDoesNotMatch</Code><Message>The request signature we calculated does not match the signature you provided.</Message></Error>";

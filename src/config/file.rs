@@ -408,6 +408,7 @@ pub struct RawLimits {
     pub deny_status: Option<u64>,
     pub max_key_len: Option<u64>,
     pub table_cap: Option<u64>,
+    pub ipv6_prefix: Option<u64>,
     pub expect_denied: Option<RawExpectDenied>,
     pub expect_drain_max: Option<u64>,
     pub refund_on_auth_failure: Option<bool>,

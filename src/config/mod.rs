@@ -313,6 +313,10 @@ pub struct LimitsConfig {
     pub max_key_len: usize,
     /// Max tracked subjects per core shard. Default 100_000.
     pub table_cap: usize,
+    /// Bits of an IPv6 client address counted as one client (anonymous and unlisted-key
+    /// requests, address rules, the penalty window): default 64, 128 = each address.
+    /// IPv4 clients are counted per address.
+    pub ipv6_prefix: u8,
     pub headers: HeaderGroups,
     pub expect_denied: ExpectDenied,
     /// An upstream 403 saying the request was not authenticated (SignatureDoesNotMatch,

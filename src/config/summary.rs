@@ -214,7 +214,7 @@ fn limits(s: &mut String, cfg: &Config) {
     let l = &cfg.limits;
     let _ = writeln!(
         s,
-        "limits: {}, deny {}, unlisted keys {}, default tier {}, anonymous tier {}, table cap {}/core, max key {} bytes",
+        "limits: {}, deny {}, unlisted keys {}, default tier {}, anonymous tier {}, table cap {}/core, max key {} bytes, IPv6 clients per /{}",
         if l.enforce {
             "enforcing"
         } else {
@@ -228,7 +228,8 @@ fn limits(s: &mut String, cfg: &Config) {
         l.tiers[l.default_tier].name,
         l.tiers[l.anonymous_tier].name,
         l.table_cap,
-        l.max_key_len
+        l.max_key_len,
+        l.ipv6_prefix
     );
     match &l.keys_file {
         None => {

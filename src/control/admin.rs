@@ -21,7 +21,7 @@ pub mod keys;
 mod parse;
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -357,21 +357,25 @@ fn config_version(state: &ControlState) -> Reply {
     )
 }
 
-fn ip_of(v6: &[u8]) -> IpAddr {
+/// How an address subject's 16 bytes read: an IPv4 address, an IPv6 address, or the IPv6
+/// network (`a:b:c:d::/64`) its clients are counted as (`limits.ipv6_prefix`).
+fn addr_text(v6: &[u8], v6_prefix: u8) -> String {
     let mut a = [0u8; 16];
     a.copy_from_slice(&v6[..16]);
     let ip = std::net::Ipv6Addr::from(a);
-    ip.to_ipv4_mapped()
-        .map(IpAddr::V4)
-        .unwrap_or(IpAddr::V6(ip))
+    match ip.to_ipv4_mapped() {
+        Some(v4) => v4.to_string(),
+        None if v6_prefix < 128 => format!("{ip}/{v6_prefix}"),
+        None => ip.to_string(),
+    }
 }
 
-fn entry_json(e: &EntrySnapshot, tiers: &[crate::config::TierConfig]) -> serde_json::Value {
+fn entry_json(e: &EntrySnapshot, limits: &crate::config::LimitsConfig) -> serde_json::Value {
+    let tiers = &limits.tiers;
+    let addr = |s: &[u8]| addr_text(&s[1..], limits.ipv6_prefix);
     let subject = match e.subject.first() {
-        Some(&0) if e.subject.len() == 17 => json!({"addr": ip_of(&e.subject[1..]).to_string()}),
-        Some(&PENALTY_PREFIX) if e.subject.len() == 17 => {
-            json!({"penalty": ip_of(&e.subject[1..]).to_string()})
-        }
+        Some(&0) if e.subject.len() == 17 => json!({"addr": addr(&e.subject)}),
+        Some(&PENALTY_PREFIX) if e.subject.len() == 17 => json!({"penalty": addr(&e.subject)}),
         _ => json!({"key": String::from_utf8_lossy(&e.subject)}),
     };
     let tier = match tiers.get(e.tier as usize) {
@@ -407,7 +411,8 @@ fn owner(state: &ControlState, subject: &[u8]) -> usize {
 }
 
 fn table_one(state: &ControlState, query: &[u8]) -> Reply {
-    let subject = match parse::subject_query(query) {
+    let cfg = state.current();
+    let subject = match parse::subject_query(query, cfg.limits.ipv6_prefix) {
         Ok(Some(s)) => s,
         Ok(None) => return Reply::text(400, "need ?key=K or ?addr=IP\n"),
         Err(e) => return Reply::json(400, &json!({"error": e})),
@@ -415,7 +420,7 @@ fn table_one(state: &ControlState, query: &[u8]) -> Reply {
     let core = owner(state, &subject);
     match table_ask(state, core, TableOp::Inspect(subject)) {
         Some(TableReply::Entries(e)) if !e.is_empty() => {
-            let mut v = entry_json(&e[0], &state.current().limits.tiers);
+            let mut v = entry_json(&e[0], &cfg.limits);
             v["core"] = json!(core);
             Reply::json(200, &v)
         }
@@ -440,14 +445,14 @@ fn table_top(state: &ControlState, query: &[u8]) -> Reply {
     all.retain(|e| e.subject.first() != Some(&PENALTY_PREFIX) || seen.insert(e.subject.clone()));
     all.sort_by_key(|e| std::cmp::Reverse(e.sustained_count));
     all.truncate(n);
-    let tiers = &state.current().limits.tiers;
-    let v: Vec<_> = all.iter().map(|e| entry_json(e, tiers)).collect();
+    let cfg = state.current();
+    let v: Vec<_> = all.iter().map(|e| entry_json(e, &cfg.limits)).collect();
     Reply::json(200, &serde_json::Value::Array(v))
 }
 
 fn table_clear(state: &ControlState, query: &[u8]) -> Reply {
     let mut removed = 0;
-    match parse::subject_query(query) {
+    match parse::subject_query(query, state.current().limits.ipv6_prefix) {
         Err(e) => return Reply::json(400, &json!({"error": e})),
         Ok(Some(subject)) => {
             let core = owner(state, &subject);

@@ -150,7 +150,7 @@ fn limits_text(l: &LimitsConfig) -> String {
     let mut keys: Vec<_> = l.keys.iter().collect();
     keys.sort();
     format!(
-        "{:?}{keys:?}{}{}{:?}{}{}{}{}{:?}{:?}{}{:?}{:?}",
+        "{:?}{keys:?}{}{}{:?}{}{}{}{}/{}{:?}{:?}{}{:?}{:?}",
         l.tiers,
         l.default_tier,
         l.anonymous_tier,
@@ -159,6 +159,7 @@ fn limits_text(l: &LimitsConfig) -> String {
         l.deny_status,
         l.max_key_len,
         l.table_cap,
+        l.ipv6_prefix,
         l.headers,
         l.expect_denied,
         l.refund_on_auth_failure,
@@ -277,6 +278,17 @@ mod tests {
         assert_eq!(r.applied, ["upstream.servers", "upstream", "admin"]);
         assert_eq!(r.upstreams_added, ["127.0.0.1:9002"]);
         assert!(r.needs_restart.is_empty());
+    }
+
+    /// A reload that changes only how IPv6 clients are grouped reports `limits` applied
+    /// (nothing changed is never reported, nothing applied is never left out).
+    #[test]
+    fn an_ipv6_prefix_change_is_applied_as_limits() {
+        let old = cfg("", &[9001]);
+        let mut new = cfg("[limits]\nipv6_prefix = 56", &[9001]);
+        let r = prepare(&old, &mut new, &mut NodeIds::new(&old)).unwrap();
+        assert_eq!(r.applied, ["limits"]);
+        assert_eq!(new.limits.ipv6_prefix, 56);
     }
 
     /// Ids never change meaning: a server that stays keeps its id, a removed one's id is

@@ -19,8 +19,8 @@ pub mod window;
 pub use flow::{ByteLimit, FlowDenial, FlowTable};
 pub use route::Router;
 pub use table::{
-    DEFAULT_PENALTY, EntrySnapshot, PENALTY_PREFIX, PENALTY_TIER, Shard, addr_subject,
-    penalty_subject,
+    DEFAULT_IPV6_PREFIX, DEFAULT_PENALTY, EntrySnapshot, PENALTY_PREFIX, PENALTY_TIER, Shard,
+    addr_subject, client_network, penalty_subject,
 };
 pub use window::{
     Decision, MAX_LIMIT, NARROW_MAX_LIMIT, RefundToken, TierLimits, WideState, WindowConfig,

@@ -2,7 +2,8 @@
 //! a hard size cap and bounded work per operation.
 //!
 //! Owns: the [`Shard`] (its own hash index, entry slab and layout registry),
-//! [`addr_subject`] and [`penalty_subject`]. Must not touch: other cores' shards (a
+//! [`client_network`] (how client addresses are grouped), [`addr_subject`] and
+//! [`penalty_subject`]. Must not touch: other cores' shards (a
 //! subject lives on its owner core only, see `route`; penalty subjects are the
 //! exception — the caller counts them on every core), clocks (time is passed in), I/O.
 //!
@@ -75,7 +76,7 @@
 
 use std::collections::BinaryHeap;
 use std::hash::{BuildHasher, Hasher, RandomState};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use super::cluster::{Mode, Remote};
 use super::window::{Decision, RefundToken, TierLimits, WideState, WindowConfig, WindowState};
@@ -99,22 +100,39 @@ const SLOT_MASK: u32 = (1 << SLOT_BITS) - 1;
 /// Most entries one shard can hold (`slot + 1` must fit in the cell's 24 bits).
 pub const MAX_ENTRIES: usize = SLOT_MASK as usize - 1;
 
-/// A subject for counting by client address: `0x00` + the 16-byte IPv6 (or
-/// IPv4-mapped) address. API keys are printable ASCII, so the two never collide.
-pub fn addr_subject(ip: IpAddr) -> [u8; 17] {
+/// Bits of an IPv6 client address that name one client by default: a /64 is the smallest
+/// allocation a subscriber gets (RFC 6177), so addresses inside it are one client's to
+/// rotate through at will and count as one.
+pub const DEFAULT_IPV6_PREFIX: u8 = 64;
+
+/// The network a client address is counted as: an IPv4 (or IPv4-mapped) address is
+/// itself, an IPv6 address is cut to its first `v6_prefix` bits (1..=128; 128 = the
+/// address). The one place that groups client addresses; [`addr_subject`] and
+/// [`penalty_subject`] count by it.
+pub fn client_network(ip: IpAddr, v6_prefix: u8) -> Ipv6Addr {
     let v6 = match ip {
-        IpAddr::V4(a) => a.to_ipv6_mapped(),
+        IpAddr::V4(a) => return a.to_ipv6_mapped(),
+        IpAddr::V6(a) if a.to_ipv4_mapped().is_some() => return a,
         IpAddr::V6(a) => a,
     };
+    let keep = u32::from(v6_prefix.min(128));
+    let mask = u128::MAX.checked_shl(128 - keep).unwrap_or(0);
+    Ipv6Addr::from(u128::from(v6) & mask)
+}
+
+/// A subject for counting by client address: `0x00` + the 16-byte IPv4-mapped address,
+/// or the client's IPv6 network ([`client_network`]). API keys are printable ASCII, so the
+/// two never collide.
+pub fn addr_subject(ip: IpAddr, v6_prefix: u8) -> [u8; 17] {
     let mut out = [0u8; 17];
-    out[1..].copy_from_slice(&v6.octets());
+    out[1..].copy_from_slice(&client_network(ip, v6_prefix).octets());
     out
 }
 
-/// A subject for the failure (penalty) window of a client address: `0x01` + the
-/// 16-byte IPv6 (or IPv4-mapped) address. Distinct from keys and [`addr_subject`].
-pub fn penalty_subject(ip: IpAddr) -> [u8; 17] {
-    let mut out = addr_subject(ip);
+/// A subject for the failure (penalty) window of a client address: `0x01` + what
+/// [`addr_subject`] holds. Distinct from keys and address subjects.
+pub fn penalty_subject(ip: IpAddr, v6_prefix: u8) -> [u8; 17] {
+    let mut out = addr_subject(ip, v6_prefix);
     out[0] = PENALTY_PREFIX;
     out
 }

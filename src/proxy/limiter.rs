@@ -192,8 +192,8 @@ pub fn refund(w: &Worker, subject: &[u8], token: RefundToken) -> bool {
 
 /// Counts one authentication failure of client address `peer` on every core. True if
 /// every core got it (false: a queue was full and that core missed this one).
-pub fn add_penalty(w: &Worker, peer: IpAddr) -> bool {
-    let subject = penalty_subject(peer);
+pub fn add_penalty(w: &Worker, peer: IpAddr, v6_prefix: u8) -> bool {
+    let subject = penalty_subject(peer, v6_prefix);
     w.shard.borrow_mut().add_penalty(&subject, w.now_ms());
     let mut all = true;
     for core in (0..w.router.workers()).filter(|&c| c != w.id) {
@@ -205,10 +205,10 @@ pub fn add_penalty(w: &Worker, peer: IpAddr) -> bool {
 /// `Some(denial)` when `peer` is over its failure window: the request must be refused
 /// before it touches any key's counters. Local lookup only (none while this core
 /// tracks no penalty at all).
-pub fn check_penalty(w: &Worker, peer: IpAddr) -> Option<Decision> {
+pub fn check_penalty(w: &Worker, peer: IpAddr, v6_prefix: u8) -> Option<Decision> {
     w.shard
         .borrow()
-        .check_penalty(&penalty_subject(peer), w.now_ms())
+        .check_penalty(&penalty_subject(peer, v6_prefix), w.now_ms())
 }
 
 /// Every `FLUSH_MS`: hands this core's pending admissions to the sync thread, one
@@ -315,7 +315,7 @@ pub fn target<'a>(limits: &LimitsConfig, id: &Identified<'a>, peer: IpAddr) -> T
             let subject = if listed || limits.unlisted_keys == UnlistedKeys::PerKey {
                 SubjectBytes::Key(key)
             } else {
-                SubjectBytes::Addr(addr_subject(peer))
+                SubjectBytes::Addr(addr_subject(peer, limits.ipv6_prefix))
             };
             Target {
                 subject,
@@ -324,7 +324,7 @@ pub fn target<'a>(limits: &LimitsConfig, id: &Identified<'a>, peer: IpAddr) -> T
             }
         }
         None => Target {
-            subject: SubjectBytes::Addr(addr_subject(peer)),
+            subject: SubjectBytes::Addr(addr_subject(peer, limits.ipv6_prefix)),
             tier: limits.anonymous_tier,
             listed: false,
         },
@@ -372,7 +372,7 @@ mod tests {
         };
         at(&mut sh, LimitUpdate::Refund { subject, token }, 102);
         assert!(sh.check(b"k", 0, &lim, 103).admitted);
-        let p = penalty_subject("2001:db8::1".parse().unwrap());
+        let p = penalty_subject("2001:db8::1".parse().unwrap(), 128);
         for _ in 0..20 {
             assert!(sh.check_penalty(&p, 200).is_none());
             at(&mut sh, LimitUpdate::Penalty { subject: p }, 200);

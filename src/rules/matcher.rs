@@ -111,6 +111,9 @@ pub struct Facts<'a> {
     pub tier: usize,
     /// The client address the request is counted under.
     pub client: IpAddr,
+    /// What that address counts as in a table (`limit::addr_subject`: IPv6 clients by
+    /// network).
+    pub client_subject: [u8; 17],
 }
 
 impl Facts<'_> {
@@ -212,6 +215,7 @@ mod tests {
             key: key.as_bytes(),
             tier: 2,
             client: "10.1.2.3".parse().unwrap(),
+            client_subject: [0; 17],
         }
     }
 

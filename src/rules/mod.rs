@@ -156,7 +156,7 @@ impl Rule {
         out.extend_from_slice(&self.id);
         match self.subject {
             SubjectKind::Key => out.extend_from_slice(tier_subject),
-            SubjectKind::Address => out.extend_from_slice(&addr_subject(f.client)),
+            SubjectKind::Address => out.extend_from_slice(&f.client_subject),
             SubjectKind::Bucket => out.extend_from_slice(f.bucket),
             SubjectKind::KeyBucket => {
                 out.extend_from_slice(f.bucket);
@@ -164,7 +164,7 @@ impl Rule {
                 out.extend_from_slice(tier_subject);
             }
             SubjectKind::AddressRoute => {
-                out.extend_from_slice(&addr_subject(f.client));
+                out.extend_from_slice(&f.client_subject);
                 match self
                     .matcher
                     .paths
@@ -184,11 +184,23 @@ impl Rule {
 }
 
 /// The validated `[[rules]]` and what they need to read a request.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RuleSet {
     pub rules: Vec<Rule>,
     /// `virtual_host_domains`: `BUCKET.DOMAIN` hosts address their bucket by name.
     pub domains: Vec<String>,
+    /// `limits.ipv6_prefix`: how address subjects group IPv6 clients (as the tiers do).
+    pub ipv6_prefix: u8,
+}
+
+impl Default for RuleSet {
+    fn default() -> RuleSet {
+        RuleSet {
+            rules: Vec::new(),
+            domains: Vec::new(),
+            ipv6_prefix: crate::limit::DEFAULT_IPV6_PREFIX,
+        }
+    }
 }
 
 /// What the rules decide for one request.
@@ -289,6 +301,7 @@ pub fn facts<'a>(
         key: t.key,
         tier,
         client,
+        client_subject: addr_subject(client, set.ipv6_prefix),
     }
 }
 

@@ -60,7 +60,7 @@ fn rules_run_in_order_and_actions_end_them() {
             ),
             rule("after", SubjectKind::Key, Match::default(), limit()),
         ],
-        domains: vec![],
+        ..RuleSet::default()
     };
     let ip = "10.0.0.1".parse().unwrap();
     let run = |m, p: &str, q: &str| {
@@ -108,7 +108,7 @@ fn subjects_name_rule_and_parts() {
     assert_eq!(subj(SubjectKind::Key), b"KEY1");
     assert_eq!(subj(SubjectKind::Bucket), b"web");
     assert_eq!(subj(SubjectKind::KeyBucket), b"web/KEY1");
-    let mut want = addr_subject(ip).to_vec();
+    let mut want = addr_subject(ip, 128).to_vec();
     want.extend_from_slice(b"/web/login");
     assert_eq!(subj(SubjectKind::AddressRoute), want);
     // Without paths, the route is the class and bucket.
@@ -122,7 +122,7 @@ fn subjects_name_rule_and_parts() {
     );
     let set = RuleSet {
         rules: vec![r(SubjectKind::Key)],
-        domains: vec![],
+        ..RuleSet::default()
     };
     let mut s = Vec::new();
     set.rules[0].subject_into(&f, b"", b"K", &mut s);

@@ -14,6 +14,7 @@ use crate::config::{
     ConfigError, ExpectDenied, HeaderGroups, LimitsConfig, MethodSet, TierConfig, UnlistedKeys,
     VerifyConfig, WindowConfig,
 };
+use crate::limit::DEFAULT_IPV6_PREFIX;
 use crate::limit::table::MAX_ENTRIES;
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
@@ -280,6 +281,10 @@ impl Validator<'_> {
             let l = self.section(&["limits"], l);
             int!(l.table_cap, file::DEFAULT_TABLE_CAP, 1..=MAX_ENTRIES as u64) as usize
         };
+        let ipv6_prefix = {
+            let l = self.section(&["limits"], l);
+            int!(l.ipv6_prefix, u64::from(DEFAULT_IPV6_PREFIX), 1..=128) as u8
+        };
         let expect_denied = match l.expect_denied.unwrap_or(file::DEFAULT_EXPECT_DENIED) {
             file::RawExpectDenied::Close => ExpectDenied::Close,
             file::RawExpectDenied::Drain => {
@@ -312,6 +317,7 @@ impl Validator<'_> {
             deny_status: deny_status as u16,
             max_key_len,
             table_cap,
+            ipv6_prefix,
             headers,
             expect_denied,
             refund_on_auth_failure: l
@@ -444,6 +450,30 @@ mod tests {
         assert_eq!(e.line(), Some(3), "{e}");
         let c = ok(SERVERS);
         assert!(c.limits.verify.is_none(), "off by default");
+    }
+
+    /// `limits.ipv6_prefix`: IPv6 clients counted per /64 unless set; 1..=128, anything
+    /// else refused with the field named (0 would count every IPv6 client as one).
+    #[test]
+    fn ipv6_prefix_defaults_to_64_and_is_bounded() {
+        assert_eq!(ok(SERVERS).limits.ipv6_prefix, 64);
+        let c = ok(&format!("{SERVERS}[limits]\nipv6_prefix = 48\n"));
+        assert_eq!((c.limits.ipv6_prefix, c.rules.ipv6_prefix), (48, 48));
+        assert_eq!(
+            ok(&format!("{SERVERS}[limits]\nipv6_prefix = 128\n"))
+                .limits
+                .ipv6_prefix,
+            128
+        );
+        let line = SERVERS.lines().count() + 2;
+        for bad in ["0", "129", "1000"] {
+            let e = err_at(
+                &format!("{SERVERS}[limits]\nipv6_prefix = {bad}\n"),
+                line,
+                "limits.ipv6_prefix",
+            );
+            assert!(e.to_string().contains("must be 1..=128"), "{e}");
+        }
     }
 
     #[test]

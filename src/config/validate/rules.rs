@@ -121,6 +121,7 @@ impl Validator<'_> {
         Ok(RuleSet {
             rules,
             domains: domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
+            ipv6_prefix: limits.ipv6_prefix,
         })
     }
 

@@ -91,8 +91,9 @@ pub fn query_param(query: &[u8], name: &str) -> Option<Vec<u8>> {
 
 /// The table subject a query names: `Ok(None)` for an empty query, `Ok(Some)` for
 /// exactly one `key=K` (non-empty) or `addr=IP` (valid), `Err` for anything else —
-/// so a typo never widens an operation (a bad subject must not clear everything).
-pub fn subject_query(query: &[u8]) -> Result<Option<Vec<u8>>, &'static str> {
+/// so a typo never widens an operation (a bad subject must not clear everything). An IPv6
+/// `addr` names the network it is counted under (`v6_prefix` bits, `limits.ipv6_prefix`).
+pub fn subject_query(query: &[u8], v6_prefix: u8) -> Result<Option<Vec<u8>>, &'static str> {
     let mut pairs = query_pairs(query);
     let Some((name, value)) = pairs.next() else {
         return Ok(None);
@@ -105,7 +106,7 @@ pub fn subject_query(query: &[u8]) -> Result<Option<Vec<u8>>, &'static str> {
         b"addr" => std::str::from_utf8(&value)
             .ok()
             .and_then(|a| a.parse::<IpAddr>().ok())
-            .map(|ip| Some(addr_subject(ip).to_vec()))
+            .map(|ip| Some(addr_subject(ip, v6_prefix).to_vec()))
             .ok_or("addr is not an IP address"),
         _ => Err("give exactly one of ?key=K or ?addr=IP"),
     }
@@ -195,11 +196,11 @@ mod tests {
 
     #[test]
     fn subjects_must_parse() {
-        assert_eq!(subject_query(b""), Ok(None));
-        assert_eq!(subject_query(b"key=AKIA1"), Ok(Some(b"AKIA1".to_vec())));
+        assert_eq!(subject_query(b"", 64), Ok(None));
+        assert_eq!(subject_query(b"key=AKIA1", 64), Ok(Some(b"AKIA1".to_vec())));
         assert_eq!(
-            subject_query(b"addr=10.0.0.1"),
-            Ok(Some(addr_subject("10.0.0.1".parse().unwrap()).to_vec()))
+            subject_query(b"addr=10.0.0.1", 64),
+            Ok(Some(addr_subject("10.0.0.1".parse().unwrap(), 64).to_vec()))
         );
         for bad in [
             "addr=10.0.0.300",
@@ -210,7 +211,7 @@ mod tests {
             "key=A&x=1",
             "all",
         ] {
-            assert!(subject_query(bad.as_bytes()).is_err(), "{bad}");
+            assert!(subject_query(bad.as_bytes(), 64).is_err(), "{bad}");
         }
     }
 
@@ -296,7 +297,7 @@ mod tests {
         fn random_bytes_never_panic(buf in prop::collection::vec(any::<u8>(), 0..600)) {
             let _ = parse_head(&buf);
             let _ = pct_decode(&buf);
-            let _ = subject_query(&buf);
+            let _ = subject_query(&buf, 64);
             let _ = host_allowed(Some(&buf), local(), &[]);
             let _ = token_matches(Some(&buf), "token");
         }

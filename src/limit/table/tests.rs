@@ -376,11 +376,71 @@ fn set_cap_shrinks_idle_first() {
     assert_eq!(active, 5);
 }
 
+/// IPv6 clients are counted by network: every address of one /64 is one subject (a client
+/// rotating through its own allocation stays one client), the next /64 is another, and
+/// IPv4 clients (also IPv4-mapped) are counted per address whatever the prefix.
+#[test]
+fn ipv6_clients_are_counted_per_network() {
+    let v6 = |s: &str| -> IpAddr { s.parse().unwrap() };
+    let a = addr_subject(v6("2001:db8:1:2::1"), 64);
+    for same in [
+        "2001:db8:1:2::2",
+        "2001:db8:1:2:ffff:ffff:ffff:ffff",
+        "2001:db8:1:2::",
+    ] {
+        assert_eq!(addr_subject(v6(same), 64), a, "{same}");
+    }
+    assert_ne!(addr_subject(v6("2001:db8:1:3::1"), 64), a, "the next /64");
+    assert_eq!(
+        client_network(v6("2001:db8:1:2:3:4:5:6"), 64),
+        "2001:db8:1:2::".parse::<Ipv6Addr>().unwrap()
+    );
+    assert_eq!(
+        client_network(v6("2001:db8:1:2:3:4:5:6"), 48),
+        "2001:db8:1::".parse::<Ipv6Addr>().unwrap()
+    );
+    assert_eq!(
+        client_network(v6("2001:db8:1:2:3:4:5:6"), 127),
+        "2001:db8:1:2:3:4:5:6".parse::<Ipv6Addr>().unwrap()
+    );
+    assert_eq!(
+        client_network(v6("2001:db8:1:2:3:4:5:7"), 127),
+        "2001:db8:1:2:3:4:5:6".parse::<Ipv6Addr>().unwrap()
+    );
+    assert_eq!(
+        client_network(v6("ffff::1"), 1),
+        "8000::".parse::<Ipv6Addr>().unwrap()
+    );
+    assert_ne!(
+        addr_subject(v6("2001:db8::1"), 128),
+        addr_subject(v6("2001:db8::2"), 128),
+        "128: each address"
+    );
+    let v4 = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+    let v4b = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
+    let mapped = IpAddr::V6(Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped());
+    for prefix in [1, 64, 128] {
+        assert_ne!(
+            addr_subject(v4, prefix),
+            addr_subject(v4b, prefix),
+            "/{prefix}"
+        );
+        assert_eq!(
+            addr_subject(v4, prefix),
+            addr_subject(mapped, prefix),
+            "/{prefix}"
+        );
+    }
+    let p = penalty_subject(v6("2001:db8:1:2::9"), 64);
+    assert_eq!(p[0], PENALTY_PREFIX);
+    assert_eq!(p[1..], a[1..], "the penalty window groups the same way");
+}
+
 #[test]
 fn addr_subjects() {
-    let a = addr_subject(IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)));
-    let b = addr_subject(IpAddr::V6(Ipv4Addr::new(10, 1, 2, 3).to_ipv6_mapped()));
-    let c = addr_subject(IpAddr::V6(Ipv6Addr::LOCALHOST));
+    let a = addr_subject(IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)), 128);
+    let b = addr_subject(IpAddr::V6(Ipv4Addr::new(10, 1, 2, 3).to_ipv6_mapped()), 128);
+    let c = addr_subject(IpAddr::V6(Ipv6Addr::LOCALHOST), 128);
     assert_eq!(a, b);
     assert_ne!(a, c);
     assert_eq!(a[0], 0);
@@ -693,9 +753,9 @@ fn set_cap_sheds_admitting_entries_before_denying_ones() {
 #[test]
 fn penalty_window_denies_an_address_after_20_failures() {
     let ip: IpAddr = Ipv4Addr::new(192, 0, 2, 7).into();
-    let p = penalty_subject(ip);
+    let p = penalty_subject(ip, 128);
     assert_eq!(p[0], PENALTY_PREFIX);
-    assert_eq!(p[1..], addr_subject(ip)[1..]);
+    assert_eq!(p[1..], addr_subject(ip, 128)[1..]);
     let mut sh = Shard::new(100);
     let t0 = 5_000_000;
     assert!(sh.check_penalty(&p, t0).is_none());
@@ -709,10 +769,10 @@ fn penalty_window_denies_an_address_after_20_failures() {
     assert!(!d.admitted && d.retry_after_ms > 50_000, "{d:?}");
     assert!(!sh.add_penalty(&p, t0 + 21), "already over: not counted");
     // Another address and the same address's key counters are untouched.
-    let other = penalty_subject(Ipv4Addr::new(192, 0, 2, 8).into());
+    let other = penalty_subject(Ipv4Addr::new(192, 0, 2, 8).into(), 128);
     assert!(sh.check_penalty(&other, t0 + 21).is_none());
     assert!(
-        sh.peek(&addr_subject(ip), &tier(1, 1000, 1, 1000), t0)
+        sh.peek(&addr_subject(ip, 128), &tier(1, 1000, 1, 1000), t0)
             .is_none()
     );
     // A minute and a bucket later the address is served again.
@@ -725,7 +785,7 @@ fn penalty_window_denies_an_address_after_20_failures() {
 
 #[test]
 fn penalty_window_is_configurable_and_can_be_off() {
-    let p = penalty_subject(Ipv6Addr::LOCALHOST.into());
+    let p = penalty_subject(Ipv6Addr::LOCALHOST.into(), 128);
     let mut sh = Shard::new(100);
     sh.set_penalty(WindowConfig {
         length_ms: 1000,

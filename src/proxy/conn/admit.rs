@@ -264,7 +264,8 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
             ),
             Refusal::Signature(e) => {
                 self.w.stats.signature_failures.inc();
-                limiter::add_penalty(&self.w, self.client);
+                let v6_prefix = self.w.snapshot().cfg.limits.ipv6_prefix;
+                limiter::add_penalty(&self.w, self.client, v6_prefix);
                 (e.status(), e.code(), e.message())
             }
         };
@@ -317,7 +318,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         if let Some(what) = id.conflict {
             return Err(Refusal::TwoKeys(what));
         }
-        let penalty = limiter::check_penalty(&self.w, self.client);
+        let penalty = limiter::check_penalty(&self.w, self.client, lim.ipv6_prefix);
         if let (Some(v), None) = (&lim.verify, penalty) {
             let parts = RequestParts::from_head(h, &self.head);
             if !verified(&self.w, v, &parts, &id)? {

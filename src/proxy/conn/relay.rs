@@ -163,7 +163,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         if let Some(token) = self.refund.take() {
             limiter::refund(&self.w, &self.subject, token);
         }
-        limiter::add_penalty(&self.w, self.client);
+        limiter::add_penalty(&self.w, self.client, snap.cfg.limits.ipv6_prefix);
         Ok(())
     }
 
