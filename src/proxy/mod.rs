@@ -14,6 +14,7 @@ pub mod access_log;
 pub mod bufio;
 pub mod client_addr;
 pub mod conn;
+mod deadline;
 pub mod headers;
 pub mod limiter;
 pub mod observe;
@@ -393,6 +394,9 @@ fn new_worker(index: usize, mesh: crate::runtime::CoreMesh, shared: &Shared) -> 
 /// A worker core's whole life: accept loops, mesh task, housekeeping, until shutdown.
 pub async fn run_worker(init: WorkerInit, shared: Arc<Shared>) {
     let w = new_worker(init.index, init.mesh, &shared);
+    // Deadlines of this core's socket operations (bufio), swept by one task.
+    let _deadlines = deadline::Installed::new();
+    monoio::spawn(deadline::sweep());
     w.stats.driver.set(match init.driver {
         crate::runtime::Driver::IoUring => 1,
         crate::runtime::Driver::Epoll => 2,
@@ -523,8 +527,8 @@ async fn handle(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr, tls: bool) {
     if tls {
         let acceptor = w.tls.borrow().clone();
         if let Some(acceptor) = acceptor {
-            let timeout = w.snapshot().cfg.http.client_head_timeout;
-            match monoio::time::timeout(timeout, acceptor.accept(stream)).await {
+            let deadline = Instant::now() + w.snapshot().cfg.http.client_head_timeout;
+            match deadline::with_deadline(deadline, std::pin::pin!(acceptor.accept(stream))).await {
                 Ok(Ok(s)) => {
                     w.stats.tls_handshakes.inc();
                     conn::serve(w.clone(), s, peer, true).await;

@@ -28,6 +28,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 
 use super::bufio::{IoEnd, flush, read_append, write_all};
+use super::deadline::with_deadline;
 use std::sync::Arc;
 
 use crate::config::{Balance, Config, UpstreamConfig, UpstreamServer, status_ranges};
@@ -97,7 +98,8 @@ impl UpConn {
         let UpIo::Plain(s) = &self.io else {
             return Ok(());
         };
-        match monoio::time::timeout_at(deadline.into(), s.readable(false)).await {
+        let ready = std::pin::pin!(s.readable(false));
+        match with_deadline(deadline, ready).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(IoEnd::Failed),
             Err(_) => Err(IoEnd::TimedOut),
@@ -614,7 +616,8 @@ pub async fn connect(
         rustls_pki_types::ServerName<'static>,
     )>,
 ) -> Result<UpConn, ConnectError> {
-    let tcp = match monoio::time::timeout(timeout, TcpStream::connect(addr)).await {
+    let connect = std::pin::pin!(TcpStream::connect(addr));
+    let tcp = match with_deadline(Instant::now() + timeout, connect).await {
         Err(_) => return Err(ConnectError::Timeout),
         Ok(Err(e)) => return Err(ConnectError::of(&e)),
         Ok(Ok(s)) => s,
@@ -624,7 +627,8 @@ pub async fn connect(
         None => Ok(UpConn::new(UpIo::Plain(tcp))),
         Some((connector, name)) => {
             let fd = tcp.as_raw_fd();
-            match monoio::time::timeout(timeout, connector.connect(name, tcp)).await {
+            let handshake = std::pin::pin!(connector.connect(name, tcp));
+            match with_deadline(Instant::now() + timeout, handshake).await {
                 Err(_) => Err(ConnectError::Timeout),
                 Ok(Err(e)) => {
                     log::warn!("upstream TLS to {addr} failed: {e}");
