@@ -92,6 +92,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
 done
 
 unset BENCH_WRAP
+mkdir -p "$OUT_DIR"
 STEM="$OUT_DIR/$(date +%Y-%m-%d-%H%M%S)-instructions"
 python3 - "$RUNS" "$MACHINE" "$STEM" "$SAVE" "$DURATION" "$CONNECTIONS" <<'PY'
 import json, statistics, sys
