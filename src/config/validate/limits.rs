@@ -237,6 +237,15 @@ impl Validator<'_> {
         ) as usize)
     }
 
+    /// `limits.table_cap` and `limits.ipv6_prefix`: how much a core tracks, and how IPv6
+    /// clients are grouped into subjects.
+    fn table_shape(&self, raw: &file::RawLimits) -> R<(usize, u8)> {
+        let l = self.section(&["limits"], raw);
+        let cap = int!(l.table_cap, file::DEFAULT_TABLE_CAP, 1..=MAX_ENTRIES as u64);
+        let prefix = int!(l.ipv6_prefix, u64::from(DEFAULT_IPV6_PREFIX), 1..=128);
+        Ok((cap as usize, prefix as u8))
+    }
+
     fn keys_file(raw: &RawConfig, base: &Path) -> Option<PathBuf> {
         match raw.limits.keys_file.as_deref() {
             None | Some("") => None,
@@ -277,14 +286,7 @@ impl Validator<'_> {
             ));
         }
         let max_key_len = self.max_key_len(raw)?;
-        let table_cap = {
-            let l = self.section(&["limits"], l);
-            int!(l.table_cap, file::DEFAULT_TABLE_CAP, 1..=MAX_ENTRIES as u64) as usize
-        };
-        let ipv6_prefix = {
-            let l = self.section(&["limits"], l);
-            int!(l.ipv6_prefix, u64::from(DEFAULT_IPV6_PREFIX), 1..=128) as u8
-        };
+        let (table_cap, ipv6_prefix) = self.table_shape(l)?;
         let expect_denied = match l.expect_denied.unwrap_or(file::DEFAULT_EXPECT_DENIED) {
             file::RawExpectDenied::Close => ExpectDenied::Close,
             file::RawExpectDenied::Drain => {
