@@ -391,26 +391,16 @@ fn ipv6_clients_are_counted_per_network() {
         assert_eq!(addr_subject(v6(same), 64), a, "{same}");
     }
     assert_ne!(addr_subject(v6("2001:db8:1:3::1"), 64), a, "the next /64");
-    assert_eq!(
-        client_network(v6("2001:db8:1:2:3:4:5:6"), 64),
-        "2001:db8:1:2::".parse::<Ipv6Addr>().unwrap()
-    );
-    assert_eq!(
-        client_network(v6("2001:db8:1:2:3:4:5:6"), 48),
-        "2001:db8:1::".parse::<Ipv6Addr>().unwrap()
-    );
-    assert_eq!(
-        client_network(v6("2001:db8:1:2:3:4:5:6"), 127),
-        "2001:db8:1:2:3:4:5:6".parse::<Ipv6Addr>().unwrap()
-    );
-    assert_eq!(
-        client_network(v6("2001:db8:1:2:3:4:5:7"), 127),
-        "2001:db8:1:2:3:4:5:6".parse::<Ipv6Addr>().unwrap()
-    );
-    assert_eq!(
-        client_network(v6("ffff::1"), 1),
-        "8000::".parse::<Ipv6Addr>().unwrap()
-    );
+    for (addr, prefix, network) in [
+        ("2001:db8:1:2:3:4:5:6", 64, "2001:db8:1:2::"),
+        ("2001:db8:1:2:3:4:5:6", 48, "2001:db8:1::"),
+        ("2001:db8:1:2:3:4:5:6", 127, "2001:db8:1:2:3:4:5:6"),
+        ("2001:db8:1:2:3:4:5:7", 127, "2001:db8:1:2:3:4:5:6"),
+        ("ffff::1", 1, "8000::"),
+    ] {
+        let want: Ipv6Addr = network.parse().unwrap();
+        assert_eq!(client_network(v6(addr), prefix), want, "{addr}/{prefix}");
+    }
     assert_ne!(
         addr_subject(v6("2001:db8::1"), 128),
         addr_subject(v6("2001:db8::2"), 128),
