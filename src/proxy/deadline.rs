@@ -20,7 +20,10 @@
 //!
 //! Precision: a due operation is woken at its deadline, or [`MIN_SWEEP_GAP`] after the
 //! previous sweep if that is later (sweeps are at least that far apart, so a table whose
-//! connections time out at many different instants is not scanned once per expiry).
+//! connections time out at many different instants is not scanned once per expiry). An
+//! operation whose deadline has already passed when it starts to wait also ends at the next
+//! sweep, not at once (that would take a clock read per operation): a caller that loops on
+//! a timer of its own around an operation checks the deadline itself (`relay::write_body`).
 
 use std::cell::RefCell;
 use std::future::{Future, poll_fn};
