@@ -21,9 +21,8 @@
 //! Precision: a due operation is woken at its deadline, or [`MIN_SWEEP_GAP`] after the
 //! previous sweep if that is later (sweeps are at least that far apart, so a table whose
 //! connections time out at many different instants is not scanned once per expiry). An
-//! operation whose deadline has already passed when it starts to wait also ends at the next
-//! sweep, not at once (that would take a clock read per operation): a caller that loops on
-//! a timer of its own around an operation checks the deadline itself (`relay::write_body`).
+//! operation polled while waiting after its deadline ends then, whatever the sweeper does
+//! (one clock read per poll that finds the operation waiting).
 
 use std::cell::RefCell;
 use std::future::{Future, poll_fn};
@@ -239,6 +238,13 @@ pub async fn with_deadline<F: Future>(deadline: Instant, fut: F) -> Result<F::Ou
         if let Poll::Ready(v) = fut.as_mut().poll(cx) {
             return Poll::Ready(Ok(v));
         }
+        // A deadline that has passed ends the operation at once, as monoio's timers do,
+        // not at the next sweep: a caller that re-polls a waiting operation on a timer of its
+        // own (the stalled-upload probe) would otherwise spin until then, and a runtime that
+        // never parks never sweeps.
+        if deadline <= Instant::now() {
+            return Poll::Ready(Err(TimedOut));
+        }
         let fired = with_table(|t| match slot.0 {
             Some(i) if t.fired(i) => true,
             Some(i) => {
@@ -374,6 +380,41 @@ mod tests {
             assert!(t1.elapsed() < Duration::from_millis(140), "{:?}", t1.elapsed());
             monoio::time::sleep(Duration::from_millis(200)).await;
             assert_eq!(with_table(|t| t.in_use()), Some(0), "every slot freed");
+        });
+    }
+
+    /// A deadline already past when the operation waits ends it at once, with no sweep
+    /// (none runs here), also for an operation armed before its deadline and polled again
+    /// after it: a loop that re-polls an operation on a timer of its own (the
+    /// stalled-upload probe) must not spin waiting for a sweep.
+    #[test]
+    fn a_deadline_already_past_ends_the_operation_at_once() {
+        runtime().block_on(async {
+            let _table = Installed::new();
+            let past = Instant::now() - Duration::from_millis(1);
+            let r = monoio::select! {
+                r = with_deadline(past, std::future::pending::<()>()) => Some(r),
+                _ = monoio::time::sleep(Duration::from_secs(2)) => None,
+            };
+            assert_eq!(r, Some(Err(TimedOut)));
+            assert_eq!(with_table(|t| t.in_use()), Some(0), "nothing armed");
+            let ready = with_deadline(past, std::future::ready(7)).await;
+            assert_eq!(ready, Ok(7), "an operation that is done is not cut");
+            let soon = Instant::now() + Duration::from_millis(30);
+            let mut op = std::pin::pin!(with_deadline(soon, std::future::pending::<()>()));
+            let probes = std::cell::Cell::new(0);
+            let r = loop {
+                monoio::select! {
+                    r = &mut op => break Some(r),
+                    _ = monoio::time::sleep(Duration::from_millis(5)) => {
+                        probes.set(probes.get() + 1);
+                        if probes.get() > 400 {
+                            break None;
+                        }
+                    }
+                }
+            };
+            assert_eq!(r, Some(Err(TimedOut)), "after {} probes", probes.get());
         });
     }
 

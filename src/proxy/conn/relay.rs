@@ -516,13 +516,7 @@ async fn write_body(
     };
     let mut write = std::pin::pin!(write_range(up, buf, range, deadline));
     loop {
-        // The write ends at its deadline when the core's deadline sweep runs, a little
-        // later; probing until then would spin.
-        let now = Instant::now();
-        if now >= deadline {
-            return BodyWrite::TimedOut;
-        }
-        let probe = (now + STALL_PROBE).min(deadline);
+        let probe = (Instant::now() + STALL_PROBE).min(deadline);
         monoio::select! {
             r = &mut write => return as_write(r),
             _ = monoio::time::sleep_until(probe.into()) => {
