@@ -45,6 +45,10 @@ pub type TlsBuilder =
 /// the watchdog's retry.
 const SEND_PATIENCE: Duration = Duration::from_millis(200);
 
+/// How long a reload waits for every core to take its snapshot before it answers (they
+/// take it within one turn of their event loop: microseconds unless a core is stuck).
+const APPLY_PATIENCE: Duration = Duration::from_secs(1);
+
 /// What one core has not taken yet (each newer snapshot replaces the one waiting).
 #[derive(Default)]
 struct Undelivered {
@@ -129,7 +133,7 @@ impl ControlState {
                 let report = reload::prepare(&old, &mut cfg, &mut lock(&self.node_ids))?;
                 Ok((cfg, report))
             });
-        let (cfg, report) = match prepared {
+        let (cfg, mut report) = match prepared {
             Ok(x) => x,
             Err(msg) => {
                 self.reload_failures.fetch_add(1, Ordering::Relaxed);
@@ -158,6 +162,16 @@ impl ControlState {
             self.reload_tls_with(b, &cfg);
         }
         *lock(&self.config) = cfg;
+        report.cores_behind = self.wait_for_cores(APPLY_PATIENCE);
+        if !report.cores_behind.is_empty() {
+            log::warn!(
+                "reload ({why}): cores {:?} had not taken config version {} after {:?}; \
+                 they keep the old one until they do",
+                report.cores_behind,
+                report.version,
+                APPLY_PATIENCE
+            );
+        }
         self.reloads.fetch_add(1, Ordering::Relaxed);
         *lock(&self.last_reload_error) = None;
         *lock(&self.last_reload) = Some(report.clone());
@@ -210,6 +224,20 @@ impl ControlState {
             if waiting {
                 self.deliver(core, |_| {});
             }
+        }
+    }
+
+    /// Waits until every core runs the current config, at most `patience`: so that what a
+    /// reload reports as applied is in force on every core when it answers (a rule added
+    /// by the reload is counted by all of them). Returns the cores still behind.
+    fn wait_for_cores(&self, patience: Duration) -> Vec<usize> {
+        let until = Instant::now() + patience;
+        loop {
+            let behind = self.cores_behind();
+            if behind.is_empty() || Instant::now() >= until {
+                return behind;
+            }
+            std::thread::sleep(Duration::from_micros(200));
         }
     }
 
@@ -419,5 +447,75 @@ mod tests {
         assert!(meshes[1].pop_control().is_none(), "sent once");
         st.retry_undelivered();
         assert!(meshes[1].pop_control().is_none(), "nothing left to retry");
+    }
+
+    /// A reload answers once every core runs the new config (what it reports as applied
+    /// is in force everywhere), and names the cores that did not take it in time.
+    #[test]
+    fn a_reload_waits_for_the_cores_and_names_those_behind() {
+        let dir = std::env::temp_dir().join(format!("tollgate-wait-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.toml");
+        std::fs::write(&path, "[[upstream.servers]]\naddr = \"127.0.0.1:9001\"\n").unwrap();
+        let cfg =
+            crate::config::validate::load_str(&std::fs::read_to_string(&path).unwrap(), &path);
+        let (mut meshes, handle) = crate::runtime::mesh::build(2);
+        let stats: Vec<Arc<CoreStats>> = (0..2).map(|_| Arc::new(CoreStats::default())).collect();
+        let st = ControlState::new(
+            Arc::new(cfg.unwrap()),
+            Overrides::default(),
+            handle,
+            stats.clone(),
+            std::hash::RandomState::new(),
+            None,
+        );
+        // Core 0 takes its snapshot 50 ms late; core 1 never does.
+        let mut core0 = meshes.remove(0);
+        let stats0 = stats[0].clone();
+        let applier = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            let start = Instant::now();
+            loop {
+                if let Some(ControlMsg::Config(c)) = core0.pop_control() {
+                    stats0.config_version.set(c.limits.version);
+                    return start.elapsed();
+                }
+                assert!(start.elapsed() < Duration::from_secs(5), "no snapshot came");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        let t0 = Instant::now();
+        let report = st.reload("test").unwrap();
+        applier.join().unwrap();
+        assert!(t0.elapsed() >= APPLY_PATIENCE, "waited for core 1");
+        assert_eq!(report.cores_behind, [1], "core 0 caught up, core 1 did not");
+        assert_eq!(st.cores_behind(), [1]);
+        stats[1].config_version.set(report.version);
+        std::fs::write(&path, "[[upstream.servers]]\naddr = \"127.0.0.1:9002\"\n").unwrap();
+        let mut core1 = meshes.remove(0);
+        let stats1 = stats[1].clone();
+        // Both cores now take the next snapshot at once: the reload does not wait long.
+        let (s0, s1) = (stats[0].clone(), stats1);
+        let next = report.version + 1;
+        let quick = std::thread::spawn(move || {
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(5) {
+                match core1.pop_control() {
+                    Some(ControlMsg::Config(c)) if c.limits.version == next => {
+                        s0.config_version.set(next);
+                        s1.config_version.set(next);
+                        return;
+                    }
+                    Some(_) => {} // the snapshot it never took
+                    None => std::thread::sleep(Duration::from_millis(1)),
+                }
+            }
+        });
+        let t1 = Instant::now();
+        let report = st.reload("test").unwrap();
+        quick.join().unwrap();
+        assert!(report.cores_behind.is_empty(), "{:?}", report.cores_behind);
+        assert!(t1.elapsed() < APPLY_PATIENCE);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -31,6 +31,9 @@ pub struct ReloadReport {
     pub upstreams_removed: Vec<String>,
     /// Fields changed in the file that need a restart: NOT applied.
     pub needs_restart: Vec<Refused>,
+    /// Cores that had not taken the new snapshot when the reload answered (they keep the
+    /// old one until they do; empty when every core runs the new config).
+    pub cores_behind: Vec<usize>,
 }
 
 /// Stable node ids (`UpstreamServer::id`): a server that stays keeps its id; a new one
@@ -216,6 +219,7 @@ pub fn prepare(old: &Config, new: &mut Config, ids: &mut NodeIds) -> Result<Relo
         upstreams_added: now.iter().filter(|n| !was.contains(n)).cloned().collect(),
         upstreams_removed: was.iter().filter(|n| !now.contains(n)).cloned().collect(),
         needs_restart,
+        cores_behind: Vec::new(),
     })
 }
 

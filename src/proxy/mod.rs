@@ -561,6 +561,18 @@ async fn mesh_loop(w: Rc<Worker>) {
                 mesh.drain_sync(|m| from_sync.push(m));
             }
             let had_work = !inbound.is_empty() || !controls.is_empty() || !from_sync.is_empty();
+            // Controls first: a charge that came after a reload's snapshot is counted
+            // under the new config, as its sender (already on it) planned.
+            for c in controls.drain(..) {
+                match c {
+                    ControlMsg::Config(cfg) => w.apply_config(cfg),
+                    ControlMsg::Tls(sc) => {
+                        *w.tls.borrow_mut() = Some(monoio_rustls::TlsAcceptor::from(sc));
+                    }
+                    ControlMsg::Table(op, reply) => w.table_op(op, reply),
+                    ControlMsg::Shutdown => w.shutdown.set(),
+                }
+            }
             if !from_sync.is_empty() {
                 let snap = w.snapshot();
                 let now = w.now_ms();
@@ -571,16 +583,6 @@ async fn mesh_loop(w: Rc<Worker>) {
             }
             if !inbound.is_empty() {
                 apply_inbound(&w, &mut inbound);
-            }
-            for c in controls.drain(..) {
-                match c {
-                    ControlMsg::Config(cfg) => w.apply_config(cfg),
-                    ControlMsg::Tls(sc) => {
-                        *w.tls.borrow_mut() = Some(monoio_rustls::TlsAcceptor::from(sc));
-                    }
-                    ControlMsg::Table(op, reply) => w.table_op(op, reply),
-                    ControlMsg::Shutdown => w.shutdown.set(),
-                }
             }
             let flushed = w.mesh.borrow_mut().flush();
             if had_work {

@@ -275,11 +275,18 @@ impl RuleSet {
         self.rules.get(usize::from(i))
     }
 
-    /// The rule whose counters `subject` names, if rule `i` still has that identity.
-    pub fn owning(&self, i: usize, subject: &[u8]) -> Option<&Rule> {
-        let r = self.rules.get(i)?;
-        (subject.len() >= RULE_HEAD && subject[0] == RULE_PREFIX && subject[1..RULE_HEAD] == r.id)
-            .then_some(r)
+    /// The rule whose counters `subject` names and its index here: rule `i` when it has
+    /// the identity the subject carries, else the rule of that identity wherever it is —
+    /// a core still on an older config numbers the rules differently while a reload
+    /// reaches the cores one by one. None: no rule has that identity (removed or renamed).
+    pub fn owning(&self, i: usize, subject: &[u8]) -> Option<(usize, &Rule)> {
+        let id = subject
+            .get(1..RULE_HEAD)
+            .filter(|_| subject[0] == RULE_PREFIX)?;
+        match self.rules.get(i) {
+            Some(r) if r.id == id => Some((i, r)),
+            _ => self.rules.iter().enumerate().find(|(_, r)| r.id == id),
+        }
     }
 }
 

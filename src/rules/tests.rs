@@ -127,6 +127,16 @@ fn subjects_name_rule_and_parts() {
     let mut s = Vec::new();
     set.rules[0].subject_into(&f, b"", b"K", &mut s);
     assert!(s.ends_with(b"K"), "anonymous: the tier's subject");
-    assert!(set.owning(0, &s).is_some());
-    assert!(set.owning(0, b"K").is_none() && set.owning(1, &s).is_none());
+    assert_eq!(set.owning(0, &s).map(|(i, _)| i), Some(0));
+    assert_eq!(
+        set.owning(1, &s).map(|(i, _)| i),
+        Some(0),
+        "a stale index: found by identity"
+    );
+    assert!(set.owning(0, b"K").is_none());
+    let other = RuleSet {
+        rules: vec![rule("other", SubjectKind::Key, Match::default(), limit())],
+        ..RuleSet::default()
+    };
+    assert!(other.owning(0, &s).is_none(), "no rule of that identity");
 }

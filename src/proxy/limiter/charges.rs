@@ -52,8 +52,10 @@ impl Charge {
     }
 }
 
-/// The limits and cost of charge `what` of `subject` as this core's snapshot has them;
-/// None = nothing to count (a rule a reload removed or changed, a tier gone).
+/// The limits and cost of charge `what` of `subject` as this core's snapshot has them (a
+/// rule found by the identity in `subject`, so a sender on another config version names
+/// it by a stale index harmlessly); None = nothing to count (a rule a reload removed or
+/// renamed, or one the reload is still bringing to this core; a tier gone).
 fn limits_of<'a>(snap: &'a Snapshot, subject: &[u8], what: u16) -> Option<(ChargeLimits<'a>, u32)> {
     if what < RULE_TIER_BASE {
         let l = ChargeLimits {
@@ -64,14 +66,14 @@ fn limits_of<'a>(snap: &'a Snapshot, subject: &[u8], what: u16) -> Option<(Charg
         };
         return Some((l, 1));
     }
-    let rule = snap
+    let (i, rule) = snap
         .cfg
         .rules
         .owning(usize::from(what - RULE_TIER_BASE), subject)?;
     let l = rule.limits()?;
     let cl = ChargeLimits {
         rate: l.rate.as_ref(),
-        tier: what,
+        tier: RULE_TIER_BASE + i as u16,
         max_in_flight: l.max_in_flight,
         bytes: l.bytes,
     };
@@ -263,5 +265,53 @@ pub fn add_bytes(w: &Worker, charges: &[Charge], bytes: &[u8], n: u64) {
             };
             send_update(w, usize::from(c.owner), u);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limit::{FlowTable, Shard};
+    use std::sync::Arc;
+
+    fn snapshot(rules: &str) -> Snapshot {
+        let text = format!("[[upstream.servers]]\naddr = \"127.0.0.1:9000\"\n{rules}");
+        let cfg = crate::config::load_str(&text, std::path::Path::new("/nonexistent/t.toml"));
+        super::super::super::build_snapshot(Arc::new(cfg.unwrap()))
+    }
+
+    /// A reload that puts a rule before `keep` reaches the cores one by one: a core still
+    /// on the old config names `keep` by its old index (0) in a charge to an owner already
+    /// on the new config, where index 0 is the new rule. The owner must count it under
+    /// `keep` all the same (it admitted it uncounted).
+    #[test]
+    fn a_charge_from_a_core_on_the_old_config_counts_under_the_same_rule() {
+        let keep = "[[rules]]\nname = \"keep\"\nper_minute = 2\n";
+        let old = snapshot(keep);
+        let new = snapshot(&format!(
+            "[[rules]]\nname = \"new\"\nmatch.buckets = [\"zzz\"]\naction = \"deny\"\n{keep}"
+        ));
+        let set = &old.cfg.rules;
+        let ip = "10.0.0.1".parse().unwrap();
+        let f = crate::rules::facts(set, None, b"/b/x", b"", None, 0, ip);
+        let mut subject = Vec::new();
+        set.rules[0].subject_into(&f, b"AKIAKEY", b"", &mut subject);
+        let what = RULE_TIER_BASE; // the sender's index of `keep`
+        let (l, _) = limits_of(&new, &subject, what).expect("found by identity");
+        assert_eq!(l.tier, RULE_TIER_BASE + 1, "the owner's own index");
+        let (mut shard, mut flows) = (Shard::new(16), FlowTable::new(16));
+        let mut c = Counters {
+            shard: &mut shard,
+            flows: &mut flows,
+            snap: &new,
+            now: 1000,
+        };
+        let admitted: Vec<bool> = (0..3)
+            .map(|_| c.take(&subject, what).decision.admitted)
+            .collect();
+        assert_eq!(admitted, [true, true, false], "counted, limit 2");
+        // A charge for a rule the owner does not have (yet, or any more) counts nothing.
+        let renamed = snapshot(&keep.replace("keep", "renamed"));
+        assert!(limits_of(&renamed, &subject, what).is_none());
     }
 }
