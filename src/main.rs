@@ -366,6 +366,7 @@ fn run(path: PathBuf, overrides: Overrides) -> Result<()> {
         stats: stats.clone(),
         hasher: hasher.clone(),
         epoch,
+        epoch_unix_ms: tollgate::proxy::observe::unix_ms(),
         tls: server_tls,
         upstream_tls,
         instance: {

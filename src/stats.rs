@@ -55,7 +55,7 @@ pub struct TierMethod {
     pub shadow_denied: Counter,
 }
 
-/// Per `[[rules]]` entry (by its position in the current config).
+/// Per `[[rules]]` entry (by its slot, `Rule::slot`).
 #[derive(Default, Debug)]
 pub struct RuleCounters {
     /// Requests it was charged for that were admitted.
@@ -198,9 +198,39 @@ impl Default for CoreStats {
 }
 
 impl CoreStats {
-    /// Counts what rule `i` decided: an exemption, or a denial (enforced or shadow).
-    pub fn count_rule(&self, i: usize, allowed: bool, enforce: bool) {
-        let Some(r) = self.rules.get(i) else { return };
+    /// Forgets the counts of tier number `t` (a reload gave it to another tier; see
+    /// `Config::numbers_changing_hands`). Called by the core that owns these stats.
+    pub fn forget_tier(&self, t: usize) {
+        for m in self.tiers.get(t).into_iter().flatten() {
+            [&m.admitted, &m.denied, &m.shadow_denied]
+                .iter()
+                .for_each(|c| c.set(0));
+        }
+        self.request_duration
+            .get(t)
+            .into_iter()
+            .flatten()
+            .for_each(Histogram::clear);
+    }
+
+    /// Forgets the decisions counted for rule slot `slot`, as [`forget_tier`] does. The
+    /// in-flight gauge is left alone: the requests it counts release it.
+    ///
+    /// [`forget_tier`]: Self::forget_tier
+    pub fn forget_rule(&self, slot: usize) {
+        if let Some(r) = self.rules.get(slot) {
+            [&r.admitted, &r.denied, &r.shadow_denied, &r.allowed]
+                .iter()
+                .for_each(|c| c.set(0));
+        }
+    }
+
+    /// Counts what the rule numbered `slot` (`Rule::slot`) decided: an exemption, or a
+    /// denial (enforced or shadow).
+    pub fn count_rule(&self, slot: u16, allowed: bool, enforce: bool) {
+        let Some(r) = self.rules.get(usize::from(slot)) else {
+            return;
+        };
         match (allowed, enforce) {
             (true, _) => r.allowed.inc(),
             (false, true) => r.denied.inc(),
@@ -245,7 +275,7 @@ pub struct Seen {
     pub auth: u8,
     /// The tier (below 256: `MAX_TIERS` is smaller).
     pub tier: u16,
-    /// The `[[rules]]` entry that decided its request, if one did.
+    /// The `[[rules]]` entry that decided its request, if one did (its slot, `Rule::slot`).
     pub rule: Option<usize>,
     pub unix_ms: u64,
 }
@@ -296,6 +326,11 @@ pub struct Histogram {
 }
 
 impl Histogram {
+    fn clear(&self) {
+        self.buckets.iter().for_each(|b| b.set(0));
+        self.sum_us.set(0);
+    }
+
     #[inline]
     pub fn record(&self, d: Duration) {
         let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
@@ -453,6 +488,36 @@ impl ClusterStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Forgetting a number zeroes its decisions and durations, nothing else.
+    #[test]
+    fn forgetting_a_number_zeroes_only_its_counts() {
+        let s = CoreStats::default();
+        for i in 0..2 {
+            s.tiers[i][0].admitted.add(10 + i as u64);
+            s.request_duration[i][0].record(Duration::from_millis(1));
+            s.rules[i].admitted.add(7);
+        }
+        s.rules[0].in_flight.add(1);
+        s.forget_tier(1);
+        s.forget_rule(0);
+        let count = |t: usize| {
+            let mut h = HistogramSnapshot::default();
+            s.request_duration[t][0].merge_into(&mut h);
+            h.count()
+        };
+        assert_eq!(
+            (s.tiers[0][0].admitted.get(), s.tiers[1][0].admitted.get()),
+            (10, 0)
+        );
+        assert_eq!((count(0), count(1)), (1, 0));
+        assert_eq!(
+            (s.rules[0].admitted.get(), s.rules[1].admitted.get()),
+            (0, 7)
+        );
+        assert_eq!(s.rules[0].in_flight.get(), 1, "its requests still release");
+        s.forget_tier(crate::stats::MAX_TIERS + 5); // out of range: nothing
+    }
 
     #[test]
     fn histogram_buckets_are_upper_bounds_and_merge() {

@@ -496,3 +496,60 @@ enabled = false
     assert_eq!(shadow, 2, "{s}");
     assert_eq!(rule_stat(&p, "per-key", "denied"), 1);
 }
+
+/// A reload that inserts a tier and a rule before the running ones keeps each one's
+/// numbers under its own name: tiers and rules are numbered in file order, and per-core
+/// stats, table entries and cross-core messages used to keep the old numbers (the new
+/// tier showed the old one's history, the moved rule's counters went to the new one).
+#[test]
+fn a_reload_that_inserts_a_tier_and_a_rule_keeps_every_name_with_its_numbers() {
+    let up = FakeUpstream::start(handler());
+    let cfg = |extra_tier: &str, extra_rule: &str| {
+        format!(
+            "{extra_rule}[[rules]]\nname = \"keep\"\nper_minute = 50\n\
+             {extra_tier}[tiers.basic]\nper_second = 100\nper_minute = 3\n\
+             [limits]\ndefault_tier = \"basic\"\nanonymous_tier = \"basic\"\n\
+             [upstream.health]\nenabled = false\n"
+        )
+    };
+    let p = start_proxy("rules-insert", &[up.addr], 2, &cfg("", ""), None);
+    let k = "AKIAINSERT0000000001";
+    let two: Vec<_> = (0..2)
+        .map(|i| req("GET", &format!("/b/{i}"), k, ""))
+        .collect();
+    assert_eq!(statuses(p.addr, &two), [200, 200]);
+    let text = std::fs::read_to_string(p.dir.join("tollgate.toml")).unwrap();
+    let inserted = text.replace(
+        &cfg("", ""),
+        &cfg(
+            "[tiers.gold]\nper_second = 100\nper_minute = 1000\n",
+            "[[rules]]\nname = \"first\"\nmatch.buckets = [\"zzz\"]\nper_minute = 9\n",
+        ),
+    );
+    assert_ne!(inserted, text);
+    reload(&p, &inserted);
+    let s = stats(&p);
+    assert_eq!(s["tiers"]["basic"]["methods"]["GET"]["admitted"], 2, "{s}");
+    assert!(s["tiers"]["gold"]["methods"]["GET"].is_null(), "{s}");
+    assert_eq!(rule_stat(&p, "keep", "admitted"), 2);
+    assert_eq!(rule_stat(&p, "first", "admitted"), 0);
+    // An unlisted key is counted under its client address.
+    let (st, body) = admin_get(p.admin.unwrap(), "/table?addr=127.0.0.1");
+    assert_eq!(st, 200, "{body}");
+    assert!(
+        body.contains("\"tier\":\"basic\""),
+        "the entry's tier: {body}"
+    );
+    let after: Vec<_> = (2..4)
+        .map(|i| req("GET", &format!("/b/{i}"), k, ""))
+        .collect();
+    assert_eq!(
+        statuses(p.addr, &after),
+        [200, 429],
+        "3 a minute, 2 counted"
+    );
+    let s = stats(&p);
+    assert_eq!(s["tiers"]["basic"]["methods"]["GET"]["admitted"], 3, "{s}");
+    assert_eq!(s["tiers"]["basic"]["methods"]["GET"]["denied"], 1, "{s}");
+    assert_eq!(rule_stat(&p, "keep", "admitted"), 3);
+}

@@ -17,7 +17,7 @@ pub mod file;
 pub mod keys;
 mod summary;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 pub mod validate;
 
 pub use summary::status_ranges;
@@ -270,6 +270,28 @@ pub struct TierConfig {
     pub methods: MethodSet,
     /// false = shadow mode for this tier: decide and count, but forward everything.
     pub enforce: bool,
+    /// A tier a reload removed, kept as a placeholder so that the tiers after it keep
+    /// their numbers (see [`LimitsConfig::tiers`]): nothing resolves to it, nothing is
+    /// counted under it, and it is not shown.
+    pub retired: bool,
+}
+
+impl TierConfig {
+    /// The placeholder of removed tier `name`.
+    pub fn retired(name: &str) -> TierConfig {
+        let w = WindowConfig {
+            length_ms: 1000,
+            limit: 1,
+        };
+        TierConfig {
+            name: name.to_string(),
+            sustained: w,
+            burst: w,
+            methods: MethodSet::default(),
+            enforce: false,
+            retired: true,
+        }
+    }
 }
 
 /// Which groups of rate-limit headers are added to responses.
@@ -297,7 +319,14 @@ pub enum ExpectDenied {
 pub struct LimitsConfig {
     /// Path of the keys file (None = no keys: every key gets `default_tier`).
     pub keys_file: Option<PathBuf>,
-    /// Tiers by index; `tier_index` maps names. Order is the config order.
+    /// Tiers by number: the number every key, rule match, table entry, per-core stat and
+    /// cross-core message uses. A fresh load numbers them in file order; a reload keeps
+    /// the running numbers (a tier that stays keeps its number, a removed one leaves a
+    /// retired placeholder, a new one goes last — or into a placeholder's place when all
+    /// `stats::MAX_TIERS` are used), so that nothing counted under one tier passes to
+    /// another while the cores take the new config one by one. Once all are used, a new
+    /// tier takes a removed one's number: its stats start afresh, but a check a core on
+    /// the old config sends under that number during the reload counts under the new tier.
     pub tiers: Vec<TierConfig>,
     pub tier_index: HashMap<String, usize>,
     /// key → tier index, from the keys file.
@@ -342,7 +371,34 @@ pub struct VerifyConfig {
     pub secrets: std::sync::Arc<crate::sigverify::Secrets>,
 }
 
+impl Config {
+    /// The tier numbers and rule slots that `self` gives to another tier or rule than
+    /// `old` did, or to none (a reload removing a rule, or reusing a removed one's number
+    /// once all are taken): the stats kept under them must be forgotten. A tier retired
+    /// under its own name keeps its number (and its history, should it come back).
+    pub fn numbers_changing_hands(&self, old: &Config) -> (Vec<usize>, Vec<u16>) {
+        let name = |c: &Config, t: usize| c.limits.tiers.get(t).map(|x| x.name.clone());
+        let tiers = (0..old.limits.tiers.len())
+            .filter(|&t| name(old, t) != name(self, t))
+            .collect();
+        let id = |c: &Config, s: u16| c.rules.by_slot(s).map(|r| r.id);
+        let rules = old
+            .rules
+            .rules
+            .iter()
+            .map(|r| r.slot)
+            .filter(|&s| id(old, s) != id(self, s))
+            .collect();
+        (tiers, rules)
+    }
+}
+
 impl LimitsConfig {
+    /// The tiers in force with their numbers (the retired placeholders left out).
+    pub fn live_tiers(&self) -> impl Iterator<Item = (usize, &TierConfig)> {
+        self.tiers.iter().enumerate().filter(|(_, t)| !t.retired)
+    }
+
     /// Tier for an identified key (listed → its tier; unlisted → default tier).
     pub fn tier_of_key(&self, key: &[u8]) -> (usize, bool) {
         match self.keys.get(key) {

@@ -244,7 +244,7 @@ fn limits(s: &mut String, cfg: &Config) {
         per_tier[t] += 1;
     }
     let _ = writeln!(s, "tiers:");
-    for (i, t) in l.tiers.iter().enumerate() {
+    for (i, t) in l.live_tiers() {
         let _ = writeln!(
             s,
             "  {:<12} {:>5}/{:<4} {:>5}/{:<5} methods {:<12} {:<8} keys {}",

@@ -22,8 +22,8 @@ mod parse;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -50,8 +50,6 @@ struct Admin {
     /// Extra `Host` values accepted besides this listener's own names.
     allowed_hosts: Vec<String>,
     active: AtomicUsize,
-    /// Reloads asked through the API run one at a time.
-    reload: Mutex<()>,
 }
 
 /// Binds and serves the admin API on its own threads. Returns the bound address.
@@ -71,7 +69,6 @@ pub fn start_with(
         state,
         allowed_hosts,
         active: AtomicUsize::new(0),
-        reload: Mutex::new(()),
     });
     std::thread::Builder::new()
         .name("tollgate-admin".into())
@@ -256,13 +253,10 @@ fn route(admin: &Admin, req: &AdminRequest) -> Reply {
             body: metrics::prometheus(state),
         },
         ("GET", b"/config/version") => config_version(state),
-        ("POST", b"/reload") => {
-            let _one = admin.reload.lock().unwrap_or_else(|e| e.into_inner());
-            match state.reload("admin") {
-                Ok(r) => Reply::json(200, &json!(r)),
-                Err(e) => Reply::json(422, &json!({"error": e})),
-            }
-        }
+        ("POST", b"/reload") => match state.reload("admin") {
+            Ok(r) => Reply::json(200, &json!(r)),
+            Err(e) => Reply::json(422, &json!({"error": e})),
+        },
         ("GET", b"/table") => table_one(state, &req.query),
         ("GET", b"/table/top") => table_top(state, &req.query),
         ("POST", b"/table/clear") => table_clear(state, &req.query),

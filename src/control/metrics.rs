@@ -22,24 +22,15 @@ fn sum(stats: &[std::sync::Arc<CoreStats>], f: impl Fn(&CoreStats) -> u64) -> u6
     stats.iter().map(|s| f(s)).sum()
 }
 
-/// One per-tier counter of tier `ti` of `n` configured. Stats hold `stats::MAX_TIERS`
-/// slots and the data path folds every tier past them into the last one, so with more
-/// tiers than slots the last slot and the tiers past it report 0 rather than a mix.
-fn tier_stat(
-    c: &CoreStats,
-    (ti, n): (usize, usize),
-    mi: usize,
-    f: impl Fn(&TierMethod) -> u64,
-) -> u64 {
-    let last = crate::stats::MAX_TIERS - 1;
-    match c.tiers.get(ti).and_then(|t| t.get(mi)) {
-        Some(x) if ti < last || n <= crate::stats::MAX_TIERS => f(x),
-        _ => 0,
-    }
+/// One per-tier counter of tier number `ti` (stats hold `stats::MAX_TIERS` numbers, as
+/// many as a config may use).
+fn tier_stat(c: &CoreStats, ti: usize, mi: usize, f: impl Fn(&TierMethod) -> u64) -> u64 {
+    c.tiers.get(ti).and_then(|t| t.get(mi)).map_or(0, f)
 }
 
-/// Rule `i`'s counters summed over the cores: admitted, denied, shadow_denied, allowed,
-/// in flight (requests of this instance now counted in flight under it).
+/// The counters of the rule numbered `i` (`Rule::slot`) summed over the cores: admitted,
+/// denied, shadow_denied, allowed, in flight (requests of this instance now counted in
+/// flight under it).
 fn rule_counts(s: &[std::sync::Arc<CoreStats>], i: usize) -> [u64; 5] {
     let get = |f: fn(&crate::stats::RuleCounters) -> u64| sum(s, |c| c.rules.get(i).map_or(0, f));
     [
@@ -57,9 +48,8 @@ fn rules_json(cfg: &crate::config::Config, s: &[std::sync::Arc<CoreStats>]) -> V
         .rules
         .rules
         .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let [a, d, sd, al, inf] = rule_counts(s, i);
+        .map(|r| {
+            let [a, d, sd, al, inf] = rule_counts(s, usize::from(r.slot));
             json!({"name": r.name, "action": r.action.word(), "subject": r.subject.as_str(),
                    "admitted": a, "denied": d, "shadow_denied": sd, "allowed": al,
                    "in_flight": inf})
@@ -80,8 +70,8 @@ fn rule_series(o: &mut String, st: &ControlState) {
         "counter",
         "Decisions of each [[rules]] entry: admitted (charged), denied, shadow_denied, allowed.",
     );
-    for (i, r) in cfg.rules.rules.iter().enumerate() {
-        let c = rule_counts(&st.stats, i);
+    for r in &cfg.rules.rules {
+        let c = rule_counts(&st.stats, usize::from(r.slot));
         for (label, v) in ["admitted", "denied", "shadow_denied", "allowed"]
             .iter()
             .zip(c)
@@ -99,8 +89,8 @@ fn rule_series(o: &mut String, st: &ControlState) {
         "gauge",
         "Requests of this instance counted in flight under each rule.",
     );
-    for (i, r) in cfg.rules.rules.iter().enumerate() {
-        let v = rule_counts(&st.stats, i)[4];
+    for r in &cfg.rules.rules {
+        let v = rule_counts(&st.stats, usize::from(r.slot))[4];
         let _ = writeln!(
             o,
             "tollgate_rule_in_flight{{rule=\"{}\"}} {v}",
@@ -113,20 +103,12 @@ pub fn stats_json(st: &ControlState) -> Value {
     let cfg = st.current();
     let s = &st.stats;
     let mut tiers = serde_json::Map::new();
-    for (ti, t) in cfg.limits.tiers.iter().enumerate() {
+    for (ti, t) in cfg.limits.live_tiers() {
         let mut methods = serde_json::Map::new();
         for (mi, name) in METHOD_NAMES.iter().enumerate() {
-            let a = sum(s, |c| {
-                tier_stat(c, (ti, cfg.limits.tiers.len()), mi, |x| x.admitted.get())
-            });
-            let d = sum(s, |c| {
-                tier_stat(c, (ti, cfg.limits.tiers.len()), mi, |x| x.denied.get())
-            });
-            let sd = sum(s, |c| {
-                tier_stat(c, (ti, cfg.limits.tiers.len()), mi, |x| {
-                    x.shadow_denied.get()
-                })
-            });
+            let a = sum(s, |c| tier_stat(c, ti, mi, |x| x.admitted.get()));
+            let d = sum(s, |c| tier_stat(c, ti, mi, |x| x.denied.get()));
+            let sd = sum(s, |c| tier_stat(c, ti, mi, |x| x.shadow_denied.get()));
             if a + d + sd > 0 {
                 methods.insert(
                     name.to_string(),
@@ -714,10 +696,7 @@ fn durations(o: &mut String, st: &ControlState) {
     );
     let mut tiers: Vec<(String, usize)> = cfg
         .limits
-        .tiers
-        .iter()
-        .enumerate()
-        .take(MAX_TIERS - 1)
+        .live_tiers()
         .map(|(i, t)| (esc(&t.name), i))
         .collect();
     tiers.push(("none".into(), MAX_TIERS));
@@ -757,12 +736,11 @@ fn decisions(o: &mut String, st: &ControlState) {
         "counter",
         "Rate-limit decisions by tier, method and outcome.",
     );
-    let n = cfg.limits.tiers.len();
-    for (ti, t) in cfg.limits.tiers.iter().enumerate() {
+    for (ti, t) in cfg.limits.live_tiers() {
         for (mi, m) in METHOD_NAMES.iter().enumerate().take(METHODS) {
             for (label, f) in [("admitted", 0usize), ("denied", 1), ("shadow_denied", 2)] {
                 let v = sum(s, |c| {
-                    tier_stat(c, (ti, n), mi, |x| {
+                    tier_stat(c, ti, mi, |x| {
                         [x.admitted.get(), x.denied.get(), x.shadow_denied.get()][f]
                     })
                 });

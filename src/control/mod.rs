@@ -6,9 +6,11 @@
 //! Owns: `ControlState` (current config, reload bookkeeping, what each core still has to
 //! take). Talks to cores only by `ControlMsg` over the mesh. Must not touch: `proxy` (TLS
 //! configs are built by a closure `main` hands in), the data path.
-//! Reload = parse → validate (off the data path) → keep what needs a restart, give node ids
-//! (`reload`) → hand every core an immutable snapshot; a core whose ring is full gets it
-//! from the watchdog's retry. A failed reload keeps the old config, logs, and counts.
+//! Reload (one at a time) = parse → validate (off the data path; tiers keep their
+//! numbers) → keep what needs a restart, give node ids and rule slots (`reload`) → hand
+//! every core an immutable snapshot, and answer once every core runs it (≤ 1 s); a core
+//! whose ring is full gets it from the watchdog's retry. A failed reload keeps the old
+//! config, logs, and counts.
 
 // The control plane runs on its own threads, never on a data core: its locks (the current
 // config, the last reload error) are off the data path.
@@ -72,6 +74,9 @@ pub struct ControlState {
     pub shutting_down: AtomicBool,
     pub started: std::time::Instant,
     node_ids: Mutex<NodeIds>,
+    /// Held for a whole reload: the API, SIGHUP and the file poll reload one at a time,
+    /// each from the config the one before it made.
+    reloading: Mutex<()>,
     undelivered: Mutex<Vec<Undelivered>>,
     /// Heartbeats and the per-second history (`health`).
     pub watch: Mutex<health::Watch>,
@@ -95,6 +100,7 @@ impl ControlState {
         let n = cores.cores();
         ControlState {
             node_ids: Mutex::new(NodeIds::new(&config)),
+            reloading: Mutex::new(()),
             config: Mutex::new(config),
             overrides,
             cores,
@@ -124,10 +130,17 @@ impl ControlState {
     }
 
     /// Re-reads the config and keys files; on success every core gets the new snapshot
-    /// (what needs a restart is kept as it runs and named in the report).
+    /// (what needs a restart is kept as it runs and named in the report), and the answer
+    /// waits until every core runs it (at most [`APPLY_PATIENCE`]).
     pub fn reload(&self, why: &str) -> Result<ReloadReport, String> {
+        self.reload_within(why, APPLY_PATIENCE)
+    }
+
+    /// [`reload`](Self::reload), waiting at most `patience` for the cores.
+    fn reload_within(&self, why: &str, patience: Duration) -> Result<ReloadReport, String> {
+        let _one = lock(&self.reloading);
         let old = self.current();
-        let prepared = crate::config::validate::load_with(&old.source, &self.overrides)
+        let prepared = crate::config::validate::load_for_reload(&old.source, &self.overrides, &old)
             .map_err(|e| e.to_string())
             .and_then(|mut cfg| {
                 let report = reload::prepare(&old, &mut cfg, &mut lock(&self.node_ids))?;
@@ -162,14 +175,14 @@ impl ControlState {
             self.reload_tls_with(b, &cfg);
         }
         *lock(&self.config) = cfg;
-        report.cores_behind = self.wait_for_cores(APPLY_PATIENCE);
+        report.cores_behind = self.wait_for_cores(patience);
         if !report.cores_behind.is_empty() {
             log::warn!(
                 "reload ({why}): cores {:?} had not taken config version {} after {:?}; \
                  they keep the old one until they do",
                 report.cores_behind,
                 report.version,
-                APPLY_PATIENCE
+                patience
             );
         }
         self.reloads.fetch_add(1, Ordering::Relaxed);
@@ -453,69 +466,39 @@ mod tests {
     /// is in force everywhere), and names the cores that did not take it in time.
     #[test]
     fn a_reload_waits_for_the_cores_and_names_those_behind() {
-        let dir = std::env::temp_dir().join(format!("tollgate-wait-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("t.toml");
-        std::fs::write(&path, "[[upstream.servers]]\naddr = \"127.0.0.1:9001\"\n").unwrap();
-        let cfg =
-            crate::config::validate::load_str(&std::fs::read_to_string(&path).unwrap(), &path);
-        let (mut meshes, handle) = crate::runtime::mesh::build(2);
+        let dir = crate::config::testutil::TempDir::new("reload-wait");
+        let path = dir.write(
+            "t.toml",
+            "[[upstream.servers]]\naddr = \"127.0.0.1:9001\"\n",
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let cfg = crate::config::validate::load_str(&text, &path).unwrap();
+        let (_meshes, handle) = crate::runtime::mesh::build(2);
         let stats: Vec<Arc<CoreStats>> = (0..2).map(|_| Arc::new(CoreStats::default())).collect();
         let st = ControlState::new(
-            Arc::new(cfg.unwrap()),
+            Arc::new(cfg),
             Overrides::default(),
             handle,
             stats.clone(),
             std::hash::RandomState::new(),
             None,
         );
-        // Core 0 takes its snapshot 50 ms late; core 1 never does.
-        let mut core0 = meshes.remove(0);
-        let stats0 = stats[0].clone();
-        let applier = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(50));
-            let start = Instant::now();
-            loop {
-                if let Some(ControlMsg::Config(c)) = core0.pop_control() {
-                    stats0.config_version.set(c.limits.version);
-                    return start.elapsed();
-                }
-                assert!(start.elapsed() < Duration::from_secs(5), "no snapshot came");
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        });
+        // Core 0 already runs the next version (as if it took it at once); core 1 never.
+        let next = st.current().limits.version + 1;
+        stats[0].config_version.set(next);
         let t0 = Instant::now();
-        let report = st.reload("test").unwrap();
-        applier.join().unwrap();
-        assert!(t0.elapsed() >= APPLY_PATIENCE, "waited for core 1");
-        assert_eq!(report.cores_behind, [1], "core 0 caught up, core 1 did not");
+        let report = st.reload_within("test", Duration::from_millis(30)).unwrap();
+        assert_eq!(report.version, next);
+        assert!(
+            t0.elapsed() >= Duration::from_millis(30),
+            "waited for core 1"
+        );
+        assert_eq!(report.cores_behind, [1], "core 0 runs it, core 1 does not");
         assert_eq!(st.cores_behind(), [1]);
-        stats[1].config_version.set(report.version);
-        std::fs::write(&path, "[[upstream.servers]]\naddr = \"127.0.0.1:9002\"\n").unwrap();
-        let mut core1 = meshes.remove(0);
-        let stats1 = stats[1].clone();
-        // Both cores now take the next snapshot at once: the reload does not wait long.
-        let (s0, s1) = (stats[0].clone(), stats1);
-        let next = report.version + 1;
-        let quick = std::thread::spawn(move || {
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(5) {
-                match core1.pop_control() {
-                    Some(ControlMsg::Config(c)) if c.limits.version == next => {
-                        s0.config_version.set(next);
-                        s1.config_version.set(next);
-                        return;
-                    }
-                    Some(_) => {} // the snapshot it never took
-                    None => std::thread::sleep(Duration::from_millis(1)),
-                }
-            }
-        });
-        let t1 = Instant::now();
-        let report = st.reload("test").unwrap();
-        quick.join().unwrap();
+        // Both run the next one: the answer does not wait.
+        stats.iter().for_each(|s| s.config_version.set(next + 1));
+        let report = st.reload_within("test", Duration::from_secs(30)).unwrap();
         assert!(report.cores_behind.is_empty(), "{:?}", report.cores_behind);
-        assert!(t1.elapsed() < APPLY_PATIENCE);
-        let _ = std::fs::remove_dir_all(&dir);
+        assert!(t0.elapsed() < Duration::from_secs(30));
     }
 }

@@ -71,7 +71,7 @@ fn tiers_section(st: &ControlState, h: &mut String) {
     let cfg = st.current();
     let history = lock(&st.watch).history.clone();
     h.push_str("<h2>Tiers (last 2 minutes, per second)</h2><table><tr><th>tier</th><th>limits</th><th>admitted/s</th><th>denied/s</th><th>chart</th></tr>");
-    for (i, t) in cfg.limits.tiers.iter().enumerate() {
+    for (i, t) in cfg.limits.live_tiers() {
         let series = |f: fn(&(u64, u64)) -> u64| -> Vec<u64> {
             history
                 .iter()

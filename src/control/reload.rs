@@ -1,6 +1,7 @@
 //! What a reload changes: the fields that need a restart (kept as they run, and named in
-//! the result), stable upstream node ids for the new server list, and the sections that
-//! did change. Pure: no I/O, no messages (the control state sends the snapshot).
+//! the result), stable upstream node ids for the new server list, the rules' stable slots
+//! (`RuleSet::renumber`; tiers keep their numbers in `validate::load_for_reload`), and
+//! the sections that did change. Pure: no I/O, no messages (the control state sends the snapshot).
 //!
 //! Owns: [`ReloadReport`], [`NodeIds`], [`prepare`]. Must not touch: cores, files.
 
@@ -176,10 +177,17 @@ fn changed(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut up_old = old.upstream.clone();
     up_old.servers = new.upstream.servers.clone();
     let d = |a: &dyn Debug, b: &dyn Debug| format!("{a:?}") != format!("{b:?}");
-    let checks: [(&'static str, bool); 8] = [
+    let checks: [(&'static str, bool); 9] = [
         (
             "limits",
             limits_text(&old.limits) != limits_text(&new.limits),
+        ),
+        (
+            "rules",
+            d(
+                &(&old.rules.rules, &old.rules.domains),
+                &(&new.rules.rules, &new.rules.domains),
+            ),
         ),
         (
             "upstream.servers",
@@ -208,6 +216,7 @@ fn changed(old: &Config, new: &Config) -> Vec<&'static str> {
 /// ids assigned, version bumped) and says what it changes.
 pub fn prepare(old: &Config, new: &mut Config, ids: &mut NodeIds) -> Result<ReloadReport, String> {
     new.limits.version = old.limits.version + 1;
+    std::sync::Arc::make_mut(&mut new.rules).renumber(&old.rules);
     let needs_restart = restart_only(old, new);
     ids.assign(old, new)?;
     let names =
@@ -293,6 +302,26 @@ mod tests {
         let r = prepare(&old, &mut new, &mut NodeIds::new(&old)).unwrap();
         assert_eq!(r.applied, ["limits"]);
         assert_eq!(new.limits.ipv6_prefix, 56);
+    }
+
+    /// A reload that changes only `[[rules]]` or `virtual_host_domains` reports `rules`
+    /// applied (it reported nothing); an unchanged file, nothing.
+    #[test]
+    fn a_rules_change_is_reported_as_rules() {
+        let rule = "[[rules]]\nname = \"r\"\nper_minute = 5\n";
+        let old = cfg(rule, &[9001]);
+        let mut new = cfg(&rule.replace('5', "6"), &[9001]);
+        let r = prepare(&old, &mut new, &mut NodeIds::new(&old)).unwrap();
+        assert_eq!(r.applied, ["rules"]);
+        let mut domains = cfg(
+            &format!("virtual_host_domains = [\"s3.example\"]\n{rule}"),
+            &[9001],
+        );
+        let r = prepare(&old, &mut domains, &mut NodeIds::new(&old)).unwrap();
+        assert_eq!(r.applied, ["rules"]);
+        let mut same = cfg(rule, &[9001]);
+        let r = prepare(&old, &mut same, &mut NodeIds::new(&old)).unwrap();
+        assert!(r.applied.is_empty(), "{:?}", r.applied);
     }
 
     /// Ids never change meaning: a server that stays keeps its id, a removed one's id is

@@ -61,7 +61,8 @@ pub const IN_FLIGHT_RETRY_MS: u64 = 1000;
 pub struct ChargeLimits<'a> {
     /// The request windows (None: the rule limits only in flight or bytes).
     pub rate: Option<&'a TierLimits>,
-    /// The table's `tier` field for the entry (a tier index, or a rule's id).
+    /// The table's `tier` field for the entry (a tier number, or `RULE_TIER_BASE` + a
+    /// rule's slot).
     pub tier: u16,
     /// 0 = no in-flight limit.
     pub max_in_flight: u32,

@@ -21,7 +21,7 @@ use std::task::{Poll, Waker};
 use crate::config::{LimitsConfig, UnlistedKeys};
 use crate::identity::Identified;
 use crate::limit::multi::Verdict;
-use crate::limit::{Decision, RefundToken, Shard, TierLimits, addr_subject, penalty_subject};
+use crate::limit::{Decision, RefundToken, Shard, addr_subject, penalty_subject};
 use crate::runtime::mesh::RING_SLOTS;
 use crate::runtime::msg::{CoreMsg, FromSync, LimitUpdate, Subject, ToSync};
 
@@ -136,7 +136,7 @@ pub async fn check(w: &Worker, subject: &[u8], tier: u16) -> Decision {
         w.stats.local_checks.inc();
         let snap = w.snapshot();
         let now = w.now_ms();
-        return match snap.tiers.get(tier as usize) {
+        return match snap.tier(tier) {
             Some(l) => w.shard.borrow_mut().check(subject, tier, l, now),
             None => Decision::unlimited(),
         };
@@ -226,7 +226,7 @@ pub async fn cluster_flush(w: std::rc::Rc<Worker>, at_epoch: u64) {
         let mut shard = w.shard.borrow_mut();
         let mut mesh = w.mesh.borrow_mut();
         shard.take_pending(|subject, tier, count| {
-            let Some(l) = snap.tiers.get(tier as usize) else {
+            let Some(l) = snap.tier(tier) else {
                 return true; // the tier is gone (reload): nothing to count it against
             };
             let msg = ToSync::Delta {
@@ -243,14 +243,14 @@ pub async fn cluster_flush(w: std::rc::Rc<Worker>, at_epoch: u64) {
 
 /// Applies what the sync thread sent (called by the mesh task): a key's view of the other
 /// instances, or the mode to count them in.
-pub fn apply_from_sync(shard: &mut Shard, tiers: &[TierLimits], m: FromSync, now: u64) {
+pub fn apply_from_sync(shard: &mut Shard, snap: &super::Snapshot, m: FromSync, now: u64) {
     match m {
         FromSync::Others {
             subject,
             tier,
             others,
         } => {
-            if let Some(l) = tiers.get(tier as usize) {
+            if let Some(l) = snap.tier(tier) {
                 shard.set_others(subject.as_bytes(), tier, l, others, now);
             }
         }

@@ -52,6 +52,9 @@ pub struct Shared {
     pub hasher: RandomState,
     /// The common clock origin: every core measures `now_ms` from here.
     pub epoch: Instant,
+    /// Wall-clock Unix ms at `epoch`: the "last seen" times of every core are this plus
+    /// their `Instant` since `epoch`, so they order requests across cores.
+    pub epoch_unix_ms: u64,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub upstream_tls: Option<Arc<rustls::ClientConfig>>,
     /// Random per-process prefix for request ids.
@@ -69,7 +72,9 @@ pub struct Shared {
 /// A core's view of the configuration, rebuilt on every reload (cheap `Rc` clones).
 pub struct Snapshot {
     pub cfg: Arc<Config>,
-    pub tiers: Vec<TierLimits>,
+    /// Per tier number, its limits (None: a retired placeholder, see
+    /// `LimitsConfig::tiers`).
+    tiers: Vec<Option<TierLimits>>,
     /// Per tier, the SlowDown `<Message>` naming the sustained and the burst window (index
     /// `Decision::burst_binds as usize`), rendered once here so a denial allocates nothing.
     pub deny_messages: Vec<[String; 2]>,
@@ -207,9 +212,8 @@ pub struct Worker {
     pub alog: RefCell<Option<access_log::CoreLog>>,
     /// The subjects this core denied most (`/keys?top=N`'s most denied).
     pub denied: RefCell<observe::DeniedTop>,
-    /// Wall-clock Unix ms, refreshed by housekeeping every 250 ms (the "last seen" times
-    /// need no more precision, and a request then reads no clock for them).
-    pub coarse_unix_ms: Cell<u64>,
+    /// `Shared::epoch_unix_ms`.
+    pub epoch_unix_ms: u64,
 }
 
 impl Worker {
@@ -266,6 +270,11 @@ impl Worker {
             shard.set_penalty(snap.cfg.limits.penalty);
             self.flows.borrow_mut().set_cap(snap.cfg.limits.table_cap);
         }
+        let (tiers, rules) = snap.cfg.numbers_changing_hands(&self.snapshot().cfg);
+        tiers.into_iter().for_each(|t| self.stats.forget_tier(t));
+        rules
+            .into_iter()
+            .for_each(|s| self.stats.forget_rule(usize::from(s)));
         self.stats.config_version.set(snap.cfg.limits.version);
         *self.snap.borrow_mut() = Rc::new(snap);
     }
@@ -298,7 +307,7 @@ impl Worker {
     fn table_now(&self, op: TableOp) -> TableReply {
         let snap = self.snapshot();
         let now = self.now_ms();
-        let limits_of = |t: u16| snap.tiers.get(t as usize);
+        let limits_of = |t: u16| snap.tier(t);
         let mut shard = self.shard.borrow_mut();
         match op {
             TableOp::Inspect(subject) => TableReply::Entries(
@@ -318,12 +327,20 @@ impl Worker {
     }
 }
 
+impl Snapshot {
+    /// The limits of tier number `t` (None: no such tier, or a retired one — a core
+    /// still on an older config may name it — under which nothing is counted).
+    pub fn tier(&self, t: impl Into<usize>) -> Option<&TierLimits> {
+        self.tiers.get(t.into())?.as_ref()
+    }
+}
+
 pub fn build_snapshot(cfg: Arc<Config>) -> Snapshot {
     let tiers = cfg
         .limits
         .tiers
         .iter()
-        .map(|t| TierLimits::new(t.sustained, t.burst))
+        .map(|t| (!t.retired).then(|| TierLimits::new(t.sustained, t.burst)))
         .collect();
     let deny_messages = cfg
         .limits
@@ -385,7 +402,7 @@ fn new_worker(index: usize, mesh: crate::runtime::CoreMesh, shared: &Shared) -> 
         sig_cache: RefCell::new(None),
         alog: RefCell::new(alog),
         denied: RefCell::new(observe::DeniedTop::default()),
-        coarse_unix_ms: Cell::new(observe::unix_ms()),
+        epoch_unix_ms: shared.epoch_unix_ms,
     });
     w.stats.config_version.set(cfg.limits.version);
     w
@@ -578,7 +595,7 @@ async fn mesh_loop(w: Rc<Worker>) {
                 let now = w.now_ms();
                 let mut shard = w.shard.borrow_mut();
                 for m in from_sync.drain(..) {
-                    limiter::apply_from_sync(&mut shard, &snap.tiers, m, now);
+                    limiter::apply_from_sync(&mut shard, &snap, m, now);
                 }
             }
             if !inbound.is_empty() {
@@ -626,7 +643,7 @@ fn apply_inbound(w: &Worker, inbound: &mut Vec<(usize, CoreMsg)>) {
                 subject,
                 tier,
             } => {
-                let decision = match snap.tiers.get(tier as usize) {
+                let decision = match snap.tier(tier) {
                     Some(l) => counters.shard.check(subject.as_bytes(), tier, l, now),
                     None => crate::limit::Decision::unlimited(),
                 };

@@ -6,7 +6,7 @@
 //! histogram bucket, two stores, and for a denial a scan of 32 fixed slots — no lock, no
 //! allocation) and [`DeniedTop`]. Must not touch: the limit tables, upstream state.
 
-use std::time::Duration;
+use std::time::Instant;
 
 use crate::runtime::msg::DeniedEntry;
 use crate::stats::{AUTH_NAMES, MAX_TIERS, decision_index, key_hash};
@@ -28,11 +28,13 @@ pub struct Finished<'a> {
     pub decision: &'static str,
     /// The auth method name (`identity::AuthMethod::as_str`).
     pub auth: &'static str,
-    /// The `[[rules]]` entry that decided, if one did.
+    /// The `[[rules]]` entry that decided, if one did (its slot, `Rule::slot`).
     pub rule: Option<usize>,
     pub key: &'a [u8],
     pub subject: &'a [u8],
-    pub elapsed: Duration,
+    /// When it began and ended.
+    pub began: Instant,
+    pub ended: Instant,
 }
 
 impl Worker {
@@ -46,9 +48,10 @@ impl Worker {
         } else {
             decision_index("-")
         };
-        self.stats.request_duration[tier][d].record(f.elapsed);
+        self.stats.request_duration[tier][d].record(f.ended - f.began);
         let Some(t) = f.tier else { return };
-        let now = self.coarse_unix_ms.get();
+        let since_epoch = f.ended.saturating_duration_since(self.epoch);
+        let now = self.epoch_unix_ms + since_epoch.as_millis() as u64;
         if !f.key.is_empty() {
             let auth = AUTH_NAMES.iter().position(|&a| a == f.auth).unwrap_or(0);
             let seen = crate::stats::Seen {

@@ -27,11 +27,10 @@ pub async fn housekeeping(w: Rc<Worker>) {
     loop {
         w.stats.heartbeat.inc();
         monoio::time::sleep(Duration::from_millis(250)).await;
-        w.coarse_unix_ms.set(unix_ms());
         let snap = w.snapshot();
         let now = w.now_ms();
         let mut shard = w.shard.borrow_mut();
-        let removed = shard.sweep(now, 8192, |t| snap.tiers.get(t as usize));
+        let removed = shard.sweep(now, 8192, |t| snap.tier(t));
         w.stats.table_expired.add(removed as u64);
         w.stats.table_entries.set(shard.len() as u64);
         w.stats.table_evictions.set(shard.evictions());
@@ -128,7 +127,7 @@ pub async fn top_scan(w: Rc<Worker>, n: usize, reply: SyncSender<TableReply>) {
         let (part, next) = w
             .shard
             .borrow()
-            .top_slots(start, TOP_SCAN, n, now, |t| snap.tiers.get(t as usize));
+            .top_slots(start, TOP_SCAN, n, now, |t| snap.tier(t));
         best.extend(part);
         // An entry moved by a removal between two turns can be seen twice: keep it once.
         best.sort_by(|a, b| a.subject.cmp(&b.subject));

@@ -20,7 +20,9 @@
 //!   admits it; when one denies, none is counted.
 //!
 //! A rule keeps its counters across a reload while its name and subject stay the same
-//! (its identity, [`Rule::id`]); new limits rebase them like a tier's.
+//! (its identity, [`Rule::id`]); new limits rebase them like a tier's. Its slot
+//! ([`Rule::slot`], kept by [`RuleSet::renumber`]) numbers its table entries, stats and
+//! cross-core charges for the life of the process, wherever it moves in the file.
 
 pub mod class;
 pub mod matcher;
@@ -35,7 +37,8 @@ use matcher::{Facts, HeaderLookup, Match};
 /// Most rules a config may have (stats keep counters per rule).
 pub const MAX_RULES: usize = 64;
 
-/// The table `tier` field of rule `i`'s entries (tiers use their index, below this).
+/// The table `tier` field of a rule's entries is this + its slot (tiers use their number,
+/// below this).
 pub const RULE_TIER_BASE: u16 = 0x8000;
 
 /// First byte of every rule subject: distinct from keys (printable), address subjects
@@ -127,6 +130,11 @@ pub struct Rule {
     /// The rule's identity (a hash of its name and subject): the bytes its counters are
     /// kept under, so a reload that keeps both keeps the counters.
     pub id: [u8; 8],
+    /// The rule's number for this process: its table entries (`RULE_TIER_BASE` + slot),
+    /// its per-core stats and the cross-core messages that charge it. Kept by a reload
+    /// while the identity stays, wherever the rule moves in the file
+    /// ([`RuleSet::renumber`]); its position decides only the evaluation order.
+    pub slot: u16,
 }
 
 impl Rule {
@@ -269,23 +277,55 @@ impl RuleSet {
         }
     }
 
-    /// The rule of a table `tier` field (`RULE_TIER_BASE + i`).
-    pub fn of_tier(&self, tier: u16) -> Option<&Rule> {
-        let i = tier.checked_sub(RULE_TIER_BASE)?;
-        self.rules.get(usize::from(i))
+    /// The rule numbered `slot` ([`Rule::slot`]).
+    pub fn by_slot(&self, slot: u16) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.slot == slot)
     }
 
-    /// The rule whose counters `subject` names and its index here: rule `i` when it has
-    /// the identity the subject carries, else the rule of that identity wherever it is —
-    /// a core still on an older config numbers the rules differently while a reload
-    /// reaches the cores one by one. None: no rule has that identity (removed or renamed).
-    pub fn owning(&self, i: usize, subject: &[u8]) -> Option<(usize, &Rule)> {
+    /// The rule of a table `tier` field (`RULE_TIER_BASE + slot`).
+    pub fn of_tier(&self, tier: u16) -> Option<&Rule> {
+        self.by_slot(tier.checked_sub(RULE_TIER_BASE)?)
+    }
+
+    /// The rule whose counters `subject` names: found by the identity the subject carries
+    /// (names are unique), so a charge from a core on another config version finds the
+    /// same rule. None: no rule has that identity here (removed or renamed, or added by a
+    /// reload this core has not taken yet).
+    pub fn owning(&self, subject: &[u8]) -> Option<&Rule> {
         let id = subject
             .get(1..RULE_HEAD)
             .filter(|_| subject[0] == RULE_PREFIX)?;
-        match self.rules.get(i) {
-            Some(r) if r.id == id => Some((i, r)),
-            _ => self.rules.iter().enumerate().find(|(_, r)| r.id == id),
+        self.rules.iter().find(|r| r.id == id)
+    }
+
+    /// Numbers the rules after a reload: a rule whose identity `old` has keeps its slot;
+    /// each new one takes the lowest slot neither config uses (a slot freed by a removed
+    /// rule only when none is left), so that stats and counters do not pass from one rule
+    /// to another while a free slot remains.
+    pub fn renumber(&mut self, old: &RuleSet) {
+        let kept = |r: &Rule| old.rules.iter().find(|o| o.id == r.id).map(|o| o.slot);
+        let mut taken = [false; MAX_RULES];
+        let mut fresh = Vec::new();
+        for (i, r) in self.rules.iter_mut().enumerate() {
+            match kept(r) {
+                Some(s) => {
+                    r.slot = s;
+                    taken[usize::from(s)] = true;
+                }
+                None => fresh.push(i),
+            }
+        }
+        let mut by_old = [false; MAX_RULES];
+        old.rules
+            .iter()
+            .for_each(|o| by_old[usize::from(o.slot)] = true);
+        for i in fresh {
+            let free = (0..MAX_RULES)
+                .find(|&s| !taken[s] && !by_old[s])
+                .or_else(|| (0..MAX_RULES).find(|&s| !taken[s]))
+                .expect("at most MAX_RULES rules");
+            taken[free] = true;
+            self.rules[i].slot = free as u16;
         }
     }
 }

@@ -14,6 +14,7 @@ impl HeaderLookup for NoHeaders {
 fn rule(name: &str, subject: SubjectKind, m: Match, action: Action) -> Rule {
     Rule {
         id: Rule::identity(name, subject),
+        slot: 0,
         name: name.into(),
         matcher: m,
         subject,
@@ -127,16 +128,53 @@ fn subjects_name_rule_and_parts() {
     let mut s = Vec::new();
     set.rules[0].subject_into(&f, b"", b"K", &mut s);
     assert!(s.ends_with(b"K"), "anonymous: the tier's subject");
-    assert_eq!(set.owning(0, &s).map(|(i, _)| i), Some(0));
-    assert_eq!(
-        set.owning(1, &s).map(|(i, _)| i),
-        Some(0),
-        "a stale index: found by identity"
-    );
-    assert!(set.owning(0, b"K").is_none());
+    assert!(set.owning(&s).is_some());
+    assert!(set.owning(b"K").is_none());
     let other = RuleSet {
         rules: vec![rule("other", SubjectKind::Key, Match::default(), limit())],
         ..RuleSet::default()
     };
-    assert!(other.owning(0, &s).is_none(), "no rule of that identity");
+    assert!(other.owning(&s).is_none(), "no rule of that identity");
+}
+
+/// A reload keeps each rule's slot while its identity stays, wherever it moved; a new
+/// rule takes a slot neither config uses while one is left.
+#[test]
+fn renumber_keeps_slots_by_identity() {
+    let set = |names: &[&str]| RuleSet {
+        rules: names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Rule {
+                slot: i as u16,
+                ..rule(n, SubjectKind::Key, Match::default(), limit())
+            })
+            .collect(),
+        ..RuleSet::default()
+    };
+    let slots = |s: &RuleSet| -> Vec<(String, u16)> {
+        s.rules.iter().map(|r| (r.name.clone(), r.slot)).collect()
+    };
+    let own = |v: &[(&str, u16)]| -> Vec<(String, u16)> {
+        v.iter().map(|(n, s)| (n.to_string(), *s)).collect()
+    };
+    let old = set(&["a", "b"]);
+    let mut moved = set(&["c", "b", "a"]);
+    moved.renumber(&old);
+    assert_eq!(slots(&moved), own(&[("c", 2), ("b", 1), ("a", 0)]));
+    assert_eq!(moved.by_slot(2).map(|r| r.name.as_str()), Some("c"));
+    let mut fewer = set(&["c"]);
+    fewer.renumber(&moved);
+    assert_eq!(slots(&fewer), own(&[("c", 2)]));
+    let mut again = set(&["d", "c", "e"]);
+    again.renumber(&fewer);
+    assert_eq!(slots(&again), own(&[("d", 0), ("c", 2), ("e", 1)]));
+    // All slots used: a new rule reuses a slot the old config had.
+    let names: Vec<String> = (0..MAX_RULES).map(|i| format!("r{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let full = set(&names);
+    let mut swapped = set(&[&names[1..], &["new"]].concat());
+    swapped.renumber(&full);
+    assert_eq!(swapped.rules.last().map(|r| r.slot), Some(0));
+    assert_eq!(swapped.rules[0].slot, 1, "r1 keeps its slot");
 }

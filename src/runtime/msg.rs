@@ -83,8 +83,8 @@ impl Subject {
 /// Worker-to-worker messages.
 #[derive(Debug)]
 pub enum CoreMsg {
-    /// "Check and, if allowed, admit one request of `subject` in `tier`." Sent by the
-    /// core that holds the connection (origin) to the subject's owner core.
+    /// "Check and, if allowed, admit one request of `subject` in `tier` (its number)." Sent
+    /// by the core that holds the connection (origin) to the subject's owner core.
     Check {
         /// Index into the origin core's pending table: the reply path.
         slot: u32,
@@ -94,8 +94,9 @@ pub enum CoreMsg {
     /// The owner's answer to a `Check`.
     Decision { slot: u32, decision: Decision },
     /// "Take charge `what` of one request of `subject`" (`[[rules]]`: one charge of a
-    /// request counted on several cores, see `limit::multi`): `what` is a tier index or
-    /// `rules::RULE_TIER_BASE` + a rule's index. Taken (a reservation)
+    /// request counted on several cores, see `limit::multi`): `what` is a tier number or
+    /// `rules::RULE_TIER_BASE` + a rule's slot (numbers a reload keeps, see
+    /// `config::LimitsConfig::tiers` and `rules::Rule::slot`). Taken (a reservation)
     /// or denied with nothing counted; answered by a `Verdict`. The owner takes the
     /// rule's cost from its own snapshot.
     Charge {

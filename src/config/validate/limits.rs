@@ -3,7 +3,8 @@
 //! headers, 100-continue policy) and loading the keys file it names. Also what `tollgate keys`
 //! needs from the main config (`load_keys_setup`).
 //!
-//! Owns: those checks and defaults. Must not touch: listeners or upstreams; the keys file's
+//! Owns: those checks and defaults, and the tiers' numbering (file order; on a reload the
+//! running numbers kept: `number_tiers`). Must not touch: listeners or upstreams; the keys file's
 //! format (`keys` checks that).
 
 use super::{R, Validator, Zero};
@@ -162,6 +163,7 @@ impl Validator<'_> {
             burst,
             methods,
             enforce: t.enforce.unwrap_or(file::DEFAULT_TIER_ENFORCE),
+            retired: false,
         })
     }
 
@@ -193,6 +195,7 @@ impl Validator<'_> {
                         },
                         methods: global_methods,
                         enforce: file::DEFAULT_TIER_ENFORCE,
+                        retired: false,
                     });
                 }
             }
@@ -225,7 +228,36 @@ impl Validator<'_> {
                 ),
             ));
         }
-        Ok(tiers)
+        Ok(self.number_tiers(tiers))
+    }
+
+    /// The tiers numbered as [`LimitsConfig::tiers`] says: on a reload, the running
+    /// numbers kept (see `Validator::running_tiers`); on a fresh load, file order.
+    fn number_tiers(&self, live: Vec<TierConfig>) -> Vec<TierConfig> {
+        let running = &self.running_tiers;
+        if running.is_empty() {
+            return live;
+        }
+        let mut out: Vec<Option<TierConfig>> = vec![None; running.len()];
+        let mut fresh = Vec::new();
+        for t in live {
+            match running.iter().position(|(n, _)| *n == t.name) {
+                Some(i) => out[i] = Some(t),
+                None => fresh.push(t),
+            }
+        }
+        for t in fresh {
+            match reusable_number(&out, running) {
+                Some(i) => out[i] = Some(t),
+                None => out.push(Some(t)),
+            }
+        }
+        out.into_iter()
+            .zip(running.iter().map(Some).chain(std::iter::repeat(None)))
+            .map(|(t, run)| {
+                t.unwrap_or_else(|| TierConfig::retired(&run.expect("a running number").0))
+            })
+            .collect()
     }
 
     fn max_key_len(&self, raw: &RawConfig) -> R<usize> {
@@ -259,6 +291,7 @@ impl Validator<'_> {
         let tier_index: HashMap<String, usize> = tiers
             .iter()
             .enumerate()
+            .filter(|(_, t)| !t.retired)
             .map(|(i, t)| (t.name.clone(), i))
             .collect();
 
@@ -414,11 +447,131 @@ impl Validator<'_> {
     }
 }
 
+/// The number a new tier takes when every number is used (None: a new one, at the end):
+/// a placeholder's that was retired before this reload (cores still on the running config
+/// may yet send checks under the number of a tier this reload removes), else any.
+fn reusable_number(out: &[Option<TierConfig>], running: &[(String, bool)]) -> Option<usize> {
+    if out.len() < crate::stats::MAX_TIERS {
+        return None;
+    }
+    let hole = |i: &usize| out[*i].is_none();
+    let old_hole = (0..running.len()).filter(hole).find(|&i| running[i].1);
+    old_hole.or_else(|| (0..out.len()).find(hole))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::testutil::{SERVERS, TempDir, err_at, ok};
-    use crate::config::{ExpectDenied, Method, load};
+    use crate::config::{Config, ExpectDenied, Method, load};
+
+    /// A reload keeps the running tier numbers: a tier that stays keeps its number
+    /// wherever it moved in the file, a removed one leaves a retired placeholder nothing
+    /// resolves to, a new one goes last (or, once every number is used, into a
+    /// placeholder's place, one retired before this reload first), and one that comes
+    /// back gets its old number.
+    #[test]
+    fn a_reload_keeps_the_running_tier_numbers() {
+        let tiers = |names: &[&str]| {
+            let mut t: String = names
+                .iter()
+                .map(|n| format!("[tiers.{n}]\nper_minute = 10\nper_second = 1\n"))
+                .collect();
+            t.push_str(&format!(
+                "[limits]\ndefault_tier = \"{0}\"\nanonymous_tier = \"{0}\"\n",
+                names[0]
+            ));
+            format!("{SERVERS}{t}")
+        };
+        let reload = |running: &Config, names: &[&str]| {
+            let path = Path::new("/nonexistent/t.toml");
+            super::super::validate_text(&tiers(names), path, &Default::default(), Some(running))
+        };
+        let numbered = |c: &Config| -> Vec<String> {
+            c.limits
+                .tiers
+                .iter()
+                .map(|t| format!("{}{}", t.name, if t.retired { "†" } else { "" }))
+                .collect()
+        };
+        let first = ok(&tiers(&["a", "b", "c"]));
+        assert_eq!(
+            numbered(&first),
+            ["a", "b", "c"],
+            "a fresh load: file order"
+        );
+        let second = reload(&first, &["x", "c", "a"]).unwrap();
+        assert_eq!(numbered(&second), ["a", "b†", "c", "x"]);
+        assert_eq!(
+            second.limits.default_tier, 3,
+            "x resolves to its new number"
+        );
+        let e = validate_with_default(&second, "b").unwrap_err();
+        assert!(e.to_string().contains("unknown tier \"b\""), "{e}");
+        let third = reload(&second, &["b", "a"]).unwrap();
+        assert_eq!(
+            numbered(&third),
+            ["a", "b", "c†", "x†"],
+            "b comes back as 1"
+        );
+        // Every number used: a new tier takes the first placeholder's place.
+        let many: Vec<String> = (0..crate::stats::MAX_TIERS)
+            .map(|i| format!("t{i:02}"))
+            .collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let full = ok(&tiers(&many));
+        let fewer = reload(&full, &many[1..]).unwrap();
+        assert_eq!(fewer.limits.tiers[0].name, "t00");
+        assert!(fewer.limits.tiers[0].retired);
+        let mut with_new = many[1..].to_vec();
+        with_new.push("new");
+        let refilled = reload(&fewer, &with_new).unwrap();
+        assert_eq!(refilled.limits.tiers.len(), crate::stats::MAX_TIERS);
+        assert_eq!(numbered(&refilled)[0], "new");
+        assert_eq!(
+            refilled.limits.tiers[5].name, "t05",
+            "the others keep theirs"
+        );
+        // Only a number given to another tier changes hands (its stats are forgotten).
+        let hands = |new: &Config, old: &Config| new.numbers_changing_hands(old).0;
+        assert!(
+            hands(&second, &first).is_empty(),
+            "b retired under its name"
+        );
+        assert!(hands(&third, &second).is_empty());
+        assert!(hands(&fewer, &full).is_empty());
+        assert_eq!(hands(&refilled, &fewer), [0], "t00's number went to new");
+        // Removing t01 while adding one: the number retired before this reload is taken,
+        // not t01's (old-config cores may still send checks under it).
+        let mut swap: Vec<&str> = many[2..].to_vec();
+        swap.push("other");
+        let swapped = reload(&fewer, &swap).unwrap();
+        assert_eq!(numbered(&swapped)[..2], ["other", "t01†"]);
+        let rule = "[[rules]]\nname = \"r\"\nper_minute = 5\n";
+        let with_rule = ok(&format!("{rule}{}", tiers(&["a"])));
+        let without = ok(&tiers(&["a"]));
+        assert_eq!(without.numbers_changing_hands(&with_rule).1, [0]);
+        assert!(with_rule.numbers_changing_hands(&with_rule).1.is_empty());
+    }
+
+    /// The config of `running`'s live tiers with `default_tier` set to `name`.
+    fn validate_with_default(running: &Config, name: &str) -> Result<Config, ConfigError> {
+        let live: Vec<String> = running
+            .limits
+            .live_tiers()
+            .map(|(_, t)| format!("[tiers.{}]\nper_minute = 10\nper_second = 1\n", t.name))
+            .collect();
+        let text = format!(
+            "{SERVERS}{}[limits]\ndefault_tier = \"{name}\"\n",
+            live.concat()
+        );
+        super::super::validate_text(
+            &text,
+            Path::new("/nonexistent/t.toml"),
+            &Default::default(),
+            Some(running),
+        )
+    }
 
     /// `[limits.verify]`: the secrets file must exist, be the owner's alone (0600) and parse;
     /// each failure names the field or the secrets file's line.

@@ -1,6 +1,7 @@
 //! Raw config (`file`) → validated `Config`, with errors that name file, line and field.
 //!
 //! Owns: loading the main config file, applying command-line `Overrides` before validation,
+//! numbering the tiers (file order; on a reload, the running numbers kept: `LimitsConfig::tiers`),
 //! every value check, defaults, relative path resolution and upstream name resolution. The
 //! checks live on one `Validator` (so every error knows its line and whether a flag supplied
 //! the value), split by section: `server` (top level, `[tls]`, `[admin]`, `[http]`,
@@ -79,6 +80,17 @@ pub fn load_with(path: &Path, overrides: &Overrides) -> Result<Config, ConfigErr
     load_str_with(&text, path, overrides)
 }
 
+/// Load a config file for a reload of `running`: as [`load_with`], with the tiers
+/// numbered as `running` numbers them (see `LimitsConfig::tiers`).
+pub fn load_for_reload(
+    path: &Path,
+    overrides: &Overrides,
+    running: &Config,
+) -> Result<Config, ConfigError> {
+    let text = read_text(path)?;
+    validate_text(&text, path, overrides, Some(running))
+}
+
 /// Validate config text as if read from `path` (used for messages and to resolve relative
 /// paths; the keys file is read from disk relative to it).
 pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
@@ -91,8 +103,25 @@ pub fn load_str_with(
     path: &Path,
     overrides: &Overrides,
 ) -> Result<Config, ConfigError> {
+    validate_text(text, path, overrides, None)
+}
+
+fn validate_text(
+    text: &str,
+    path: &Path,
+    overrides: &Overrides,
+    running: Option<&Config>,
+) -> Result<Config, ConfigError> {
     let (doc, raw) = parse_doc::<RawConfig>(text, path)?;
     let mut v = Validator::new(doc);
+    if let Some(r) = running {
+        v.running_tiers = r
+            .limits
+            .tiers
+            .iter()
+            .map(|t| (t.name.clone(), t.retired))
+            .collect();
+    }
     let raw = v.apply_overrides(raw, overrides);
     v.build(raw, path)
 }
@@ -101,6 +130,9 @@ struct Validator<'a> {
     doc: Doc<'a>,
     /// Field-path prefixes whose values came from the command line, with the flag.
     overridden: Vec<(Vec<Seg>, &'static str)>,
+    /// On a reload: the running config's tiers by number (name, retired), whose numbers
+    /// the new config keeps. Empty on a fresh load.
+    running_tiers: Vec<(String, bool)>,
 }
 
 type R<T> = Result<T, ConfigError>;
@@ -170,6 +202,7 @@ impl<'a> Validator<'a> {
         Validator {
             doc,
             overridden: Vec::new(),
+            running_tiers: Vec::new(),
         }
     }
 

@@ -152,6 +152,7 @@ impl Validator<'_> {
         let action = self.action(i, r)?;
         Ok(Rule {
             id: Rule::identity(&name, subject),
+            slot: i as u16,
             name,
             matcher,
             subject,

@@ -72,7 +72,10 @@ pub(super) fn one(st: &ControlState, key: &[u8]) -> Reply {
     if let Some((auth, ago, rule)) = last_seen(st, key) {
         v["auth_method_last_seen"] = json!(auth);
         v["last_seen_ms_ago"] = json!(ago);
-        v["last_rule"] = json!(rule.and_then(|i| cfg.rules.rules.get(i)).map(|r| &r.name));
+        v["last_rule"] = json!(
+            rule.and_then(|s| cfg.rules.by_slot(s as u16))
+                .map(|r| &r.name)
+        );
     }
     let entry = if per_key {
         match table_ask(st, core, TableOp::Inspect(key.to_vec())) {

@@ -59,7 +59,7 @@ fn verified(
     }
 }
 
-/// What a `[[rules]]` entry (by index) decided for a request.
+/// What a `[[rules]]` entry (by its slot, `Rule::slot`) decided for a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum RuleHit {
     /// An `action = "deny"` rule refused it (403).
@@ -71,9 +71,9 @@ pub(super) enum RuleHit {
 }
 
 impl RuleHit {
-    pub(super) fn index(self) -> usize {
+    pub(super) fn slot(self) -> u16 {
         match self {
-            RuleHit::Refused(i) | RuleHit::Allowed(i) | RuleHit::Limited(i, _) => usize::from(i),
+            RuleHit::Refused(s) | RuleHit::Allowed(s) | RuleHit::Limited(s, _) => s,
         }
     }
 }
@@ -343,10 +343,10 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         self.rec.tier = Some(adm.tier as u16);
         self.rec.auth = adm.auth.as_str();
         self.rec.limit = adm.log_word();
-        self.rec.rule = adm.rule.map(RuleHit::index);
+        self.rec.rule = adm.rule.map(|h| usize::from(h.slot()));
         if let Some(hit) = adm.rule {
             let allowed = matches!(hit, RuleHit::Allowed(_));
-            self.w.stats.count_rule(hit.index(), allowed, adm.enforce);
+            self.w.stats.count_rule(hit.slot(), allowed, adm.enforce);
             if !allowed {
                 return; // a rule's denial is not the tier's
             }

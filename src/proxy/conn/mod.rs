@@ -142,7 +142,7 @@ struct LogRec {
     tier: Option<u16>,
     auth: &'static str,
     limit: &'static str,
-    /// The `[[rules]]` entry that decided (index).
+    /// The `[[rules]]` entry that decided (its slot, `Rule::slot`).
     rule: Option<usize>,
     request_length: Option<u64>,
     /// Counted always (one add per write): bytes written to the client for this request.
@@ -347,7 +347,8 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
             rule: self.rec.rule,
             key: &self.key,
             subject: &self.subject,
-            elapsed: t0.elapsed(),
+            began: t0,
+            ended: Instant::now(),
         });
         if self.logging {
             self.log_request(t0);
@@ -436,7 +437,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
             limit: r.limit,
             rule: r
                 .rule
-                .and_then(|i| snap.cfg.rules.rules.get(i))
+                .and_then(|s| snap.cfg.rules.by_slot(s as u16))
                 .map(|r| r.name.as_str()),
             request_length: r.request_length,
             bytes_sent: r.bytes_sent,

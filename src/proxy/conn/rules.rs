@@ -75,7 +75,8 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
                 &self.subject,
                 &mut self.charge_bytes,
             );
-            push(RULE_TIER_BASE + i, &mut self.charge_bytes, start);
+            let slot = set.rules[usize::from(i)].slot;
+            push(RULE_TIER_BASE + slot, &mut self.charge_bytes, start);
         }
         if limited && self.outcome.charges_tier() {
             let start = self.charge_bytes.len();
@@ -99,12 +100,12 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         self.plan_charges(snap, req, adm.tier, limited && !shadow_tier);
         match self.outcome.decided {
             Decided::Deny(i) => {
-                adm.rule = Some(RuleHit::Refused(i as u16));
+                adm.rule = Some(RuleHit::Refused(snap.cfg.rules.rules[i].slot));
                 adm.enforce = snap.cfg.limits.enforce;
                 adm.decision = Some(Decision::untracked(0));
                 return;
             }
-            Decided::Allow(i) => adm.rule = Some(RuleHit::Allowed(i as u16)),
+            Decided::Allow(i) => adm.rule = Some(RuleHit::Allowed(snap.cfg.rules.rules[i].slot)),
             Decided::Charge => {}
         }
         if !self.charges.is_empty() {
@@ -156,8 +157,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         let name = snap
             .cfg
             .rules
-            .rules
-            .get(hit.index())
+            .by_slot(hit.slot())
             .map_or("", |r| r.name.as_str());
         self.extra.push("X-RateLimit-Rule", name);
         let status = snap.cfg.limits.deny_status;

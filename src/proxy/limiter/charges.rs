@@ -14,8 +14,8 @@ use crate::runtime::msg::{CoreMsg, Subject};
 use super::super::{Snapshot, Worker};
 use super::{send_update, wait};
 
-/// One charge of a request: what it counts against (`what`: a tier index, or
-/// `RULE_TIER_BASE` + a rule's index), its subject (`bytes[start..end]` of the request's
+/// One charge of a request: what it counts against (`what`: a tier number, or
+/// `RULE_TIER_BASE` + a rule's slot), its subject (`bytes[start..end]` of the request's
 /// subject buffer), the subject's owner core, and what an admitted request holds.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Charge {
@@ -53,27 +53,24 @@ impl Charge {
 }
 
 /// The limits and cost of charge `what` of `subject` as this core's snapshot has them (a
-/// rule found by the identity in `subject`, so a sender on another config version names
-/// it by a stale index harmlessly); None = nothing to count (a rule a reload removed or
-/// renamed, or one the reload is still bringing to this core; a tier gone).
+/// rule is found by the identity in `subject`, whatever config version the sender was
+/// on); None = nothing to count (a rule a reload removed or renamed, or one the reload is
+/// still bringing to this core; a tier gone).
 fn limits_of<'a>(snap: &'a Snapshot, subject: &[u8], what: u16) -> Option<(ChargeLimits<'a>, u32)> {
     if what < RULE_TIER_BASE {
         let l = ChargeLimits {
-            rate: Some(snap.tiers.get(usize::from(what))?),
+            rate: Some(snap.tier(what)?),
             tier: what,
             max_in_flight: 0,
             bytes: None,
         };
         return Some((l, 1));
     }
-    let (i, rule) = snap
-        .cfg
-        .rules
-        .owning(usize::from(what - RULE_TIER_BASE), subject)?;
+    let rule = snap.cfg.rules.owning(subject)?;
     let l = rule.limits()?;
     let cl = ChargeLimits {
         rate: l.rate.as_ref(),
-        tier: RULE_TIER_BASE + i as u16,
+        tier: RULE_TIER_BASE + rule.slot,
         max_in_flight: l.max_in_flight,
         bytes: l.bytes,
     };
@@ -224,7 +221,7 @@ pub async fn charge_all(
     Ok(())
 }
 
-/// This core's counters of the rule of charge `what` (None for a tier).
+/// This core's counters of the rule of charge `what` (by its slot; None for a tier).
 fn rule_stats(w: &Worker, what: u16) -> Option<&crate::stats::RuleCounters> {
     let i = what.checked_sub(RULE_TIER_BASE)?;
     w.stats.rules.get(usize::from(i))
@@ -274,31 +271,38 @@ mod tests {
     use crate::limit::{FlowTable, Shard};
     use std::sync::Arc;
 
-    fn snapshot(rules: &str) -> Snapshot {
+    fn config(rules: &str) -> crate::config::Config {
         let text = format!("[[upstream.servers]]\naddr = \"127.0.0.1:9000\"\n{rules}");
         let cfg = crate::config::load_str(&text, std::path::Path::new("/nonexistent/t.toml"));
-        super::super::super::build_snapshot(Arc::new(cfg.unwrap()))
+        cfg.unwrap()
+    }
+
+    fn snapshot(cfg: crate::config::Config) -> Snapshot {
+        super::super::super::build_snapshot(Arc::new(cfg))
     }
 
     /// A reload that puts a rule before `keep` reaches the cores one by one: a core still
-    /// on the old config names `keep` by its old index (0) in a charge to an owner already
-    /// on the new config, where index 0 is the new rule. The owner must count it under
-    /// `keep` all the same (it admitted it uncounted).
+    /// on the old config charges `keep` to an owner already on the new one, where `keep`
+    /// is second in the file. The owner counts it under `keep` all the same (when rules
+    /// were named by file position it found the new rule there and admitted uncounted).
     #[test]
     fn a_charge_from_a_core_on_the_old_config_counts_under_the_same_rule() {
         let keep = "[[rules]]\nname = \"keep\"\nper_minute = 2\n";
-        let old = snapshot(keep);
-        let new = snapshot(&format!(
+        let old = snapshot(config(keep));
+        let mut new = config(&format!(
             "[[rules]]\nname = \"new\"\nmatch.buckets = [\"zzz\"]\naction = \"deny\"\n{keep}"
         ));
+        Arc::make_mut(&mut new.rules).renumber(&old.cfg.rules); // as a reload does
+        let new = snapshot(new);
         let set = &old.cfg.rules;
         let ip = "10.0.0.1".parse().unwrap();
         let f = crate::rules::facts(set, None, b"/b/x", b"", None, 0, ip);
         let mut subject = Vec::new();
         set.rules[0].subject_into(&f, b"AKIAKEY", b"", &mut subject);
-        let what = RULE_TIER_BASE; // the sender's index of `keep`
+        let what = RULE_TIER_BASE; // the sender's slot of `keep`, also the owner's
         let (l, _) = limits_of(&new, &subject, what).expect("found by identity");
-        assert_eq!(l.tier, RULE_TIER_BASE + 1, "the owner's own index");
+        assert_eq!(l.tier, RULE_TIER_BASE, "the slot kept by the reload");
+        assert_eq!(new.cfg.rules.rules[0].slot, 1, "the new rule: a fresh slot");
         let (mut shard, mut flows) = (Shard::new(16), FlowTable::new(16));
         let mut c = Counters {
             shard: &mut shard,
@@ -311,7 +315,7 @@ mod tests {
             .collect();
         assert_eq!(admitted, [true, true, false], "counted, limit 2");
         // A charge for a rule the owner does not have (yet, or any more) counts nothing.
-        let renamed = snapshot(&keep.replace("keep", "renamed"));
+        let renamed = snapshot(config(&keep.replace("keep", "renamed")));
         assert!(limits_of(&renamed, &subject, what).is_none());
     }
 }
