@@ -540,6 +540,10 @@ fn a_reload_that_inserts_a_tier_and_a_rule_keeps_every_name_with_its_numbers() {
         body.contains("\"tier\":\"basic\""),
         "the entry's tier: {body}"
     );
+    let (st, body) = admin_get(p.admin.unwrap(), "/table/top?n=20");
+    assert_eq!(st, 200, "{body}");
+    let want = format!("{{\"counted\":\"{k}\",\"rule\":\"keep\"}}");
+    assert!(body.contains(&want), "the rule's entry by name: {body}");
     let after: Vec<_> = (2..4)
         .map(|i| req("GET", &format!("/b/{i}"), k, ""))
         .collect();

@@ -364,18 +364,30 @@ fn addr_text(v6: &[u8], v6_prefix: u8) -> String {
     }
 }
 
-fn entry_json(e: &EntrySnapshot, limits: &crate::config::LimitsConfig) -> serde_json::Value {
-    let tiers = &limits.tiers;
+/// A table entry as the admin API shows it. A `[[rules]]` entry names its rule and what
+/// it counts (an address, possibly followed by a route, or a key, bucket, `bucket/key`),
+/// with no tier.
+fn entry_json(e: &EntrySnapshot, cfg: &crate::config::Config) -> serde_json::Value {
+    let limits = &cfg.limits;
     let addr = |s: &[u8]| addr_text(&s[1..], limits.ipv6_prefix);
+    let counted = |s: &[u8]| match s.first() {
+        Some(&0) if s.len() >= 17 => addr(&s[..17]) + &String::from_utf8_lossy(&s[17..]),
+        _ => String::from_utf8_lossy(s).into_owned(),
+    };
     let subject = match e.subject.first() {
         Some(&0) if e.subject.len() == 17 => json!({"addr": addr(&e.subject)}),
         Some(&PENALTY_PREFIX) if e.subject.len() == 17 => json!({"penalty": addr(&e.subject)}),
+        Some(&crate::rules::RULE_PREFIX) if e.subject.len() >= crate::rules::RULE_HEAD => {
+            let rule = cfg.rules.of_tier(e.tier).map(|r| r.name.as_str());
+            json!({"rule": rule, "counted": counted(&e.subject[crate::rules::RULE_HEAD..])})
+        }
         _ => json!({"key": String::from_utf8_lossy(&e.subject)}),
     };
-    let tier = match tiers.get(e.tier as usize) {
-        Some(t) => t.name.as_str(),
-        None if e.tier == crate::limit::PENALTY_TIER => "penalty",
-        None => "?",
+    let tier = match limits.tiers.get(e.tier as usize) {
+        Some(t) => Some(t.name.as_str()),
+        None if e.tier == crate::limit::PENALTY_TIER => Some("penalty"),
+        None if e.tier >= crate::rules::RULE_TIER_BASE => None,
+        None => Some("?"),
     };
     json!({
         "subject": subject,
@@ -414,7 +426,7 @@ fn table_one(state: &ControlState, query: &[u8]) -> Reply {
     let core = owner(state, &subject);
     match table_ask(state, core, TableOp::Inspect(subject)) {
         Some(TableReply::Entries(e)) if !e.is_empty() => {
-            let mut v = entry_json(&e[0], &cfg.limits);
+            let mut v = entry_json(&e[0], &cfg);
             v["core"] = json!(core);
             Reply::json(200, &v)
         }
@@ -440,7 +452,7 @@ fn table_top(state: &ControlState, query: &[u8]) -> Reply {
     all.sort_by_key(|e| std::cmp::Reverse(e.sustained_count));
     all.truncate(n);
     let cfg = state.current();
-    let v: Vec<_> = all.iter().map(|e| entry_json(e, &cfg.limits)).collect();
+    let v: Vec<_> = all.iter().map(|e| entry_json(e, &cfg)).collect();
     Reply::json(200, &serde_json::Value::Array(v))
 }
 

@@ -185,11 +185,7 @@ pub(super) fn top(st: &ControlState, query: &[u8]) -> Reply {
 /// it took one of its core's slots, listed while it was denied within the last minute.
 pub fn top_doc(st: &ControlState, n: usize) -> Value {
     let cfg = st.current();
-    let limits = &cfg.limits;
-    let busiest: Vec<Value> = busiest(st, n)
-        .iter()
-        .map(|e| entry_json(e, limits))
-        .collect();
+    let busiest: Vec<Value> = busiest(st, n).iter().map(|e| entry_json(e, &cfg)).collect();
     let denied: Vec<Value> = most_denied(st, n)
         .iter()
         .map(|d| {
@@ -202,7 +198,7 @@ pub fn top_doc(st: &ControlState, n: usize) -> Value {
                 others: [0, 0],
                 idle: false,
             };
-            let mut v = entry_json(&e, limits);
+            let mut v = entry_json(&e, &cfg);
             if let Some(o) = v.as_object_mut() {
                 o.retain(|k, _| k == "subject" || k == "tier");
             }
