@@ -88,6 +88,7 @@ fn bench(c: &mut Criterion) {
                         slot,
                         subject,
                         tier,
+                        ..
                     } = msg
                     {
                         checks += 1;
@@ -123,6 +124,7 @@ fn bench(c: &mut Criterion) {
                             slot: s as u32,
                             subject: Subject::new(&ks[i]),
                             tier: 0,
+                            version: 1,
                         },
                     );
                 }

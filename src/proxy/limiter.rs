@@ -149,6 +149,7 @@ pub async fn check(w: &Worker, subject: &[u8], tier: u16) -> Decision {
             slot,
             subject: Subject::new(subject),
             tier,
+            version: w.config_version(),
         },
     );
     w.kick_mesh();

@@ -214,11 +214,19 @@ pub struct Worker {
     pub denied: RefCell<observe::DeniedTop>,
     /// `Shared::epoch_unix_ms`.
     pub epoch_unix_ms: u64,
+    /// Checks and charges from cores already on a newer config than this one, held until
+    /// this core runs it (`apply_inbound`, `take_deferred`).
+    deferred: RefCell<Vec<(usize, CoreMsg)>>,
 }
 
 impl Worker {
     pub fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The version of the config this core runs (as cross-core messages carry it).
+    pub fn config_version(&self) -> u32 {
+        self.snap.borrow().cfg.limits.version as u32
     }
 
     pub fn snapshot(&self) -> Rc<Snapshot> {
@@ -403,6 +411,7 @@ fn new_worker(index: usize, mesh: crate::runtime::CoreMesh, shared: &Shared) -> 
         alog: RefCell::new(alog),
         denied: RefCell::new(observe::DeniedTop::default()),
         epoch_unix_ms: shared.epoch_unix_ms,
+        deferred: RefCell::new(Vec::new()),
     });
     w.stats.config_version.set(cfg.limits.version);
     w
@@ -590,6 +599,9 @@ async fn mesh_loop(w: Rc<Worker>) {
                     ControlMsg::Shutdown => w.shutdown.set(),
                 }
             }
+            if !w.deferred.borrow().is_empty() {
+                take_deferred(&w, &mut inbound);
+            }
             if !from_sync.is_empty() {
                 let snap = w.snapshot();
                 let now = w.now_ms();
@@ -621,16 +633,35 @@ async fn mesh_loop(w: Rc<Worker>) {
     .await
 }
 
+/// Moves the held checks and charges this core's config now covers back to `inbound`.
+fn take_deferred(w: &Worker, inbound: &mut Vec<(usize, CoreMsg)>) {
+    let own = w.config_version();
+    let mut held = w.deferred.borrow_mut();
+    let due = |m: &CoreMsg| m.config_version().is_none_or(|v| v <= own);
+    let (ready, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut *held)
+        .into_iter()
+        .partition(|(_, m)| due(m));
+    *held = wait;
+    inbound.extend(ready);
+}
+
 /// Handles the messages of other cores drained this turn: checks and rule charges for
 /// subjects this core owns (answered), answers to this core's requests, updates, health.
+/// A check or charge planned under a newer config than this core runs is held until this
+/// core runs it (it may name a tier or rule the reload added): `take_deferred`.
 fn apply_inbound(w: &Worker, inbound: &mut Vec<(usize, CoreMsg)>) {
     let snap = w.snapshot();
+    let own = snap.cfg.limits.version as u32;
     let now = w.now_ms();
     let mut shard = w.shard.borrow_mut();
     let mut flows = w.flows.borrow_mut();
     let mut mesh = w.mesh.borrow_mut();
     let mut pending = w.pending.borrow_mut();
     for (from, m) in inbound.drain(..) {
+        if m.config_version().is_some_and(|v| v > own) {
+            w.deferred.borrow_mut().push((from, m));
+            continue;
+        }
         let mut counters = limiter::Counters {
             shard: &mut shard,
             flows: &mut flows,
@@ -642,6 +673,7 @@ fn apply_inbound(w: &Worker, inbound: &mut Vec<(usize, CoreMsg)>) {
                 slot,
                 subject,
                 tier,
+                ..
             } => {
                 let decision = match snap.tier(tier) {
                     Some(l) => counters.shard.check(subject.as_bytes(), tier, l, now),
@@ -660,6 +692,7 @@ fn apply_inbound(w: &Worker, inbound: &mut Vec<(usize, CoreMsg)>) {
                 slot,
                 subject,
                 what,
+                ..
             } => {
                 let verdict = counters.take(subject.as_bytes(), what);
                 mesh.send(from, CoreMsg::Verdict { slot, verdict });
@@ -695,6 +728,77 @@ fn put_hex(out: &mut [u8], mut v: u64) {
 #[cfg(test)]
 mod tests {
     use super::{Arc, Context, Event, Waker, put_hex};
+
+    /// A charge from a core already on a newer config, for a rule that config added, waits
+    /// on its owner until the owner runs that config, and is then counted under the rule
+    /// (it was admitted uncounted: the owner did not know the rule yet).
+    #[test]
+    fn a_charge_from_a_newer_config_waits_for_it() {
+        use crate::runtime::msg::{CoreMsg, Subject};
+        let text =
+            "[[upstream.servers]]\naddr = \"127.0.0.1:9000\"\n[upstream.health]\nenabled = false\n";
+        let load =
+            |t: &str| crate::config::load_str(t, std::path::Path::new("/nonexistent/t.toml"));
+        let old = load(text).unwrap();
+        let mut new = load(&format!(
+            "[[rules]]\nname = \"new\"\nper_minute = 1\n{text}"
+        ))
+        .unwrap();
+        new.limits.version = old.limits.version + 1;
+        let (mut meshes, _ctl) = crate::runtime::mesh::build(2);
+        let mut sender = meshes.pop().unwrap();
+        let shared = super::Shared {
+            config: Arc::new(old),
+            stats: (0..2)
+                .map(|_| Arc::new(crate::stats::CoreStats::default()))
+                .collect(),
+            hasher: std::hash::RandomState::new(),
+            epoch: std::time::Instant::now(),
+            epoch_unix_ms: 0,
+            tls: None,
+            upstream_tls: None,
+            instance: 0,
+            access_log: None,
+            connection_budget: 16,
+            cluster_epoch_ms: None,
+        };
+        let w = super::new_worker(0, meshes.pop().unwrap(), &shared);
+        let r = &new.rules.rules[0];
+        let mut subject = vec![crate::rules::RULE_PREFIX];
+        subject.extend_from_slice(&r.id);
+        subject.extend_from_slice(b"AKIAKEY");
+        let charge = |slot| CoreMsg::Charge {
+            slot,
+            subject: Subject::new(&subject),
+            what: crate::rules::RULE_TIER_BASE + r.slot,
+            version: new.limits.version as u32,
+        };
+        let verdicts = |sender: &mut crate::runtime::CoreMesh| {
+            let mut got = Vec::new();
+            sender.drain(|_, m| match m {
+                CoreMsg::Verdict { slot, verdict } => got.push((slot, verdict.decision.admitted)),
+                other => panic!("{other:?}"),
+            });
+            got
+        };
+        let mut inbound = vec![(1, charge(7)), (1, charge(8))];
+        super::apply_inbound(&w, &mut inbound);
+        w.mesh.borrow_mut().flush();
+        assert!(
+            verdicts(&mut sender).is_empty(),
+            "held: the owner runs the old config"
+        );
+        w.apply_config(Arc::new(new));
+        super::take_deferred(&w, &mut inbound);
+        super::apply_inbound(&w, &mut inbound);
+        w.mesh.borrow_mut().flush();
+        assert_eq!(
+            verdicts(&mut sender),
+            [(7, true), (8, false)],
+            "counted, 1 a minute"
+        );
+        assert!(w.deferred.borrow().is_empty());
+    }
 
     #[test]
     fn put_hex_matches_format() {

@@ -368,6 +368,7 @@ mod tests {
                     slot,
                     subject: Subject::new(b"AKIAEXAMPLE"),
                     tier: 1,
+                    version: 1,
                 },
             );
         }
@@ -398,6 +399,7 @@ mod tests {
                     slot,
                     subject: Subject::new(b"k"),
                     tier: 0,
+                    version: 1,
                 },
             );
         }

@@ -17,6 +17,8 @@
 //!   probe interval).
 //! - `CoreMsg::Charge`, `Verdict`, `Undo` and `Release`: never dropped,
 //!   like a `Check` (bounded the same way: by the requests in flight).
+//! - A `Check` or `Charge` carries the sender's config version; an owner on an older one
+//!   holds it until it takes the reload (never answers it under numbers it does not know).
 //! - `CoreMsg::Update` and `Bytes` (refunds, penalties, byte counts; fire-and-forget, no reply): queued like a
 //!   `Check`, unless more than a ring's worth (`mesh::RING_SLOTS`) already waits for that
 //!   core — then it is dropped and the sender is told (`limiter::refund`/`add_penalty`
@@ -90,6 +92,9 @@ pub enum CoreMsg {
         slot: u32,
         subject: Subject,
         tier: u16,
+        /// The sender's config version: an owner behind it waits until it runs that
+        /// version (a tier the reload added is then known to it).
+        version: u32,
     },
     /// The owner's answer to a `Check`.
     Decision { slot: u32, decision: Decision },
@@ -103,6 +108,8 @@ pub enum CoreMsg {
         slot: u32,
         subject: Subject,
         what: u16,
+        /// As `Check::version`.
+        version: u32,
     },
     /// The owner's answer to a `Charge`.
     Verdict { slot: u32, verdict: Verdict },
@@ -125,6 +132,17 @@ pub enum CoreMsg {
     Health { node: u16, ok: bool },
     /// A limit update that needs no answer.
     Update(LimitUpdate),
+}
+
+impl CoreMsg {
+    /// The config version a check or charge was planned under (None: other messages,
+    /// which do not depend on it).
+    pub fn config_version(&self) -> Option<u32> {
+        match self {
+            CoreMsg::Check { version, .. } | CoreMsg::Charge { version, .. } => Some(*version),
+            _ => None,
+        }
+    }
 }
 
 /// Fire-and-forget changes to a core's limit table (see the ring-full policy above).

@@ -170,6 +170,7 @@ impl Cores for Charger<'_> {
             slot,
             subject: Subject::new(c.subject(self.bytes)),
             what: c.what,
+            version: self.snap.cfg.limits.version as u32,
         };
         self.w.mesh.borrow_mut().send(usize::from(c.owner), msg);
         self.w.kick_mesh();
