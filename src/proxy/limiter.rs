@@ -129,12 +129,12 @@ impl Drop for SlotGuard<'_> {
     }
 }
 
-/// Asks the owner core of `subject` to check-and-admit one request.
-pub async fn check(w: &Worker, subject: &[u8], tier: u16) -> Decision {
+/// Asks the owner core of `subject` to check-and-admit one request of tier `tier` as
+/// `snap` (the request's config) has it.
+pub async fn check(w: &Worker, snap: &super::Snapshot, subject: &[u8], tier: u16) -> Decision {
     let owner = w.router.owner(subject);
     if owner == w.id {
         w.stats.local_checks.inc();
-        let snap = w.snapshot();
         let now = w.now_ms();
         return match snap.tier(tier) {
             Some(l) => w.shard.borrow_mut().check(subject, tier, l, now),
@@ -149,7 +149,7 @@ pub async fn check(w: &Worker, subject: &[u8], tier: u16) -> Decision {
             slot,
             subject: Subject::new(subject),
             tier,
-            version: w.config_version(),
+            version: snap.cfg.limits.version as u32,
         },
     );
     w.kick_mesh();

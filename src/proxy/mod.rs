@@ -215,18 +215,13 @@ pub struct Worker {
     /// `Shared::epoch_unix_ms`.
     pub epoch_unix_ms: u64,
     /// Checks and charges from cores already on a newer config than this one, held until
-    /// this core runs it (`apply_inbound`, `take_deferred`).
+    /// this core takes a reload (`apply_inbound`, `mesh_loop`).
     deferred: RefCell<Vec<(usize, CoreMsg)>>,
 }
 
 impl Worker {
     pub fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
-    }
-
-    /// The version of the config this core runs (as cross-core messages carry it).
-    pub fn config_version(&self) -> u32 {
-        self.snap.borrow().cfg.limits.version as u32
     }
 
     pub fn snapshot(&self) -> Rc<Snapshot> {
@@ -589,9 +584,13 @@ async fn mesh_loop(w: Rc<Worker>) {
             let had_work = !inbound.is_empty() || !controls.is_empty() || !from_sync.is_empty();
             // Controls first: a charge that came after a reload's snapshot is counted
             // under the new config, as its sender (already on it) planned.
+            let mut took_config = false;
             for c in controls.drain(..) {
                 match c {
-                    ControlMsg::Config(cfg) => w.apply_config(cfg),
+                    ControlMsg::Config(cfg) => {
+                        w.apply_config(cfg);
+                        took_config = true;
+                    }
                     ControlMsg::Tls(sc) => {
                         *w.tls.borrow_mut() = Some(monoio_rustls::TlsAcceptor::from(sc));
                     }
@@ -599,8 +598,8 @@ async fn mesh_loop(w: Rc<Worker>) {
                     ControlMsg::Shutdown => w.shutdown.set(),
                 }
             }
-            if !w.deferred.borrow().is_empty() {
-                take_deferred(&w, &mut inbound);
+            if took_config {
+                release_held(&w, &mut inbound);
             }
             if !from_sync.is_empty() {
                 let snap = w.snapshot();
@@ -633,22 +632,17 @@ async fn mesh_loop(w: Rc<Worker>) {
     .await
 }
 
-/// Moves the held checks and charges this core's config now covers back to `inbound`.
-fn take_deferred(w: &Worker, inbound: &mut Vec<(usize, CoreMsg)>) {
-    let own = w.config_version();
-    let mut held = w.deferred.borrow_mut();
-    let due = |m: &CoreMsg| m.config_version().is_none_or(|v| v <= own);
-    let (ready, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut *held)
-        .into_iter()
-        .partition(|(_, m)| due(m));
-    *held = wait;
-    inbound.extend(ready);
+/// After a reload: the held checks and charges go first in `inbound`, in the order they
+/// came (those still ahead of this core's config are held again).
+fn release_held(w: &Worker, inbound: &mut Vec<(usize, CoreMsg)>) {
+    let held = std::mem::take(&mut *w.deferred.borrow_mut());
+    inbound.splice(0..0, held);
 }
 
 /// Handles the messages of other cores drained this turn: checks and rule charges for
 /// subjects this core owns (answered), answers to this core's requests, updates, health.
 /// A check or charge planned under a newer config than this core runs is held until this
-/// core runs it (it may name a tier or rule the reload added): `take_deferred`.
+/// core takes a reload (it may name a tier or rule the reload added): `release_held`.
 fn apply_inbound(w: &Worker, inbound: &mut Vec<(usize, CoreMsg)>) {
     let snap = w.snapshot();
     let own = snap.cfg.limits.version as u32;
@@ -658,7 +652,7 @@ fn apply_inbound(w: &Worker, inbound: &mut Vec<(usize, CoreMsg)>) {
     let mut mesh = w.mesh.borrow_mut();
     let mut pending = w.pending.borrow_mut();
     for (from, m) in inbound.drain(..) {
-        if m.config_version().is_some_and(|v| v > own) {
+        if m.planned_ahead_of(own) {
             w.deferred.borrow_mut().push((from, m));
             continue;
         }
@@ -729,26 +723,77 @@ fn put_hex(out: &mut [u8], mut v: u64) {
 mod tests {
     use super::{Arc, Context, Event, Waker, put_hex};
 
-    /// A charge from a core already on a newer config, for a rule that config added, waits
-    /// on its owner until the owner runs that config, and is then counted under the rule
-    /// (it was admitted uncounted: the owner did not know the rule yet).
+    /// Checks and charges from a core already on a newer config, for a tier and a rule
+    /// that config added, wait on their owner until it takes the reload; they are then
+    /// counted under them, before what came in later (without the hold they were admitted
+    /// uncounted: the owner did not know that tier or rule yet).
     #[test]
-    fn a_charge_from_a_newer_config_waits_for_it() {
+    fn checks_from_a_newer_config_wait_for_it() {
         use crate::runtime::msg::{CoreMsg, Subject};
-        let text =
-            "[[upstream.servers]]\naddr = \"127.0.0.1:9000\"\n[upstream.health]\nenabled = false\n";
+        let base = "[[upstream.servers]]\naddr = \"127.0.0.1:9000\"\n[upstream.health]\n\
+                    enabled = false\n[limits]\ndefault_tier = \"a\"\nanonymous_tier = \"a\"\n\
+                    [tiers.a]\nper_minute = 100\nper_second = 100\n";
         let load =
             |t: &str| crate::config::load_str(t, std::path::Path::new("/nonexistent/t.toml"));
-        let old = load(text).unwrap();
-        let mut new = load(&format!(
-            "[[rules]]\nname = \"new\"\nper_minute = 1\n{text}"
-        ))
-        .unwrap();
+        let old = load(base).unwrap();
+        let added = "[[rules]]\nname = \"new\"\nper_minute = 1\n\
+                     [tiers.b]\nper_minute = 1\nper_second = 100\n";
+        let mut new = load(&format!("{added}{base}")).unwrap();
         new.limits.version = old.limits.version + 1;
         let (mut meshes, _ctl) = crate::runtime::mesh::build(2);
         let mut sender = meshes.pop().unwrap();
-        let shared = super::Shared {
-            config: Arc::new(old),
+        let w = super::new_worker(0, meshes.pop().unwrap(), &shared(old));
+        let version = new.limits.version as u32;
+        let tier_b = new.limits.tiers.iter().position(|t| t.name == "b").unwrap() as u16;
+        let r = &new.rules.rules[0];
+        let mut rule_subject = vec![crate::rules::RULE_PREFIX];
+        rule_subject.extend_from_slice(&r.id);
+        rule_subject.extend_from_slice(b"AKIAKEY");
+        let charge = |slot| CoreMsg::Charge {
+            slot,
+            subject: Subject::new(&rule_subject),
+            what: crate::rules::RULE_TIER_BASE + r.slot,
+            version,
+        };
+        let check = |slot| CoreMsg::Check {
+            slot,
+            subject: Subject::new(b"AKIAKEY"),
+            tier: tier_b,
+            version,
+        };
+        let answers = |sender: &mut crate::runtime::CoreMesh| {
+            let mut got = Vec::new();
+            sender.drain(|_, m| match m {
+                CoreMsg::Verdict { slot, verdict } => got.push((slot, verdict.decision.admitted)),
+                CoreMsg::Decision { slot, decision } => got.push((slot, decision.admitted)),
+                other => panic!("{other:?}"),
+            });
+            got
+        };
+        let mut inbound = vec![(1, charge(7)), (1, check(9)), (1, check(10))];
+        super::apply_inbound(&w, &mut inbound);
+        w.mesh.borrow_mut().flush();
+        assert!(
+            answers(&mut sender).is_empty(),
+            "held: the owner runs the old config"
+        );
+        // The turn the reload lands in, as `mesh_loop` runs it: one more charge came in.
+        inbound.push((1, charge(8)));
+        w.apply_config(Arc::new(new));
+        super::release_held(&w, &mut inbound);
+        super::apply_inbound(&w, &mut inbound);
+        w.mesh.borrow_mut().flush();
+        assert_eq!(
+            answers(&mut sender),
+            [(7, true), (9, true), (10, false), (8, false)],
+            "counted (1 a minute each), the held ones first"
+        );
+        assert!(w.deferred.borrow().is_empty());
+    }
+
+    fn shared(cfg: crate::config::Config) -> super::Shared {
+        super::Shared {
+            config: Arc::new(cfg),
             stats: (0..2)
                 .map(|_| Arc::new(crate::stats::CoreStats::default()))
                 .collect(),
@@ -761,43 +806,7 @@ mod tests {
             access_log: None,
             connection_budget: 16,
             cluster_epoch_ms: None,
-        };
-        let w = super::new_worker(0, meshes.pop().unwrap(), &shared);
-        let r = &new.rules.rules[0];
-        let mut subject = vec![crate::rules::RULE_PREFIX];
-        subject.extend_from_slice(&r.id);
-        subject.extend_from_slice(b"AKIAKEY");
-        let charge = |slot| CoreMsg::Charge {
-            slot,
-            subject: Subject::new(&subject),
-            what: crate::rules::RULE_TIER_BASE + r.slot,
-            version: new.limits.version as u32,
-        };
-        let verdicts = |sender: &mut crate::runtime::CoreMesh| {
-            let mut got = Vec::new();
-            sender.drain(|_, m| match m {
-                CoreMsg::Verdict { slot, verdict } => got.push((slot, verdict.decision.admitted)),
-                other => panic!("{other:?}"),
-            });
-            got
-        };
-        let mut inbound = vec![(1, charge(7)), (1, charge(8))];
-        super::apply_inbound(&w, &mut inbound);
-        w.mesh.borrow_mut().flush();
-        assert!(
-            verdicts(&mut sender).is_empty(),
-            "held: the owner runs the old config"
-        );
-        w.apply_config(Arc::new(new));
-        super::take_deferred(&w, &mut inbound);
-        super::apply_inbound(&w, &mut inbound);
-        w.mesh.borrow_mut().flush();
-        assert_eq!(
-            verdicts(&mut sender),
-            [(7, true), (8, false)],
-            "counted, 1 a minute"
-        );
-        assert!(w.deferred.borrow().is_empty());
+        }
     }
 
     #[test]

@@ -26,7 +26,7 @@
 //!   failure only delays a penalty.
 //! - `ControlMsg`: the control thread retries for a moment (`ControlHandle::send`). A
 //!   `Config` or `Tls` snapshot a core did not take is kept by the control plane and sent
-//!   again every 250 ms until that core takes it (`control::ControlState::retry_pending`;
+//!   again every 250 ms until that core takes it (`control::ControlState::retry_undelivered`;
 //!   a newer snapshot replaces the one waiting: each is whole), and the core's lag is shown
 //!   in `/config`; a `Table` request is answered 503 by the admin API; a `Shutdown` is
 //!   retried like a snapshot.
@@ -135,12 +135,15 @@ pub enum CoreMsg {
 }
 
 impl CoreMsg {
-    /// The config version a check or charge was planned under (None: other messages,
-    /// which do not depend on it).
-    pub fn config_version(&self) -> Option<u32> {
+    /// Whether this is a check or charge planned under a newer config than version `own`
+    /// (the one its owner runs): the owner must hold it until it runs that one. Versions
+    /// compare modulo 2^32.
+    pub fn planned_ahead_of(&self, own: u32) -> bool {
         match self {
-            CoreMsg::Check { version, .. } | CoreMsg::Charge { version, .. } => Some(*version),
-            _ => None,
+            CoreMsg::Check { version, .. } | CoreMsg::Charge { version, .. } => {
+                (version.wrapping_sub(own) as i32) > 0
+            }
+            _ => false,
         }
     }
 }
@@ -240,5 +243,32 @@ impl std::fmt::Debug for ControlMsg {
             ControlMsg::Table(op, _) => write!(f, "Table({op:?})"),
             ControlMsg::Shutdown => write!(f, "Shutdown"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only checks and charges wait for a config, and versions compare across the wrap.
+    #[test]
+    fn planned_ahead_of_compares_versions_modulo_the_wrap() {
+        let check = |version| CoreMsg::Check {
+            slot: 0,
+            subject: Subject::new(b"k"),
+            tier: 0,
+            version,
+        };
+        assert!(check(5).planned_ahead_of(4));
+        assert!(!check(4).planned_ahead_of(4) && !check(3).planned_ahead_of(4));
+        assert!(check(1).planned_ahead_of(u32::MAX), "after the wrap");
+        assert!(
+            !check(u32::MAX).planned_ahead_of(1),
+            "a sender behind, across it"
+        );
+        let release = CoreMsg::Release {
+            subject: Subject::new(b"k"),
+        };
+        assert!(!release.planned_ahead_of(0));
     }
 }

@@ -231,7 +231,8 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
             if !snap.cfg.rules.is_empty() {
                 self.admit_rules(snap, req, &mut adm, limited).await;
             } else if limited {
-                adm.decision = Some(limiter::check(&self.w, &self.subject, tier as u16).await);
+                adm.decision =
+                    Some(limiter::check(&self.w, snap, &self.subject, tier as u16).await);
             }
             if adm.decision.is_none() && !adm.rules_charged {
                 self.w.stats.unlimited[req.mi].inc();

@@ -113,7 +113,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Conn<S> {
         }
         if shadow_tier && self.outcome.charges_tier() && adm.rule.is_none() {
             let t = adm.tier as u16;
-            adm.decision = Some(limiter::check(&self.w, &self.subject, t).await);
+            adm.decision = Some(limiter::check(&self.w, snap, &self.subject, t).await);
         }
     }
 
