@@ -60,9 +60,10 @@ timeout 600 bash bench/test-quick.sh
 
 # demo ARGS...: the demo, scaled; a run loadgen marks invalid (exit 3: the generator fell
 # behind its schedule on a busy machine, which says nothing about tollgate) is run again, at
-# most three runs in all. Exit 3 means every `[[assert]]` passed (a failed one exits 1,
-# first), accuracy by the certain criterion included: if all three runs lagged, that is
-# what is left to check, and it is said. Any other failure fails at once.
+# most three runs in all. Exit 3 means every `[[assert]]` of the scenario passed (a failed
+# one exits 1, first; the burst demo's include accuracy by the certain criterion): if all
+# three runs lagged, that is what is left to check, and it is said. Any other failure
+# fails at once.
 demo() {
     local rc
     for attempt in 1 2 3; do
@@ -71,7 +72,7 @@ demo() {
         ((rc == 3)) || return "$rc"
         say "demo run $attempt invalid (the machine could not keep loadgen's schedule); running it again"
     done
-    say "every demo run lagged behind loadgen's schedule; their asserts (accuracy included) passed: accepted"
+    say "every demo run lagged behind loadgen's schedule; the scenario's asserts passed in each: accepted"
 }
 
 say "the README's demo command, scaled to 6 s of load (DEMO_SCALE=0.05)"
